@@ -1,0 +1,452 @@
+"""The Docker backend: JobSpec -> Engine API calls, through the docker SDK's low-level client.
+
+`container_config()` and `host_config()` are pure mappings (unit-testable without an engine);
+`DockerBackend` does the I/O. Nothing outside this module knows the Engine API.
+"""
+
+from __future__ import annotations
+
+import glob
+import grp
+import os
+import queue
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest
+from docker.types import Mount as DockerMount
+from docker.types import Ulimit as DockerUlimit
+
+from ..errors import ConveyorError, EngineUnavailable, ImageNotFound, InvalidSpec
+from ..spec import GpuRequest, GpuVendor, JobSpec, PullPolicy
+from .base import LABEL_EXECUTOR, LABEL_JOB, LABEL_MANAGED, LABEL_NAME, ContainerStatus, EngineEvent
+
+_CONNECTION_ERRORS = (requests.exceptions.ConnectionError, ConnectionError, docker.errors.DockerException)
+
+# ----------------------------------------------------------------------------- pure mapping
+
+
+def conveyor_labels(executor_id: str, job_id: str | None = None, name: str | None = None) -> dict[str, str]:
+    labels = {LABEL_MANAGED: "true", LABEL_EXECUTOR: executor_id}
+    if job_id:
+        labels[LABEL_JOB] = job_id
+    if name:
+        labels[LABEL_NAME] = name
+    return labels
+
+
+def container_config(spec: JobSpec, labels: dict[str, str]) -> dict[str, Any]:
+    """Keyword arguments for ``APIClient.create_container`` (without host_config)."""
+    entrypoint = spec.entrypoint
+    if entrypoint == []:
+        entrypoint = [""]  # the Engine API's way of saying "clear the image's entrypoint"
+    return {
+        "image": spec.image,
+        "command": spec.full_command,
+        "entrypoint": entrypoint,
+        "environment": [f"{k}={v}" for k, v in spec.env.items()],
+        "working_dir": spec.workdir,
+        "user": spec.user or "",
+        "hostname": spec.hostname,
+        "labels": {**spec.labels, **labels},
+        "tty": spec.tty,
+        "stdin_open": spec.stdin_open,
+        "ports": [(p.container_port, p.protocol) for p in spec.ports] or None,
+    }
+
+
+def host_config(spec: JobSpec) -> dict[str, Any]:
+    """Keyword arguments for ``APIClient.create_host_config``. Never sets auto_remove:
+    Conveyor removes containers itself, after their results are stored."""
+    res = spec.resources
+    cfg: dict[str, Any] = {
+        "mounts": [_mount(m) for m in spec.mounts],
+        "port_bindings": _port_bindings(spec),
+        "network_mode": spec.network or "bridge",
+        "ipc_mode": spec.ipc_mode or None,
+        "uts_mode": spec.uts_mode or None,
+        "pid_mode": spec.pid_mode or None,
+        "privileged": spec.privileged,
+        "shm_size": spec.shm_size,
+        "ulimits": [DockerUlimit(name=u.name, soft=u.soft, hard=u.hard) for u in spec.ulimits] or None,
+        "restart_policy": (
+            {"Name": spec.restart.name, "MaximumRetryCount": spec.restart.max_retries}
+            if spec.restart.name != "no"
+            else None
+        ),
+        "nano_cpus": int(res.cpus * 1e9) if res.cpus else None,
+        "mem_limit": res.memory,
+        "memswap_limit": res.memory_swap,
+        "pids_limit": res.pids_limit,
+    }
+    if res.gpus is not None:
+        cfg.update(gpu_host_config(res.gpus))
+    return {k: v for k, v in cfg.items() if v not in (None, [], {})}
+
+
+def _mount(m) -> DockerMount:
+    if m.type == "tmpfs":
+        return DockerMount(target=m.target, source=None, type="tmpfs", read_only=m.read_only, tmpfs_size=m.size)
+    return DockerMount(target=m.target, source=m.source, type=m.type, read_only=m.read_only)
+
+
+def _port_bindings(spec: JobSpec) -> dict[str, Any]:
+    bindings: dict[str, Any] = {}
+    for p in spec.ports:
+        host = (p.host_ip, p.host_port) if p.host_ip else p.host_port
+        bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append(host)
+    return bindings
+
+
+def gpu_host_config(gpus: GpuRequest, dri_root: str = "/dev/dri") -> dict[str, Any]:
+    """GPUs by vendor: NVIDIA through device requests (the NVIDIA container toolkit does the
+    rest); AMD and Intel by passing device nodes, as their container guides prescribe."""
+    if gpus.vendor is GpuVendor.NVIDIA:
+        request = DeviceRequest(
+            driver="nvidia",
+            count=-1 if gpus.all else (gpus.count or 0),
+            device_ids=gpus.device_ids or None,
+            capabilities=[["gpu"]],
+        )
+        return {"device_requests": [request]}
+    if gpus.all:
+        nodes = [dri_root]
+    elif gpus.device_ids:
+        nodes = [_render_node(d, dri_root) for d in gpus.device_ids]
+    else:
+        present = sorted(glob.glob(os.path.join(dri_root, "renderD*")))
+        if len(present) < (gpus.count or 0):
+            raise InvalidSpec.single(
+                "resources.gpus.count",
+                gpus.count,
+                f"this host has {len(present)} {gpus.vendor.value} GPU render node(s) in {dri_root}; "
+                "ask for fewer, or for 'all'",
+            )
+        nodes = present[: gpus.count]
+    if gpus.vendor is GpuVendor.AMD:
+        # ROCm needs the compute interface /dev/kfd next to the render nodes, and the
+        # job's user in the group owning them.
+        return {
+            "devices": [f"/dev/kfd:/dev/kfd:rwm", *(f"{n}:{n}:rwm" for n in nodes)],
+            "group_add": _host_groups("video", "render"),
+        }
+    return {"devices": [f"{n}:{n}:rwm" for n in nodes]}
+
+
+def _render_node(device_id: str, dri_root: str) -> str:
+    if device_id.startswith("/dev/"):
+        return device_id
+    if device_id.isdigit():
+        return os.path.join(dri_root, f"renderD{128 + int(device_id)}")
+    raise InvalidSpec.single(
+        "resources.gpus.device_ids", device_id, "for AMD/Intel use a GPU index (0, 1, ...) or a /dev/dri/renderD* path"
+    )
+
+
+def _host_groups(*names: str) -> list[str]:
+    """Numeric ids of the host groups that own GPU device nodes (the image may not know the
+    names); 'video' by name when the host has no such group."""
+    out = []
+    for name in names:
+        try:
+            out.append(str(grp.getgrnam(name).gr_gid))
+        except KeyError:
+            if name == "video":
+                out.append("video")
+    return out
+
+
+def _engine_time(text: str | None) -> float | None:
+    if not text or text.startswith("0001-01-01"):
+        return None
+    # Engine times carry nanoseconds; Python parses up to microseconds.
+    head, _, frac = text.rstrip("Z").partition(".")
+    stamp = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp()
+    return stamp + (float("0." + frac) if frac else 0.0)
+
+
+def _status(attrs: dict) -> ContainerStatus:
+    state = attrs.get("State") or {}
+    status = state.get("Status", "unknown")
+    finished = _engine_time(state.get("FinishedAt"))
+    return ContainerStatus(
+        id=attrs["Id"],
+        status=status,
+        # A container that failed to start stays "created" but carries 126/127 like a shell.
+        exit_code=state.get("ExitCode") if status in ("exited", "dead") or state.get("ExitCode") else None,
+        oom_killed=bool(state.get("OOMKilled")),
+        started_at=_engine_time(state.get("StartedAt")),
+        finished_at=finished if status in ("exited", "dead") else None,
+        error=state.get("Error") or None,
+        labels=(attrs.get("Config") or {}).get("Labels") or {},
+    )
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, executor_id: str, base_url: str | None = None, timeout: int = 120):
+        self.executor_id = executor_id
+        try:
+            if base_url:
+                self.api = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
+            else:
+                self.api = docker.from_env(version="auto", timeout=timeout).api
+            self.api.ping()
+        except _CONNECTION_ERRORS as exc:
+            raise EngineUnavailable(
+                f"cannot reach the Docker engine ({exc}); start dockerd or set DOCKER_HOST"
+            ) from None
+        self._events_stream = None
+        self._events_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ images
+
+    def ensure_image(self, spec: JobSpec) -> None:
+        present = self._image_present(spec.image)
+        if spec.pull is PullPolicy.NEVER and not present:
+            raise ImageNotFound(spec.image, "not present on this node and the pull policy is 'never'")
+        if spec.pull is PullPolicy.ALWAYS or not present:
+            repo, tag = _split_reference(spec.image)
+            try:
+                self.api.pull(repo, tag=tag)
+            except docker.errors.APIError as exc:
+                raise ImageNotFound(spec.image, f"pull failed: {exc.explanation or exc}") from None
+
+    def _image_present(self, image: str) -> bool:
+        try:
+            self.api.inspect_image(image)
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(self, job_id: str, spec: JobSpec) -> str:
+        labels = conveyor_labels(self.executor_id, job_id, spec.name)
+        hc = host_config(spec)
+        self._prepare_mounts(spec)
+        self._prepare_network(spec)
+        created = self.api.create_container(
+            **container_config(spec, labels),
+            host_config=self.api.create_host_config(**hc),
+            name=f"conveyor-{job_id}",
+        )
+        return created["Id"]
+
+    def _prepare_mounts(self, spec: JobSpec) -> None:
+        uid, gid = _numeric_user(spec.user)
+        for m in spec.mounts:
+            if m.type == "bind" and not os.path.exists(m.source):
+                # Create the source ourselves: the engine would make it root-owned, which a
+                # job running as --user could then not write to.
+                os.makedirs(m.source, exist_ok=True)
+                if uid is not None:
+                    os.chown(m.source, uid, gid if gid is not None else -1)
+            elif m.type == "volume" and m.source:
+                try:
+                    self.api.inspect_volume(m.source)
+                except docker.errors.NotFound:
+                    self.api.create_volume(m.source, labels=conveyor_labels(self.executor_id))
+
+    def _prepare_network(self, spec: JobSpec) -> None:
+        net = spec.network
+        if not net or net in ("bridge", "none", "host") or net.startswith("container:"):
+            return
+        if not self.api.networks(names=[net]):
+            self.api.create_network(net, labels=conveyor_labels(self.executor_id))
+
+    def attach_stdin(self, container_id: str):
+        """A socket whose writes reach the container's stdin (attach before start)."""
+        return self.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+
+    def start(self, container_id: str) -> None:
+        self.api.start(container_id)
+
+    def signal(self, container_id: str, signal: str) -> None:
+        self.api.kill(container_id, signal=signal)
+
+    def pause(self, container_id: str) -> None:
+        self.api.pause(container_id)
+
+    def unpause(self, container_id: str) -> None:
+        self.api.unpause(container_id)
+
+    def inspect(self, container_id: str) -> ContainerStatus | None:
+        """The container's status, or None when the engine says it does not exist."""
+        try:
+            return _status(self.api.inspect_container(container_id))
+        except docker.errors.NotFound:
+            return None
+
+    def stats(self, container_id: str) -> dict:
+        return self.api.stats(container_id, stream=False)
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise
+
+    def list(self) -> list[ContainerStatus]:
+        """Every container this executor made, alive or not."""
+        found = self.api.containers(all=True, filters={"label": f"{LABEL_EXECUTOR}={self.executor_id}"})
+        out = []
+        for summary in found:
+            status = self.inspect(summary["Id"])
+            if status is not None:
+                out.append(status)
+        return out
+
+    # ------------------------------------------------------------------ logs
+
+    def save_logs(self, container_id: str, stream: str, path: Path) -> int:
+        """Copy one stream of the engine's log to ``path`` (temp file + rename). Returns bytes."""
+        tmp = path.with_name(f".{path.name}.partial")
+        written = 0
+        with open(tmp, "wb") as out:
+            chunks = self.api.logs(
+                container_id, stdout=stream == "stdout", stderr=stream == "stderr", stream=True, follow=False
+            )
+            for chunk in chunks:
+                out.write(chunk)
+                written += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        return written
+
+    def follow_logs(
+        self, container_id: str, streams: tuple[str, ...], tail: int | None = None, follow: bool = True
+    ) -> Iterator[tuple[str, bytes]]:
+        """Yield ``(stream, chunk)`` from the engine's log, stdout and stderr kept apart.
+
+        The engine's log driver records from the first byte, so following after start
+        loses nothing. One reader thread per stream while the caller iterates."""
+        chunks: queue.Queue = queue.Queue(maxsize=256)
+        handles = []
+        done = object()
+
+        def pump(name: str) -> None:
+            try:
+                handle = self.api.logs(
+                    container_id,
+                    stdout=name == "stdout",
+                    stderr=name == "stderr",
+                    stream=True,
+                    follow=follow,
+                    tail="all" if tail is None else tail,
+                )
+                handles.append(handle)
+                for chunk in handle:
+                    chunks.put((name, chunk))
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer below
+                chunks.put((name, exc))
+            finally:
+                chunks.put((name, done))
+
+        readers = [threading.Thread(target=pump, args=(s,), daemon=True, name=f"logs-{s}") for s in streams]
+        for r in readers:
+            r.start()
+        open_streams = len(readers)
+        error: Exception | None = None
+        try:
+            while open_streams:
+                name, item = chunks.get()
+                if item is done:
+                    open_streams -= 1
+                elif isinstance(item, Exception):
+                    error = error or item
+                else:
+                    yield name, item
+        finally:
+            for handle in handles:
+                try:
+                    handle.close()
+                except Exception:  # noqa: BLE001 - closing a dead stream
+                    pass
+        if error is not None and not isinstance(error, docker.errors.NotFound):
+            raise ConveyorError(f"log stream failed: {error}")
+
+    # ------------------------------------------------------------------ events
+
+    def events(self, since: float | None = None) -> Iterator[EngineEvent]:
+        """Container events for this executor's containers. The subscription is live when
+        this returns; iterate the result to consume it."""
+        try:
+            stream = self.api.events(
+                since=since,
+                filters={"type": "container", "label": f"{LABEL_EXECUTOR}={self.executor_id}"},
+                decode=True,
+            )
+        except _CONNECTION_ERRORS as exc:
+            raise EngineUnavailable(f"event stream: {exc}") from None
+        with self._events_lock:
+            self._events_stream = stream
+        return self._decode_events(stream)
+
+    @staticmethod
+    def _decode_events(stream) -> Iterator[EngineEvent]:
+        try:
+            for ev in stream:
+                actor = ev.get("Actor") or {}
+                attrs = actor.get("Attributes") or {}
+                action = (ev.get("Action") or ev.get("status") or "").split(":")[0]
+                yield EngineEvent(
+                    action=action,
+                    container_id=actor.get("ID") or ev.get("id", ""),
+                    job_id=attrs.get(LABEL_JOB),
+                    time=ev.get("timeNano", 0) / 1e9 or float(ev.get("time", 0)),
+                )
+        except _CONNECTION_ERRORS + (AttributeError, ValueError) as exc:
+            raise EngineUnavailable(f"event stream broke: {exc}") from None
+
+    def close_events(self) -> None:
+        with self._events_lock:
+            stream, self._events_stream = self._events_stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+
+    # ------------------------------------------------------------------ cleanup
+
+    def remove_volumes_and_networks(self) -> dict[str, int]:
+        label = {"label": f"{LABEL_EXECUTOR}={self.executor_id}"}
+        volumes = (self.api.volumes(filters=label) or {}).get("Volumes") or []
+        for v in volumes:
+            self.api.remove_volume(v["Name"], force=True)
+        networks = self.api.networks(filters=label)
+        for n in networks:
+            self.api.remove_network(n["Id"])
+        return {"volumes": len(volumes), "networks": len(networks)}
+
+
+def _split_reference(image: str) -> tuple[str, str | None]:
+    """``host:5000/name:tag`` -> (``host:5000/name``, ``tag``); digests stay whole."""
+    if "@" in image:
+        return image, None
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:
+        return image[:colon], image[colon + 1 :]
+    return image, "latest"
+
+
+def _numeric_user(user: str | None) -> tuple[int | None, int | None]:
+    if not user:
+        return None, None
+    uid, _, gid = user.partition(":")
+    return (int(uid) if uid.isdigit() else None, int(gid) if gid.isdigit() else None)

@@ -1,0 +1,73 @@
+"""The DRMAA2 job state model: states, substates (reasons) and which moves are legal."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobState(str, Enum):
+    QUEUED = "Queued"
+    QUEUED_HELD = "QueuedHeld"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    REQUEUED = "Requeued"
+    REQUEUED_HELD = "RequeuedHeld"
+    DONE = "Done"
+    FAILED = "Failed"
+    UNDETERMINED = "Undetermined"
+
+    def __str__(self) -> str:  # so f-strings and tables show "Running", not "JobState.RUNNING"
+        return self.value
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+    @property
+    def is_active(self) -> bool:
+        """A container may exist and be alive for a job in this state."""
+        return self in (JobState.RUNNING, JobState.SUSPENDED)
+
+
+FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED})
+WAITING_STATES = frozenset(
+    {JobState.QUEUED, JobState.QUEUED_HELD, JobState.REQUEUED, JobState.REQUEUED_HELD}
+)
+
+
+class Substate:
+    """Reasons recorded next to a state. Plain strings so the store and API stay readable."""
+
+    EXITED = "exited"  # ran to completion; exit code says how it went
+    OOM_KILLED = "oom_killed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    IMAGE_MISSING = "image_missing"
+    START_FAILED = "start_failed"
+    CONTAINER_LOST = "container_lost"  # the container vanished while we were not looking
+    HELD = "held"
+
+
+# Legal moves. Undetermined is reachable from anywhere (we lost track) and can be left
+# once the truth is known again.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.QUEUED_HELD, JobState.RUNNING, JobState.FAILED}),
+    JobState.QUEUED_HELD: frozenset({JobState.QUEUED, JobState.FAILED}),
+    JobState.RUNNING: frozenset(
+        {JobState.SUSPENDED, JobState.DONE, JobState.FAILED, JobState.REQUEUED}
+    ),
+    JobState.SUSPENDED: frozenset({JobState.RUNNING, JobState.DONE, JobState.FAILED}),
+    JobState.REQUEUED: frozenset({JobState.REQUEUED_HELD, JobState.RUNNING, JobState.FAILED}),
+    JobState.REQUEUED_HELD: frozenset({JobState.REQUEUED, JobState.FAILED}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.UNDETERMINED: frozenset(
+        {JobState.RUNNING, JobState.SUSPENDED, JobState.DONE, JobState.FAILED}
+    ),
+}
+
+
+def can_move(src: JobState, dst: JobState) -> bool:
+    if dst is JobState.UNDETERMINED:
+        return not src.is_final
+    return dst in TRANSITIONS[src]

@@ -1,0 +1,310 @@
+"""The store: jobs and their append-only state transitions in SQLite (WAL mode).
+
+Every state change goes through :meth:`Store.transition`, a compare-and-set that writes the
+new state and the transition row in one transaction. Callers report a change only after it
+returned True, so what anyone was told is always on disk.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import InvalidState, JobNotFound
+from .spec import JobSpec
+from .state import JobState, can_move
+
+# One entry per schema version; never edit a released entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE jobs (
+        id              TEXT PRIMARY KEY,
+        executor_id     TEXT NOT NULL,
+        name            TEXT,
+        spec            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        substate        TEXT,
+        exit_code       INTEGER,
+        message         TEXT,
+        container_id    TEXT,
+        stop_reason     TEXT,
+        idempotency_key TEXT UNIQUE,
+        array_id        TEXT,
+        array_index     INTEGER,
+        created_at      REAL NOT NULL,
+        started_at      REAL,
+        finished_at     REAL
+    );
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE INDEX jobs_array ON jobs(array_id);
+    CREATE TABLE transitions (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id     TEXT NOT NULL,
+        at         REAL NOT NULL,
+        from_state TEXT,
+        to_state   TEXT NOT NULL,
+        substate   TEXT,
+        reason     TEXT
+    );
+    CREATE INDEX transitions_job ON transitions(job_id);
+    CREATE TABLE job_labels (
+        job_id TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        value  TEXT NOT NULL,
+        PRIMARY KEY (job_id, key)
+    );
+    CREATE INDEX job_labels_kv ON job_labels(key, value);
+    """,
+]
+
+_JOB_COLUMNS = (
+    "id executor_id name spec state substate exit_code message container_id stop_reason "
+    "idempotency_key array_id array_index created_at started_at finished_at"
+).split()
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass
+class JobRecord:
+    id: str
+    executor_id: str
+    spec: JobSpec
+    state: JobState = JobState.QUEUED
+    name: str | None = None
+    substate: str | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    container_id: str | None = None
+    stop_reason: str | None = None
+    idempotency_key: str | None = None
+    array_id: str | None = None
+    array_index: int | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> "JobRecord":
+        data = dict(zip(_JOB_COLUMNS, row))
+        data["spec"] = JobSpec.from_json(data["spec"])
+        data["state"] = JobState(data["state"])
+        return cls(**data)
+
+    def _to_row(self) -> tuple:
+        data = {**self.__dict__, "spec": self.spec.to_json(), "state": self.state.value}
+        return tuple(data[c] for c in _JOB_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Transition:
+    seq: int
+    job_id: str
+    at: float
+    from_state: JobState | None
+    to_state: JobState
+    substate: str | None
+    reason: str | None
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the executor's few threads; the lock serialises use.
+        # Other processes (a CLI reading `ps`) open their own and WAL keeps readers unblocked.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _migrate(self) -> None:
+        with self._tx():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _tx(self):
+        store = self
+
+        class _Tx:
+            def __enter__(self):
+                store._lock.acquire()
+                store._db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, exc, tb):
+                try:
+                    store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    store._lock.release()
+
+        return _Tx()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ----------------------------------------------------------------- jobs
+
+    def insert(self, job: JobRecord) -> JobRecord:
+        """Insert a new job and its first transition. With an idempotency key already in use,
+        return the existing job instead."""
+        placeholders = ",".join("?" * len(_JOB_COLUMNS))
+        with self._tx():
+            existing = job.idempotency_key and self.by_idempotency_key(job.idempotency_key)
+            if existing:
+                return existing
+            self._db.execute(f"INSERT INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({placeholders})", job._to_row())
+            self._db.executemany(
+                "INSERT INTO job_labels (job_id, key, value) VALUES (?,?,?)",
+                [(job.id, k, v) for k, v in job.spec.labels.items()],
+            )
+            self._record(job.id, None, job.state, job.substate, "submitted")
+        return job
+
+    def by_idempotency_key(self, key: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE idempotency_key=?", (key,)
+            ).fetchone()
+        return JobRecord._from_row(row) if row else None
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE id=?", (job_id,)
+            ).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return JobRecord._from_row(row)
+
+    def resolve(self, ref: str) -> str:
+        """A full id, a unique id prefix or a unique job name -> the job id."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like_prefix(ref),)
+            )]
+            if len(ids) == 1:
+                return ids[0]
+            if len(ids) > 1:
+                raise JobNotFound(ref, "the prefix is ambiguous; give more characters")
+            named = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE name=? LIMIT 2", (ref,))]
+        if len(named) == 1:
+            return named[0]
+        raise JobNotFound(ref, "several jobs have that name; use the id" if named else "")
+
+    def list(
+        self,
+        states: Iterable[JobState] | None = None,
+        labels: dict[str, str] | None = None,
+        executor_id: str | None = None,
+    ) -> list[JobRecord]:
+        sql = f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE 1=1"
+        params: list = []
+        if states is not None:
+            states = list(states)
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += [s.value for s in states]
+        if executor_id is not None:
+            sql += " AND executor_id=?"
+            params.append(executor_id)
+        for key, value in (labels or {}).items():
+            sql += " AND id IN (SELECT job_id FROM job_labels WHERE key=? AND value=?)"
+            params += [key, value]
+        sql += " ORDER BY created_at, id"
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [JobRecord._from_row(r) for r in rows]
+
+    def update(self, job_id: str, **fields) -> None:
+        """Set plain columns (container id, stop reason, ...). Never the state: see transition()."""
+        if not fields or "state" in fields or set(fields) - set(_JOB_COLUMNS):
+            raise ValueError(f"bad update fields: {sorted(fields)}")
+        assignments = ",".join(f"{k}=?" for k in fields)
+        with self._tx():
+            self._db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", (*fields.values(), job_id))
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobState,
+        substate: str | None = None,
+        *,
+        expect: Iterable[JobState] | None = None,
+        reason: str | None = None,
+        strict: bool = False,
+        **fields,
+    ) -> bool:
+        """Move a job to ``to`` if its current state allows it (and is in ``expect`` if given).
+
+        Returns False when the move does not apply (someone else already moved the job), or
+        raises InvalidState with ``strict``. Extra ``fields`` (exit_code, finished_at, ...) are
+        written in the same transaction.
+        """
+        with self._tx():
+            row = self._db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            current = JobState(row[0])
+            allowed = can_move(current, to) and (expect is None or current in set(expect))
+            if not allowed:
+                if strict:
+                    raise InvalidState(job_id, current.value, f"move to {to.value}")
+                return False
+            cols = {"state": to.value, "substate": substate, **fields}
+            assignments = ",".join(f"{k}=?" for k in cols)
+            self._db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", (*cols.values(), job_id))
+            self._record(job_id, current, to, substate, reason)
+        return True
+
+    def _record(self, job_id, src, dst, substate, reason) -> None:
+        self._db.execute(
+            "INSERT INTO transitions (job_id, at, from_state, to_state, substate, reason) VALUES (?,?,?,?,?,?)",
+            (job_id, time.time(), src.value if src else None, dst.value, substate, reason),
+        )
+
+    def delete(self, job_id: str) -> None:
+        with self._tx():
+            self._db.execute("DELETE FROM job_labels WHERE job_id=?", (job_id,))
+            self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+
+    def transitions(self, job_id: str | None = None, since_seq: int = 0) -> list[Transition]:
+        sql = "SELECT seq, job_id, at, from_state, to_state, substate, reason FROM transitions WHERE seq > ?"
+        params: list = [since_seq]
+        if job_id is not None:
+            sql += " AND job_id=?"
+            params.append(job_id)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq", params).fetchall()
+        return [
+            Transition(s, j, at, JobState(f) if f else None, JobState(t), sub, r)
+            for s, j, at, f, t, sub, r in rows
+        ]
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def iter_chunks(path: Path, offset: int = 0, size: int = 1 << 16) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(size):
+            yield chunk

@@ -1,0 +1,316 @@
+"""Supervision: one engine event subscription, one deadline timer and a small worker pool.
+
+However many jobs run, the supervisor uses the same few threads: events are matched to jobs
+by label, and waiters are woken through futures. After the event stream breaks (dockerd
+restarted) it reconnects and reconciles the store against the engine before trusting
+anything again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from .backends.base import Backend, ContainerStatus, EngineEvent
+from .errors import ConveyorError, EngineUnavailable, JobNotFound
+from .home import Home
+from .state import JobState, Substate
+from .store import JobRecord, Store
+
+log = logging.getLogger("conveyor.supervisor")
+
+ACTIVE = (JobState.RUNNING, JobState.SUSPENDED, JobState.UNDETERMINED)
+
+
+class DeadlineTimer:
+    """One thread, one heap: fires ``callback(kind, job_id)`` when a deadline passes."""
+
+    def __init__(self, callback: Callable[[str, str], None]):
+        self._callback = callback
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="conveyor-deadlines", daemon=True)
+        self._thread.start()
+
+    def add(self, when: float, kind: str, job_id: str) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._counter), kind, job_id))
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (not self._heap or self._heap[0][0] > time.time()):
+                    self._cond.wait(None if not self._heap else self._heap[0][0] - time.time())
+                if self._closed:
+                    return
+                _, _, kind, job_id = heapq.heappop(self._heap)
+            try:
+                self._callback(kind, job_id)
+            except Exception:  # noqa: BLE001 - a failing callback must not stop the timer
+                log.exception("deadline %s for job %s failed", kind, job_id)
+
+
+def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState, str, str | None]:
+    """Final state, substate and message from what the engine saw. OOM comes only from the
+    engine's own flag: exit code 137 alone means SIGKILL, not out-of-memory."""
+    code = status.exit_code
+    if status.oom_killed and code != 0:
+        return JobState.FAILED, Substate.OOM_KILLED, "killed by the out-of-memory killer (memory limit reached)"
+    if stop_reason == Substate.TIMEOUT:
+        return JobState.FAILED, Substate.TIMEOUT, f"terminated at its timeout (exit code {code})"
+    if stop_reason == Substate.CANCELLED:
+        return JobState.FAILED, Substate.CANCELLED, f"cancelled (exit code {code})"
+    if code == 0:
+        note = "a process inside hit the memory limit and was killed" if status.oom_killed else None
+        return JobState.DONE, Substate.EXITED, note
+    return JobState.FAILED, Substate.EXITED, f"exited with code {code}"
+
+
+class Supervisor:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        home: Home,
+        executor_id: str,
+        on_change: Callable[[str], None],
+    ):
+        self.store, self.backend, self.home, self.executor_id = store, backend, home, executor_id
+        self._on_change = on_change
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="conveyor-finish")
+        self._timer = DeadlineTimer(self._on_deadline)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._stop = threading.Event()
+        self._subscribed = threading.Event()
+        self.orphans: dict[str, ContainerStatus] = {}
+        self._thread = threading.Thread(target=self._watch, name="conveyor-events", daemon=True)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 30) -> None:
+        self._thread.start()
+        if not self._subscribed.wait(timeout):
+            raise EngineUnavailable("could not subscribe to the engine's event stream")
+
+    def close(self) -> None:
+        self._stop.set()
+        self.backend.close_events()
+        self._timer.close()
+        self._thread.join(timeout=5)
+        self._pool.shutdown(wait=True)
+
+    def _watch(self) -> None:
+        since: float | None = None
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                events = self.backend.events(since=since)
+                since = since or time.time()
+                # Subscribed first, then reconcile: whatever happens in between arrives as
+                # an event, so nothing falls through the gap.
+                self.reconcile()
+                self._subscribed.set()
+                backoff = 0.2
+                for ev in events:
+                    since = ev.time
+                    self._handle(ev)
+            except EngineUnavailable as exc:
+                if not self._stop.is_set():
+                    log.warning("engine event stream lost: %s; reconnecting", exc)
+            except Exception:  # noqa: BLE001 - keep supervising whatever happened
+                log.exception("event loop error; reconnecting")
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, 5.0)
+
+    # ------------------------------------------------------------------ events
+
+    def _handle(self, ev: EngineEvent) -> None:
+        if not ev.job_id:
+            return
+        if ev.action in ("die", "destroy", "oom"):
+            self.finalize_later(ev.job_id)
+        elif ev.action == "pause":
+            self._move(ev.job_id, JobState.SUSPENDED, {JobState.RUNNING}, "engine: paused")
+        elif ev.action == "unpause":
+            self._move(ev.job_id, JobState.RUNNING, {JobState.SUSPENDED}, "engine: unpaused")
+
+    def _move(self, job_id: str, to: JobState, expect: set[JobState], reason: str, **fields) -> None:
+        try:
+            if self.store.transition(job_id, to, expect=expect, reason=reason, **fields):
+                self._on_change(job_id)
+        except JobNotFound:
+            pass
+
+    # ------------------------------------------------------------------ deadlines and stopping
+
+    def watch_timeout(self, rec: JobRecord) -> None:
+        if rec.spec.timeout:
+            self._timer.add((rec.started_at or time.time()) + rec.spec.timeout, "timeout", rec.id)
+
+    def terminate(self, rec: JobRecord, reason: str, grace: float) -> None:
+        """Record why, send SIGTERM, and SIGKILL after ``grace`` seconds if still alive.
+        Never blocks for the grace period: the SIGKILL is a timer entry."""
+        self.store.update(rec.id, stop_reason=reason)
+        if rec.container_id is None:
+            return
+        try:
+            status = self.backend.inspect(rec.container_id)
+            if status is None or not status.alive:
+                self.finalize_later(rec.id)
+                return
+            self.backend.signal(rec.container_id, "SIGKILL" if grace <= 0 else "SIGTERM")
+            if status.status == "paused":
+                self.backend.unpause(rec.container_id)  # a frozen process cannot handle the signal
+        except ConveyorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - engine said the container is not running
+            log.info("signal to job %s: %s", rec.id, exc)
+        if grace > 0:
+            self._timer.add(time.time() + grace, "kill", rec.id)
+
+    def _on_deadline(self, kind: str, job_id: str) -> None:
+        try:
+            rec = self.store.get(job_id)
+        except JobNotFound:
+            return
+        if rec.state.is_final or rec.container_id is None:
+            return
+        if kind == "timeout":
+            self._pool.submit(self.terminate, rec, Substate.TIMEOUT, rec.spec.stop_grace)
+        elif kind == "kill":
+            try:
+                self.backend.signal(rec.container_id, "SIGKILL")
+            except Exception as exc:  # noqa: BLE001 - it exited in the meantime
+                log.debug("SIGKILL to job %s: %s", job_id, exc)
+
+    # ------------------------------------------------------------------ finishing
+
+    def finalize_later(self, job_id: str) -> None:
+        self._pool.submit(self._finalize_logged, job_id)
+
+    def _finalize_logged(self, job_id: str) -> None:
+        try:
+            self.finalize(job_id)
+        except EngineUnavailable:
+            pass  # the reconcile after reconnecting will finish it
+        except Exception:  # noqa: BLE001
+            log.exception("finalizing job %s failed", job_id)
+
+    def _lock_for(self, job_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(job_id, threading.Lock())
+
+    def finalize(self, job_id: str) -> None:
+        """If the job's container has finished: save logs, then record the final state, then
+        (if asked) remove the container. Safe to call any number of times, from any path."""
+        with self._lock_for(job_id):
+            try:
+                rec = self.store.get(job_id)
+            except JobNotFound:
+                return
+            if rec.container_id is None:
+                return
+            if rec.state.is_final:
+                if rec.spec.auto_remove:
+                    self.backend.remove(rec.container_id)
+                return
+            status = self.backend.inspect(rec.container_id)
+            if status is None:
+                self._lost(rec)
+                return
+            if not status.finished:
+                self._sync_alive(rec, status)
+                return
+            logs = self.home.job_logs(job_id)
+            logs.mkdir(parents=True, exist_ok=True)
+            for stream in ("stdout", "stderr"):
+                self.backend.save_logs(rec.container_id, stream, logs / stream)
+            state, substate, message = classify(status, rec.stop_reason)
+            if rec.state in (JobState.QUEUED, JobState.UNDETERMINED):
+                self.store.transition(job_id, JobState.RUNNING, reason="engine: started", started_at=status.started_at)
+            moved = self.store.transition(
+                job_id,
+                state,
+                substate,
+                reason="engine: container finished",
+                exit_code=status.exit_code,
+                message=message,
+                started_at=status.started_at,
+                finished_at=status.finished_at,
+            )
+            if rec.spec.auto_remove:
+                self.backend.remove(rec.container_id)
+        if moved:
+            self._on_change(job_id)
+
+    def _lost(self, rec: JobRecord) -> None:
+        moved = self.store.transition(
+            rec.id,
+            JobState.FAILED,
+            Substate.CONTAINER_LOST,
+            reason="engine: container missing",
+            message="the container was removed outside Conveyor before its exit was recorded",
+            finished_at=time.time(),
+        )
+        if moved:
+            self._on_change(rec.id)
+
+    def _sync_alive(self, rec: JobRecord, status: ContainerStatus) -> None:
+        if status.status == "paused":
+            self._move(rec.id, JobState.SUSPENDED, {JobState.RUNNING, JobState.UNDETERMINED}, "engine: paused")
+        elif status.status in ("running", "restarting"):
+            self._move(
+                rec.id,
+                JobState.RUNNING,
+                {JobState.QUEUED, JobState.SUSPENDED, JobState.UNDETERMINED},
+                f"engine: {status.status}",
+                started_at=status.started_at,
+            )
+
+    # ------------------------------------------------------------------ reconcile
+
+    def reconcile(self) -> None:
+        """Compare the store with what the engine has, and make the store true again."""
+        containers = {c.labels.get("conveyor.job"): c for c in self.backend.list()}
+        known = set()
+        for rec in self.store.list(executor_id=self.executor_id):
+            known.add(rec.id)
+            if rec.state.is_final:
+                if rec.spec.auto_remove and rec.id in containers:
+                    self.backend.remove(containers[rec.id].id)
+                continue
+            container = containers.get(rec.id)
+            if container is None:
+                if rec.container_id is not None and rec.state in ACTIVE:
+                    self._lost(rec)
+                continue
+            if rec.container_id is None:
+                self.store.update(rec.id, container_id=container.id)
+                rec.container_id = container.id
+            if container.finished:
+                self.finalize_later(rec.id)
+            else:
+                self._sync_alive(rec, container)
+                if rec.state in ACTIVE:
+                    self.watch_timeout(rec)
+        for job_id, container in containers.items():
+            if job_id not in known and container.id not in self.orphans:
+                # Never adopted, never removed: only reported.
+                self.orphans[container.id] = container
+                log.warning("container %s carries this executor's label but job %s is unknown", container.id[:12], job_id)
