@@ -16,9 +16,10 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .errors import ConveyorError, InvalidSpec
+from .errors import ConveyorError, ImageNotFound, InvalidSpec
 from .spec import JobSpec
 
 CONVEYOR_ERROR = 125
@@ -26,6 +27,7 @@ err_console = Console(stderr=True, highlight=False)
 
 # Where a spec field came from on the command line, so errors name the flag the user typed.
 FLAG_FOR_FIELD = {
+    "file": "-f/--file",
     "image": "IMAGE",
     "env": "-e/--env",
     "workdir": "-w/--workdir",
@@ -63,7 +65,8 @@ def _flag_for(field: str) -> str | None:
 
 
 def fail(message: str, code: int = CONVEYOR_ERROR) -> None:
-    err_console.print(f"[bold red]conveyor:[/] {message}", soft_wrap=True)
+    # escape(): messages quote user input ("[..." in a YAML error is no style tag)
+    err_console.print(f"[bold red]conveyor:[/] {escape(message)}", soft_wrap=True)
     sys.exit(code)
 
 
@@ -73,8 +76,11 @@ def report_error(exc: ConveyorError) -> None:
         for field, value, hint in exc.problems:
             flag = _flag_for(field)
             where = f"{field} ({flag})" if flag else field
+            hint = " ".join(str(hint).split())  # one line per field, even for YAML parser errors
             lines.append(f"  {where}: {value!r} is not valid; {hint}")
         fail("invalid job spec:\n" + "\n".join(lines))
+    if isinstance(exc, ImageNotFound):
+        fail(f"{exc} (IMAGE, --pull)")
     fail(str(exc))
 
 
@@ -270,8 +276,12 @@ def run(ctx: click.Context, image: str | None, command: tuple[str, ...], **optio
     spec = build_spec(image, command, options)
     with _executor(ctx, supervise=True) as ex:
         stdin = sys.stdin.buffer if spec.stdin_open else None
+        # Pull first, while Ctrl-C still simply aborts (nothing exists yet); from here on a
+        # signal must cancel the job, also one that arrives while it is being created.
+        ex.backend.ensure_image(spec)
+        cancelled = _cancel_on_signals(ex)
         job_id = ex.start(spec, stdin=stdin)
-        cancelled = _cancel_on_signals(ex, job_id)
+        cancelled.started(job_id)
         with _raw_terminal(spec.tty and spec.stdin_open):
             for name, chunk in ex.logs(job_id, follow=True):
                 out = sys.stdout.buffer if name == "stdout" else sys.stderr.buffer
@@ -281,22 +291,38 @@ def run(ctx: click.Context, image: str | None, command: tuple[str, ...], **optio
         if cancelled.is_set() and job.container_id:
             ex.discard_container(job_id)  # interrupted: leave nothing behind
     if job.substate not in ("exited", None) or job.exit_code is None:
-        err_console.print(f"[bold red]conveyor:[/] job {job.id} {job.state.value}/{job.substate}: {job.message}", soft_wrap=True)
+        err_console.print(f"[bold red]conveyor:[/] job {job.id} {job.state.value}/{job.substate}: {escape(str(job.message))}", soft_wrap=True)
     sys.exit(job.exit_code if job.exit_code is not None else CONVEYOR_ERROR)
 
 
-def _cancel_on_signals(ex, job_id: str) -> threading.Event:
-    """Ctrl-C / SIGTERM cancel the job (grace from its spec); a second one kills it now."""
-    cancelled = threading.Event()
+class _cancel_on_signals:
+    """Ctrl-C / SIGTERM cancel the job (grace from its spec); a second one kills it now.
+    Installed before the job is started: a signal that arrives meanwhile is remembered and
+    cancels the job as soon as it exists, so no container is ever left without its client."""
 
-    def handler(signum, frame):
-        grace = 0 if cancelled.is_set() else None
-        cancelled.set()
-        threading.Thread(target=_quiet_cancel, args=(ex, job_id, grace), daemon=True).start()
+    def __init__(self, ex):
+        self.ex = ex
+        self.job_id: str | None = None
+        self.count = 0
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._handler)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
-    return cancelled
+    def is_set(self) -> bool:
+        return self.count > 0
+
+    def started(self, job_id: str) -> None:
+        self.job_id = job_id
+        if self.count:
+            self._cancel()
+
+    def _handler(self, signum, frame) -> None:
+        self.count += 1
+        if self.job_id is not None:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        grace = 0 if self.count > 1 else None
+        threading.Thread(target=_quiet_cancel, args=(self.ex, self.job_id, grace), daemon=True).start()
 
 
 def _quiet_cancel(ex, job_id: str, grace: float | None) -> None:
@@ -356,7 +382,7 @@ def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         state = j.state.value + (f"/{j.substate}" if j.substate and j.substate != "exited" else "")
         cmd = " ".join(j.command or [])[:30]
         exit_code = "" if j.exit_code is None else str(j.exit_code)
-        table.add_row(j.id, j.name or "", j.image, cmd, state, exit_code, _ts(j.created_at))
+        table.add_row(*map(escape, (j.id, j.name or "", j.image, cmd, state, exit_code, _ts(j.created_at))))
     Console(highlight=False).print(table)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shlex
 from enum import Enum
@@ -65,13 +66,19 @@ def parse_duration(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(DURATION_HINT)
         return float(value)
     if isinstance(value, str):
         text = value.strip().lower()
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             pass
+        else:
+            if math.isfinite(number):
+                return number
+            raise ValueError(DURATION_HINT)
         pos, total = 0, 0.0
         for m in _DURATION_RE.finditer(text):
             if m.start() != pos:
@@ -136,6 +143,17 @@ class SpecModel(BaseModel):
             return super().model_validate(obj, **kwargs)
         except ValidationError as err:
             raise _invalid_from(err, cls) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # pydantic runs model validators after storing the new value: put the old one back
+        # on failure, so a rejected assignment leaves the spec as valid as it was.
+        before = dict(self.__dict__)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as err:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise _invalid_from(err, type(self)) from None
 
 
 def _bad(field: str, value: object, hint: str) -> InvalidSpec:
@@ -282,9 +300,9 @@ class Ulimit(SpecModel):
 
     @model_validator(mode="after")
     def _order(self) -> "Ulimit":
-        for v in (self.soft, self.hard):
+        for field, v in (("soft", self.soft), ("hard", self.hard)):
             if v < -1:
-                raise _bad("soft", v, "limits are non-negative, or -1 for unlimited")
+                raise _bad(field, v, "limits are non-negative, or -1 for unlimited")
         if self.hard != -1 and (self.soft == -1 or self.soft > self.hard):
             raise _bad("soft", self.soft, f"the soft limit exceeds the hard limit {self.hard}")
         return self
@@ -436,8 +454,10 @@ def _pairs(value: Any) -> Any:
 
 def _ulimits(value: Any) -> Any:
     if isinstance(value, dict):  # {"nofile": "1024:2048"} or {"nofile": {"soft": .., "hard": ..}}
+        # each item is then parsed by the list item's own validator, so errors say ulimits[i]
         return [
-            Ulimit.parse(f"{k}={v}") if isinstance(v, (str, int)) else {"name": k, **v}
+            f"{k}={v}" if isinstance(v, (str, int)) and not isinstance(v, bool)
+            else {"name": k, **v} if isinstance(v, dict) else v
             for k, v in value.items()
         ]
     return value

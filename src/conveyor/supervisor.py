@@ -242,8 +242,14 @@ class Supervisor:
             for stream in ("stdout", "stderr"):
                 self.backend.save_logs(rec.container_id, stream, logs / stream)
             state, substate, message = classify(status, rec.stop_reason)
+            started_at, finished_at = status.started_at, status.finished_at
+            if started_at is not None and finished_at is not None and started_at > finished_at:
+                # The engine stamps StartedAt after its start call returns, but FinishedAt
+                # with the process's real exit time: a job that exits at once can show
+                # StartedAt > FinishedAt. It cannot have started after it ended.
+                started_at = finished_at
             if rec.state in (JobState.QUEUED, JobState.UNDETERMINED):
-                self.store.transition(job_id, JobState.RUNNING, reason="engine: started", started_at=status.started_at)
+                self.store.transition(job_id, JobState.RUNNING, reason="engine: started", started_at=started_at)
             moved = self.store.transition(
                 job_id,
                 state,
@@ -251,8 +257,8 @@ class Supervisor:
                 reason="engine: container finished",
                 exit_code=status.exit_code,
                 message=message,
-                started_at=status.started_at,
-                finished_at=status.finished_at,
+                started_at=started_at,
+                finished_at=finished_at,
             )
             if rec.spec.auto_remove:
                 self.backend.remove(rec.container_id)
