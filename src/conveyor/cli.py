@@ -280,7 +280,7 @@ def run(ctx: click.Context, image: str | None, command: tuple[str, ...], **optio
         # signal must cancel the job, also one that arrives while it is being created.
         ex.backend.ensure_image(spec)
         cancelled = _cancel_on_signals(ex)
-        job_id = ex.start(spec, stdin=stdin)
+        job_id = ex.start(spec, stdin=stdin, image_ready=True)
         cancelled.started(job_id)
         with _raw_terminal(spec.tty and spec.stdin_open):
             for name, chunk in ex.logs(job_id, follow=True):

@@ -107,7 +107,14 @@ class Executor:
 
     # ------------------------------------------------------------------ submit and run
 
-    def start(self, spec: JobSpec, *, idempotency_key: str | None = None, stdin: BinaryIO | None = None) -> str:
+    def start(
+        self,
+        spec: JobSpec,
+        *,
+        idempotency_key: str | None = None,
+        stdin: BinaryIO | None = None,
+        image_ready: bool = False,
+    ) -> str:
         """Create and start a job; returns its id once the container runs (or failed to).
 
         A missing image raises ImageNotFound before anything is recorded or created. A job
@@ -122,7 +129,8 @@ class Executor:
         existing = idempotency_key and self.store.by_idempotency_key(idempotency_key)
         if existing:
             return existing.id
-        self.backend.ensure_image(spec)
+        if not image_ready:  # the caller may have pulled already (the CLI does, interruptibly)
+            self.backend.ensure_image(spec)
         rec = self.store.insert(
             JobRecord(
                 id=new_job_id(),

@@ -18,7 +18,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -628,6 +627,8 @@ class JobSpec(SpecModel):
     @classmethod
     def from_file(cls, path: str | Path) -> "JobSpec":
         """Load a spec from YAML or JSON (JSON is YAML, so one loader serves both)."""
+        import yaml  # only when a file is read: keeps CLI start-up short
+
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text())
