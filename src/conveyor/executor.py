@@ -13,14 +13,16 @@ import shutil
 import socket
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import BinaryIO, Iterable, Iterator
+from concurrent.futures import wait as futures_wait
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import docker.errors
 
 from .backends.base import Backend
-from .errors import ConveyorError, ImageNotFound, InvalidState, JobNotFound, WaitTimeout
+from .errors import ConveyorError, InvalidState, JobNotFound, WaitTimeout
+from .daemon import SupervisorLock, wake
 from .home import Home
 from .job import Job
 from .spec import JobSpec
@@ -51,12 +53,21 @@ class Executor:
         self.executor_id = self.home.executor_id()
         self._docker_url = docker_url
         self._backend = backend
-        self._futures: dict[str, list[Future]] = {}
-        self._futures_lock = threading.Lock()
+        self._waiters: list[tuple[str, Callable[[JobState], bool], Future]] = []
+        self._waiters_lock = threading.Lock()
+        self._poller: threading.Thread | None = None
+        self._closed = threading.Event()
         self._supervisor: Supervisor | None = None
-        if supervise:
-            self._supervisor = Supervisor(self.store, self.backend, self.home, self.executor_id, self._changed)
-            self._supervisor.start()
+        # One supervisor per state directory. Without the lock this executor is a client:
+        # it queues work and reads the store; the lock holder launches and watches.
+        self._lock = SupervisorLock(self.home)
+        if supervise and self._lock.acquire():
+            try:
+                self._supervisor = Supervisor(self.store, self.backend, self.home, self.executor_id, self._changed)
+                self._supervisor.start()
+            except BaseException:
+                self._lock.release()
+                raise
 
     # ------------------------------------------------------------------ plumbing
 
@@ -69,16 +80,25 @@ class Executor:
         return self._backend
 
     @property
+    def supervising(self) -> bool:
+        """True when this executor holds the state directory's supervisor lock."""
+        return self._supervisor is not None
+
+    @property
     def supervisor(self) -> Supervisor:
         if self._supervisor is None:
-            raise ConveyorError("this Executor was opened with supervise=False")
+            holder = self._lock.holder()
+            who = f"process {holder} supervises this state directory" if holder else "no process supervises it"
+            raise ConveyorError(f"this Executor is not the supervisor ({who})")
         return self._supervisor
 
     def close(self) -> None:
         """Stop supervising. Running jobs keep running; a later Executor picks them up."""
+        self._closed.set()
         if self._supervisor is not None:
             self._supervisor.close()
             self._supervisor = None
+        self._lock.release()
         self.store.close()
 
     def __enter__(self) -> "Executor":
@@ -94,36 +114,76 @@ class Executor:
         return self.store.get(self.store.resolve(ref))
 
     def _changed(self, job_id: str) -> None:
-        """Called after a transition is committed: wake whoever waits for a final state."""
-        rec = self.store.get(job_id)
-        if not rec.state.is_final:
+        """Called after a transition is committed: wake whoever waits for this job."""
+        try:
+            rec = self.store.get(job_id)
+        except JobNotFound:
             return
-        with self._futures_lock:
-            waiting = self._futures.pop(job_id, [])
-        job = self._job(rec)
-        for fut in waiting:
-            if not fut.done():
-                fut.set_result(job)
+        with self._waiters_lock:
+            ready = [w for w in self._waiters if w[0] == job_id and w[1](rec.state)]
+            self._waiters = [w for w in self._waiters if w not in ready]
+        if ready:
+            job = self._job(rec)
+            for _, _, fut in ready:
+                if not fut.done():
+                    fut.set_result(job)
+
+    def _when(self, job_id: str, predicate: Callable[[JobState], bool]) -> "Future[Job]":
+        fut: Future = Future()
+        with self._waiters_lock:
+            self._waiters.append((job_id, predicate, fut))
+        self._changed(job_id)  # checked after registering, so no transition slips by
+        if self._supervisor is None and not fut.done():
+            self._ensure_poller()
+        return fut
+
+    def _forget(self, futures: Iterable[Future]) -> None:
+        gone = set(map(id, futures))
+        with self._waiters_lock:
+            self._waiters = [w for w in self._waiters if id(w[2]) not in gone]
+
+    def _ensure_poller(self) -> None:
+        # A client learns about transitions from the store, which another process writes:
+        # one thread polls for all waiters together.
+        with self._waiters_lock:
+            if self._poller is not None and self._poller.is_alive():
+                return
+            self._poller = threading.Thread(target=self._poll, name="conveyor-poller", daemon=True)
+            self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._closed.wait(0.2):
+            with self._waiters_lock:
+                pending = {w[0] for w in self._waiters}
+            if not pending:
+                return
+            for job_id in pending:
+                self._changed(job_id)
+
+    def _wake_scheduler(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.scheduler.wake()
+        else:
+            wake(self.home)
 
     # ------------------------------------------------------------------ submit and run
 
-    def start(
+    def submit(
         self,
         spec: JobSpec,
         *,
+        hold: bool = False,
         idempotency_key: str | None = None,
-        stdin: BinaryIO | None = None,
         image_ready: bool = False,
     ) -> str:
-        """Create and start a job; returns its id once the container runs (or failed to).
+        """Queue a job (QueuedHeld with ``hold``) and return its id at once.
 
-        A missing image raises ImageNotFound before anything is recorded or created. A job
-        whose container cannot be created or started is recorded as Failed/start_failed
-        with the engine's message, and no container is left behind.
+        The image is checked here, so a missing one raises ImageNotFound before anything is
+        recorded. ``idempotency_key`` ("digest" for the spec's content digest) makes a second
+        submit with the same key return the first job instead of running another.
         """
         if not isinstance(spec, JobSpec):
-            raise TypeError("start() takes a JobSpec; build one with JobSpec(...) or JobSpec.from_file()")
-        supervisor = self.supervisor
+            raise TypeError("submit() takes a JobSpec; build one with JobSpec(...) or JobSpec.from_file()")
         if idempotency_key == "digest":
             idempotency_key = spec.digest()
         existing = idempotency_key and self.store.by_idempotency_key(idempotency_key)
@@ -138,44 +198,39 @@ class Executor:
                 spec=spec,
                 name=spec.name,
                 idempotency_key=idempotency_key,
+                state=JobState.QUEUED_HELD if hold else JobState.QUEUED,
+                substate=Substate.HELD if hold else None,
             )
         )
-        try:
-            rec.container_id = self.backend.create(rec.id, spec)
-        except ConveyorError as exc:
-            self._fail_start(rec, str(exc))
-            raise
-        except docker.errors.APIError as exc:
-            substate = Substate.IMAGE_MISSING if exc.status_code == 404 and "image" in str(exc).lower() else None
-            self._fail_start(rec, _engine_message(exc), substate=substate)
-            return rec.id
-        self.store.update(rec.id, container_id=rec.container_id)
-        attached = self.backend.attach_stdin(rec.container_id) if stdin is not None and spec.stdin_open else None
-        try:
-            self.backend.start(rec.container_id)
-        except docker.errors.APIError as exc:
-            status = self.backend.inspect(rec.container_id)
-            self._fail_start(rec, _engine_message(exc), exit_code=status.exit_code if status else None)
-            self.backend.remove(rec.container_id)
-            return rec.id
-        if self.store.transition(rec.id, JobState.RUNNING, expect={JobState.QUEUED}, reason="started", started_at=time.time()):
-            rec.state = JobState.RUNNING
-        supervisor.watch_timeout(rec)
-        if attached is not None:
-            threading.Thread(target=_pump_stdin, args=(stdin, attached), daemon=True, name="conveyor-stdin").start()
+        if not hold:
+            self._wake_scheduler()
         return rec.id
 
-    def _fail_start(self, rec: JobRecord, message: str, *, exit_code: int | None = None, substate: str | None = None):
-        self.store.transition(
-            rec.id,
-            JobState.FAILED,
-            substate or Substate.START_FAILED,
-            reason="start failed",
-            message=message,
-            exit_code=exit_code,
-            finished_at=time.time(),
-        )
-        self._changed(rec.id)
+    def start(
+        self,
+        spec: JobSpec,
+        *,
+        idempotency_key: str | None = None,
+        stdin: BinaryIO | None = None,
+        image_ready: bool = False,
+    ) -> str:
+        """Submit a job and return its id once it runs (or failed to start).
+
+        A job whose container cannot be created or started is recorded as
+        Failed/start_failed with the engine's message, and no container is left behind.
+        With ``stdin`` (and ``stdin_open`` in the spec) the data is fed to the job.
+        """
+        job_id = self.submit(spec, idempotency_key=idempotency_key, image_ready=image_ready)
+        if self._supervisor is None and stdin is None:
+            return job_id
+        job = self.wait_started(job_id)
+        if stdin is not None and spec.stdin_open and job.container_id and not job.state.is_final:
+            try:
+                attached = self.backend.attach_stdin(job.container_id)
+            except docker.errors.APIError:
+                return job_id  # it ended before we could attach
+            threading.Thread(target=_pump_stdin, args=(stdin, attached), daemon=True, name="conveyor-stdin").start()
+        return job_id
 
     def run(self, spec: JobSpec, timeout: float | None = None) -> Job:
         """Start a job and wait for its end. The result carries state, exit code and logs."""
@@ -185,30 +240,36 @@ class Executor:
 
     def future(self, ref: str) -> "Future[Job]":
         """A future resolved with the final Job, without blocking (for asyncio: wrap_future)."""
-        job_id = self.store.resolve(ref)
-        fut: Future = Future()
-        with self._futures_lock:
-            self._futures.setdefault(job_id, []).append(fut)
-        rec = self.store.get(job_id)  # checked after registering, so no final state slips by
-        if rec.state.is_final:
-            self._changed(job_id)
-        elif self._supervisor is None:
-            threading.Thread(target=self._poll_until_final, args=(job_id,), daemon=True).start()
-        return fut
-
-    def _poll_until_final(self, job_id: str) -> None:
-        # Only for read-only executors: another process supervises and writes the store.
-        while not self.store.get(job_id).state.is_final:
-            time.sleep(0.25)
-        self._changed(job_id)
+        return self._when(self.store.resolve(ref), lambda s: s.is_final)
 
     def wait(self, ref: str, timeout: float | None = None) -> Job:
         """Block until the job is Done or Failed; WaitTimeout after ``timeout`` seconds."""
-        fut = self.future(ref)
+        return self._wait_for(ref, lambda s: s.is_final, "finished", timeout)
+
+    def wait_started(self, ref: str, timeout: float | None = None) -> Job:
+        """Block until the job has left the queue (running, suspended, or already ended)."""
+        return self._wait_for(ref, lambda s: s not in WAITING_STATES, "started", timeout)
+
+    def _wait_for(self, ref: str, predicate, what: str, timeout: float | None) -> Job:
+        job_id = self.store.resolve(ref)
+        fut = self._when(job_id, predicate)
         try:
             return fut.result(timeout=timeout)
         except FutureTimeout:
-            raise WaitTimeout(self.store.resolve(ref), "finished", timeout or 0) from None
+            self._forget([fut])
+            raise WaitTimeout(job_id, what, timeout or 0) from None
+
+    def wait_any(self, refs: Iterable[str], timeout: float | None = None) -> Job:
+        """The first of ``refs`` to finish (DRMAA2 waitAnyTerminated)."""
+        ids = [self.store.resolve(r) for r in refs]
+        if not ids:
+            raise ValueError("wait_any needs at least one job")
+        futures = [self._when(i, lambda s: s.is_final) for i in ids]
+        done, _ = futures_wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        self._forget(futures)
+        if not done:
+            raise WaitTimeout(",".join(ids), "finished", timeout or 0)
+        return min((f.result() for f in done), key=lambda j: j.finished_at or 0)
 
     # ------------------------------------------------------------------ control
 
@@ -222,8 +283,45 @@ class Executor:
             self.store.transition(rec.id, JobState.FAILED, Substate.CANCELLED, reason="cancelled", finished_at=time.time())
             self._changed(rec.id)
             return self.info(rec.id)
-        self.supervisor.terminate(rec, Substate.CANCELLED, rec.spec.stop_grace if grace is None else grace)
+        grace = rec.spec.stop_grace if grace is None else grace
+        if self._supervisor is not None:
+            self._supervisor.terminate(rec, Substate.CANCELLED, grace)
+        else:  # a client: the engine itself does SIGTERM, the grace, then SIGKILL
+            self.store.update(rec.id, stop_reason=Substate.CANCELLED)
+            if self.backend.inspect(rec.container_id) and self.store.get(rec.id).state is JobState.SUSPENDED:
+                self.backend.signal(rec.container_id, "SIGTERM")
+                self.backend.unpause(rec.container_id)
+            try:
+                self.backend.stop(rec.container_id, grace)
+            except docker.errors.NotFound:
+                pass
         return self.wait(rec.id) if wait else self.info(rec.id)
+
+    def hold(self, ref: str) -> Job:
+        """Keep a queued job from starting (Queued -> QueuedHeld)."""
+        return self._hold(ref, hold=True)
+
+    def release(self, ref: str) -> Job:
+        """Let a held job start again (QueuedHeld -> Queued)."""
+        return self._hold(ref, hold=False)
+
+    def _hold(self, ref: str, hold: bool) -> Job:
+        rec = self._record(ref)
+        pairs = {
+            JobState.QUEUED: JobState.QUEUED_HELD,
+            JobState.REQUEUED: JobState.REQUEUED_HELD,
+        }
+        if not hold:
+            pairs = {v: k for k, v in pairs.items()}
+        if rec.state not in pairs:
+            raise InvalidState(rec.id, rec.state.value, "hold" if hold else "release")
+        if not self.store.transition(
+            rec.id, pairs[rec.state], Substate.HELD if hold else None, expect={rec.state}, reason="held" if hold else "released"
+        ):
+            raise InvalidState(rec.id, self.store.get(rec.id).state.value, "hold" if hold else "release")
+        if not hold:
+            self._wake_scheduler()
+        return self.info(rec.id)
 
     def suspend(self, ref: str) -> Job:
         """Freeze the job's processes (cgroup freezer); the state says Suspended."""

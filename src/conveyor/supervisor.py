@@ -18,7 +18,9 @@ from typing import Callable
 
 from .backends.base import Backend, ContainerStatus, EngineEvent
 from .errors import ConveyorError, EngineUnavailable, JobNotFound
+from .daemon import WakeReceiver
 from .home import Home
+from .scheduler import Scheduler
 from .state import JobState, Substate
 from .store import JobRecord, Store
 
@@ -99,6 +101,7 @@ class Supervisor:
         self._subscribed = threading.Event()
         self.orphans: dict[str, ContainerStatus] = {}
         self._thread = threading.Thread(target=self._watch, name="conveyor-events", daemon=True)
+        self.scheduler = Scheduler(self, WakeReceiver(home))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -106,9 +109,15 @@ class Supervisor:
         self._thread.start()
         if not self._subscribed.wait(timeout):
             raise EngineUnavailable("could not subscribe to the engine's event stream")
+        self.scheduler.start()
+
+    def notify(self, job_id: str) -> None:
+        """A transition was committed: let the executor wake its waiters."""
+        self._on_change(job_id)
 
     def close(self) -> None:
         self._stop.set()
+        self.scheduler.close()
         self.backend.close_events()
         self._timer.close()
         self._thread.join(timeout=5)
@@ -212,14 +221,14 @@ class Supervisor:
         except Exception:  # noqa: BLE001
             log.exception("finalizing job %s failed", job_id)
 
-    def _lock_for(self, job_id: str) -> threading.Lock:
+    def lock_for(self, job_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(job_id, threading.Lock())
 
     def finalize(self, job_id: str) -> None:
         """If the job's container has finished: save logs, then record the final state, then
         (if asked) remove the container. Safe to call any number of times, from any path."""
-        with self._lock_for(job_id):
+        with self.lock_for(job_id):
             try:
                 rec = self.store.get(job_id)
             except JobNotFound:
@@ -309,6 +318,10 @@ class Supervisor:
             if rec.container_id is None:
                 self.store.update(rec.id, container_id=container.id)
                 rec.container_id = container.id
+            if container.status == "created":
+                if rec.state is JobState.RUNNING:
+                    self.scheduler.start_container(rec)  # claimed, then the process died
+                continue  # a Queued one is the scheduler's to launch
             if container.finished:
                 self.finalize_later(rec.id)
             else:

@@ -210,11 +210,13 @@ class DockerBackend:
 
     # ------------------------------------------------------------------ images
 
-    def ensure_image(self, spec: JobSpec) -> None:
+    def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
+        """Make the image present as the pull policy says. ``refresh=False`` does not pull
+        again an image that is present (the submitter already honoured ``always``)."""
         present = self._image_present(spec.image)
         if spec.pull is PullPolicy.NEVER and not present:
             raise ImageNotFound(spec.image, "not present on this node and the pull policy is 'never'")
-        if spec.pull is PullPolicy.ALWAYS or not present:
+        if (spec.pull is PullPolicy.ALWAYS and refresh) or not present:
             repo, tag = _split_reference(spec.image)
             try:
                 self.api.pull(repo, tag=tag)
@@ -263,6 +265,10 @@ class DockerBackend:
             return
         if not self.api.networks(names=[net]):
             self.api.create_network(net, labels=conveyor_labels(self.executor_id))
+
+    def stop(self, container_id: str, grace: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; blocks until the container stopped."""
+        self.api.stop(container_id, timeout=max(0, int(round(grace))))
 
     def attach_stdin(self, container_id: str):
         """A socket whose writes reach the container's stdin (attach before start)."""
