@@ -419,6 +419,51 @@ def cleanup(ctx: click.Context) -> None:
     click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()) + " removed")
 
 
+# ----------------------------------------------------------------------------- supervisor
+
+@cli.command("serve")
+@click.option("--status", is_flag=True, help="Say whether a supervisor runs for this state directory (exit 0 if so, 3 if not).")
+@click.option("--stop", is_flag=True, help="Stop the running supervisor; its jobs keep running.")
+@click.pass_context
+def serve(ctx: click.Context, status: bool, stop: bool) -> None:
+    """Supervise this state directory in the foreground until SIGTERM or Ctrl-C.
+
+    Queued jobs are launched, running ones watched, finished ones recorded. Stopping the
+    supervisor leaves running jobs running; the next one re-attaches them. `conveyor submit`
+    starts one in the background when none runs.
+    """
+    from .daemon import SupervisorLock, stop_supervisor
+    from .home import Home
+
+    home = Home(ctx.obj["home"])
+    if status or stop:
+        pid = SupervisorLock(home).holder()
+        if not pid:
+            click.echo(f"no supervisor runs for {home.root}")
+            sys.exit(3 if status else 0)
+        if status:
+            click.echo(f"supervisor pid {pid} runs for {home.root}")
+            return
+        stop_supervisor(home)
+        click.echo(f"stopped supervisor pid {pid}; running jobs keep running")
+        return
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stopping.set())
+    ex = _executor(ctx, supervise=True)
+    if not ex.supervising:
+        holder = SupervisorLock(home).holder()
+        ex.close()
+        fail(f"process {holder} already supervises {home.root}; stop it with 'conveyor serve --stop'")
+    err_console.print(f"conveyor: supervising {home.root} (pid {os.getpid()})")
+    try:
+        while not stopping.wait(3600):
+            pass
+    finally:
+        ex.close()
+    err_console.print("conveyor: supervisor stopped; running jobs keep running")
+
+
 def main() -> None:
     cli(prog_name="conveyor")
 
