@@ -131,10 +131,12 @@ def ensure_supervisor(home: Home, timeout: float = 15.0) -> int:
         close_fds=True,
     )
     log.close()
+    from .agent import socket_answers, socket_path
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid = lock.holder()
-        if pid:
+        if pid and socket_answers(socket_path(home.root)):  # supervising and serving the API
             return pid
         time.sleep(0.05)
     tail = (home.root / "supervisor.log").read_text(errors="replace")[-2000:]

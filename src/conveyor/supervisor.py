@@ -16,12 +16,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from .backends.base import Backend, ContainerStatus, EngineEvent
+from . import faults
+from .backends.base import LABEL_JOB, Backend, ContainerStatus, EngineEvent
 from .errors import ConveyorError, EngineUnavailable, JobNotFound
 from .daemon import WakeReceiver
 from .home import Home
 from .scheduler import Scheduler
-from .state import JobState, Substate
+from .state import WAITING_STATES, JobState, Substate
 from .store import JobRecord, Store
 
 log = logging.getLogger("conveyor.supervisor")
@@ -100,6 +101,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._subscribed = threading.Event()
         self.orphans: dict[str, ContainerStatus] = {}
+        self.reconciled_at: float | None = None  # last reconcile's end: all known jobs re-attached
         self._thread = threading.Thread(target=self._watch, name="conveyor-events", daemon=True)
         self.scheduler = Scheduler(self, WakeReceiver(home))
 
@@ -239,6 +241,11 @@ class Supervisor:
                 if rec.spec.auto_remove:
                     self.backend.remove(rec.container_id)
                 return
+            if rec.state not in ACTIVE:
+                # Queued jobs' containers are never started before the claim, and a Requeued
+                # job's container is its last attempt's: a (replayed) event about it must not
+                # end the job.
+                return
             status = self.backend.inspect(rec.container_id)
             if status is None:
                 self._lost(rec)
@@ -248,8 +255,8 @@ class Supervisor:
                 return
             logs = self.home.job_logs(job_id)
             logs.mkdir(parents=True, exist_ok=True)
-            for stream in ("stdout", "stderr"):
-                self.backend.save_logs(rec.container_id, stream, logs / stream)
+            self.backend.save_all_logs(rec.container_id, {s: logs / s for s in ("stdout", "stderr")})
+            faults.reached("after-logs", job_id)
             state, substate, message = classify(status, rec.stop_reason)
             started_at, finished_at = status.started_at, status.finished_at
             if started_at is not None and finished_at is not None and started_at > finished_at:
@@ -269,6 +276,7 @@ class Supervisor:
                 started_at=started_at,
                 finished_at=finished_at,
             )
+            faults.reached("after-record", job_id)
             if rec.spec.auto_remove:
                 self.backend.remove(rec.container_id)
         if moved:
@@ -301,35 +309,81 @@ class Supervisor:
     # ------------------------------------------------------------------ reconcile
 
     def reconcile(self) -> None:
-        """Compare the store with what the engine has, and make the store true again."""
-        containers = {c.labels.get("conveyor.job"): c for c in self.backend.list()}
+        """Compare the store with what the engine has, and make the store true again.
+
+        Runs before any event is handled, at start and after every reconnect. Every job the
+        store thinks is live is checked against ``inspect``: nothing is concluded from a broken
+        event stream alone."""
+        began = time.monotonic()
+        containers: dict[str, ContainerStatus] = {}
+        unlabelled: list[ContainerStatus] = []
+        for c in self.backend.list():
+            job_id = c.labels.get(LABEL_JOB)
+            if job_id:
+                containers[job_id] = c
+            else:
+                unlabelled.append(c)
         known = set()
+        counts = dict.fromkeys(("live", "finishing", "relaunch", "lost"), 0)
         for rec in self.store.list(executor_id=self.executor_id):
             known.add(rec.id)
-            if rec.state.is_final:
-                if rec.spec.auto_remove and rec.id in containers:
-                    self.backend.remove(containers[rec.id].id)
-                continue
             container = containers.get(rec.id)
-            if container is None:
-                if rec.container_id is not None and rec.state in ACTIVE:
-                    self._lost(rec)
+            if rec.state.is_final:
+                if rec.spec.auto_remove and container is not None:
+                    # Crashed between recording the result and removing: the result is in.
+                    self.backend.remove(container.id)
                 continue
-            if rec.container_id is None:
-                self.store.update(rec.id, container_id=container.id)
-                rec.container_id = container.id
+            if rec.state in WAITING_STATES:
+                # Not started yet: the scheduler launches it, with the container a crashed
+                # launch made (adopted here if its id was not recorded) or a new one.
+                if container is None and rec.container_id is not None:
+                    self.store.update(rec.id, container_id=None)  # made, then removed by someone
+                elif container is not None and rec.container_id is None:
+                    self.store.update(rec.id, container_id=container.id)  # crashed right after create
+                continue
+            if container is None:
+                if rec.container_id is not None:
+                    # Not in the list: confirm with inspect under the job's lock (a launch may
+                    # have made it a moment ago) before recording it lost.
+                    counts["lost"] += 1
+                    self.finalize_later(rec.id)
+                continue
             if container.status == "created":
-                if rec.state is JobState.RUNNING:
-                    self.scheduler.start_container(rec)  # claimed, then the process died
-                continue  # a Queued one is the scheduler's to launch
+                if rec.state is JobState.RUNNING:  # claimed, then the process died
+                    counts["relaunch"] += 1
+                    self._start_claimed(rec.id)
+                continue
             if container.finished:
+                counts["finishing"] += 1
                 self.finalize_later(rec.id)
             else:
+                counts["live"] += 1
                 self._sync_alive(rec, container)
                 if rec.state in ACTIVE:
                     self.watch_timeout(rec)
-        for job_id, container in containers.items():
-            if job_id not in known and container.id not in self.orphans:
-                # Never adopted, never removed: only reported.
+        strays = [c for job_id, c in containers.items() if job_id not in known] + unlabelled
+        for container in strays:
+            if container.id not in self.orphans:
+                # Never adopted, never removed: reported, here and by Executor.orphans.
                 self.orphans[container.id] = container
-                log.warning("container %s carries this executor's label but job %s is unknown", container.id[:12], job_id)
+                log.warning(
+                    "orphan container %s (%s) carries this executor's label but job %s is not in the store; "
+                    "left alone (inspect it, or remove it with 'conveyor cleanup')",
+                    container.id[:12], container.status, container.labels.get(LABEL_JOB, "?"),
+                )
+        self.reconciled_at = time.time()
+        log.info(
+            "reconciled in %.2fs: %d live jobs re-attached, %d finished to record, %d to start, "
+            "%d missing, %d orphan containers",
+            time.monotonic() - began, counts["live"], counts["finishing"], counts["relaunch"], counts["lost"], len(strays),
+        )
+
+    def _start_claimed(self, job_id: str) -> None:
+        """Start the container of a job that was claimed (Running) before a crash. Re-checked
+        under the job's lock: a launch in this process may have started it meanwhile, and
+        starting an exited container again would run the job twice."""
+        with self.lock_for(job_id):
+            rec = self.store.get(job_id)
+            status = self.backend.inspect(rec.container_id) if rec.container_id else None
+            if rec.state is JobState.RUNNING and status is not None and status.status == "created":
+                self.scheduler.start_container(rec)

@@ -24,6 +24,7 @@ from docker.types import Ulimit as DockerUlimit
 
 from ..errors import ConveyorError, EngineUnavailable, ImageNotFound, InvalidSpec
 from ..spec import GpuRequest, GpuVendor, JobSpec, PullPolicy
+from ..logtimes import TimesWriter, times_path
 from .base import LABEL_EXECUTOR, LABEL_JOB, LABEL_MANAGED, LABEL_NAME, ContainerStatus, EngineEvent
 
 _CONNECTION_ERRORS = (requests.exceptions.ConnectionError, ConnectionError, docker.errors.DockerException)
@@ -318,29 +319,65 @@ class DockerBackend:
     # ------------------------------------------------------------------ logs
 
     def save_logs(self, container_id: str, stream: str, path: Path) -> int:
-        """Copy one stream of the engine's log to ``path`` (temp file + rename). Returns bytes."""
-        tmp = path.with_name(f".{path.name}.partial")
-        written = 0
-        with open(tmp, "wb") as out:
-            chunks = self.api.logs(
-                container_id, stdout=stream == "stdout", stderr=stream == "stderr", stream=True, follow=False
-            )
-            for chunk in chunks:
-                out.write(chunk)
-                written += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        return written
+        """Save one stream of the engine's log; see save_all_logs."""
+        return self.save_all_logs(container_id, {stream: path})[stream]
+
+    def save_all_logs(self, container_id: str, paths: dict[str, Path]) -> dict[str, int]:
+        """Copy the engine's log of each stream in ``paths`` ("stdout", "stderr") to its path,
+        and when each message was written to ``<path>.times`` (see logtimes), all atomically
+        (temp file + rename). The plain files are exactly the job's bytes. One engine read
+        for both streams. Returns the bytes saved per stream."""
+        tty = bool(self.api.inspect_container(container_id)["Config"].get("Tty"))
+        files = {name: _AtomicLog(path) for name, path in paths.items()}
+        try:
+            if tty:
+                # Raw stream: message bounds are only the line ends, so the plain copy is
+                # taken on its own and only the index comes from the timestamped stream.
+                for name, log in files.items():
+                    log.written = _copy_raw(self._log_response(container_id, (name,), timestamps=False), log.out)
+                    for ts, payload in _timestamped_lines(self._log_response(container_id, (name,), timestamps=True)):
+                        log.times.add(len(payload), ts)
+            else:
+                by_fd = {_STREAM_FD[name]: log for name, log in files.items()}
+                for fd, ts, payload in _timestamped_frames(self._log_response(container_id, tuple(files), timestamps=True)):
+                    log = by_fd.get(fd)
+                    if log is None:
+                        continue  # a stream that was not asked for
+                    log.out.write(payload)
+                    log.times.add(len(payload), ts)
+                    log.written += len(payload)
+            for log in files.values():
+                log.commit()
+        finally:
+            for log in files.values():
+                log.discard()
+        return {name: log.written for name, log in files.items()}
+
+    def _log_response(self, container_id: str, streams: tuple[str, ...], timestamps: bool):
+        """The engine's /logs response, read raw in big blocks below: the SDK's iterator
+        makes two reads per frame (one byte per read for TTY jobs), which dominates saving."""
+        params = {"stdout": int("stdout" in streams), "stderr": int("stderr" in streams), "timestamps": int(timestamps), "follow": 0}
+        res = self.api._get(self.api._url("/containers/{0}/logs", container_id), params=params, stream=True)
+        self.api._raise_for_status(res)
+        return res
 
     def follow_logs(
-        self, container_id: str, streams: tuple[str, ...], tail: int | None = None, follow: bool = True
+        self,
+        container_id: str,
+        streams: tuple[str, ...],
+        tail: int | None = None,
+        follow: bool = True,
+        timestamps: bool = False,
     ) -> Iterator[tuple[str, bytes]]:
         """Yield ``(stream, chunk)`` from the engine's log, stdout and stderr kept apart.
 
         The engine's log driver records from the first byte, so following after start
-        loses nothing. One reader thread per stream while the caller iterates."""
+        loses nothing. One reader thread per stream while the caller iterates. With
+        ``timestamps`` every chunk is one whole message, b"<RFC3339Nano time> <bytes>"."""
         chunks: queue.Queue = queue.Queue(maxsize=256)
+        # A TTY job's stream is raw bytes: regroup it into whole lines so every chunk carries
+        # its own time (a multiplexed stream already gives one frame per message).
+        by_line = timestamps and bool(self.api.inspect_container(container_id)["Config"].get("Tty"))
         handles = []
         done = object()
 
@@ -353,9 +390,10 @@ class DockerBackend:
                     stream=True,
                     follow=follow,
                     tail="all" if tail is None else tail,
+                    timestamps=timestamps,
                 )
                 handles.append(handle)
-                for chunk in handle:
+                for chunk in _whole_lines(handle) if by_line else handle:
                     chunks.put((name, chunk))
             except Exception as exc:  # noqa: BLE001 - handed to the consumer below
                 chunks.put((name, exc))
@@ -438,6 +476,100 @@ class DockerBackend:
         for n in networks:
             self.api.remove_network(n["Id"])
         return {"volumes": len(volumes), "networks": len(networks)}
+
+
+# ----------------------------------------------------------------------------- log streams
+
+_BLOCK = 1 << 20
+_STREAM_FD = {"stdout": 1, "stderr": 2}
+
+
+def _copy_raw(res, out) -> int:
+    written = 0
+    while block := res.raw.read(_BLOCK):
+        out.write(block)
+        written += len(block)
+    return written
+
+
+def _split_time(message: bytes | memoryview) -> tuple[bytes, bytes | memoryview]:
+    """b"<time> <payload>" -> (time, payload); the time is at most ~35 bytes."""
+    space = bytes(message[:40]).find(b" ")
+    if space < 0:
+        return b"", message
+    return bytes(message[:space]), message[space + 1 :]
+
+
+def _timestamped_frames(res) -> Iterator[tuple[int, bytes, memoryview]]:
+    """(stream fd, time, payload) per message of a multiplexed log stream (8-byte header:
+    fd, 0, 0, 0, big-endian length; then one message), parsed from big blocks. Payloads are
+    views into the block: write them before asking for the next one."""
+    buf = b""
+    while block := res.raw.read(_BLOCK):
+        buf = buf + block if buf else block
+        view, pos, size = memoryview(buf), 0, len(buf)
+        while pos + 8 <= size:
+            end = pos + 8 + int.from_bytes(buf[pos + 4 : pos + 8], "big")
+            if end > size:
+                break
+            ts, payload = _split_time(view[pos + 8 : end])
+            yield buf[pos], ts, payload
+            pos = end
+        buf = buf[pos:]
+
+
+class _AtomicLog:
+    """A log file and its times index, written to temp files and renamed into place."""
+
+    def __init__(self, path: Path):
+        self.path, self.times_path = path, times_path(path)
+        self.tmp = path.with_name(f".{path.name}.partial")
+        self.times_tmp = self.times_path.with_name(f".{self.times_path.name}.partial")
+        self.out = open(self.tmp, "wb")
+        self._index = open(self.times_tmp, "wb")
+        self.times = TimesWriter(self._index)
+        self.written = 0
+
+    def commit(self) -> None:
+        self.times.flush()
+        for f in (self.out, self._index):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        os.replace(self.times_tmp, self.times_path)  # the index first: a saved log always has its times
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        for f in (self.out, self._index):
+            f.close()
+        for tmp in (self.tmp, self.times_tmp):
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
+def _timestamped_lines(res) -> Iterator[tuple[bytes, bytes]]:
+    """Messages of a raw (TTY) log stream: each line starts with its time."""
+    rest = b""
+    while block := res.raw.read(_BLOCK):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield _split_time(line + b"\n")
+    if rest:
+        yield _split_time(rest)
+
+
+def _whole_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        if b"\n" in chunk:
+            *lines, rest = rest.split(b"\n")
+            yield from (line + b"\n" for line in lines)
+    if rest:
+        yield rest
 
 
 def _split_reference(image: str) -> tuple[str, str | None]:

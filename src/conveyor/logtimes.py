@@ -1,0 +1,133 @@
+"""When each piece of a saved log was written: the side index ``logs/<job>/<stream>.times``.
+
+The plain log file stays byte-identical to what the job wrote; its times live next to it,
+one line per engine log message: ``<payload bytes> <nanoseconds since the previous
+message>`` (the first one since the epoch). Deltas keep the index small (~10 bytes a line)
+and the reader can put docker's ``--timestamps`` prefix back on every message.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+HEADER = b"# conveyor log times v1: payload_bytes delta_ns\n"
+NS = 1_000_000_000
+
+
+def times_path(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".times")
+
+
+class EngineTimeParser:
+    """Engine timestamps (RFC3339Nano, e.g. 2026-01-02T03:04:05.123456789Z) -> epoch ns.
+    Called once per log line, so the seconds part is cached: it changes once a second."""
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._seconds_ns = 0
+
+    def __call__(self, ts: bytes) -> int:
+        # Fast path: the engine's own fixed-width UTC form, same second as the last line.
+        if len(ts) == 30 and ts[29] == 90 and ts[:19] == self._head:  # 90: "Z"
+            return self._seconds_ns + int(ts[20:29])
+        return self._parse(ts)
+
+    def _parse(self, ts: bytes) -> int:
+        head, frac, zone = ts[:19], b"", ts[19:]
+        if zone[:1] == b".":
+            end = 1
+            while end < len(zone) and 48 <= zone[end] <= 57:
+                end += 1
+            frac, zone = zone[1:end], zone[end:]
+        text = (head + (b"+00:00" if zone in (b"Z", b"") else zone)).decode()
+        seconds_ns = int(datetime.fromisoformat(text).timestamp()) * NS
+        if zone == b"Z" and len(frac) == 9:
+            self._head, self._seconds_ns = head, seconds_ns
+        return seconds_ns + (int(frac[:9].ljust(9, b"0")) if frac else 0)
+
+
+@lru_cache(maxsize=64)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def format_ns(ns: int) -> bytes:
+    """Epoch ns -> docker's RFC3339NanoFixed in UTC (fixed width, always 9 digits)."""
+    seconds, frac = divmod(ns, NS)
+    return f"{_second(seconds)}.{frac:09d}Z".encode()
+
+
+class TimesWriter:
+    """Collects (payload length, engine timestamp) entries and writes the index."""
+
+    def __init__(self, out: BinaryIO):
+        self._out = out
+        self._parse = EngineTimeParser()
+        self._prev = 0
+        self._lines: list[str] = []
+        out.write(HEADER)
+
+    def add(self, length: int, ts: bytes) -> None:
+        ns = self._parse(ts) if ts else self._prev  # a message without a time shares the last one
+        self._lines.append(f"{length} {ns - self._prev}\n")
+        self._prev = ns
+
+    def flush(self) -> None:
+        if self._lines:
+            self._out.write("".join(self._lines).encode())
+            self._lines.clear()
+
+
+def read_times(path: Path) -> list[tuple[int, int]] | None:
+    """[(payload offset, epoch ns)] per message, or None when no index was saved."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    out = []
+    offset = ns = 0
+    for line in data.splitlines():
+        if not line or line.startswith(b"#"):
+            continue
+        length, delta = line.split()
+        ns += int(delta)
+        out.append((offset, ns))
+        offset += int(length)
+    return out
+
+
+def timestamped(path: Path, start: int = 0, block: int = 1 << 16) -> Iterator[bytes]:
+    """The saved log from byte ``start`` on, each message prefixed with its time and a space
+    as ``docker logs --timestamps`` prints it. A message cut by ``start`` keeps its time.
+    Without an index the plain bytes are yielded (nothing can be made up)."""
+    entries = read_times(times_path(path))
+    size = os.path.getsize(path)
+    if entries is None:
+        from .store import iter_chunks
+
+        yield from iter_chunks(path, offset=start)
+        return
+    # Bytes past the last indexed message (an index cut short) share the last known time.
+    bounds = [off for off, _ in entries[1:]] + [size]
+    out: list[bytes] = []
+    pending = 0
+    with open(path, "rb") as f:
+        for (off, ns), end in zip(entries, bounds):
+            end = max(end, off)
+            if end <= start:
+                continue
+            begin = max(off, start)
+            if begin >= size:
+                break
+            f.seek(begin)
+            out.append(format_ns(ns) + b" " + f.read(min(end, size) - begin))
+            pending += len(out[-1])
+            if pending >= block:
+                yield b"".join(out)
+                out, pending = [], 0
+    if out:
+        yield b"".join(out)

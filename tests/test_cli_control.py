@@ -1,0 +1,258 @@
+"""End-to-end tests of the job-control verbs (submit, ps, wait, logs --timestamps, suspend,
+resume, hold, release, cancel, rm, events) and of saved log times, against the real engine.
+
+`conveyor submit` starts a background supervisor (the agent) for the state directory; the
+fixture stops it and removes what the test's executor made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker.errors
+import pytest
+
+from conveyor import Executor, JobSpec, JobState, Substate
+from conveyor.daemon import stop_supervisor
+from conveyor.home import Home
+
+CONVEYOR = str(Path(sys.executable).parent / "conveyor")
+STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (.*)$")
+
+
+class Cli:
+    def __init__(self, home: Path, docker_client, image: str):
+        self.home, self.docker, self.image = home, docker_client, image
+
+    def run(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+        env = {**os.environ, "CONVEYOR_HOME": str(self.home)}
+        env.pop("CONVEYOR_HOST", None)
+        return subprocess.run([CONVEYOR, *args], capture_output=True, env=env, stdin=subprocess.DEVNULL, timeout=timeout)
+
+    def ok(self, *args: str, **kw) -> str:
+        proc = self.run(*args, **kw)
+        assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
+        return proc.stdout.decode()
+
+    def submit(self, *args: str) -> str:
+        job_id = self.ok("submit", "--network", "none", *args).strip()
+        assert re.fullmatch(r"[0-9a-f]{12}", job_id), job_id
+        return job_id
+
+    def info(self, job_id: str) -> dict:
+        return json.loads(self.ok("inspect", job_id))
+
+    def until(self, job_id: str, state: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.info(job_id)
+            if job["state"] == state or time.monotonic() > deadline:
+                assert job["state"] == state, job
+                return job
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def cli(state_dir, docker_client, test_image):
+    c = Cli(state_dir, docker_client, test_image)
+    yield c
+    stop_supervisor(Home(state_dir))
+    eid = (state_dir / "executor-id").read_text().strip() if (state_dir / "executor-id").exists() else None
+    if eid:
+        for container in docker_client.containers.list(all=True, sparse=True, filters={"label": f"conveyor.executor={eid}"}):
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+
+
+def _docker_logs(docker_client, container_id: str, **kw) -> bytes:
+    return docker_client.api.logs(container_id, stream=False, **kw)
+
+
+# ----------------------------------------------------------------------------- submit, wait, logs
+
+
+def test_submit_wait_and_saved_timestamps_match_docker(cli):
+    job_id = cli.submit(cli.image, "sh", "-c", "echo one; sleep 1; echo two; echo err >&2; exit 3")
+    proc = cli.run("wait", job_id[:6])  # an abbreviated id
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.decode().split()[:2] == [job_id, "3"]
+
+    job = cli.info(job_id)
+    assert (job["state"], job["exit_code"]) == ("Failed", 3)
+    # the plain log stays exactly the job's bytes
+    assert cli.ok("logs", "--stdout", job_id) == "one\ntwo\n"
+    out = cli.run("logs", "--timestamps", job_id)
+    lines = out.stdout.splitlines()
+    assert [STAMP.match(line).group(2) for line in lines] == [b"one", b"two"], out.stdout
+    # the saved times are the engine's own: identical to `docker logs --timestamps`
+    cid = job["container_id"]
+    assert out.stdout == _docker_logs(cli.docker, cid, stdout=True, stderr=False, timestamps=True)
+    assert out.stderr == _docker_logs(cli.docker, cid, stdout=False, stderr=True, timestamps=True)
+    first, second = (STAMP.match(line).group(1) for line in lines)
+    assert second > first  # the job slept between them
+    tail = cli.run("logs", "-t", "--tail", "1", "--stdout", job_id)
+    assert tail.stdout == lines[1] + b"\n"
+    # saved as a side index next to the plain file
+    assert (cli.home / "logs" / job_id / "stdout.times").exists()
+
+
+def test_timestamps_of_a_running_job_and_of_a_tty_job(cli):
+    job_id = cli.submit(cli.image, "sh", "-c", "echo early; sleep 60")
+    cli.until(job_id, "Running")
+    cid = cli.info(job_id)["container_id"]
+    deadline = time.monotonic() + 30
+    while b"early" not in (out := cli.run("logs", "-t", "--stdout", job_id).stdout) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert STAMP.match(out.rstrip(b"\n")).group(2) == b"early", out
+    assert out == _docker_logs(cli.docker, cid, stdout=True, stderr=False, timestamps=True)
+    cli.ok("cancel", "--grace", "0", job_id)
+
+    tty_id = cli.submit("-t", cli.image, "sh", "-c", "echo a; echo b")
+    assert cli.run("wait", tty_id).returncode == 0
+    tty_cid = cli.info(tty_id)["container_id"]
+    saved = (cli.home / "logs" / tty_id / "stdout").read_bytes()
+    assert saved == _docker_logs(cli.docker, tty_cid, stdout=True, stderr=False) == b"a\r\nb\r\n"
+    stamped = cli.run("logs", "-t", tty_id).stdout
+    assert stamped == _docker_logs(cli.docker, tty_cid, stdout=True, stderr=False, timestamps=True)
+
+
+def test_idempotent_submit_and_first_failure_exit_code(cli):
+    a = cli.submit("--idempotency-key", "nightly-1", cli.image, "true")
+    assert cli.submit("--idempotency-key", "nightly-1", cli.image, "true") == a
+    d = cli.submit("--digest-key", cli.image, "sh", "-c", "sleep 1; exit 4")
+    assert cli.submit("--digest-key", cli.image, "sh", "-c", "sleep 1; exit 4") == d
+    proc = cli.run("wait", "--json", a, d)
+    assert proc.returncode == 4, proc.stderr
+    ends = {e["id"]: e for e in map(json.loads, proc.stdout.splitlines())}
+    assert ends[a]["exit_code"] == 0 and ends[d]["exit_code"] == 4
+
+
+# ----------------------------------------------------------------------------- control
+
+
+def test_hold_release_suspend_resume_cancel_rm(cli):
+    job_id = cli.submit("--hold", "--name", "ctl", cli.image, "sh", "-c", "trap 'exit 9' TERM; while true; do sleep 0.2; done")
+    assert cli.ok("ps", "--state", "queuedheld", "-q").split() == [job_id]
+    assert cli.ok("ps", "--state", "Running", "-q").split() == []
+
+    wrong = cli.run("suspend", "ctl")  # by name; a held job cannot be suspended
+    assert wrong.returncode == 125 and b"QueuedHeld" in wrong.stderr, wrong.stderr
+
+    assert cli.ok("release", job_id).split() == [job_id, "Queued"]
+    cli.until(job_id, "Running")
+    cid = cli.info(job_id)["container_id"]
+
+    cli.ok("suspend", job_id)
+    assert cli.info(job_id)["state"] == "Suspended"
+    assert cli.docker.api.inspect_container(cid)["State"]["Status"] == "paused"
+    cli.ok("resume", job_id)
+    assert cli.info(job_id)["state"] == "Running"
+    assert cli.docker.api.inspect_container(cid)["State"]["Status"] == "running"
+
+    refused = cli.run("rm", job_id)
+    assert refused.returncode == 125 and b"Running" in refused.stderr, refused.stderr
+
+    cancelled = json.loads(cli.ok("cancel", "--grace", "5", "--json", job_id))
+    assert (cancelled[0]["state"], cancelled[0]["substate"], cancelled[0]["exit_code"]) == ("Failed", "cancelled", 9)
+    again = cli.run("cancel", job_id)
+    assert again.returncode == 125 and b"Failed" in again.stderr
+
+    cli.ok("rm", job_id)
+    assert cli.ok("ps", "-a", "-q").split() == []
+    assert not (cli.home / "logs" / job_id).exists()
+    with pytest.raises(docker.errors.NotFound):
+        cli.docker.api.inspect_container(cid)
+
+
+def test_rm_force_and_ps_filters(cli):
+    keep = cli.submit("--label", "team=a", "--hold", cli.image, "true")
+    live = cli.submit("--label", "team=b", cli.image, "sleep", "60")
+    cli.until(live, "Running")
+    assert cli.ok("ps", "-q", "--label", "team=b").split() == [live]
+    assert sorted(cli.ok("ps", "-q").split()) == sorted([keep, live])
+    cli.ok("rm", "-f", live)
+    assert cli.ok("ps", "-a", "-q").split() == [keep]
+
+
+def test_unknown_ambiguous_and_invalid_input_exit_125(cli):
+    cli.submit("--hold", "--name", "twin", cli.image, "true")
+    cli.submit("--hold", "--name", "twin", cli.image, "true")
+    for args, needle in [
+        (("inspect", "nosuchjob"), b"no such job"),
+        (("logs", "twin"), b"several jobs have that name"),
+        (("wait", "nosuchjob"), b"no such job"),
+        (("ps", "--state", "bogus"), b"QueuedHeld"),
+        (("ps", "--label", "novalue"), b"KEY=VALUE"),
+        (("events", "--since", "yesterday-ish"), b"--since"),
+        (("cancel", "--grace", "soon", "twin"), b"--grace"),
+        (("submit", "--idempotency-key", "k", "--digest-key", cli.image, "true"), b"not both"),
+    ]:
+        proc = cli.run(*args)
+        assert proc.returncode == 125, (args, proc.returncode, proc.stderr)
+        assert needle in proc.stderr, (args, proc.stderr)
+
+
+def test_wait_timeout(cli):
+    held = cli.submit("--hold", cli.image, "true")
+    proc = cli.run("wait", "--timeout", "1", held)
+    assert proc.returncode == 125 and held.encode() in proc.stderr, proc.stderr
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def test_events_history_since_and_follow(cli):
+    # --since: the follower may start after the job's first transitions; they are kept.
+    follower = subprocess.Popen(
+        [CONVEYOR, "events", "-f", "--json", "--since", str(time.time() - 1)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "CONVEYOR_HOME": str(cli.home)},
+    )
+    try:
+        job_id = cli.submit(cli.image, "true")
+        assert cli.run("wait", job_id).returncode == 0
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(e["to_state"] == "Done" for e in seen):
+            line = follower.stdout.readline()
+            if line:
+                seen.append(json.loads(line))
+        assert [(e["from_state"], e["to_state"]) for e in seen if e["job_id"] == job_id] == [
+            (None, "Queued"), ("Queued", "Running"), ("Running", "Done")]
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    text = cli.ok("events", "--since", "10m")
+    assert f"{job_id}  Running -> Done  exited" in text
+    assert cli.ok("events", "--since", str(time.time() + 3600)) == ""
+
+
+# ----------------------------------------------------------------------------- library, client mode
+
+
+def test_cleanup_from_a_client_executor(state_dir, test_image):
+    with Executor(state_dir) as sup, Executor(state_dir, supervise=False) as client:
+        assert sup.supervising and not client.supervising
+        job_id = sup.start(JobSpec(image=test_image, network="none", command=["sh", "-c", "echo kept; sleep 60"]))
+        deadline = time.monotonic() + 30
+        while b"kept" not in b"".join(c for _, c in client.logs(job_id, "stdout")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        counts = client.cleanup()  # another Executor supervises: it records the end
+        assert counts["containers"] == 1
+        job = client.info(job_id)
+        assert (job.state, job.substate) == (JobState.FAILED, Substate.CANCELLED)
+        assert job.stdout == "kept\n"
+        assert sup.backend.list() == []
+    # nobody supervises: the client does it itself, for the duration of the cleanup
+    with Executor(state_dir, supervise=False) as client:
+        job_id = client.submit(JobSpec(image=test_image, network="none", command=["true"]), hold=True)
+        assert client.cleanup()["containers"] == 0
+        assert not client.supervising
+        assert client.info(job_id).state is JobState.QUEUED_HELD
