@@ -697,3 +697,38 @@ def test_count_with_no_render_nodes(tmp_path):
 def test_gpu_request_defaults_to_nvidia():
     assert _gpus().vendor is GpuVendor.NVIDIA
     assert math.isclose(spec(resources={"cpus": 1}).resources.cpus, 1.0)
+
+
+# --------------------------------------------------------------------------- scheduling fields (issue 4)
+
+
+def test_scheduling_fields_parse():
+    s = spec(priority=10, after=["abc", "def:any", {"job": "123", "condition": "ok"}], start_deadline="5m",
+             retries=2, retry_backoff="30s")
+    assert s.priority == 10
+    assert [(d.job, d.condition) for d in s.after] == [("abc", "ok"), ("def", "any"), ("123", "ok")]
+    assert (s.start_deadline, s.retries, s.retry_backoff) == (300.0, 2, 30.0)
+    assert spec(after="abc:ok").after[0].job == "abc"  # one dependency may be given as a string
+    assert JobSpec.from_json(s.to_json()) == s
+    assert spec().to_json() == '{"image":"busybox"}'  # defaults stay out of the stored spec
+
+
+@pytest.mark.parametrize(
+    "kw, field, hint",
+    [
+        ({"priority": 1001}, "priority", "less than or equal to 1000"),
+        ({"priority": "high"}, "priority", "integer"),
+        ({"after": ["abc:sometimes"]}, "after[0]", "ID:any"),
+        ({"after": [":ok"]}, "after[0]", "use ID"),
+        ({"start_deadline": 0}, "start_deadline", "positive"),
+        ({"start_deadline": "soon"}, "start_deadline", "duration"),
+        ({"retries": -1}, "retries", "greater than or equal to 0"),
+        ({"retries": 101}, "retries", "less than or equal to 100"),
+        ({"retry_backoff": -5}, "retry_backoff", "zero or more"),
+    ],
+)
+def test_bad_scheduling_fields_name_the_field(kw, field, hint):
+    with pytest.raises(InvalidSpec) as err:
+        spec(**kw)
+    (problem,) = err.value.problems
+    assert problem[0] == field and hint in problem[2], problem

@@ -309,7 +309,7 @@ class Ulimit(SpecModel):
     @classmethod
     def parse(cls, text: str) -> "Ulimit":
         """docker ``--ulimit`` syntax: ``nofile=1024:2048`` or ``memlock=-1``."""
-        name, eq, limits = text.partition("=")
+        name, eq, limits = str(text).partition("=")
         if not eq or not limits:
             raise ValueError("use NAME=SOFT[:HARD], e.g. nofile=1024:2048 or memlock=-1")
         soft, _, hard = limits.partition(":")
@@ -336,7 +336,7 @@ class RestartPolicy(SpecModel):
 
     @classmethod
     def parse(cls, text: str) -> "RestartPolicy":
-        name, _, retries = text.partition(":")
+        name, _, retries = str(text).partition(":")
         if retries and not retries.isdigit():
             raise ValueError("use no, always, unless-stopped or on-failure[:MAX_RETRIES]")
         return cls(name=name, max_retries=int(retries or 0))
@@ -410,6 +410,25 @@ class PullPolicy(str, Enum):
     @classmethod
     def _missing_(cls, value: object) -> "PullPolicy | None":
         return cls.IF_MISSING if value == "missing" else None  # docker's spelling
+
+
+# --------------------------------------------------------------------------- scheduling
+
+
+class Dependency(SpecModel):
+    """Start only after another job (or every task of an array) has finished: ``ok`` needs it
+    to end Done, ``any`` only needs it to end."""
+
+    job: str = Field(min_length=1)
+    condition: Literal["ok", "any"] = "ok"
+
+    @classmethod
+    def parse(cls, text: str | int) -> "Dependency":
+        """``--after`` syntax: ``ID``, ``ID:ok`` or ``ID:any`` (ID: a job id, prefix, name or array id)."""
+        ref, _, cond = str(text).strip().partition(":")
+        if not ref or cond not in ("", "ok", "any"):
+            raise ValueError("use ID, ID:ok (finished successfully) or ID:any (finished at all)")
+        return cls(job=ref, condition=cond or "ok")
 
 
 # --------------------------------------------------------------------------- the job
@@ -494,6 +513,12 @@ class JobSpec(SpecModel):
     tty: bool = False
     stdin_open: bool = False
     resources: Resources = Field(default_factory=Resources)
+    # scheduling (DRMAA2 JobTemplate: priority, deadlines); see the README's "Scheduling"
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher starts first")
+    after: list[Annotated[Dependency, _from_text(Dependency.parse)]] = Field(default_factory=list)
+    start_deadline: Seconds | None = Field(default=None, description="fail the job if not started this long after submission")
+    retries: int = Field(default=0, ge=0, le=100, description="run a failed job again up to this many times")
+    retry_backoff: Seconds = Field(default=0.0, description="wait before a retry; doubles each time")
 
     # ---- field checks
 
@@ -579,6 +604,25 @@ class JobSpec(SpecModel):
         if v is not None and v <= 0:
             raise ValueError("timeout must be positive, e.g. 30s or 2h")
         return v
+
+    @field_validator("start_deadline")
+    @classmethod
+    def _start_deadline(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("start_deadline must be positive, e.g. 10m (measured from submission)")
+        return v
+
+    @field_validator("retry_backoff")
+    @classmethod
+    def _backoff(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("retry_backoff must be zero or more seconds, e.g. 30s")
+        return v
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _after_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (str, int, dict)) and not isinstance(v, bool) else v
 
     @field_validator("stop_grace")
     @classmethod

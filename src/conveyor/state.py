@@ -46,6 +46,14 @@ class Substate:
     START_FAILED = "start_failed"
     CONTAINER_LOST = "container_lost"  # the container vanished while we were not looking
     HELD = "held"
+    DEPENDENCY_FAILED = "dependency_failed"  # a job it runs --after ended badly (or was removed)
+    START_DEADLINE = "start_deadline"  # not started by its start deadline
+    RETRY = "retry"  # Requeued after a failed attempt, waiting for its backoff and a slot
+
+
+# The failures a job with retries left is run again for. Not for what another try cannot
+# change (cancelled, image missing, command not found, a failed dependency, a missed deadline).
+RETRYABLE = frozenset({Substate.EXITED, Substate.OOM_KILLED, Substate.TIMEOUT, Substate.CONTAINER_LOST})
 
 
 # Legal moves. Undetermined is reachable from anywhere (we lost track) and can be left
@@ -56,13 +64,13 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.RUNNING: frozenset(
         {JobState.SUSPENDED, JobState.DONE, JobState.FAILED, JobState.REQUEUED}
     ),
-    JobState.SUSPENDED: frozenset({JobState.RUNNING, JobState.DONE, JobState.FAILED}),
+    JobState.SUSPENDED: frozenset({JobState.RUNNING, JobState.DONE, JobState.FAILED, JobState.REQUEUED}),
     JobState.REQUEUED: frozenset({JobState.REQUEUED_HELD, JobState.RUNNING, JobState.FAILED}),
     JobState.REQUEUED_HELD: frozenset({JobState.REQUEUED, JobState.FAILED}),
     JobState.DONE: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.UNDETERMINED: frozenset(
-        {JobState.RUNNING, JobState.SUSPENDED, JobState.DONE, JobState.FAILED}
+        {JobState.RUNNING, JobState.SUSPENDED, JobState.DONE, JobState.FAILED, JobState.REQUEUED}
     ),
 }
 

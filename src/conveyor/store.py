@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from .errors import InvalidState, JobNotFound
 from .spec import JobSpec
-from .state import JobState, can_move
+from .state import RETRYABLE, JobState, Substate, can_move
 
 # One entry per schema version; never edit a released entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -60,12 +60,80 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX job_labels_kv ON job_labels(key, value);
     """,
+    # 2: scheduling. A job's request is kept in columns so the scheduler never re-parses
+    # specs; arrays, dependencies and every attempt of a retried job get their own tables.
+    """
+    ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN req_cpus REAL;
+    ALTER TABLE jobs ADD COLUMN req_memory INTEGER;
+    ALTER TABLE jobs ADD COLUMN req_gpus TEXT;
+    ALTER TABLE jobs ADD COLUMN gpu_ids TEXT;
+    ALTER TABLE jobs ADD COLUMN start_deadline REAL;
+    ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN retry_backoff REAL NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN not_before REAL;
+    ALTER TABLE jobs ADD COLUMN has_deps INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_runnable ON jobs(priority DESC, created_at) WHERE state IN ('Queued', 'Requeued');
+    CREATE INDEX jobs_runnable_cpus ON jobs(req_cpus) WHERE state IN ('Queued', 'Requeued');
+    CREATE INDEX jobs_dependent ON jobs(id) WHERE has_deps = 1 AND state IN ('Queued', 'Requeued');
+    CREATE INDEX jobs_deadline ON jobs(start_deadline)
+        WHERE start_deadline IS NOT NULL AND attempt = 0 AND state IN ('Queued', 'QueuedHeld', 'Requeued', 'RequeuedHeld');
+    CREATE TABLE arrays (
+        id           TEXT PRIMARY KEY,
+        executor_id  TEXT NOT NULL,
+        first_index  INTEGER NOT NULL,
+        last_index   INTEGER NOT NULL,
+        step         INTEGER NOT NULL,
+        max_parallel INTEGER,
+        created_at   REAL NOT NULL
+    );
+    CREATE TABLE job_deps (
+        job_id    TEXT NOT NULL,
+        dep_id    TEXT NOT NULL,
+        condition TEXT NOT NULL,
+        PRIMARY KEY (job_id, dep_id)
+    );
+    CREATE INDEX job_deps_dep ON job_deps(dep_id);
+    CREATE TABLE attempts (
+        job_id       TEXT NOT NULL,
+        attempt      INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        substate     TEXT,
+        exit_code    INTEGER,
+        message      TEXT,
+        container_id TEXT,
+        started_at   REAL,
+        finished_at  REAL,
+        PRIMARY KEY (job_id, attempt)
+    );
+    """,
 ]
 
 _JOB_COLUMNS = (
     "id executor_id name spec state substate exit_code message container_id stop_reason "
-    "idempotency_key array_id array_index created_at started_at finished_at"
+    "idempotency_key array_id array_index created_at started_at finished_at "
+    "priority req_cpus req_memory req_gpus gpu_ids start_deadline retries retry_backoff attempt not_before has_deps"
 ).split()
+
+ACTIVE_STATES = (JobState.RUNNING, JobState.SUSPENDED, JobState.UNDETERMINED)  # holding node resources
+RUNNABLE_STATES = (JobState.QUEUED, JobState.REQUEUED)
+
+
+_SPECS: dict[str, JobSpec] = {}
+
+
+def _parse_spec(text: str) -> JobSpec:
+    """Specs are validated once per distinct text: array tasks and repeated submissions share
+    one text, and listing 10,000 of them should not validate 10,000 times. Each record gets
+    its own (shallow) copy."""
+    spec = _SPECS.get(text)
+    if spec is None:
+        spec = JobSpec.from_json(text)
+        if len(_SPECS) >= 1024:
+            _SPECS.pop(next(iter(_SPECS)))
+        _SPECS[text] = spec
+    return spec.model_copy()
 
 
 def new_job_id() -> str:
@@ -90,17 +158,45 @@ class JobRecord:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    # scheduling: the admission request (CPUs, bytes, GPU request as JSON), the GPUs given
+    # at launch, the absolute start deadline, retries and the attempt now running or last run
+    priority: int = 0
+    req_cpus: float | None = None
+    req_memory: int | None = None
+    req_gpus: str | None = None
+    gpu_ids: str | None = None
+    start_deadline: float | None = None
+    retries: int = 0
+    retry_backoff: float = 0.0
+    attempt: int = 0
+    not_before: float | None = None
+    has_deps: int = 0
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "JobRecord":
         data = dict(zip(_JOB_COLUMNS, row))
-        data["spec"] = JobSpec.from_json(data["spec"])
+        data["spec"] = _parse_spec(data["spec"])
         data["state"] = JobState(data["state"])
         return cls(**data)
 
     def _to_row(self) -> tuple:
         data = {**self.__dict__, "spec": self.spec.to_json(), "state": self.state.value}
         return tuple(data[c] for c in _JOB_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ArrayRecord:
+    id: str
+    executor_id: str
+    first: int
+    last: int
+    step: int
+    max_parallel: int | None
+    created_at: float
+
+    @property
+    def indices(self) -> range:
+        return range(self.first, self.last + 1, self.step)
 
 
 @dataclass(frozen=True)
@@ -172,12 +268,88 @@ class Store:
             if existing:
                 return existing
             self._db.execute(f"INSERT INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({placeholders})", job._to_row())
-            self._db.executemany(
-                "INSERT INTO job_labels (job_id, key, value) VALUES (?,?,?)",
-                [(job.id, k, v) for k, v in job.spec.labels.items()],
-            )
+            self._insert_extras([job])
             self._record(job.id, None, job.state, job.substate, "submitted")
         return job
+
+    def _insert_extras(self, jobs: list[JobRecord]) -> None:
+        self._db.executemany(
+            "INSERT INTO job_labels (job_id, key, value) VALUES (?,?,?)",
+            [(job.id, k, v) for job in jobs for k, v in job.spec.labels.items()],
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO job_deps (job_id, dep_id, condition) VALUES (?,?,?)",
+            [(job.id, d.job, d.condition) for job in jobs for d in job.spec.after],
+        )
+
+    def insert_array(self, array: "ArrayRecord", tasks: list[JobRecord]) -> None:
+        """An array and all its tasks in one transaction: all of them, or nothing."""
+        placeholders = ",".join("?" * len(_JOB_COLUMNS))
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO arrays (id, executor_id, first_index, last_index, step, max_parallel, created_at) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (array.id, array.executor_id, array.first, array.last, array.step, array.max_parallel, array.created_at),
+            )
+            self._db.executemany(
+                f"INSERT INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({placeholders})", [t._to_row() for t in tasks]
+            )
+            self._insert_extras(tasks)
+            now = time.time()
+            self._db.executemany(
+                "INSERT INTO transitions (job_id, at, from_state, to_state, substate, reason) VALUES (?,?,?,?,?,?)",
+                [(t.id, now, None, t.state.value, t.substate, "submitted") for t in tasks],
+            )
+
+    def get_array(self, array_id: str) -> "ArrayRecord":
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, executor_id, first_index, last_index, step, max_parallel, created_at FROM arrays WHERE id=?",
+                (array_id,),
+            ).fetchone()
+        if row is None:
+            raise JobNotFound(array_id, "no such array")
+        return ArrayRecord(*row)
+
+    def resolve_array(self, ref: str) -> str | None:
+        """A full array id or a unique prefix -> the array id; None when no array matches."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM arrays WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like_prefix(ref),)
+            )]
+        if len(ids) > 1:
+            raise JobNotFound(ref, "the array id prefix is ambiguous; give more characters")
+        return ids[0] if ids else None
+
+    def array_tasks(self, array_id: str) -> list[tuple[str, int, JobState]]:
+        """(job id, index, state) of every task, in index order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, array_index, state FROM jobs WHERE array_id=? ORDER BY array_index", (array_id,)
+            ).fetchall()
+        return [(i, n, JobState(s)) for i, n, s in rows]
+
+    def array_counts(self, array_id: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM jobs WHERE array_id=? GROUP BY state", (array_id,)
+            ).fetchall()
+        return {s: n for s, n in rows}
+
+    def attempts(self, job_id: str) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT attempt, state, substate, exit_code, message, container_id, started_at, finished_at "
+                "FROM attempts WHERE job_id=? ORDER BY attempt",
+                (job_id,),
+            ).fetchall()
+        keys = "attempt state substate exit_code message container_id started_at finished_at".split()
+        return [dict(zip(keys, r)) for r in rows]
+
+    def query(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        """Read-only SQL for the scheduler's light-weight views (no spec parsing)."""
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
 
     def by_idempotency_key(self, key: str) -> JobRecord | None:
         with self._lock:
@@ -263,16 +435,49 @@ class Store:
             if row is None:
                 raise JobNotFound(job_id)
             current = JobState(row[0])
+            if current in (JobState.REQUEUED, JobState.REQUEUED_HELD) and to is JobState.FAILED and substate in RETRYABLE:
+                return False  # the engine's word on the attempt that was already requeued
             allowed = can_move(current, to) and (expect is None or current in set(expect))
             if not allowed:
                 if strict:
                     raise InvalidState(job_id, current.value, f"move to {to.value}")
                 return False
+            if to is JobState.RUNNING and current in RUNNABLE_STATES:
+                fields = {**fields, "not_before": None}
+                self._db.execute("UPDATE jobs SET attempt = attempt + 1 WHERE id=?", (job_id,))
+            elif current in ACTIVE_STATES and (to.is_final or to is JobState.REQUEUED):
+                to, substate, fields = self._end_attempt(job_id, to, substate, fields)
             cols = {"state": to.value, "substate": substate, **fields}
             assignments = ",".join(f"{k}=?" for k in cols)
             self._db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", (*cols.values(), job_id))
             self._record(job_id, current, to, substate, reason)
         return True
+
+    def _end_attempt(self, job_id: str, to: JobState, substate: str | None, fields: dict):
+        """Keep the attempt that just ended; turn a retryable failure with retries left into
+        Requeued (DRMAA2's state for a job that will run again) with its backoff."""
+        attempt, retries, backoff, started_at, container_id = self._db.execute(
+            "SELECT attempt, retries, retry_backoff, started_at, container_id FROM jobs WHERE id=?", (job_id,)
+        ).fetchone()
+        if attempt >= 1:
+            self._db.execute(
+                "INSERT OR REPLACE INTO attempts (job_id, attempt, state, substate, exit_code, message, container_id, "
+                "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (job_id, attempt, to.value, substate, fields.get("exit_code"), fields.get("message"), container_id,
+                 fields.get("started_at", started_at), fields.get("finished_at", time.time())),
+            )
+        if to is JobState.FAILED and substate in RETRYABLE and attempt <= retries:
+            delay = backoff * (2 ** max(0, attempt - 1))
+            what = fields.get("message") or substate
+            fields = {
+                **{k: v for k, v in fields.items() if k in ("exit_code", "started_at")},
+                "message": f"attempt {attempt} failed ({what}); retry {attempt} of {retries}"
+                + (f" in {delay:g}s" if delay else ""),
+                "not_before": time.time() + delay,
+                "finished_at": None,
+            }
+            return JobState.REQUEUED, Substate.RETRY, fields
+        return to, substate, fields
 
     def _record(self, job_id, src, dst, substate, reason) -> None:
         self._db.execute(
@@ -283,6 +488,8 @@ class Store:
     def delete(self, job_id: str) -> None:
         with self._tx():
             self._db.execute("DELETE FROM job_labels WHERE job_id=?", (job_id,))
+            self._db.execute("DELETE FROM job_deps WHERE job_id=?", (job_id,))
+            self._db.execute("DELETE FROM attempts WHERE job_id=?", (job_id,))
             self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
     def transitions(self, job_id: str | None = None, since_seq: int = 0) -> list[Transition]:
