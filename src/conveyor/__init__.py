@@ -3,18 +3,24 @@
 from typing import TYPE_CHECKING
 
 from .errors import (
+    AgentError,
     ConveyorError,
     EngineUnavailable,
     ImageNotFound,
     InvalidSpec,
     InvalidState,
     JobNotFound,
+    PolicyRefused,
     WaitTimeout,
 )
-from .spec import GpuRequest, JobSpec, Mount, PortMapping, PullPolicy, Resources, RestartPolicy, Ulimit
 from .state import JobState, Substate
 
+# The spec models import pydantic (~0.2 s): loaded on first use, like Executor below.
+_SPEC_NAMES = ("GpuRequest", "JobSpec", "Mount", "PortMapping", "PullPolicy", "Resources", "RestartPolicy", "Ulimit")
+
 if TYPE_CHECKING:
+    from .spec import GpuRequest, JobSpec, Mount, PortMapping, PullPolicy, Resources, RestartPolicy, Ulimit
+    from .client import Client
     from .executor import Executor
     from .job import Job
 
@@ -28,8 +34,16 @@ def __getattr__(name: str):
         from .executor import Executor
 
         return Executor
+    if name == "Client":  # the same interface, served by a running agent (`conveyor serve`)
+        from .client import Client
+
+        return Client
     if name == "Job":
         from .job import Job
 
         return Job
+    if name in _SPEC_NAMES:
+        from . import spec
+
+        return getattr(spec, name)
     raise AttributeError(f"module 'conveyor' has no attribute {name!r}")

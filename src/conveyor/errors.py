@@ -54,3 +54,21 @@ class WaitTimeout(ConveyorError, TimeoutError):
     def __init__(self, job_id: str, what: str, timeout: float):
         self.job_id = job_id
         super().__init__(f"job {job_id} not {what} within {timeout:g}s")
+
+
+class PolicyRefused(ConveyorError, PermissionError):
+    """The node's operator policy does not allow this job (the agent answers 403).
+
+    ``rule`` names the policy rule that refused it, ``field`` the spec field it is about."""
+
+    def __init__(self, rule: str, field: str | None, message: str):
+        self.rule, self.field = rule, field
+        super().__init__(f"refused by policy rule {rule!r}: {message}")
+
+
+class AgentError(ConveyorError):
+    """The agent could not be reached, refused the token, or answered something unexpected."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None):
+        self.status, self.code = status, code
+        super().__init__(message)

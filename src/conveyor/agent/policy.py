@@ -1,0 +1,253 @@
+"""Operator policy for jobs that arrive through the agent's API.
+
+The policy is a file in the state directory, ``policy.yaml`` (or ``.yml``/``.json``):
+
+    mounts:
+      allowed_host_paths: [/srv/data]   # bind-mount sources must lie under one of these
+      volumes: true                     # named and anonymous volumes
+    privileged: false
+    host_network: false                 # network: host
+    host_pid: false                     # pid: host
+    host_ipc: false                     # ipc: host
+    host_uts: false                     # uts: host
+    container_namespaces: false         # network/ipc/pid container:<id>
+    images:
+      allowed: ["conveyor/*"]           # fnmatch patterns; absent = any image
+      registries: [docker.io]           # absent = any registry
+    max_resources: {cpus: 4, memory: 8g, pids_limit: 4096, gpus: 1, shm_size: 1g, timeout: 24h}
+
+Without a file every default applies: bind mounts only inside the jobs area
+(``<state dir>/jobs``), no privileged containers, no host namespaces, any image, no
+resource ceiling. A job that breaks a rule is refused with :class:`PolicyRefused` naming the
+rule; nothing is created. The file is re-read when it changes; a broken file refuses every
+job (fail closed) until it is fixed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import PolicyRefused
+from ..spec import Bytes, JobSpec, Seconds
+from . import JOBS_AREA, POLICY_NAMES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MountRules(_Strict):
+    allowed_host_paths: list[str] = Field(default_factory=list)
+    volumes: bool = True
+
+    @field_validator("allowed_host_paths")
+    @classmethod
+    def _absolute(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.startswith("/"):
+                raise ValueError(f"{p!r}: allowed host paths must be absolute")
+        return v
+
+
+class ImageRules(_Strict):
+    allowed: list[str] | None = None
+    registries: list[str] | None = None
+
+
+class MaxResources(_Strict):
+    cpus: float | None = Field(default=None, gt=0)
+    memory: Bytes | None = None
+    pids_limit: int | None = Field(default=None, gt=0)
+    gpus: int | None = Field(default=None, ge=0)
+    shm_size: Bytes | None = None
+    timeout: Seconds | None = None
+
+
+class Policy(_Strict):
+    mounts: MountRules = Field(default_factory=MountRules)
+    privileged: bool = False
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    host_uts: bool = False
+    container_namespaces: bool = False
+    images: ImageRules = Field(default_factory=ImageRules)
+    max_resources: MaxResources = Field(default_factory=MaxResources)
+
+    # ------------------------------------------------------------------ checking
+
+    def check(self, spec: JobSpec, jobs_area: Path) -> None:
+        """Raise PolicyRefused for the first rule ``spec`` breaks."""
+        self.check_image(spec.image)
+        roots = [jobs_area, *map(Path, self.mounts.allowed_host_paths)]
+        real_roots = [Path(os.path.realpath(r)) for r in roots]
+        for i, m in enumerate(spec.mounts):
+            if m.type == "bind":
+                src = Path(os.path.realpath(m.source or "/"))
+                if not any(src == r or src.is_relative_to(r) for r in real_roots):
+                    raise PolicyRefused(
+                        "mounts.allowed_host_paths",
+                        f"mounts[{i}].source",
+                        f"host path {m.source!r} is outside the allowed paths {[str(r) for r in roots]}",
+                    )
+            elif m.type == "volume" and not self.mounts.volumes:
+                raise PolicyRefused("mounts.volumes", f"mounts[{i}]", "volumes are not allowed on this node")
+        if spec.privileged and not self.privileged:
+            raise PolicyRefused("privileged", "privileged", "privileged jobs are not allowed on this node")
+        for field, value, rule in (
+            ("network", spec.network, "host_network"),
+            ("pid_mode", spec.pid_mode, "host_pid"),
+            ("ipc_mode", spec.ipc_mode, "host_ipc"),
+            ("uts_mode", spec.uts_mode, "host_uts"),
+        ):
+            if value == "host" and not getattr(self, rule):
+                raise PolicyRefused(rule, field, f"{field}=host is not allowed on this node")
+            if value and value.startswith("container:") and not self.container_namespaces:
+                raise PolicyRefused("container_namespaces", field, f"joining another container's namespace ({value}) is not allowed")
+        self._check_resources(spec)
+
+    def check_image(self, image: str) -> None:
+        rules = self.images
+        if rules.registries is not None:
+            registry = image_registry(image)
+            if registry not in rules.registries:
+                raise PolicyRefused("images.registries", "image", f"registry {registry!r} is not in the allowed registries {rules.registries}")
+        if rules.allowed is not None:
+            names = image_names(image)
+            if not any(fnmatch.fnmatchcase(n, pat) for pat in rules.allowed for n in names):
+                raise PolicyRefused("images.allowed", "image", f"image {image!r} matches none of the allowed images {rules.allowed}")
+
+    def _check_resources(self, spec: JobSpec) -> None:
+        cap, res = self.max_resources, spec.resources
+
+        def over(rule: str, field: str, value: Any, limit: Any, unlimited: bool) -> None:
+            if unlimited:
+                raise PolicyRefused(f"max_resources.{rule}", field, f"{field} is unlimited; this node allows at most {limit}: set it")
+            raise PolicyRefused(f"max_resources.{rule}", field, f"{field}={value} exceeds this node's maximum {limit}")
+
+        if cap.cpus is not None and (res.cpus is None or res.cpus > cap.cpus):
+            over("cpus", "resources.cpus", res.cpus, cap.cpus, res.cpus is None)
+        if cap.memory is not None and (res.memory is None or res.memory < 0 or res.memory > cap.memory):
+            over("memory", "resources.memory", res.memory, cap.memory, res.memory is None or res.memory < 0)
+        if cap.pids_limit is not None and (res.pids_limit is None or res.pids_limit < 0 or res.pids_limit > cap.pids_limit):
+            over("pids_limit", "resources.pids_limit", res.pids_limit, cap.pids_limit, res.pids_limit in (None, -1))
+        if cap.gpus is not None and res.gpus is not None:
+            wanted = res.gpus.count or len(res.gpus.device_ids) or None  # None: all of them
+            if wanted is None or wanted > cap.gpus:
+                over("gpus", "resources.gpus", wanted or "all", cap.gpus, False)
+        if cap.shm_size is not None and spec.shm_size is not None and spec.shm_size > cap.shm_size:
+            over("shm_size", "shm_size", spec.shm_size, cap.shm_size, False)
+        if cap.timeout is not None and (spec.timeout is None or spec.timeout > cap.timeout):
+            over("timeout", "timeout", spec.timeout, cap.timeout, spec.timeout is None)
+
+
+def image_registry(image: str) -> str:
+    """docker's rule: the first path component is a registry if it has a '.' or ':' or is localhost."""
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def image_names(image: str) -> list[str]:
+    """The spellings a pattern may match: as given, with the default tag, fully qualified."""
+    names = [image]
+    last = image.rsplit("/", 1)[-1]
+    tagged = image if (":" in last or "@" in image) else image + ":latest"
+    names.append(tagged)
+    if image_registry(image) == "docker.io" and not image.startswith("docker.io/"):
+        path = tagged if "/" in tagged else "library/" + tagged
+        names.append("docker.io/" + path)
+    return names
+
+
+def policy_file(root: Path) -> Path | None:
+    for name in POLICY_NAMES:
+        if (root / name).exists():
+            return root / name
+    return None
+
+
+def load_policy(path: Path | None) -> Policy:
+    """Parse a policy file; ValueError with a readable message when it is broken."""
+    if path is None:
+        return Policy()
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text) if text.strip() else {}
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as exc:  # noqa: BLE001 - any parse error is a broken policy
+        raise ValueError(f"{path}: cannot parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the policy must be a mapping of rules")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"{path}: {problems}") from None
+
+
+class PolicyFile:
+    """The policy of one state directory, re-read when the file changes (fail closed)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.jobs_area = root / JOBS_AREA
+        self.jobs_area.mkdir(exist_ok=True)
+        self._lock = threading.Lock()
+        self._stamp: object = object()
+        self._policy: Policy | None = None
+        self._error: str | None = None
+        self.reload()
+        if self._error:
+            raise ValueError(self._error)
+
+    def _current_stamp(self) -> tuple:
+        path = policy_file(self.root)
+        if path is None:
+            return (None,)
+        st = path.stat()
+        return (str(path), st.st_mtime_ns, st.st_ino, st.st_size)
+
+    def reload(self) -> None:
+        with self._lock:
+            try:
+                stamp = self._current_stamp()
+            except FileNotFoundError:
+                stamp = (None,)
+            if stamp == self._stamp:
+                return
+            try:
+                self._policy, self._error = load_policy(policy_file(self.root)), None
+            except (OSError, ValueError) as exc:
+                self._policy, self._error = None, str(exc)
+            self._stamp = stamp
+
+    @property
+    def policy(self) -> Policy:
+        self.reload()
+        if self._policy is None:
+            raise PolicyRefused("policy_file", None, f"the node's policy file is broken, so no job is accepted: {self._error}")
+        return self._policy
+
+    def check(self, spec: JobSpec) -> None:
+        self.policy.check(spec, self.jobs_area)
+
+    def check_image(self, image: str) -> None:
+        self.policy.check_image(image)
+
+    def describe(self) -> dict:
+        data = self.policy.model_dump(mode="json")
+        data["jobs_area"] = str(self.jobs_area)
+        return data

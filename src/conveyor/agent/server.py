@@ -1,0 +1,182 @@
+"""`conveyor serve`: the supervisor and the API in one process, one per state directory.
+
+Listens on ``<state dir>/agent.sock`` (mode 0600) and, when asked, on TCP (127.0.0.1 unless
+another address is given explicitly). SIGTERM, SIGINT and SIGHUP stop it gracefully; running
+jobs keep running and the next agent re-attaches them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..errors import ConveyorError
+from ..home import Home
+from . import INFO_NAME, socket_path
+
+log = logging.getLogger("conveyor.agent")
+
+
+def parse_tcp(text: str) -> tuple[str, int]:
+    """``PORT`` (on 127.0.0.1), ``HOST:PORT`` or ``[IPv6]:PORT``."""
+    text = text.strip()
+    host, port = "127.0.0.1", text
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ConveyorError(f"--tcp {text!r}: use PORT (on 127.0.0.1), HOST:PORT or [IPV6]:PORT")
+    return host, int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """The agent's unix socket, 0600 from the moment it exists. Called with the supervisor lock
+    held, so a socket file already there is a dead agent's and is replaced."""
+    if len(str(path).encode()) > 107:
+        raise ConveyorError(f"the socket path {path} is too long for a unix socket (max 107 bytes); use a shorter --home")
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(512)
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=512, reuse_port=False)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _write_info(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def read_info(root: Path) -> dict | None:
+    try:
+        return json.loads((root / INFO_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print) -> None:
+    """Run the agent in the foreground until a signal. Raises ConveyorError when another
+    process already supervises the state directory (naming its pid)."""
+    import uvicorn
+
+    from ..daemon import SupervisorLock
+    from ..executor import Executor
+    from .app import Agent, create_app
+    from .auth import TokenCheck, token_path
+    from .policy import PolicyFile
+
+    root = Home(home).root
+    try:
+        policy = PolicyFile(root)  # a broken policy file stops the start, loudly
+    except ValueError as exc:
+        raise ConveyorError(f"policy file: {exc}") from None
+    tcp_addr = parse_tcp(tcp) if tcp else None
+
+    stopping = {"signal": None}
+    server_ref: dict = {}
+
+    def on_signal(signum, frame):
+        stopping["signal"] = signum
+        server = server_ref.get("server")
+        if server is not None:
+            server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+
+    ex = Executor(root, supervise=True)
+    if not ex.supervising:
+        holder = SupervisorLock(ex.home).holder()
+        ex.close()
+        raise ConveyorError(f"process {holder} already supervises {root}; stop it with 'conveyor serve --stop'")
+    sockets: list[socket.socket] = []
+    sock_file = socket_path(root)
+    info_file = root / INFO_NAME
+    try:
+        tokens = TokenCheck(root)
+        sockets.append(bind_unix(sock_file))
+        url = None
+        if tcp_addr:
+            host, port = tcp_addr
+            if not _is_loopback(host):
+                announce(f"conveyor: warning: listening on {host}:{port} beyond this machine; the token travels unencrypted (put TLS in front)")
+            sockets.append(bind_tcp(host, port))
+            bound = sockets[-1].getsockname()
+            url = f"http://{'[' + host + ']' if ':' in host else host}:{bound[1]}"
+        _write_info(info_file, {"pid": os.getpid(), "socket": str(sock_file), "url": url, "started_at": time.time()})
+        app = create_app(Agent(ex, tokens, policy))
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on",
+            timeout_keep_alive=30,
+        )
+        server = uvicorn.Server(config)
+        server_ref["server"] = server
+        if stopping["signal"] is not None:
+            return
+        announce(
+            f"conveyor: agent pid {os.getpid()} supervising {root}; API on unix:{sock_file}"
+            + (f" and {url}" if url else "") + f"; token in {token_path(root)}"
+        )
+        server.run(sockets=sockets)
+    finally:
+        for s in sockets:
+            s.close()
+        for path in (sock_file, info_file):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        ex.close()
+    announce("conveyor: agent stopped; running jobs keep running")
+    # A request thread may still be blocked for a client that was following a job which
+    # goes on running (its connection is closed already): nothing is left to do for it.
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def main() -> None:  # python -m conveyor.agent.server [HOME] [TCP]
+    try:
+        serve(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2] if len(sys.argv) > 2 else None)
+    except ConveyorError as exc:
+        print(f"conveyor: {exc}", file=sys.stderr)
+        sys.exit(125)
+
+
+if __name__ == "__main__":
+    main()
