@@ -11,19 +11,53 @@ import os
 import signal
 import sys
 import threading
+import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from .errors import ConveyorError, ImageNotFound, InvalidSpec
-from .spec import JobSpec
+
+if TYPE_CHECKING:
+    from .spec import JobSpec
 
 CONVEYOR_ERROR = 125
-err_console = Console(stderr=True, highlight=False)
+
+
+# rich and pydantic (through the spec) cost ~0.25 s of imports: only the commands that use
+# them load them, so `conveyor --help` and the quick verbs start fast.
+class _LazyConsole:
+    def __init__(self, **options: Any):
+        self._options, self._console = options, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+def Console(**options: Any):  # noqa: N802 - stands in for rich's class
+    from rich.console import Console as RichConsole
+
+    return RichConsole(**options)
+
+
+def Table(*args: Any, **kwargs: Any):  # noqa: N802 - stands in for rich's class
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+err_console = _LazyConsole(stderr=True, highlight=False)
 
 # Where a spec field came from on the command line, so errors name the flag the user typed.
 FLAG_FOR_FIELD = {
@@ -54,6 +88,13 @@ FLAG_FOR_FIELD = {
     "resources.memory_swap": "--memory-swap",
     "resources.pids_limit": "--pids-limit",
     "resources.gpus": "--gpus",
+    "priority": "--priority",
+    "after": "--after",
+    "start_deadline": "--start-deadline",
+    "retries": "--retries",
+    "retry_backoff": "--retry-backoff",
+    "array": "--array",
+    "max_parallel": "--max-parallel",
 }
 
 
@@ -117,6 +158,14 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 
 def _executor(ctx: click.Context, supervise: bool = False):
+    """The agent's Client when an agent answers (its socket in the state directory, or
+    $CONVEYOR_HOST), else an Executor of our own. Both offer the same methods."""
+    from .agent import agent_answers  # stdlib only: cheap enough for every call
+
+    if os.environ.get("CONVEYOR_HOST") or agent_answers(ctx.obj["home"]):
+        from .client import Client
+
+        return Client(ctx.obj["home"])
     from .executor import Executor  # imported late: `conveyor --help` stays fast
 
     return Executor(ctx.obj["home"], supervise=supervise)
@@ -159,6 +208,12 @@ def job_options(fn):
         click.option("--gpus", help="all, a count, or device=ID[,ID]."),
         click.option("--gpu-vendor", type=click.Choice(["nvidia", "amd", "intel"]), help="GPU vendor (default nvidia)."),
         click.option("--entrypoint", help="Override the image's entrypoint ('' clears it)."),
+        # scheduling (README: Scheduling)
+        click.option("--priority", type=int, help="Higher starts first (-1000..1000, default 0)."),
+        click.option("--after", multiple=True, metavar="ID[:ok|:any]", help="Start after this job or array ended (ok: successfully, the default; any: at all)."),
+        click.option("--retries", type=int, help="Run a failed job again up to N times."),
+        click.option("--retry-backoff", help="Wait before a retry (30s, 5m); doubles each time."),
+        click.option("--start-deadline", help="Fail the job if it has not started this long after submission (10m)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -167,6 +222,7 @@ def job_options(fn):
 
 def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -> JobSpec:
     """CLI flags (over an optional spec file) -> a validated JobSpec."""
+    from .spec import JobSpec
     data: dict[str, Any] = {}
     if o["spec_file"]:
         data = JobSpec.from_file(o["spec_file"]).model_dump(exclude_defaults=True)
@@ -195,7 +251,11 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
         "ipc": "ipc_mode", "uts": "uts_mode", "pid": "pid_mode", "privileged": "privileged",
         "shm_size": "shm_size", "restart": "restart", "auto_remove": "auto_remove", "timeout": "timeout",
         "stop_grace": "stop_grace", "pull": "pull", "tty": "tty", "interactive": "stdin_open",
+        "priority": "priority", "retries": "retries", "retry_backoff": "retry_backoff",
+        "start_deadline": "start_deadline",
     }
+    if o["after"]:
+        data["after"] = [*data.get("after", []), *o["after"]]
     for flag, field in simple.items():
         if o[flag] is not None:
             data[field] = o[flag]
@@ -363,48 +423,85 @@ def _ts(value: float | None) -> str:
 
 @cli.command("ps")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include finished jobs.")
+@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable; any case), e.g. --state running.")
+@click.option("-l", "--label", "labels", multiple=True, help="Only jobs with this KEY=VALUE label (repeatable: all must match).")
+@click.option("-q", "--quiet", is_flag=True, help="Only job ids.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+def ps(ctx: click.Context, show_all: bool, states: tuple[str, ...], labels: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """List jobs (running and waiting ones; -a for all)."""
     from .state import FINAL_STATES, JobState
 
-    ex = _executor(ctx)
-    states = None if show_all else [s for s in JobState if s not in FINAL_STATES]
-    jobs = ex.list(states=states)
+    by_name = {s.value.lower(): s for s in JobState}
+    wanted = None if show_all else [s for s in JobState if s not in FINAL_STATES]
+    if states:
+        bad = [s for s in states if s.lower() not in by_name]
+        if bad:
+            raise click.BadParameter(
+                f"{bad[0]!r} is not a job state; use one of {', '.join(s.value for s in JobState)}", param_hint="--state"
+            )
+        wanted = list(dict.fromkeys(by_name[s.lower()] for s in states))
+    pairs = {}
+    for item in labels:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{item!r} is not valid; use KEY=VALUE", param_hint="-l/--label")
+        pairs[key] = value
+    jobs = _executor(ctx).list(states=wanted, labels=pairs or None)
     if as_json:
         click.echo(json.dumps([j.to_dict() for j in jobs], indent=2))
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED"):
-        table.add_column(col)
+    if quiet:
+        for j in jobs:
+            click.echo(j.id)
+        return
+    rows = [("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED")]
     for j in jobs:
-        state = j.state.value + (f"/{j.substate}" if j.substate and j.substate != "exited" else "")
         cmd = " ".join(j.command or [])[:30]
         exit_code = "" if j.exit_code is None else str(j.exit_code)
-        table.add_row(*map(escape, (j.id, j.name or "", j.image, cmd, state, exit_code, _ts(j.created_at))))
-    Console(highlight=False).print(table)
+        rows.append((j.id, j.name or "", j.image, cmd, _state_label(j), exit_code, _ts(j.created_at)))
+    # Plain aligned columns, as `docker ps` prints: rich's table layout took ~7 ms a row
+    # (20 s for 3,000 jobs), and a pipe into grep/awk wants whole values, not wrapped cells.
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    click.echo("\n".join(out))
 
 
 @cli.command("inspect")
+@click.option("--json", "as_json", is_flag=True, help="Accepted for symmetry: the output is always JSON.")
 @click.argument("job")
 @click.pass_context
-def inspect_cmd(ctx: click.Context, job: str) -> None:
+def inspect_cmd(ctx: click.Context, as_json: bool, job: str) -> None:
     """Show everything about a job as JSON."""
-    click.echo(json.dumps(_executor(ctx).info(job).to_dict(), indent=2))
+    ex = _executor(ctx)
+    click.echo(json.dumps(ex.info(_job_id(ex, job)).to_dict(), indent=2))
 
 
 @cli.command("logs")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
-@click.option("--tail", type=int, help="Only the last N lines of each stream.")
+@click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines of each stream.")
 @click.option("--stdout", "only", flag_value="stdout", help="Only stdout.")
 @click.option("--stderr", "only", flag_value="stderr", help="Only stderr.")
+@click.option("-t", "--timestamps", is_flag=True, help="Start each line with the time it was written (RFC3339Nano, as docker).")
 @click.argument("job")
 @click.pass_context
-def logs_cmd(ctx: click.Context, follow: bool, tail: int | None, only: str | None, job: str) -> None:
+def logs_cmd(ctx: click.Context, follow: bool, tail: int | None, only: str | None, timestamps: bool, job: str) -> None:
     """Print a job's output: its stdout to stdout and its stderr to stderr."""
+    import inspect
+
     ex = _executor(ctx)
-    for name, chunk in ex.logs(job, only or "all", tail=tail, follow=follow):
+    job_id = _job_id(ex, job)
+    options: dict[str, Any] = {"tail": tail, "follow": follow}
+    if timestamps:
+        options["timestamps"] = True
+        if "timestamps" not in inspect.signature(ex.logs).parameters:
+            # The agent's API has no times yet; the state directory here has them.
+            if os.environ.get("CONVEYOR_HOST"):
+                fail("--timestamps is not available through a remote agent (CONVEYOR_HOST); run 'conveyor logs' on its node")
+            from .executor import Executor
+
+            ex = Executor(ctx.obj["home"], supervise=False)
+    for name, chunk in ex.logs(job_id, only or "all", **options):
         out = sys.stdout.buffer if name == "stdout" else sys.stderr.buffer
         out.write(chunk)
         out.flush()
@@ -419,49 +516,449 @@ def cleanup(ctx: click.Context) -> None:
     click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()) + " removed")
 
 
+# ----------------------------------------------------------------------------- job control
+
+def _need_supervisor(ctx: click.Context) -> None:
+    """Start `conveyor serve` in the background unless one runs: queued jobs need it to be
+    launched, and running ones to be recorded once this command has exited."""
+    if os.environ.get("CONVEYOR_HOST"):
+        return  # a remote agent supervises its own node
+    from .daemon import ensure_supervisor
+    from .home import Home
+
+    ensure_supervisor(Home(ctx.obj["home"]))
+
+
+def _job_id(ex, ref: str) -> str:
+    """A full id, a unique id prefix or a job name -> the job id (JobNotFound says which)."""
+    if not ref.strip():
+        raise click.UsageError("an empty job id was given; use a job id, a unique prefix of one, or a job name")
+    return ex.info(ref).id
+
+
+def _state_label(job) -> str:
+    return job.state.value + (f"/{job.substate}" if job.substate and job.substate != "exited" else "")
+
+
+def _print_jobs(jobs: list, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([j.to_dict() for j in jobs], indent=2))
+        return
+    for j in jobs:
+        click.echo(f"{j.id}  {_state_label(j)}")
+
+
+def _each_job(ex, refs: tuple[str, ...], action, as_json: bool) -> None:
+    """Apply ``action(job_id) -> Job`` to every job named, like docker's multi-id verbs: an
+    error for one job is printed and the others are still done; exit 125 if any failed."""
+    done, failed = [], False
+    for ref in refs:
+        try:
+            done.append(action(_job_id(ex, ref)))
+        except ConveyorError as exc:
+            failed = True
+            err_console.print(f"[bold red]conveyor:[/] {escape(str(exc))}", soft_wrap=True)
+    _print_jobs(done, as_json)
+    if failed:
+        sys.exit(CONVEYOR_ERROR)
+
+
+def _seconds(value: str | None, flag: str) -> float | None:
+    from .spec import DURATION_HINT, parse_duration
+
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not valid; {DURATION_HINT}", param_hint=flag) from None
+    if seconds < 0:
+        raise click.BadParameter(f"{value!r} is not valid; it must not be negative", param_hint=flag)
+    return seconds
+
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+IDS = click.argument("jobs", nargs=-1, required=True, metavar="JOB...")
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@job_options
+@click.option("--hold", is_flag=True, help="Submit held (QueuedHeld): it starts after 'conveyor release'.")
+@click.option("--idempotency-key", metavar="KEY", help="A second submit with the same key returns the first job's id.")
+@click.option("--digest-key", is_flag=True, help="Use the spec's content digest as the idempotency key.")
+@click.option("--array", "array_range", metavar="BEGIN-END[:STEP]", help="A job array: one task per index (CONVEYOR_TASK_ID, TASK_ID); prints the array id.")
+@click.option("--max-parallel", type=int, help="With --array: at most N tasks run at once.")
+@JSON_OPTION
+@click.argument("image", required=False)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def submit(
+    ctx: click.Context, image: str | None, command: tuple[str, ...], hold: bool, idempotency_key: str | None,
+    digest_key: bool, as_json: bool, array_range: str | None = None, max_parallel: int | None = None, **options: Any,
+) -> None:
+    """Queue a job to run in the background and print its id (like `docker run -d`).
+
+    \b
+    conveyor submit conveyor/busybox:latest sh -c 'sleep 60; echo done'
+    conveyor submit --hold --name nightly -f job.yaml
+    conveyor submit --digest-key IMAGE CMD...     # the same job twice: one run
+    """
+    if idempotency_key is not None and digest_key:
+        raise click.UsageError("give --idempotency-key KEY or --digest-key, not both")
+    if options["interactive"]:
+        raise click.UsageError("-i/--interactive needs a client attached to the job; use 'conveyor run -i'")
+    spec = build_spec(image, command, options)
+    ex = _executor(ctx)
+    if array_range is not None or max_parallel is not None:
+        _submit_array(ctx, ex, spec, array_range, max_parallel, hold, as_json, idempotency_key or digest_key)
+        return
+    job_id = ex.submit(spec, hold=hold, idempotency_key="digest" if digest_key else idempotency_key)
+    _need_supervisor(ctx)
+    click.echo(json.dumps({"id": job_id}) if as_json else job_id)
+
+
+
+def _submit_array(ctx, ex, spec, text: str | None, max_parallel: int | None, hold: bool, as_json: bool, keyed) -> None:
+    """`submit --array BEGIN-END[:STEP] [--max-parallel N]`: one array id, one task per index."""
+    import re
+
+    if text is None:
+        raise click.UsageError("--max-parallel needs --array")
+    if keyed:
+        raise click.UsageError("--array does not take an idempotency key")
+    m = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(-?\d+))?\s*(?::\s*(-?\d+))?\s*", text)
+    if not m:
+        raise InvalidSpec.single("array", text, "use BEGIN-END[:STEP], e.g. 1-100 or 1-100:2")
+    begin = int(m[1])
+    end = int(m[2]) if m[2] is not None else begin
+    step = int(m[3]) if m[3] is not None else 1
+    ex = _with(ctx, ex, "submit_array")
+    array_id = ex.submit_array(spec, begin, end, step, max_parallel, hold=hold)
+    _need_supervisor(ctx)
+    if as_json:
+        click.echo(json.dumps({"array_id": array_id, "tasks": len(range(begin, end + 1, step))}))
+    else:
+        click.echo(array_id)
+
+
+@cli.command("wait")
+@click.option("--timeout", help="Give up after this long (30s, 5m); exit 125.")
+@JSON_OPTION
+@IDS
+@click.pass_context
+def wait_cmd(ctx: click.Context, timeout: str | None, as_json: bool, jobs: tuple[str, ...]) -> None:
+    """Wait for jobs to end; print each one's exit code as it ends.
+
+    Exits with the job's exit code, or with the first failure's (125 when a job failed
+    without one: cancelled before it started, image missing)."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from concurrent.futures import as_completed
+
+    seconds = _seconds(timeout, "--timeout")
+    ex = _executor(ctx)
+    ids = list(dict.fromkeys(_job_id(ex, ref) for ref in jobs))
+    if any(not ex.info(i).state.is_final for i in ids):
+        _need_supervisor(ctx)
+    futures = {ex.future(i): i for i in ids}
+    code, ended = None, []
+    try:
+        for fut in as_completed(futures, timeout=seconds):
+            job = fut.result()
+            ended.append(job.id)
+            exit_code = job.exit_code if job.exit_code is not None else CONVEYOR_ERROR
+            if code is None and not job.ok:
+                code = exit_code
+            if as_json:
+                click.echo(json.dumps({"id": job.id, "state": job.state.value, "substate": job.substate, "exit_code": job.exit_code}))
+            else:
+                click.echo(f"{job.id}  {exit_code}  {_state_label(job)}")
+    except FutureTimeout:
+        left = [i for i in ids if i not in ended]
+        fail(f"job(s) {', '.join(left)} not finished within {timeout} (--timeout)")
+    sys.exit(code or 0)
+
+
+@cli.command("suspend")
+@JSON_OPTION
+@IDS
+@click.pass_context
+def suspend_cmd(ctx: click.Context, as_json: bool, jobs: tuple[str, ...]) -> None:
+    """Freeze running jobs (Running -> Suspended; the engine's pause)."""
+    ex = _executor(ctx)
+    _each_job(ex, jobs, ex.suspend, as_json)
+
+
+@cli.command("resume")
+@JSON_OPTION
+@IDS
+@click.pass_context
+def resume_cmd(ctx: click.Context, as_json: bool, jobs: tuple[str, ...]) -> None:
+    """Let suspended jobs run on (Suspended -> Running)."""
+    ex = _executor(ctx)
+    _each_job(ex, jobs, ex.resume, as_json)
+
+
+@cli.command("hold")
+@JSON_OPTION
+@IDS
+@click.pass_context
+def hold_cmd(ctx: click.Context, as_json: bool, jobs: tuple[str, ...]) -> None:
+    """Keep queued jobs from starting (Queued -> QueuedHeld)."""
+    ex = _executor(ctx)
+    _each_job(ex, jobs, ex.hold, as_json)
+
+
+@cli.command("release")
+@JSON_OPTION
+@IDS
+@click.pass_context
+def release_cmd(ctx: click.Context, as_json: bool, jobs: tuple[str, ...]) -> None:
+    """Let held jobs start (QueuedHeld -> Queued)."""
+    ex = _executor(ctx)
+    _each_job(ex, jobs, ex.release, as_json)
+    _need_supervisor(ctx)
+
+
+@cli.command("cancel")
+@click.option("--grace", help="Seconds between SIGTERM and SIGKILL (default: the job's --stop-timeout).")
+@JSON_OPTION
+@IDS
+@click.pass_context
+def cancel_cmd(ctx: click.Context, grace: str | None, as_json: bool, jobs: tuple[str, ...]) -> None:
+    """Terminate jobs: SIGTERM, then SIGKILL after the grace period; waiting ones end at once."""
+    seconds = _seconds(grace, "--grace")
+    ex = _executor(ctx)
+    _need_supervisor(ctx)  # it records the end (and saves the logs) of running jobs
+
+    def cancel(job_id: str):
+        ex.cancel(job_id, grace=seconds, wait=False)
+        return ex.wait(job_id, timeout=(seconds or 10) + 120)
+
+    _each_job(ex, jobs, cancel, as_json)
+
+
+@cli.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Cancel a job that has not ended first (SIGKILL).")
+@JSON_OPTION
+@IDS
+@click.pass_context
+def rm_cmd(ctx: click.Context, force: bool, as_json: bool, jobs: tuple[str, ...]) -> None:
+    """Forget ended jobs: their container, saved logs and record."""
+    ex = _executor(ctx)
+    if force:
+        _need_supervisor(ctx)
+
+    def remove(job_id: str):
+        job = ex.info(job_id)
+        ex.remove(job_id, force=force)
+        return job
+
+    _each_job(ex, jobs, remove, as_json)
+
+
+def _since(value: str | None) -> float | None:
+    """docker's --since: a Unix timestamp, a date-time, or a duration back from now."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return stamp.timestamp()  # a naive time is local time, as docker reads it
+    except ValueError:
+        pass
+    from .spec import parse_duration
+
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not valid; use a duration back from now (10m, 1h30m), "
+            "a date-time (2026-01-02T15:04:05) or a Unix timestamp",
+            param_hint="--since",
+        ) from None
+
+
+@cli.command("events")
+@click.option("--since", help="Only transitions after this: 10m, 2026-01-02T15:04:05 or a Unix timestamp.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing transitions as they happen (Ctrl-C ends).")
+@click.option("--job", help="Only this job's transitions.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.pass_context
+def events_cmd(ctx: click.Context, since: str | None, follow: bool, job: str | None, as_json: bool) -> None:
+    """Print job state transitions: time, job, from -> to, substate, reason.
+
+    Without -f: the recorded history (since --since). With -f: the transitions since
+    --since (or from now), then each new one as it is committed."""
+    after = _since(since)
+    ex = _executor(ctx)
+    job_id = _job_id(ex, job) if job is not None else None
+    start = 0 if (after is not None or not follow) else None
+    try:
+        for t in ex.events(job_id, since=start, follow=follow):
+            if after is not None and t.at < after:
+                continue
+            if as_json:
+                click.echo(json.dumps({
+                    "seq": t.seq, "time": t.at, "job_id": t.job_id,
+                    "from_state": t.from_state.value if t.from_state else None,
+                    "to_state": t.to_state.value, "substate": t.substate, "reason": t.reason,
+                }))
+            else:
+                when = datetime.fromtimestamp(t.at).isoformat(timespec="milliseconds")
+                src = t.from_state.value if t.from_state else "-"
+                click.echo(f"{when}  {t.job_id}  {src} -> {t.to_state.value}  {t.substate or '-'}  {t.reason or ''}".rstrip())
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a follower ends
+
+
 # ----------------------------------------------------------------------------- supervisor
 
 @cli.command("serve")
-@click.option("--status", is_flag=True, help="Say whether a supervisor runs for this state directory (exit 0 if so, 3 if not).")
-@click.option("--stop", is_flag=True, help="Stop the running supervisor; its jobs keep running.")
+@click.option("--tcp", metavar="[HOST:]PORT", help="Also serve the API on TCP: PORT is on 127.0.0.1; another HOST must be given explicitly.")
+@click.option("--status", is_flag=True, help="Say whether an agent runs for this state directory (exit 0 if so, 3 if not).")
+@click.option("--stop", is_flag=True, help="Stop the running agent; its jobs keep running.")
+@click.option("--rotate-token", is_flag=True, help="Replace the API token (a running agent takes the new one at once).")
 @click.pass_context
-def serve(ctx: click.Context, status: bool, stop: bool) -> None:
-    """Supervise this state directory in the foreground until SIGTERM or Ctrl-C.
+def serve(ctx: click.Context, tcp: str | None, status: bool, stop: bool, rotate_token: bool) -> None:
+    """Run the agent in the foreground until SIGTERM or Ctrl-C: supervise this state directory
+    and serve the API on its unix socket agent.sock (and on --tcp).
 
     Queued jobs are launched, running ones watched, finished ones recorded. Stopping the
-    supervisor leaves running jobs running; the next one re-attaches them. `conveyor submit`
-    starts one in the background when none runs.
+    agent leaves running jobs running; the next one re-attaches them. `conveyor submit`
+    starts one in the background when none runs. Requests need the token in agent.token.
     """
     from .daemon import SupervisorLock, stop_supervisor
     from .home import Home
 
     home = Home(ctx.obj["home"])
+    if rotate_token:
+        from .agent.auth import token_path, write_token
+
+        write_token(home.root)
+        click.echo(f"new token written to {token_path(home.root)}; the old one no longer works")
+        return
     if status or stop:
+        from .agent.server import read_info
+
         pid = SupervisorLock(home).holder()
         if not pid:
-            click.echo(f"no supervisor runs for {home.root}")
+            click.echo(f"no agent runs for {home.root}")
             sys.exit(3 if status else 0)
         if status:
-            click.echo(f"supervisor pid {pid} runs for {home.root}")
+            info = read_info(home.root) or {}
+            where = "".join(f", API on {a}" for a in (info.get("socket") and "unix:" + info["socket"], info.get("url")) if a)
+            click.echo(f"agent pid {pid} runs for {home.root}{where}")
             return
         stop_supervisor(home)
-        click.echo(f"stopped supervisor pid {pid}; running jobs keep running")
+        click.echo(f"stopped agent pid {pid}; running jobs keep running")
         return
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stopping.set())
-    ex = _executor(ctx, supervise=True)
-    if not ex.supervising:
-        holder = SupervisorLock(home).holder()
-        ex.close()
-        fail(f"process {holder} already supervises {home.root}; stop it with 'conveyor serve --stop'")
-    err_console.print(f"conveyor: supervising {home.root} (pid {os.getpid()})")
+    import logging
+
+    # The supervisor's log (stderr; supervisor.log when started in the background) is where
+    # a user sees reconcile results, orphan containers and engine reconnects.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s conveyor %(levelname)s %(message)s")
+    from .agent.server import serve as serve_agent
+
+    serve_agent(home.root, tcp=tcp, announce=lambda text: err_console.print(escape(text), soft_wrap=True))
+
+
+# ----------------------------------------------------------------------------- machine and queue (scheduling)
+
+
+def _size(n: int | float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:g} B"
+
+
+def _with(ctx: click.Context, ex, method: str):
+    """``ex`` if it offers ``method``; else, for the local agent, an Executor on the same
+    state directory (it reads the store and wakes the supervisor like any submitter)."""
+    if hasattr(ex, method):
+        return ex
+    if os.environ.get("CONVEYOR_HOST"):
+        fail(f"the agent this CLI talks to does not offer {method} yet; run it on the agent's node")
+    ex.close()
+    from .executor import Executor
+
+    return Executor(ctx.obj["home"], supervise=False)
+
+
+def _local_view(ctx: click.Context, name: str, **kw):
+    ex = _with(ctx, _executor(ctx), name)
     try:
-        while not stopping.wait(3600):
-            pass
+        return getattr(ex, name)(**kw)
     finally:
         ex.close()
-    err_console.print("conveyor: supervisor stopped; running jobs keep running")
+
+
+@cli.command("machine")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def machine_cmd(ctx: click.Context, as_json: bool) -> None:
+    """This node: host, OS, CPUs, memory, GPUs, load, engine, and the capacity in use."""
+    m = _local_view(ctx, "machine")
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    cap, used = m["capacity"], m["in_use"]
+    gpus = ", ".join(f"{v}: {','.join(ids)}" for v, ids in m["gpus"].items()) or "none"
+    cap_gpus = ", ".join(f"{v}: {','.join(ids)}" for v, ids in cap["gpus"].items()) or "none"
+    rows = [
+        ("host", f"{m['hostname']} ({m['os']}, {m['arch']})"),
+        ("cpus", f"{m['cpus']:g}"),
+        ("memory", _size(m["memory"])),
+        ("gpus", gpus),
+        ("load", " ".join(f"{x:.2f}" for x in m["load"])),
+        ("engine", f"{m['engine']['name']} {m['engine']['version'] or '(not reachable)'}"),
+        ("capacity", f"{cap['cpus']:g} CPUs, {_size(cap['memory'])}, GPUs {cap_gpus} "
+                     f"(reserve {cap['reserve']['cpus']:g} CPUs, {_size(cap['reserve']['memory'])})"),
+        ("in use", f"{used['cpus']:g} CPUs, {_size(used['memory'])}, GPUs {', '.join(used['gpus']) or 'none'} "
+                   f"by {used['jobs']} job(s)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")
+
+
+@cli.command("queue")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-n", "--limit", type=int, default=50, show_default=True, help="Waiting jobs to list (0: all).")
+@click.pass_context
+def queue_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """Running and waiting jobs per priority, and what each waiting job waits for
+    (resources, dependency, hold, cap, backoff, backfill), in the order they will start."""
+    q = _local_view(ctx, "queue", limit=limit or None)
+    if as_json:
+        click.echo(json.dumps(q, indent=2))
+        return
+    used, cap = q["in_use"], q["capacity"]
+    click.echo(f"in use: {used.get('cpus', 0):g} of {cap['cpus']:g} CPUs, {_size(used.get('memory', 0))} of "
+               f"{_size(cap['memory'])}, {used.get('jobs', 0)} job(s) running")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("PRIORITY", "RUNNING", "QUEUED", "HELD"):
+        table.add_column(col, justify="right")
+    for prio, counts in q["priorities"].items():
+        table.add_row(prio, str(counts["running"]), str(counts["queued"]), str(counts["held"]))
+    console = Console(highlight=False)
+    console.print(table)
+    if not q["jobs"]:
+        click.echo("no waiting jobs")
+        return
+    jobs = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("JOB ID", "NAME", "PRIO", "STATE", "REQUEST", "WAITS FOR"):
+        jobs.add_column(col)
+    for j in q["jobs"]:
+        name = j["name"] or (f"[{j['array_index']}]" if j["array_id"] else "")
+        jobs.add_row(*map(escape, (j["id"], name, str(j["priority"]), j["state"], j["request"], j["reason"])))
+    console.print(jobs)
+    if q["waiting"] > len(q["jobs"]):
+        click.echo(f"... and {q['waiting'] - len(q['jobs'])} more (-n 0 lists all)")
 
 
 def main() -> None:

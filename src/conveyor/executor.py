@@ -16,19 +16,38 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as futures_wait
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
-import docker.errors
-
-from .backends.base import Backend
+from .backends.base import LABEL_JOB, Backend
 from .errors import ConveyorError, InvalidState, JobNotFound, WaitTimeout
 from .daemon import SupervisorLock, wake
 from .home import Home
 from .job import Job
+from .logtimes import timestamped
 from .spec import JobSpec
 from .state import WAITING_STATES, JobState, Substate
-from .store import JobRecord, Store, iter_chunks, new_job_id
-from .supervisor import Supervisor
+from .capacity import Capacity, SchedulingConfig, check_possible, node_capacity, request_for
+from .errors import InvalidSpec
+from .spec import Dependency, PullPolicy
+from .store import ArrayRecord, JobRecord, Store, Transition, iter_chunks, new_job_id
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+
+
+class _DockerErrors:
+    """``docker.errors``, imported when first named. Only the except clauses here use it, and
+    they run after a backend (which imports the SDK) raised: a read-only Executor (`conveyor
+    ps`, `inspect`, `logs` of finished jobs) never pays the SDK's ~0.2 s import."""
+
+    @property
+    def errors(self):
+        import docker.errors
+
+        return docker.errors
+
+
+docker = _DockerErrors()
 
 STREAMS = ("stdout", "stderr")
 
@@ -47,8 +66,12 @@ class Executor:
         docker_url: str | None = None,
         backend: Backend | None = None,
         supervise: bool = True,
+        scheduling: "dict | SchedulingConfig | None" = None,
     ):
         self.home = Home(home)
+        # config.toml in the state directory, with ``scheduling`` laid over it (README: Scheduling)
+        self.scheduling = SchedulingConfig.load(self.home.root, scheduling)
+        self._capacity: Capacity | None = None
         self.store = Store(self.home.db)
         self.executor_id = self.home.executor_id()
         self._docker_url = docker_url
@@ -61,13 +84,30 @@ class Executor:
         # One supervisor per state directory. Without the lock this executor is a client:
         # it queues work and reads the store; the lock holder launches and watches.
         self._lock = SupervisorLock(self.home)
-        if supervise and self._lock.acquire():
-            try:
-                self._supervisor = Supervisor(self.store, self.backend, self.home, self.executor_id, self._changed)
-                self._supervisor.start()
-            except BaseException:
-                self._lock.release()
-                raise
+        if supervise:
+            self._start_supervising()
+
+    def _start_supervising(self) -> bool:
+        """Become the supervisor if no process is; True if this executor now is."""
+        if not self._lock.acquire():
+            return False
+        try:
+            from .supervisor import Supervisor  # with the scheduler: only for the supervising process
+
+            self._supervisor = Supervisor(self.store, self.backend, self.home, self.executor_id, self._changed)
+            self._supervisor.scheduler.configure(self.scheduling, self.capacity)
+            self._supervisor.start()
+        except BaseException:
+            self._supervisor = None
+            self._lock.release()
+            raise
+        return True
+
+    def _stop_supervising(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.close()
+            self._supervisor = None
+        self._lock.release()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -78,6 +118,13 @@ class Executor:
 
             self._backend = DockerBackend(self.executor_id, base_url=self._docker_url)
         return self._backend
+
+    @property
+    def capacity(self) -> Capacity:
+        """What jobs may use on this node (the machine minus the reserve, or configured)."""
+        if self._capacity is None:
+            self._capacity = node_capacity(self.scheduling)
+        return self._capacity
 
     @property
     def supervising(self) -> bool:
@@ -95,10 +142,7 @@ class Executor:
     def close(self) -> None:
         """Stop supervising. Running jobs keep running; a later Executor picks them up."""
         self._closed.set()
-        if self._supervisor is not None:
-            self._supervisor.close()
-            self._supervisor = None
-        self._lock.release()
+        self._stop_supervising()
         self.store.close()
 
     def __enter__(self) -> "Executor":
@@ -119,6 +163,8 @@ class Executor:
             rec = self.store.get(job_id)
         except JobNotFound:
             return
+        if self._supervisor is not None and rec.state not in (JobState.RUNNING, JobState.SUSPENDED):
+            self._supervisor.scheduler.wake()  # it ended or was requeued: resources, deps, retries
         with self._waiters_lock:
             ready = [w for w in self._waiters if w[0] == job_id and w[1](rec.state)]
             self._waiters = [w for w in self._waiters if w not in ready]
@@ -189,8 +235,9 @@ class Executor:
         existing = idempotency_key and self.store.by_idempotency_key(idempotency_key)
         if existing:
             return existing.id
+        spec, columns = self._admit(spec)
         if not image_ready:  # the caller may have pulled already (the CLI does, interruptibly)
-            self.backend.ensure_image(spec)
+            self._ensure_image(spec)
         rec = self.store.insert(
             JobRecord(
                 id=new_job_id(),
@@ -200,11 +247,270 @@ class Executor:
                 idempotency_key=idempotency_key,
                 state=JobState.QUEUED_HELD if hold else JobState.QUEUED,
                 substate=Substate.HELD if hold else None,
+                **columns,
             )
         )
         if not hold:
             self._wake_scheduler()
         return rec.id
+
+    IMAGE_SEEN_S = 30.0
+
+    def _ensure_image(self, spec: JobSpec) -> None:
+        """Check (or pull) the image, but ask the engine about an image it showed us in the
+        last IMAGE_SEEN_S seconds only when the pull policy is 'always': a burst of submits of
+        one image costs one engine call, not one each. (One removed meanwhile still fails the
+        job at launch, as Failed/image_missing.)"""
+        seen = getattr(self, "_images_seen", None)
+        if seen is None:
+            seen = self._images_seen = {}
+        now = time.monotonic()
+        if spec.pull is not PullPolicy.ALWAYS and now - seen.get(spec.image, -1e9) < self.IMAGE_SEEN_S:
+            return
+        self.backend.ensure_image(spec)
+        seen[spec.image] = now
+
+    def _admit(self, spec: JobSpec, now: float | None = None) -> tuple[JobSpec, dict]:
+        """Check a job against the node before anything is recorded: a request that can never
+        fit is an InvalidSpec naming the field; ``after`` references become job ids. Returns
+        the spec to store and its scheduling columns."""
+        req = request_for(spec, self.scheduling)
+        check_possible(req, self.capacity)
+        if spec.after:
+            deps: dict[str, Dependency] = {}
+            for i, dep in enumerate(spec.after):
+                for job_id in self._dependency_ids(dep.job, f"after[{i}]"):
+                    deps[job_id] = Dependency(job=job_id, condition=dep.condition)
+            spec = spec.model_copy(update={"after": list(deps.values())})
+        now = time.time() if now is None else now
+        return spec, {
+            "priority": spec.priority,
+            "req_cpus": req.cpus,
+            "req_memory": req.memory,
+            "req_gpus": req.gpus_json(),
+            "start_deadline": now + spec.start_deadline if spec.start_deadline else None,
+            "retries": spec.retries,
+            "retry_backoff": spec.retry_backoff,
+            "has_deps": 1 if spec.after else 0,
+            "created_at": now,
+        }
+
+    def _dependency_ids(self, ref: str, field: str) -> list[str]:
+        """A job id, prefix or name, or an array id (meaning every one of its tasks)."""
+        try:
+            return [self.store.resolve(ref)]
+        except JobNotFound as exc:
+            if "ambiguous" in str(exc):
+                raise InvalidSpec.single(field, ref, "several jobs match; give the full id") from None
+        array_id = self.store.resolve_array(ref)
+        if array_id is None:
+            raise InvalidSpec.single(field, ref, "no job or array has this id or name")
+        return [t[0] for t in self.store.array_tasks(array_id)]
+
+    # ------------------------------------------------------------------ arrays
+
+    def submit_array(
+        self,
+        spec: JobSpec,
+        begin: int,
+        end: int,
+        step: int = 1,
+        max_parallel: int | None = None,
+        *,
+        hold: bool = False,
+        image_ready: bool = False,
+    ) -> str:
+        """Queue one task per index in ``begin..end`` (inclusive) by ``step``; return the array
+        id. Each task sees its index as CONVEYOR_TASK_ID (and TASK_ID); at most
+        ``max_parallel`` tasks run at once. A bad range creates nothing."""
+        if not isinstance(spec, JobSpec):
+            raise TypeError("submit_array() takes a JobSpec")
+        limit = self.scheduling.limits.max_array_size
+        text = f"{begin}-{end}:{step}"
+        if step <= 0:
+            raise InvalidSpec.single("array", text, "the step must be 1 or more, e.g. 1-100:2")
+        if end < begin:
+            raise InvalidSpec.single("array", text, "the range ends before it begins; use BEGIN-END with END >= BEGIN")
+        if begin < 0:
+            raise InvalidSpec.single("array", text, "task indices are 0 or more")
+        count = len(range(begin, end + 1, step))
+        if count > limit:
+            raise InvalidSpec.single("array", text, f"{count} tasks is over this node's maximum array size {limit} (limits.max_array_size)")
+        if max_parallel is not None and max_parallel < 1:
+            raise InvalidSpec.single("max_parallel", max_parallel, "at least 1 task must be allowed to run")
+        spec, columns = self._admit(spec)
+        if not image_ready:
+            self._ensure_image(spec)
+        array = ArrayRecord(new_job_id(), self.executor_id, begin, end, step, max_parallel, columns["created_at"])
+        state = JobState.QUEUED_HELD if hold else JobState.QUEUED
+        tasks = [
+            JobRecord(
+                id=new_job_id(), executor_id=self.executor_id, spec=spec, name=spec.name,
+                state=state, substate=Substate.HELD if hold else None,
+                array_id=array.id, array_index=index, **columns,
+            )
+            for index in array.indices
+        ]
+        self.store.insert_array(array, tasks)
+        if not hold:
+            self._wake_scheduler()
+        return array.id
+
+    def array(self, ref: str) -> dict:
+        """An array's summary: its range, max-parallel and how many tasks are in each state."""
+        array = self._array(ref)
+        counts = self.store.array_counts(array.id)
+        return {
+            "id": array.id,
+            "begin": array.first,
+            "end": array.last,
+            "step": array.step,
+            "max_parallel": array.max_parallel,
+            "tasks": sum(counts.values()),
+            "states": {s.value: counts.get(s.value, 0) for s in JobState if counts.get(s.value)},
+            "created_at": array.created_at,
+        }
+
+    def array_tasks(self, ref: str) -> list[tuple[str, int, JobState]]:
+        """(job id, index, state) of each task of an array, in index order."""
+        return self.store.array_tasks(self._array(ref).id)
+
+    def _array(self, ref: str) -> ArrayRecord:
+        array_id = self.store.resolve_array(ref)
+        if array_id is None:
+            raise JobNotFound(ref, "no such array")
+        return self.store.get_array(array_id)
+
+    def _each_task(self, ref: str, states, action) -> dict:
+        done = 0
+        for job_id, _, state in self.array_tasks(ref):
+            if state in states:
+                try:
+                    action(job_id)
+                    done += 1
+                except InvalidState:
+                    pass  # it moved on meanwhile (started, ended)
+        return {**self.array(ref), "affected": done}
+
+    def hold_array(self, ref: str) -> dict:
+        """Hold every task that has not started."""
+        return self._each_task(ref, {JobState.QUEUED, JobState.REQUEUED}, self.hold)
+
+    def release_array(self, ref: str) -> dict:
+        return self._each_task(ref, {JobState.QUEUED_HELD, JobState.REQUEUED_HELD}, self.release)
+
+    def suspend_array(self, ref: str) -> dict:
+        """Suspend every running task (tasks not started yet keep waiting)."""
+        return self._each_task(ref, {JobState.RUNNING}, self.suspend)
+
+    def resume_array(self, ref: str) -> dict:
+        return self._each_task(ref, {JobState.SUSPENDED}, self.resume)
+
+    def cancel_array(self, ref: str, grace: float | None = None) -> dict:
+        """Cancel every task that has not ended: waiting ones at once, running ones with
+        SIGTERM and SIGKILL after ``grace``."""
+        live = {s for s in JobState if not s.is_final}
+        # Waiting tasks first, so none of them starts while the running ones are stopped.
+        self._each_task(ref, WAITING_STATES, lambda j: self.cancel(j, wait=False))
+        summary = self._each_task(ref, live, lambda j: self.cancel(j, grace, wait=False))
+        for job_id, _, state in self.array_tasks(ref):
+            if not state.is_final:
+                self.wait(job_id, timeout=max(60.0, (grace or 10) + 30))
+        return {**self.array(ref), "affected": summary["affected"]}
+
+    # ------------------------------------------------------------------ queue and machine views
+
+    def _planner(self) -> "Planner":
+        from .scheduler import Planner
+
+        return Planner(self.store, self.executor_id, self.scheduling, self.capacity)
+
+    def queue(self, limit: int | None = None) -> dict:
+        """The queue as the scheduler sees it: counts per priority, and for each waiting job
+        (in the order they will be considered, ``limit`` of them) what it waits for:
+        resources, dependency, hold, cap, backoff or backfill."""
+        plan = self._planner().plan(explain=True)
+        reasons = dict(plan.reasons)
+        for job_id, substate, message in plan.failures:
+            reasons[job_id] = f"{substate}: {message} (failing)"
+        by_priority: dict[int, dict[str, int]] = {}
+        for priority, state, n in self.store.query(
+            "SELECT priority, state, COUNT(*) FROM jobs WHERE executor_id=? AND state NOT IN ('Done', 'Failed') "
+            "GROUP BY priority, state",
+            (self.executor_id,),
+        ):
+            row = by_priority.setdefault(priority, {"running": 0, "queued": 0, "held": 0})
+            key = "running" if state in ("Running", "Suspended", "Undetermined") else "held" if "Held" in state else "queued"
+            row[key] += n
+        sql = (
+            "SELECT id, name, state, priority, created_at, array_id, array_index, req_cpus, req_memory, req_gpus "
+            "FROM jobs WHERE executor_id=? AND state IN ('Queued', 'Requeued', 'QueuedHeld', 'RequeuedHeld') "
+            "ORDER BY priority DESC, created_at, rowid"
+        )
+        jobs = []
+        from .capacity import Request
+
+        for job_id, name, state, priority, created, array_id, index, cpus, memory, gpus in self.store.query(
+            sql + (" LIMIT ?" if limit is not None else ""), (self.executor_id, *([limit] if limit is not None else []))
+        ):
+            why = "hold" if "Held" in state else reasons.get(job_id, "starting")
+            jobs.append({
+                "id": job_id, "name": name, "state": state, "priority": priority, "created_at": created,
+                "array_id": array_id, "array_index": index,
+                "request": Request.from_columns(cpus, memory, gpus).describe(),
+                "waits_for": why.split(":", 1)[0], "reason": why,
+            })
+        return {
+            "capacity": self.capacity.to_dict(),
+            "in_use": plan.ledger.in_use() if plan.ledger else {},
+            "priorities": {str(k): v for k, v in sorted(by_priority.items(), reverse=True)},
+            "waiting": sum(v["queued"] + v["held"] for v in by_priority.values()),
+            "blocker": plan.blocker,
+            "jobs": jobs,
+        }
+
+    def machine(self) -> dict:
+        """This node: host, OS, CPUs, memory, GPUs, load, engine version, and the capacity
+        jobs may use with what is in use now."""
+        import platform
+
+        from .capacity import discover
+
+        m = discover()
+        engine = None
+        try:
+            engine = self.backend.api.version().get("Version")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - the view still answers without the engine
+            engine = None
+        cap = self.capacity
+        in_use = self._planner().ledger().in_use()
+        return {
+            "hostname": socket.gethostname(),
+            "os": f"{platform.system()} {platform.release()}",
+            "arch": platform.machine(),
+            "cpus": m.cpus,
+            "memory": m.memory,
+            "gpus": {v: list(ids) for v, ids in m.gpus.items()},
+            "load": list(os.getloadavg()),
+            "engine": {"name": getattr(self.backend, "name", "docker"), "version": engine},
+            "capacity": {
+                **cap.to_dict(),
+                "reserve": {"cpus": cap.reserve[0], "memory": cap.reserve[1]},
+                "gpu_sharing": cap.gpu_sharing,
+            },
+            "in_use": in_use,
+            "free": {"cpus": (cap.cpus_m - in_use["cpus"] * 1000) / 1000, "memory": cap.memory - in_use["memory"]},
+        }
+
+    def attempts(self, ref: str) -> list[dict]:
+        """Every attempt of a job run with retries: state, exit code, times and where its
+        logs are (logs/<job>/attempt-N for earlier ones; the last one's are the job's own)."""
+        rec = self._record(ref)
+        out = self.store.attempts(rec.id)
+        for a in out:
+            kept = self.home.job_logs(rec.id) / f"attempt-{a['attempt']}"
+            a["logs_dir"] = str(kept if kept.exists() else self.home.job_logs(rec.id))
+        return out
 
     def start(
         self,
@@ -353,12 +659,21 @@ class Executor:
         return [self._job(r) for r in self.store.list(states=wanted, labels=labels)]
 
     def logs(
-        self, ref: str, stream: str = "all", *, tail: int | None = None, follow: bool = False
+        self,
+        ref: str,
+        stream: str = "all",
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
     ) -> Iterator[tuple[str, bytes]]:
         """Yield ``(stream, chunk)`` pairs of a job's output, stdout and stderr kept apart.
 
         Finished jobs are read from the store; running ones from the engine. With ``follow``
-        the stream goes on until the job ends and includes every byte it wrote."""
+        the stream goes on until the job ends and includes every byte it wrote. With
+        ``timestamps`` each line starts with the RFC3339Nano time it was written and a space,
+        as ``docker logs --timestamps`` prints it (for finished jobs, the times saved with
+        the logs)."""
         if stream not in (*STREAMS, "all"):
             raise ValueError("stream must be 'stdout', 'stderr' or 'all'")
         streams = STREAMS if stream == "all" else (stream,)
@@ -368,12 +683,12 @@ class Executor:
             time.sleep(0.2)
             rec = self.store.get(job_id)
         if rec.state.is_final or rec.container_id is None:
-            yield from self._stored_logs(job_id, streams, tail)
+            yield from self._stored_logs(job_id, streams, tail, timestamps)
             return
-        sent = dict.fromkeys(streams, 0)
+        sent = dict.fromkeys(streams, 0)  # bytes of the job's output, without the time prefixes
         try:
-            for name, chunk in self.backend.follow_logs(rec.container_id, streams, tail, follow):
-                sent[name] += len(chunk)
+            for name, chunk in self.backend.follow_logs(rec.container_id, streams, tail, follow, timestamps=timestamps):
+                sent[name] += len(chunk) - (chunk.find(b" ", 0, 40) + 1 if timestamps else 0)
                 yield name, chunk
         except ConveyorError:
             pass  # the container went away mid-stream; the stored copy has the rest
@@ -383,15 +698,40 @@ class Executor:
             for name in streams:
                 path = self.home.job_logs(job_id) / name
                 if path.exists():
-                    for chunk in iter_chunks(path, offset=sent[name]):
+                    chunks = timestamped(path, sent[name]) if timestamps else iter_chunks(path, offset=sent[name])
+                    for chunk in chunks:
                         yield name, chunk
 
-    def _stored_logs(self, job_id: str, streams: tuple[str, ...], tail: int | None) -> Iterator[tuple[str, bytes]]:
+    def events(
+        self, job: str | None = None, *, since: int | None = None, follow: bool = True, poll: float = 0.25
+    ) -> Iterator[Transition]:
+        """State transitions in commit order: those after seq ``since`` (0: the whole history;
+        None: from now on), then with ``follow`` each new one as it is committed, until the
+        executor is closed. The append-only table is polled by seq: one small query a tick."""
+        job_id = self.store.resolve(job) if job is not None else None
+        last = since
+        if last is None:
+            last = self.store.query("SELECT coalesce(max(seq), 0) FROM transitions")[0][0]
+        while True:
+            for t in self.store.transitions(job_id, since_seq=last):
+                last = t.seq
+                yield t
+            if not follow or self._closed.wait(poll):
+                return
+
+    def _stored_logs(
+        self, job_id: str, streams: tuple[str, ...], tail: int | None, timestamps: bool = False
+    ) -> Iterator[tuple[str, bytes]]:
         for name in streams:
             path = self.home.job_logs(job_id) / name
             if not path.exists():
                 continue
-            if tail is None:
+            if timestamps:
+                # The last N lines start this many bytes before the end; the index says when.
+                start = 0 if tail is None else os.path.getsize(path) - len(_last_lines(path, tail))
+                for chunk in timestamped(path, start):
+                    yield name, chunk
+            elif tail is None:
                 for chunk in iter_chunks(path):
                     yield name, chunk
             else:
@@ -423,28 +763,71 @@ class Executor:
 
     def cleanup(self) -> dict[str, int]:
         """Remove every container, volume and network that carries this executor's label,
-        and nothing else. Live jobs are cancelled first and their logs saved."""
-        removed = 0
-        for status in self.backend.list():
-            job_id = status.labels.get("conveyor.job")
+        and nothing else. Live jobs are cancelled first and their logs saved: by this
+        executor when it supervises, or when no process does (it supervises meanwhile);
+        otherwise by the supervising process, which this one waits for."""
+        took_over = self._supervisor is None and self._start_supervising()
+        try:
+            removed = 0
+            for status in self.backend.list():
+                job_id = status.labels.get(LABEL_JOB)
+                try:
+                    rec = self.store.get(job_id) if job_id else None
+                except JobNotFound:
+                    rec = None
+                if rec is not None and not rec.state.is_final:
+                    self._end_for_cleanup(rec, status)
+                self.backend.remove(status.id)
+                removed += 1
+            return {"containers": removed, **self.backend.remove_volumes_and_networks()}
+        finally:
+            if took_over:
+                self._stop_supervising()
+
+    def _end_for_cleanup(self, rec: JobRecord, status) -> None:
+        """Give a live job a final state (its logs saved) before its container goes."""
+        if not status.alive and not status.finished:
+            # Created but never started: there is no output to keep.
+            if self.store.transition(
+                rec.id, JobState.FAILED, Substate.CANCELLED, reason="cleanup",
+                message="removed by cleanup before it started", finished_at=time.time(),
+            ):
+                self._changed(rec.id)
+            return
+        if self._supervisor is not None:
+            if status.alive:
+                self._supervisor.terminate(rec, Substate.CANCELLED, grace=0)
+            else:
+                self._supervisor.finalize(rec.id)
+        elif status.alive:
+            # Another process supervises: kill the container here; that process sees it
+            # die, saves the logs and records the job as cancelled.
+            self.store.update(rec.id, stop_reason=Substate.CANCELLED)
             try:
-                rec = self.store.get(job_id) if job_id else None
-            except JobNotFound:
-                rec = None
-            if rec is not None and not rec.state.is_final:
-                if status.alive:
-                    self.supervisor.terminate(rec, Substate.CANCELLED, grace=0)
-                    self.wait(rec.id, timeout=60)
-                else:
-                    self.supervisor.finalize(rec.id)
-            self.backend.remove(status.id)
-            removed += 1
-        return {"containers": removed, **self.backend.remove_volumes_and_networks()}
+                self.backend.signal(status.id, "SIGKILL")
+                if status.status == "paused":
+                    self.backend.unpause(status.id)  # a frozen process cannot die
+            except docker.errors.APIError:
+                pass  # it exited meanwhile
+        self.wait(rec.id, timeout=60)
 
     @property
     def orphans(self) -> list[str]:
-        """Containers with this executor's label whose job the store does not know."""
-        return sorted(self.supervisor.orphans)
+        """Ids of containers with this executor's label whose job the store does not know.
+
+        Asked of the engine each time, so a client sees them too. They are reported (here and
+        in the supervisor's log), never adopted and never removed, except by ``cleanup``."""
+        out = []
+        for status in self.backend.list():
+            job_id = status.labels.get(LABEL_JOB)
+            try:
+                if job_id:
+                    self.store.get(job_id)
+                    continue
+            except JobNotFound:
+                pass
+            out.append(status.id)
+        return sorted(out)
 
 
 def _engine_message(exc: docker.errors.APIError) -> str:
