@@ -1,30 +1,74 @@
-"""Smoke run of the benchmarks with tiny sizes: the JSON keeps its shape and the figures are
-real measurements. Not a timed test: nothing here asserts speed."""
+"""Smoke run of every benchmark with tiny sizes: the JSON keeps its shape, each benchmark
+carries Conveyor's figures, its baseline's and the ratio, and nothing is left running.
+Not a timed test: nothing here asserts speed (CI does not run the benchmarks themselves)."""
 
 from __future__ import annotations
 
 import json
+import numbers
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TINY = [
+    "--repeat", "1", "--heavy-repeat", "1", "--warmup", "0",
+    "--inflight", "2", "--log-mb", "1", "--sizes", "1,6", "--wait-sample", "1", "--idle-window", "0.5",
+    "--queue-jobs", "20", "--ps-containers", "3", "--recovery-jobs", "2",
+]
 
 
-def test_bench_prints_json_with_baselines(docker_client, test_image):
+def _ratios(value):
+    """Every number in a ratio field (a number, None, or a dict of them, nested)."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _ratios(v)
+    elif value is not None:
+        yield value
+
+
+def _median(summary: dict) -> float:
+    assert set(summary) >= {"median", "min", "max", "n"}
+    assert summary["min"] <= summary["median"] <= summary["max"]
+    return summary["median"]
+
+
+def test_every_benchmark_prints_figures_baseline_and_ratio(docker_client, test_image):
+    from bench.__main__ import load
+
+    names = list(load()[0])
+    assert {"sequential", "concurrent", "cli", "logs", "supervision", "queue", "recovery"} <= set(names)
     out = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "sequential", "--only", "supervision", "--repeat", "1", "--sizes", "1,3"],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=True,
+        [sys.executable, "-m", "bench", *TINY], cwd=REPO, capture_output=True, text=True, timeout=400,
     )
+    assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout)
-    assert doc["machine"]["cpus"] >= 1 and doc["machine"]["engine"]
+
+    machine = doc["machine"]
+    assert machine["cpus"] >= 1 and machine["memory_gb"] > 0 and machine["engine"]
+    assert list(doc["benchmarks"]) == names
+    for name, bench in doc["benchmarks"].items():
+        assert "error" not in bench, (name, bench.get("error"), out.stderr[-3000:])
+        assert {"conveyor", "baseline", "ratio"} <= set(bench), name
+        for r in _ratios(bench["ratio"]):
+            assert isinstance(r, numbers.Real) and r > 0, (name, bench["ratio"])
+
     seq = doc["benchmarks"]["sequential"]
-    for key in ("conveyor_executor_s", "docker_sdk_s", "docker_cli_s"):
-        assert seq[key]["n"] == 1 and seq[key]["median"] > 0
-    assert seq["ratio_vs_sdk"] == seq["conveyor_executor_s"]["median"] / seq["docker_sdk_s"]["median"]
-    sup = doc["benchmarks"]["supervision"]
-    assert sup["3"]["waiting_futures"] == 3
-    # supervision cost does not grow with the number of jobs: no thread per job
-    assert sup["3"]["threads"] == sup["1"]["threads"]
-    sleeping = docker_client.containers.list(filters={"label": "conveyor.managed=true"}, sparse=True)
-    assert not [c for c in sleeping if "sleep 600" in str(c.attrs.get("Command"))], "benchmark jobs left running"
+    conveyor_s = _median(seq["conveyor"]["executor_run_s"])
+    assert seq["ratio"]["vs_docker_sdk"] == conveyor_s / _median(seq["baseline"]["docker_sdk_s"])
+    assert seq["ratio"]["vs_docker_cli"] == conveyor_s / _median(seq["baseline"]["docker_cli_s"])
+    assert "inflight_2" in doc["benchmarks"]["concurrent"]["ratio"]
+    assert doc["benchmarks"]["cli"]["ratio"]["run_vs_docker_run"] > 0
+    assert doc["benchmarks"]["logs"]["conveyor"]["mb_per_s"] > 0
+
+    sup = doc["benchmarks"]["supervision"]["conveyor"]
+    assert sup["6"]["waiting_futures"] == 6
+    # no thread per job: five more jobs add fewer than five threads (the pools are fixed)
+    assert sup["6"]["threads"] - sup["1"]["threads"] < 5
+    assert doc["benchmarks"]["recovery"]["conveyor"]["restart_to_reattached_s"]["n"] == 1
+    assert doc["benchmarks"]["queue"]["conveyor"]["jobs"] == 20
+
+    left = docker_client.containers.list(all=True, filters={"label": "conveyor-bench"}, sparse=True)
+    assert not left, "benchmark containers left behind"
