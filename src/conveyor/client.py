@@ -337,6 +337,36 @@ class Client:
     def machine(self) -> dict:
         return self._call("GET", "/machine")
 
+    # ------------------------------------------------------------------ data (README: Data)
+
+    def filesets(self, ref: str, role: str = "output") -> dict[str, str]:
+        if role != "output":
+            return {i.target: i.source for i in self.info(ref).spec.inputs}
+        return self._call("GET", f"/jobs/{self._ref(ref)}/outputs")["filesets"]
+
+    def outputs(self, ref: str) -> list[dict]:
+        return self._call("GET", f"/jobs/{self._ref(ref)}/outputs")["files"]
+
+    def read_output(self, ref: str, path: str, out: BinaryIO | None = None) -> bytes | int:
+        resp = self._stream(f"/jobs/{self._ref(ref)}/outputs/content", {"path": path})
+        try:
+            if out is None:
+                return resp.read()
+            n = 0
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                n += len(chunk)
+            return n
+        finally:
+            resp.close()
+            resp._conveyor_conn.close()  # type: ignore[attr-defined]
+
+    def verify(self, ref: str | None = None) -> dict:
+        return self._call("POST", "/data/verify", {"job": ref}, timeout=max(self.timeout, 3600))
+
+    def gc(self, dry_run: bool = False, grace: float = 600.0) -> dict:
+        return self._call("POST", "/data/gc", {"dry_run": dry_run, "grace": grace}, timeout=max(self.timeout, 3600))
+
     # ------------------------------------------------------------------ waiting
 
     def _wait(self, ref: str, until: str, what: str, timeout: float | None) -> Job:

@@ -9,6 +9,7 @@ Points:
   after-create  the container exists, its id is not yet in the store, the job is still Queued
   after-claim   the job is claimed (Running) but its container is not started
   after-logs    the finished job's logs are saved, its final state is not yet recorded
+  after-outputs its outputs are captured into the content store, its final state is not yet recorded
   after-record  the final state is recorded, the container (auto_remove) is not yet removed
 """
 

@@ -29,6 +29,15 @@ class Home:
     def job_logs(self, job_id: str) -> Path:
         return self.logs / job_id
 
+    @property
+    def cas(self) -> Path:
+        """The content store (README: Data): blobs by sha256."""
+        return self.root / "cas"
+
+    def staging(self, job_id: str) -> Path:
+        """A job's inputs, materialised from the content store and mounted read-only."""
+        return self.root / "staging" / job_id
+
     def executor_id(self) -> str:
         """Persistent identity: the same after every restart, so labels keep finding our
         containers. Created once, atomically, so two processes agree on it."""

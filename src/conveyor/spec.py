@@ -249,6 +249,63 @@ def _mount_from_text(value: Any) -> Any:
     return (Mount.parse_long if value.startswith("type=") else Mount.parse)(value)
 
 
+# --------------------------------------------------------------------------- data
+
+_FILESET_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class Input(SpecModel):
+    """Data staged into the job, read-only: a host file or directory (frozen into the content
+    store when the job is submitted) or a fileset digest (``sha256:...``) already stored,
+    e.g. another job's output. After submit the stored spec holds only digests."""
+
+    source: str = Field(description="absolute host path, or a fileset digest sha256:<64 hex>")
+    target: str = Field(description="absolute container path")
+    file: bool = Field(default=False, description="the fileset holds one file, mounted at target itself")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if not v.startswith("/") or v.rstrip("/") == "" or "/../" in v + "/" or "\0" in v:
+            raise ValueError("the container path must be absolute, not '/', without '..', e.g. /data")
+        return v.rstrip("/")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v.startswith("sha256:"):
+            if not _FILESET_RE.match(v):
+                raise ValueError("a fileset digest is sha256: followed by 64 lowercase hex digits")
+        elif not v.startswith("/"):
+            raise ValueError("use an absolute host path (the CLI makes relative ones absolute) or sha256:<digest>")
+        return v
+
+    @property
+    def frozen(self) -> bool:
+        return self.source.startswith("sha256:")
+
+    @classmethod
+    def parse(cls, text: str) -> "Input":
+        """``HOST_PATH:CONTAINER_PATH`` or ``sha256:<digest>:CONTAINER_PATH``."""
+        text = str(text)
+        if text.startswith("sha256:"):
+            digest, sep, target = text[7:].partition(":")
+            source = "sha256:" + digest
+        else:
+            source, sep, target = text.rpartition(":")
+        if not sep or not source or not target:
+            raise ValueError("use HOST_PATH:CONTAINER_PATH or sha256:DIGEST:CONTAINER_PATH, e.g. ./data:/data")
+        return cls(source=source, target=target)
+
+
+def _output_path(v: Any) -> Any:
+    if isinstance(v, str):
+        if not v.startswith("/") or v.rstrip("/") == "" or "/../" in v + "/" or "/./" in v + "/" or "\0" in v:
+            raise ValueError("an output is an absolute container path, not '/', without '..', e.g. /out")
+        return v.rstrip("/")
+    return v
+
+
 # --------------------------------------------------------------------------- ports
 
 _PORT_RE = re.compile(
@@ -519,6 +576,9 @@ class JobSpec(SpecModel):
     start_deadline: Seconds | None = Field(default=None, description="fail the job if not started this long after submission")
     retries: int = Field(default=0, ge=0, le=100, description="run a failed job again up to this many times")
     retry_backoff: Seconds = Field(default=0.0, description="wait before a retry; doubles each time")
+    # data (README: Data): staged in read-only at start, captured into the content store at the end
+    inputs: list[Annotated[Input, _from_text(Input.parse)]] = Field(default_factory=list)
+    outputs: list[Annotated[str, BeforeValidator(_output_path)]] = Field(default_factory=list)
 
     # ---- field checks
 
@@ -641,6 +701,14 @@ class JobSpec(SpecModel):
             raise _bad("ports", [p.container_port for p in self.ports], f"ports cannot be published with network {self.network!r}; use bridge or a named network")
         if self.hostname and (self.network == "host" or (self.network or "").startswith("container:")):
             raise _bad("hostname", self.hostname, f"a hostname cannot be set with network {self.network!r}")
+        data_targets = [i.target for i in self.inputs]
+        for field, paths in (("inputs", data_targets), ("outputs", self.outputs)):
+            dupes = sorted({t for t in paths if paths.count(t) > 1 or t in targets})
+            if dupes:
+                raise _bad(field, dupes, "the same container path is used twice (by a mount, input or output); use each path once")
+        overlap = sorted(set(data_targets) & set(self.outputs))
+        if overlap:
+            raise _bad("outputs", overlap, "an output cannot be an input path (inputs are read-only); write results elsewhere, e.g. /out")
         if self.auto_remove and self.restart.name != "no":
             raise _bad("auto_remove", True, f"auto_remove conflicts with restart policy {self.restart.name!r}; drop one of them")
         if self.image.startswith("sha256:") and self.pull is PullPolicy.ALWAYS:

@@ -108,6 +108,26 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, attempt)
     );
     """,
+    # 3: data. Each job's input filesets (recorded at submit, by digest: never a host path)
+    # and output filesets (recorded when it ends); images loaded from tarballs.
+    """
+    CREATE TABLE job_filesets (
+        job_id TEXT NOT NULL,
+        role   TEXT NOT NULL,
+        target TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (job_id, role, target)
+    );
+    CREATE INDEX job_filesets_digest ON job_filesets(digest);
+    CREATE TABLE images (
+        image_id    TEXT NOT NULL,
+        tags        TEXT,
+        file_digest TEXT NOT NULL,
+        file_name   TEXT,
+        loaded_at   REAL NOT NULL,
+        PRIMARY KEY (image_id, file_digest)
+    );
+    """,
 ]
 
 _JOB_COLUMNS = (
@@ -280,6 +300,10 @@ class Store:
         self._db.executemany(
             "INSERT OR IGNORE INTO job_deps (job_id, dep_id, condition) VALUES (?,?,?)",
             [(job.id, d.job, d.condition) for job in jobs for d in job.spec.after],
+        )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO job_filesets (job_id, role, target, digest) VALUES (?,?,?,?)",
+            [(job.id, "input", i.target, i.source) for job in jobs for i in job.spec.inputs if i.frozen],
         )
 
     def insert_array(self, array: "ArrayRecord", tasks: list[JobRecord]) -> None:
@@ -490,7 +514,48 @@ class Store:
             self._db.execute("DELETE FROM job_labels WHERE job_id=?", (job_id,))
             self._db.execute("DELETE FROM job_deps WHERE job_id=?", (job_id,))
             self._db.execute("DELETE FROM attempts WHERE job_id=?", (job_id,))
+            self._db.execute("DELETE FROM job_filesets WHERE job_id=?", (job_id,))
             self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+
+    # ----------------------------------------------------------------- data
+
+    def set_filesets(self, job_id: str, role: str, items: dict[str, str]) -> None:
+        """Replace a job's filesets of one role ('input' or 'output'): target -> digest."""
+        with self._tx():
+            self._db.execute("DELETE FROM job_filesets WHERE job_id=? AND role=?", (job_id, role))
+            self._db.executemany(
+                "INSERT INTO job_filesets (job_id, role, target, digest) VALUES (?,?,?,?)",
+                [(job_id, role, t, d) for t, d in items.items()],
+            )
+
+    def filesets(self, job_id: str | None = None, role: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(job id, role, target, digest) rows."""
+        sql, params = "SELECT job_id, role, target, digest FROM job_filesets WHERE 1=1", []
+        if job_id is not None:
+            sql += " AND job_id=?"
+            params.append(job_id)
+        if role is not None:
+            sql += " AND role=?"
+            params.append(role)
+        with self._lock:
+            return self._db.execute(sql + " ORDER BY job_id, role, target", params).fetchall()
+
+    def record_image(self, image_id: str, tags: list[str], file_digest: str, file_name: str | None) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO images (image_id, tags, file_digest, file_name, loaded_at) VALUES (?,?,?,?,?)",
+                (image_id, ",".join(tags), file_digest, file_name, time.time()),
+            )
+
+    def images(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT image_id, tags, file_digest, file_name, loaded_at FROM images ORDER BY loaded_at"
+            ).fetchall()
+        return [
+            {"image_id": i, "tags": [t for t in (tags or "").split(",") if t], "file_digest": d, "file_name": n, "loaded_at": at}
+            for i, tags, d, n, at in rows
+        ]
 
     def transitions(self, job_id: str | None = None, since_seq: int = 0) -> list[Transition]:
         sql = "SELECT seq, job_id, at, from_state, to_state, substate, reason FROM transitions WHERE seq > ?"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -258,6 +259,13 @@ class Supervisor:
             self.backend.save_all_logs(rec.container_id, {s: logs / s for s in ("stdout", "stderr")})
             faults.reached("after-logs", job_id)
             state, substate, message = classify(status, rec.stop_reason)
+            if rec.spec.outputs:
+                # Captured before the state is recorded and before the container can go:
+                # a crash in between captures again on the next finalize (same digests).
+                problem = self._capture_outputs(rec)
+                if problem:
+                    message = f"{message}; {problem}" if message else problem
+                faults.reached("after-outputs", job_id)
             started_at, finished_at = status.started_at, status.finished_at
             if started_at is not None and finished_at is not None and started_at > finished_at:
                 # The engine stamps StartedAt after its start call returns, but FinishedAt
@@ -277,10 +285,26 @@ class Supervisor:
                 finished_at=finished_at,
             )
             faults.reached("after-record", job_id)
+            if rec.spec.inputs and self.store.get(job_id).state.is_final:
+                shutil.rmtree(self.home.staging(job_id), ignore_errors=True)
             if rec.spec.auto_remove:
                 self.backend.remove(rec.container_id)
         if moved:
             self._on_change(job_id)
+
+    def _capture_outputs(self, rec: JobRecord) -> str | None:
+        """Record the job's output filesets; a note for the job's message if that failed."""
+        from .cas import BlobStore, CasError, capture_outputs
+
+        try:
+            captured = capture_outputs(self.backend, rec.container_id, rec.spec.outputs, BlobStore(self.home.cas))
+        except (CasError, OSError) as exc:
+            if type(exc).__module__.split(".")[0] in ("requests", "urllib3"):
+                raise EngineUnavailable(f"reading outputs of job {rec.id}: {exc}") from None
+            log.error("capturing outputs of job %s failed: %s", rec.id, exc)
+            return f"outputs not captured: {exc}"
+        self.store.set_filesets(rec.id, "output", captured)
+        return None
 
     def _lost(self, rec: JobRecord) -> None:
         moved = self.store.transition(

@@ -561,6 +561,29 @@ def create_app(agent: Agent | None = None) -> FastAPI:
     def attempts(ref: str) -> list[dict]:
         return A().ex.attempts(ref)
 
+    # -------------------------------------------------------------- data (README: Data)
+
+    @api.get("/jobs/{ref}/outputs", tags=["data"], summary="A job's captured output filesets and files (path, size, digest)",
+             responses={404: ERRORS[404], 409: {"model": ErrorBody, "description": "a manifest is corrupt or missing"}})
+    def outputs(ref: str) -> dict:
+        ex = A().ex
+        return {"filesets": ex.filesets(ref), "files": ex.outputs(ref)}
+
+    @api.get("/jobs/{ref}/outputs/content", tags=["data"], summary="One captured output file, verified against its digest",
+             responses={404: ERRORS[404], 409: {"model": ErrorBody, "description": "the blob is corrupt or missing"},
+                        200: {"content": {"application/octet-stream": {}}, "description": "the file's bytes"}})
+    def output_content(ref: str, path: str = Query(min_length=1, max_length=4096)):
+        return Response(A().ex.read_output(ref, path), media_type="application/octet-stream")
+
+    @api.post("/data/verify", tags=["data"], summary="Re-hash stored blobs (one job's, or all); report corrupt and missing ones",
+              responses={404: ERRORS[404]})
+    def verify(job: str | None = Query(default=None, min_length=1, max_length=256)) -> dict:
+        return A().ex.verify(job)
+
+    @api.post("/data/gc", tags=["data"], summary="Remove blobs no job references (never one a queued or running job needs)")
+    def gc(dry_run: bool = False, grace: float = Query(default=600.0, ge=0, le=10**9)) -> dict:
+        return A().ex.gc(dry_run=dry_run, grace=grace)
+
     @api.get("/queue", tags=["agent"], summary="The queue as the scheduler sees it, and what each waiting job waits for")
     def queue(limit: int | None = Query(default=None, ge=0, le=100000)) -> dict:
         return A().ex.queue(limit=limit)

@@ -99,6 +99,15 @@ class Policy(_Strict):
                     )
             elif m.type == "volume" and not self.mounts.volumes:
                 raise PolicyRefused("mounts.volumes", f"mounts[{i}]", "volumes are not allowed on this node")
+        for i, item in enumerate(spec.inputs):
+            if not item.frozen:  # the agent would read this host path for the job
+                src = Path(os.path.realpath(item.source))
+                if not any(src == r or src.is_relative_to(r) for r in real_roots):
+                    raise PolicyRefused(
+                        "mounts.allowed_host_paths",
+                        f"inputs[{i}].source",
+                        f"host path {item.source!r} is outside the allowed paths {[str(r) for r in roots]}",
+                    )
         if spec.privileged and not self.privileged:
             raise PolicyRefused("privileged", "privileged", "privileged jobs are not allowed on this node")
         for field, value, rule in (
