@@ -29,7 +29,7 @@ import docker
 
 from .common import Context, remove_bench_containers
 
-MODULES = ["throughput", "cli", "logs", "supervision", "queue", "recovery", "api"]
+MODULES = ["throughput", "cli", "logs", "supervision", "queue", "recovery", "api", "data"]
 
 
 def load() -> tuple[dict, list]:

@@ -257,6 +257,8 @@ class Sleepers:
 
         self.ctx = ctx
         self.home = ctx.home("sleepers")
+        # Hundreds of sleeping jobs on a 2-core box: above the default max_running (32 a CPU).
+        Path(self.home, "config.toml").write_text("[limits]\nmax_running = 100000\n")
         self.serve = Serve(self.home)
         self.client = Executor(self.home)
         if self.client.supervising:

@@ -17,6 +17,7 @@ TINY = [
     "--repeat", "1", "--heavy-repeat", "1", "--warmup", "0",
     "--inflight", "2", "--log-mb", "1", "--sizes", "1,6", "--wait-sample", "1", "--idle-window", "0.5",
     "--queue-jobs", "20", "--ps-containers", "3", "--recovery-jobs", "2",
+    "--data-mb", "2", "--data-files", "20",
 ]
 
 

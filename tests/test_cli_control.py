@@ -256,3 +256,57 @@ def test_cleanup_from_a_client_executor(state_dir, test_image):
         assert client.cleanup()["containers"] == 0
         assert not client.supervising
         assert client.info(job_id).state is JobState.QUEUED_HELD
+
+
+def test_jobs_submitted_during_a_foreground_run_stay_supervised(cli):
+    """`conveyor run` without an agent supervises in-process; a job submitted meanwhile
+    found that supervisor and started none. When `run` exits, a background supervisor
+    must take over, or the queued job would never finish."""
+    env = {**os.environ, "CONVEYOR_HOME": str(cli.home)}
+    env.pop("CONVEYOR_HOST", None)
+    run = subprocess.Popen(
+        [CONVEYOR, "run", "--network", "none", cli.image, "sleep", "4"], env=env, stdin=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "runs for" not in cli.run("serve", "--status").stdout.decode():
+            assert time.monotonic() < deadline, "conveyor run never became the supervisor"
+            time.sleep(0.2)
+        first = cli.run("serve", "--status").stdout.decode()
+        job_id = cli.submit(cli.image, "sh", "-c", "sleep 6; echo handed-over")
+        assert run.wait(timeout=90) == 0
+    finally:
+        run.kill()
+    job = cli.until(job_id, "Done", timeout=90)
+    assert job["exit_code"] == 0
+    assert cli.ok("logs", job_id) == "handed-over\n"
+    assert cli.run("serve", "--status").stdout.decode() != first  # another process supervises now
+
+
+def test_array_commands_control_every_task(cli):
+    array_id = cli.ok(
+        "submit", "--network", "none", "--array", "1-10:3", "--max-parallel", "2", cli.image, "sh", "-c", "sleep 60"
+    ).strip()
+
+    def summary() -> dict:
+        return json.loads(cli.ok("array", "show", "--json", array_id))
+
+    deadline = time.monotonic() + 60
+    while summary()["states"].get("Running") != 2:
+        assert time.monotonic() < deadline, summary()
+        time.sleep(0.3)
+    assert summary()["tasks"] == 4  # indices 1, 4, 7, 10
+    assert json.loads(cli.ok("array", "hold", "--json", array_id))["states"] == {"QueuedHeld": 2, "Running": 2}
+    assert json.loads(cli.ok("array", "suspend", "--json", array_id))["states"] == {"QueuedHeld": 2, "Suspended": 2}
+    paused = [c.attrs["State"]["Paused"] for c in cli.docker.containers.list(filters={"label": "conveyor.array=" + array_id})]
+    assert paused == [True, True]
+    assert json.loads(cli.ok("array", "resume", "--json", array_id))["states"] == {"QueuedHeld": 2, "Running": 2}
+    cli.ok("array", "cancel", "--grace", "1", array_id)
+    deadline = time.monotonic() + 60
+    while summary()["states"] != {"Failed": 4}:
+        assert time.monotonic() < deadline, summary()
+        time.sleep(0.3)
+    human = cli.ok("array", "show", array_id)
+    assert array_id in human and "Failed=4" in human
+    missing = cli.run("array", "show", "nosucharray")
+    assert missing.returncode == 125 and b"no such" in missing.stderr

@@ -420,6 +420,11 @@ def test_capacity_from_machine_minus_reserve_and_config_errors(tmp_path):
     config = SchedulingConfig.model_validate({"reserve": {"cpus": 2, "memory": "4g"}})
     capacity = node_capacity(config, machine)
     assert (capacity.cpus, capacity.memory, capacity.gpus) == (14, 28 << 30, {"nvidia": ("0", "1")})
+    # Jobs without requests use nothing, so a default cap keeps 10,000 of them from all
+    # starting at once: 32 per CPU of capacity, unless configured.
+    assert capacity.max_running == 32 * 14
+    assert node_capacity(SchedulingConfig.model_validate({"capacity": {"cpus": 0.5}}), machine).max_running == 32
+    assert node_capacity(SchedulingConfig.model_validate({"limits": {"max_running": 5}}), machine).max_running == 5
     (tmp_path / "config.toml").write_text('[defaults]\ncpus = 0.5\n[label_caps]\n"team=ml" = 4\n')
     loaded = SchedulingConfig.load(tmp_path, {"defaults": {"memory": "1g"}})
     assert (loaded.defaults.cpus, loaded.defaults.memory, loaded.caps) == (0.5, 1 << 30, [("team", "ml", 4)])

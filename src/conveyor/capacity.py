@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -78,6 +79,8 @@ class DefaultsConfig(_Section):
 
 
 class LimitsConfig(_Section):
+    # None: RUNNING_PER_CPU per CPU of capacity. Jobs that request nothing count as using
+    # nothing, so without a cap 10,000 queued sleep jobs would all start at once.
     max_running: int | None = Field(default=None, ge=1, description="jobs running at once on this executor")
     max_array_size: int = Field(default=100_000, ge=1)
     gpu_sharing: int = Field(default=1, ge=1, description="jobs that may share one GPU")
@@ -206,6 +209,8 @@ def discover() -> Machine:
 
 # --------------------------------------------------------------------------- capacity
 
+RUNNING_PER_CPU = 32  # the default max_running, per CPU of capacity
+
 
 @dataclass(frozen=True)
 class Capacity:
@@ -217,13 +222,19 @@ class Capacity:
     gpu_sharing: int = 1
     machine: Machine | None = None
     reserve: tuple[float, int] = (0.0, 0)
+    max_running: int | None = None
 
     @property
     def cpus(self) -> float:
         return self.cpus_m / MILLI
 
     def to_dict(self) -> dict:
-        return {"cpus": self.cpus, "memory": self.memory, "gpus": {k: list(v) for k, v in self.gpus.items()}}
+        return {
+            "cpus": self.cpus,
+            "memory": self.memory,
+            "gpus": {k: list(v) for k, v in self.gpus.items()},
+            "max_running": self.max_running,
+        }
 
 
 def node_capacity(config: SchedulingConfig, machine: Machine | None = None) -> Capacity:
@@ -244,6 +255,7 @@ def node_capacity(config: SchedulingConfig, machine: Machine | None = None) -> C
         gpu_sharing=config.limits.gpu_sharing,
         machine=machine,
         reserve=(config.reserve.cpus, config.reserve.memory),
+        max_running=config.limits.max_running or max(RUNNING_PER_CPU, int(RUNNING_PER_CPU * math.ceil(cpus))),
     )
 
 

@@ -70,6 +70,8 @@ FLAG_FOR_FIELD = {
     "name": "--name",
     "labels": "-l/--label",
     "mounts": "-v/--volume, --mount or --tmpfs",
+    "inputs": "--input",
+    "outputs": "--output",
     "network": "--network",
     "ports": "-p/--publish",
     "ipc_mode": "--ipc",
@@ -186,6 +188,8 @@ def job_options(fn):
         click.option("-v", "--volume", multiple=True, help="SRC:DST[:ro] bind mount or named volume."),
         click.option("--mount", "mount_long", multiple=True, help="type=bind|volume|tmpfs,source=..,target=..[,readonly]."),
         click.option("--tmpfs", multiple=True, help="DST[:size=64m] tmpfs mount."),
+        click.option("--input", "inputs", multiple=True, metavar="SRC:DST", help="Stage data in read-only: HOST_PATH:CONTAINER_PATH (copied at submit) or sha256:FILESET:CONTAINER_PATH."),
+        click.option("--output", "outputs", multiple=True, metavar="PATH", help="Capture this container directory or file into the content store when the job ends."),
         click.option("--network", "--net", "network", help="bridge, none, host, container:ID or a network name."),
         click.option("-p", "--publish", multiple=True, help="[IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]."),
         click.option("--ipc", help="IPC namespace: private, shareable, host, none, container:ID."),
@@ -240,6 +244,10 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
     mounts = [*map(_absolutise, o["volume"]), *o["mount_long"], *map(_tmpfs_mount, o["tmpfs"])]
     if mounts:
         data["mounts"] = [*data.get("mounts", []), *mounts]
+    if o.get("inputs"):
+        data["inputs"] = [*data.get("inputs", []), *map(_absolutise_input, o["inputs"])]
+    if o.get("outputs"):
+        data["outputs"] = [*data.get("outputs", []), *o["outputs"]]
     if o["publish"]:
         data["ports"] = [*data.get("ports", []), *o["publish"]]
     if o["ulimit"]:
@@ -274,7 +282,21 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
             raise InvalidSpec.single("resources.gpus", o["gpus"], str(exc).split("; ")[-1]) from None
     if resources:
         data["resources"] = resources
-    return JobSpec.model_validate(data)
+    return _freeze_here(JobSpec.model_validate(data))
+
+
+def _freeze_here(spec: JobSpec) -> JobSpec:
+    """Host-path inputs are frozen into this state directory's content store by the CLI
+    itself (it reads the files as the user who named them); the agent or executor then
+    gets digests only. With CONVEYOR_HOST (a remote agent) the paths are the agent's."""
+    if not any(not i.frozen for i in spec.inputs) or os.environ.get("CONVEYOR_HOST"):
+        return spec
+    from .cas import BlobStore, freeze_inputs
+    from .home import Home
+
+    ctx = click.get_current_context(silent=True)
+    home = Home(ctx.find_root().obj["home"] if ctx and ctx.find_root().obj else None)
+    return freeze_inputs(spec, BlobStore(home.cas))
 
 
 def _env_pairs(items: tuple[str, ...]) -> dict[str, str]:
@@ -308,6 +330,14 @@ def _tmpfs_mount(text: str) -> str:
         elif opt != "rw":
             parts.append(opt)  # the spec's parser names what it does not know
     return ",".join(parts)
+
+
+def _absolutise_input(text: str) -> str:
+    """`--input data:/data` and `--input ./x.csv:/in/x.csv` mean paths here."""
+    if text.startswith(("/", "sha256:")):
+        return text
+    src, sep, target = text.rpartition(":")
+    return os.path.abspath(os.path.expanduser(src)) + sep + target if sep and src else text
 
 
 def _absolutise(volume: str) -> str:
@@ -350,9 +380,33 @@ def run(ctx: click.Context, image: str | None, command: tuple[str, ...], **optio
         job = ex.wait(job_id)
         if cancelled.is_set() and job.container_id:
             ex.discard_container(job_id)  # interrupted: leave nothing behind
+        supervised_here = not _is_client(ex) and ex.supervising
+    if supervised_here:
+        _hand_over(ctx)
     if job.substate not in ("exited", None) or job.exit_code is None:
         err_console.print(f"[bold red]conveyor:[/] job {job.id} {job.state.value}/{job.substate}: {escape(str(job.message))}", soft_wrap=True)
     sys.exit(job.exit_code if job.exit_code is not None else CONVEYOR_ERROR)
+
+
+def _is_client(ex) -> bool:
+    """True for the agent's Client (whose module is only loaded when one was made)."""
+    client = sys.modules.get("conveyor.client")
+    return client is not None and isinstance(ex, client.Client)
+
+
+def _hand_over(ctx: click.Context) -> None:
+    """`run` supervised the state directory itself, so a `submit` meanwhile found a
+    supervisor and started none. Now that ours is gone (lock released first), start one in
+    the background if any job is still live. A submit that queues after this look starts
+    its own, since it looks for a supervisor only after queueing."""
+    from .executor import Executor
+    from .state import FINAL_STATES, JobState
+
+    live = [s.value for s in JobState if s not in FINAL_STATES]
+    with Executor(ctx.obj["home"], supervise=False) as view:
+        rows = view.store.query(f"SELECT 1 FROM jobs WHERE state IN ({','.join('?' * len(live))}) LIMIT 1", live)
+    if rows:
+        _need_supervisor(ctx)
 
 
 class _cancel_on_signals:
@@ -817,6 +871,51 @@ def events_cmd(ctx: click.Context, since: str | None, follow: bool, job: str | N
 
 # ----------------------------------------------------------------------------- supervisor
 
+# ----------------------------------------------------------------------------- arrays
+
+@cli.group("array")
+def array_group() -> None:
+    """Look at and control a job array as a whole (ids from `conveyor submit --array`)."""
+
+
+def _print_array(summary: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    counts = "  ".join(f"{state}={n}" for state, n in summary["states"].items()) or "no tasks"
+    limit = summary.get("max_parallel") or "-"
+    affected = f"  ({summary['affected']} affected)" if "affected" in summary else ""
+    click.echo(
+        f"{summary['id']}  tasks {summary['begin']}-{summary['end']}:{summary['step']}  "
+        f"max-parallel {limit}  {counts}{affected}"
+    )
+
+
+def _array_command(name: str, method: str, doc: str, grace: bool = False):
+    @click.argument("array_id", metavar="ARRAY")
+    @JSON_OPTION
+    @click.pass_context
+    def command(ctx: click.Context, array_id: str, as_json: bool, grace_text: str | None = None) -> None:
+        if method in ("release_array", "cancel_array"):
+            _need_supervisor(ctx)  # released tasks must be launched, cancelled ones recorded
+        ex = _executor(ctx)
+        kwargs = {"grace": _seconds(grace_text, "--grace")} if grace else {}
+        _print_array(getattr(ex, method)(array_id, **kwargs), as_json)
+
+    command.__doc__ = doc
+    if grace:
+        command = click.option("--grace", "grace_text", help="Seconds between SIGTERM and SIGKILL (default: the spec's).")(command)
+    array_group.command(name)(command)
+
+
+_array_command("show", "array", "Summary of an array: its range, max-parallel and task counts per state.")
+_array_command("hold", "hold_array", "Hold every task that has not started.")
+_array_command("release", "release_array", "Release every held task.")
+_array_command("suspend", "suspend_array", "Suspend every running task.")
+_array_command("resume", "resume_array", "Resume every suspended task.")
+_array_command("cancel", "cancel_array", "Cancel every task that has not ended.", grace=True)
+
+
 @cli.command("serve")
 @click.option("--tcp", metavar="[HOST:]PORT", help="Also serve the API on TCP: PORT is on 127.0.0.1; another HOST must be given explicitly.")
 @click.option("--status", is_flag=True, help="Say whether an agent runs for this state directory (exit 0 if so, 3 if not).")
@@ -919,7 +1018,8 @@ def machine_cmd(ctx: click.Context, as_json: bool) -> None:
         ("capacity", f"{cap['cpus']:g} CPUs, {_size(cap['memory'])}, GPUs {cap_gpus} "
                      f"(reserve {cap['reserve']['cpus']:g} CPUs, {_size(cap['reserve']['memory'])})"),
         ("in use", f"{used['cpus']:g} CPUs, {_size(used['memory'])}, GPUs {', '.join(used['gpus']) or 'none'} "
-                   f"by {used['jobs']} job(s)"),
+                   f"by {used['jobs']} job(s)"
+                   + (f" of max_running {cap['max_running']}" if cap.get("max_running") else "")),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -959,6 +1059,120 @@ def queue_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
     console.print(jobs)
     if q["waiting"] > len(q["jobs"]):
         click.echo(f"... and {q['waiting'] - len(q['jobs'])} more (-n 0 lists all)")
+
+
+# ----------------------------------------------------------------------------- data (README: Data)
+
+
+def _data_executor(ctx: click.Context, method: str):
+    """Content-store reads are local files: the agent's Client if it offers ``method``, else
+    an Executor of our own on the same state directory."""
+    return _with(ctx, _executor(ctx), method)
+
+
+@cli.command("outputs")
+@click.option("--to", "to_dir", type=click.Path(file_okay=False), help="Restore the outputs under this directory (output /out -> DIR/out).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (includes each output's fileset digest).")
+@click.argument("job")
+@click.pass_context
+def outputs_cmd(ctx: click.Context, to_dir: str | None, as_json: bool, job: str) -> None:
+    """List a job's captured output files (path, size, digest), or restore them with --to."""
+    ex = _data_executor(ctx, "restore_outputs" if to_dir else "outputs")
+    try:
+        if to_dir:
+            written = ex.restore_outputs(job, to_dir)
+            if as_json:
+                click.echo(json.dumps({"restored": written}, indent=2))
+            else:
+                click.echo(f"restored {len(written)} file(s) under {to_dir}")
+            return
+        files = ex.outputs(job)
+        if as_json:
+            click.echo(json.dumps({"filesets": ex.filesets(job), "files": files}, indent=2))
+            return
+        for f in files:
+            click.echo(f"{f['path']}\t{f['size']}\t{f['digest']}")
+    finally:
+        ex.close()
+
+
+@cli.command("cat")
+@click.argument("job")
+@click.argument("path")
+@click.pass_context
+def cat_cmd(ctx: click.Context, job: str, path: str) -> None:
+    """Print one captured output file (its content is verified against its digest)."""
+    ex = _data_executor(ctx, "read_output")
+    try:
+        ex.read_output(job, path, out=sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    finally:
+        ex.close()
+
+
+@cli.command("verify")
+@click.option("--all", "verify_all", is_flag=True, help="Every blob in the content store (the default without JOB).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("job", required=False)
+@click.pass_context
+def verify_cmd(ctx: click.Context, verify_all: bool, as_json: bool, job: str | None) -> None:
+    """Re-hash stored blobs; report each corrupt or missing one and the jobs that use it.
+    Exits 1 when anything is bad."""
+    if job and verify_all:
+        raise click.UsageError("give a JOB or --all, not both")
+    ex = _data_executor(ctx, "verify")
+    try:
+        report = ex.verify(job)
+    finally:
+        ex.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for b in report["bad"]:
+            click.echo(f"{b['problem']}\t{b['digest']}\tjobs: {', '.join(b['jobs']) or '-'}")
+        click.echo(f"checked {report['checked']} blob(s), {len(report['bad'])} bad")
+    if report["bad"]:
+        sys.exit(1)
+
+
+@cli.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--grace", default="10m", show_default=True, help="Keep blobs written more recently than this (a submit in progress).")
+@click.pass_context
+def gc_cmd(ctx: click.Context, dry_run: bool, grace: str) -> None:
+    """Remove blobs that no job references (never those a queued or running job needs)."""
+    seconds = _seconds(grace, "--grace")
+    ex = _data_executor(ctx, "gc")
+    try:
+        result = ex.gc(dry_run=dry_run, grace=seconds or 0.0)
+    finally:
+        ex.close()
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {result['removed']} blob(s), {_size(result['bytes'])}; kept {result['kept']}")
+
+
+@cli.group("image")
+def image_group() -> None:
+    """Images shipped as files."""
+
+
+@image_group.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def image_load_cmd(ctx: click.Context, file: str, as_json: bool) -> None:
+    """Load an image tarball (from `docker save`) into the engine and record its digest."""
+    ex = _data_executor(ctx, "load_image")
+    try:
+        result = ex.load_image(file)
+    finally:
+        ex.close()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for img in result["images"]:
+        click.echo(f"{img['image_id']}\t{', '.join(img['tags']) or '<untagged>'}")
+    click.echo(f"file {result['file_digest']}")
 
 
 def main() -> None:

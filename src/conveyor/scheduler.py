@@ -97,6 +97,7 @@ class Planner:
         doomed = {f[0] for f in plan.failures}
         q = self.store.query
         limits, caps = self.config.limits, self.config.caps
+        max_running = self.capacity.max_running
 
         # What is held now: every active job (from the store) and every launch in flight.
         ledger = plan.ledger = Ledger(self.capacity)
@@ -152,8 +153,8 @@ class Planner:
                     reason = "dependency: waits for " + ", ".join(sorted(waiting_on[job_id]))
                 elif array_id in max_parallel and per_array[array_id] >= max_parallel[array_id]:
                     reason = f"cap: array {array_id} runs {per_array[array_id]} of max-parallel {max_parallel[array_id]}"
-                elif limits.max_running is not None and running >= limits.max_running:
-                    reason = f"cap: executor runs {running} of max_running {limits.max_running}"
+                elif max_running is not None and running >= max_running:
+                    reason = f"cap: executor runs {running} of max_running {max_running}"
                 elif any(per_label[kv] >= cap_of[kv] for kv in job_labels):
                     kv = next(kv for kv in job_labels if per_label[kv] >= cap_of[kv])
                     reason = f"cap: {kv[0]}={kv[1]} runs {per_label[kv]} of {cap_of[kv]}"
@@ -184,7 +185,7 @@ class Planner:
                 break
             if not explain and (
                 plan.scanned >= self.SCAN_LIMIT
-                or (limits.max_running is not None and running >= limits.max_running)
+                or (max_running is not None and running >= max_running)
                 or (ledger.free_cpus_m <= 0 and self._min_cpus() > 0)
             ):
                 break
@@ -408,7 +409,12 @@ class Scheduler:
             if rec.container_id is None:
                 try:
                     array = self.store.get_array(rec.array_id) if rec.array_id else None
-                    rec.container_id = self.backend.create(rec.id, runtime_spec(rec, gpu_ids, array))
+                    spec = runtime_spec(rec, gpu_ids, array)
+                    if spec.inputs:
+                        spec = self._with_inputs(rec, spec)
+                        if spec is None:
+                            return
+                    rec.container_id = self.backend.create(rec.id, spec)
                 except docker.errors.APIError as exc:
                     existing = self.backend.inspect(f"conveyor-{rec.id}") if exc.status_code == 409 else None
                     if existing is None:
@@ -431,6 +437,18 @@ class Scheduler:
                 return
             faults.reached("after-claim", rec.id)
             self.start_container(rec)
+
+    def _with_inputs(self, rec: JobRecord, spec: JobSpec) -> JobSpec | None:
+        """The spec with the job's input filesets staged and bind-mounted read-only; None
+        (and the job Failed) when the content store cannot give them intact."""
+        from .cas import BlobStore, CasError, stage_inputs
+
+        try:
+            mounts = stage_inputs(spec, BlobStore(self.sup.home.cas), self.sup.home.staging(rec.id))
+        except (CasError, OSError) as exc:
+            self._fail(rec, Substate.START_FAILED, f"cannot stage inputs: {exc}")
+            return None
+        return spec.model_copy(update={"mounts": [*spec.mounts, *mounts]})
 
     def _retire_attempt(self, rec: JobRecord) -> None:
         """Before a retry: the last attempt's logs go to logs/<job>/attempt-N/ and its
@@ -474,6 +492,8 @@ class Scheduler:
         )
         if remove and rec.container_id:
             self.backend.remove(rec.container_id)
+        if rec.spec.inputs:
+            shutil.rmtree(self.sup.home.staging(rec.id), ignore_errors=True)
         if moved:
             self.sup.notify(rec.id)
 
