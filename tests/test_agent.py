@@ -551,3 +551,20 @@ def test_submit_without_an_agent_starts_one_that_outlives_the_cli(state_dir, tes
         assert conveyor(state_dir, "serve", "--stop").returncode == 0
         with Executor(state_dir) as ex:
             ex.cleanup()
+
+
+def test_list_pages_in_sql_and_client_matches_executor(agent, state_dir, test_image):
+    """Paging is done by the store (a page of 10,000 jobs costs a page); Client and Executor
+    give the same pages and counts."""
+    client = Client(state_dir)
+    ids = [client.submit(spec(test_image, f"echo {i}", labels={"page": "yes" if i % 2 else "no"}), hold=True) for i in range(7)]
+    with Executor(state_dir, supervise=False) as ex:
+        for side in (ex, client):
+            assert [j.id for j in side.list(limit=3, offset=2)] == ids[2:5]
+            assert [j.id for j in side.list(offset=5)] == ids[5:]
+            assert side.count() == 7
+            assert side.count(states=[JobState.QUEUED_HELD], labels={"page": "yes"}) == 3
+            assert [j.id for j in side.list(labels={"page": "yes"}, limit=2)] == [ids[1], ids[3]]
+            assert side.list(states=[JobState.DONE]) == [] and side.count(states=[JobState.DONE]) == 0
+    for job_id in ids:
+        client.cancel(job_id)

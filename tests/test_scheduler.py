@@ -434,3 +434,17 @@ def test_capacity_from_machine_minus_reserve_and_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         SchedulingConfig.load(None, {"label_caps": {"ml": 2}})
     assert isinstance(capacity, Capacity)
+
+
+def test_claim_enforces_max_parallel_atomically(state_dir, test_image):
+    """Whatever a planner decided, the store refuses to move a fourth task of a
+    max-parallel-3 array to Running: the claim counts the array's active tasks in the same
+    transaction, so racing launcher threads cannot overshoot."""
+    with Executor(state_dir, supervise=False) as ex:
+        array_id = ex.submit_array(job(test_image, "true"), 1, 5, max_parallel=3, image_ready=True)
+        ids = [t[0] for t in ex.array_tasks(array_id)]
+        claim = lambda i: ex.store.transition(i, JobState.RUNNING, expect={JobState.QUEUED}, reason="test")  # noqa: E731
+        assert [claim(i) for i in ids] == [True, True, True, False, False]
+        assert ex.store.get(ids[3]).state is JobState.QUEUED
+        assert ex.store.transition(ids[0], JobState.DONE, exit_code=0, reason="test")
+        assert [claim(i) for i in ids[3:]] == [True, False]

@@ -41,7 +41,7 @@ from .errors import (
 from .job import Job
 from .spec import JobSpec
 from .state import JobState
-from .store import Transition
+from .store import Transition, _parse_spec
 
 STREAMS = ("stdout", "stderr")
 POLL = 30.0  # seconds per long-poll request
@@ -209,7 +209,9 @@ class Client:
         for f in dataclasses.fields(Job):
             value = data.get(f.name)
             if f.name == "spec":
-                value = JobSpec.model_validate(value)
+                # validated once per distinct spec, as the store does: a 10,000-job list
+                # of array tasks shares one spec
+                value = _parse_spec(json.dumps(value, sort_keys=True))
             elif f.name == "state":
                 value = JobState(value)
             elif f.name == "logs_dir":
@@ -442,21 +444,44 @@ class Client:
     def info(self, ref: str) -> Job:
         return self._job(self._call("GET", f"/jobs/{self._ref(ref)}"))
 
-    def list(self, states: Iterable[JobState | str] | None = None, labels: dict[str, str] | None = None) -> list[Job]:
-        params: dict[str, Any] = {"limit": 1000, "offset": 0}
+    def list(
+        self,
+        states: Iterable[JobState | str] | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        page = self._list_page(states, labels, 0, 0)
+        if page is None:
+            return []
+        jobs: list[Job] = []
+        params = page
+        params["offset"] = offset
+        while limit is None or len(jobs) < limit:
+            params["limit"] = 1000 if limit is None else min(1000, limit - len(jobs))
+            got = self._call("GET", "/jobs", params)
+            jobs += [self._job(j) for j in got["jobs"]]
+            if got["next_offset"] is None:
+                break
+            params["offset"] = got["next_offset"]
+        return jobs
+
+    def count(self, states: Iterable[JobState | str] | None = None, labels: dict[str, str] | None = None) -> int:
+        params = self._list_page(states, labels, 1, 0)
+        return 0 if params is None else self._call("GET", "/jobs", params)["total"]
+
+    @staticmethod
+    def _list_page(states, labels, limit: int, offset: int) -> dict[str, Any] | None:
+        """Query parameters of GET /jobs; None when no state was asked for (nothing matches)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
         if states is not None:
             params["state"] = [JobState(s).value for s in states]
             if not params["state"]:
-                return []
+                return None
         if labels:
             params["label"] = [f"{k}={v}" for k, v in labels.items()]
-        jobs: list[Job] = []
-        while True:
-            page = self._call("GET", "/jobs", params)
-            jobs += [self._job(j) for j in page["jobs"]]
-            if page["next_offset"] is None:
-                return jobs
-            params["offset"] = page["next_offset"]
+        return params
 
     def logs(
         self, ref: str, stream: str = "all", *, tail: int | None = None, follow: bool = False, timestamps: bool = False

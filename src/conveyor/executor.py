@@ -661,9 +661,21 @@ class Executor:
     def info(self, ref: str) -> Job:
         return self._job(self._record(ref))
 
-    def list(self, states: Iterable[JobState | str] | None = None, labels: dict[str, str] | None = None) -> list[Job]:
+    def list(
+        self,
+        states: Iterable[JobState | str] | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs oldest first, optionally only ``states`` and ``labels``; ``limit``/``offset`` page."""
         wanted = None if states is None else [JobState(s) for s in states]
-        return [self._job(r) for r in self.store.list(states=wanted, labels=labels)]
+        return [self._job(r) for r in self.store.list(states=wanted, labels=labels, limit=limit, offset=offset)]
+
+    def count(self, states: Iterable[JobState | str] | None = None, labels: dict[str, str] | None = None) -> int:
+        wanted = None if states is None else [JobState(s) for s in states]
+        return self.store.count(states=wanted, labels=labels)
 
     def logs(
         self,

@@ -428,11 +428,15 @@ class Scheduler:
                 faults.reached("after-create", rec.id)
                 self.store.update(rec.id, container_id=rec.container_id)
             # Claim the job before starting it: a hold or cancel that won the race wins, and
-            # the container we made for it goes away.
+            # the container we made for it goes away. An array task whose array is already at
+            # max-parallel (the store checks that in the claim) keeps its container for later.
             if not self.store.transition(
                 rec.id, JobState.RUNNING, expect=RUNNABLE, reason="started", started_at=time.time(),
                 gpu_ids=",".join(gpu_ids) or None,
             ):
+                if self.store.get(rec.id).state in RUNNABLE:
+                    log.warning("job %s not started: its array runs max-parallel tasks already", rec.id)
+                    return
                 self.backend.remove(rec.container_id)
                 return
             faults.reached("after-claim", rec.id)

@@ -411,9 +411,33 @@ class Store:
         states: Iterable[JobState] | None = None,
         labels: dict[str, str] | None = None,
         executor_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[JobRecord]:
-        sql = f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE 1=1"
-        params: list = []
+        """Jobs oldest first; ``limit``/``offset`` page in SQL, so a page of a 10,000-job
+        store costs a page, not the whole store."""
+        where, params = self._where(states, labels, executor_id)
+        sql = f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE {where} ORDER BY created_at, id"
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if limit is None else limit, offset]
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [JobRecord._from_row(r) for r in rows]
+
+    def count(
+        self,
+        states: Iterable[JobState] | None = None,
+        labels: dict[str, str] | None = None,
+        executor_id: str | None = None,
+    ) -> int:
+        where, params = self._where(states, labels, executor_id)
+        with self._lock:
+            return self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", params).fetchone()[0]
+
+    @staticmethod
+    def _where(states, labels, executor_id) -> tuple[str, list]:
+        sql, params = "1=1", []
         if states is not None:
             states = list(states)
             sql += f" AND state IN ({','.join('?' * len(states))})"
@@ -424,10 +448,7 @@ class Store:
         for key, value in (labels or {}).items():
             sql += " AND id IN (SELECT job_id FROM job_labels WHERE key=? AND value=?)"
             params += [key, value]
-        sql += " ORDER BY created_at, id"
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        return [JobRecord._from_row(r) for r in rows]
+        return sql, params
 
     def update(self, job_id: str, **fields) -> None:
         """Set plain columns (container id, stop reason, ...). Never the state: see transition()."""
@@ -467,6 +488,8 @@ class Store:
                     raise InvalidState(job_id, current.value, f"move to {to.value}")
                 return False
             if to is JobState.RUNNING and current in RUNNABLE_STATES:
+                if self._array_full(job_id):
+                    return False  # max-parallel is enforced here, atomically, whatever a planner thought
                 fields = {**fields, "not_before": None}
                 self._db.execute("UPDATE jobs SET attempt = attempt + 1 WHERE id=?", (job_id,))
             elif current in ACTIVE_STATES and (to.is_final or to is JobState.REQUEUED):
@@ -476,6 +499,17 @@ class Store:
             self._db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", (*cols.values(), job_id))
             self._record(job_id, current, to, substate, reason)
         return True
+
+    def _array_full(self, job_id: str) -> bool:
+        """True when the job is an array task and its array already runs max-parallel tasks."""
+        row = self._db.execute(
+            "SELECT a.id, a.max_parallel FROM jobs j JOIN arrays a ON a.id = j.array_id WHERE j.id=?", (job_id,)
+        ).fetchone()
+        if row is None or row[1] is None:
+            return False
+        active = ",".join(f"'{s.value}'" for s in ACTIVE_STATES)
+        (n,) = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE array_id=? AND state IN ({active})", (row[0],)).fetchone()
+        return n >= row[1]
 
     def _end_attempt(self, job_id: str, to: JobState, substate: str | None, fields: dict):
         """Keep the attempt that just ended; turn a retryable failure with retries left into

@@ -371,11 +371,12 @@ def create_app(agent: Agent | None = None) -> FastAPI:
             if not eq or not key:
                 raise ApiError(422, "invalid_request", f"label {item!r}: use KEY=VALUE", "label")
             labels[key] = value
-        jobs = A().ex.list(states=state, labels=labels or None)
-        page = jobs[offset: offset + limit]
-        nxt = offset + limit if offset + limit < len(jobs) else None
+        a = A()
+        page = a.ex.list(states=state, labels=labels or None, limit=limit, offset=offset)
+        total = a.ex.count(states=state, labels=labels or None)
+        nxt = offset + limit if offset + limit < total else None
         return JSONResponse(
-            {"jobs": [A().job_dict(j) for j in page], "total": len(jobs), "offset": offset, "limit": limit, "next_offset": nxt}
+            {"jobs": [a.job_dict(j) for j in page], "total": total, "offset": offset, "limit": limit, "next_offset": nxt}
         )
 
     @api.get("/jobs/{ref}", tags=["jobs"], summary="One job (id, unique id prefix or name)", response_model=JobOut, responses={404: ERRORS[404]})
