@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conveyor import Executor, InvalidSpec, JobSpec, JobState, Substate
+from conveyor import Executor, InvalidSpec, InvalidState, JobSpec, JobState, Substate
 from conveyor.backends.base import LABEL_EXECUTOR, LABEL_JOB
 from conveyor.capacity import (
     Capacity,
@@ -53,6 +53,12 @@ def make_ex(state_dir):
     for ex in reversed(made):
         try:
             if ex.supervising:
+                # Jobs still queued would be launched between cleanup() and close().
+                for j in ex.list(states=[JobState.QUEUED, JobState.QUEUED_HELD, JobState.REQUEUED, JobState.REQUEUED_HELD]):
+                    try:
+                        ex.cancel(j.id, wait=False)
+                    except InvalidState:
+                        pass  # it started or ended meanwhile; cleanup() below takes it
                 ex.cleanup()
         finally:
             ex.close()
