@@ -204,3 +204,19 @@ def state_dir(tmp_path, monkeypatch) -> Path:
     path.mkdir()
     monkeypatch.setenv("CONVEYOR_HOME", str(path))
     return path
+
+
+@pytest.fixture
+def ex(state_dir):
+    """An Executor (the supervisor) on the test's state directory; everything it made is
+    removed afterwards."""
+    from conveyor import Executor
+
+    executor = Executor(state_dir)
+    try:
+        yield executor
+    finally:
+        try:
+            executor.cleanup()
+        finally:
+            executor.close()

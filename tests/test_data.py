@@ -25,18 +25,6 @@ REPO = Path(__file__).resolve().parent.parent
 CONVEYOR = [str(REPO / ".venv" / "bin" / "conveyor")]
 
 
-@pytest.fixture
-def ex(state_dir):
-    executor = Executor(state_dir)
-    try:
-        yield executor
-    finally:
-        try:
-            executor.cleanup()
-        finally:
-            executor.close()
-
-
 def sh(image: str, script: str, **kw) -> JobSpec:
     return JobSpec(image=image, command=["sh", "-c", script], network="none", **kw)
 

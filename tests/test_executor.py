@@ -35,18 +35,6 @@ from conveyor.backends.base import LABEL_EXECUTOR
 WAIT = 30
 
 
-@pytest.fixture
-def ex(state_dir):
-    executor = Executor(state_dir)
-    try:
-        yield executor
-    finally:
-        try:
-            executor.cleanup()
-        finally:
-            executor.close()
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
