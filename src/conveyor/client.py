@@ -41,7 +41,8 @@ from .errors import (
 from .job import Job
 from .spec import JobSpec
 from .state import JobState
-from .store import Transition, _parse_spec
+from .store import Transition
+from .spec import spec_from_json as _parse_spec
 
 STREAMS = ("stdout", "stderr")
 POLL = 30.0  # seconds per long-poll request

@@ -1,10 +1,30 @@
-"""Conveyor's exception hierarchy: every error a caller can act on is a ConveyorError."""
+"""Conveyor's exception hierarchy: every error a caller can act on is a ConveyorError.
+
+Each class carries its stable wire ``code`` and HTTP ``status``, and says how its structured
+fields travel (``details`` out, ``from_wire`` back in). That is the one table of error codes:
+the agent answers with it and the client raises the same exception from it.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ConveyorError(Exception):
     """Base class for all errors raised by Conveyor."""
+
+    code = "conveyor_error"
+    status = 409
+    field: str | None = None  # the request or spec field the error is about
+
+    def details(self) -> dict[str, Any]:
+        """The structured fields a remote caller needs to rebuild this error."""
+        return {}
+
+    @classmethod
+    def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "ConveyorError":
+        """The error a remote caller raises for an answer with this class's code."""
+        return cls(message)
 
 
 class InvalidSpec(ConveyorError, ValueError):
@@ -14,8 +34,11 @@ class InvalidSpec(ConveyorError, ValueError):
     (CLI, REST agent) can point at exactly what to fix.
     """
 
+    code, status = "invalid_spec", 422
+
     def __init__(self, problems: list[tuple[str, object, str]]):
         self.problems = problems
+        self.field = problems[0][0] if problems else None
         lines = [f"{field}: {value!r} is not valid; {hint}" for field, value, hint in problems]
         super().__init__("invalid job spec: " + "; ".join(lines))
 
@@ -23,37 +46,62 @@ class InvalidSpec(ConveyorError, ValueError):
     def single(cls, field: str, value: object, hint: str) -> "InvalidSpec":
         return cls([(field, value, hint)])
 
+    def details(self) -> dict[str, Any]:
+        return {"problems": [{"field": f, "value": _jsonable(v), "hint": str(h)} for f, v, h in self.problems]}
+
+    @classmethod
+    def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "InvalidSpec":
+        # The agent names fields of its request body ("spec.resources.memory"); a caller of the
+        # library knows them as fields of the spec. The message is rebuilt from the problems.
+        return cls([(p["field"].removeprefix("spec."), p.get("value"), p["hint"]) for p in details.get("problems", [])])
+
 
 class JobNotFound(ConveyorError, LookupError):
+    code, status, field = "job_not_found", 404, "job"
+
     def __init__(self, ref: str, detail: str = ""):
         self.ref = ref
         super().__init__(f"no such job: {ref}" + (f" ({detail})" if detail else ""))
+
+    def details(self) -> dict[str, Any]:
+        return {"ref": self.ref}
+
+    @classmethod
+    def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "JobNotFound":
+        return _with_message(cls(details.get("ref", "")), message)
 
 
 class InvalidState(ConveyorError):
     """A control call was made on a job in a state that does not allow it."""
 
+    code, status, field = "invalid_state", 409, "state"
+
     def __init__(self, job_id: str, state: str, action: str):
         self.job_id, self.state, self.action = job_id, state, action
         super().__init__(f"cannot {action} job {job_id}: it is {state}")
 
+    def details(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "state": self.state, "action": self.action}
 
-class EngineUnavailable(ConveyorError):
-    """The container engine cannot be reached."""
-
-
-class ImageNotFound(ConveyorError):
-    """The job's image is not present and could not (or must not) be pulled."""
-
-    def __init__(self, image: str, detail: str, job_id: str | None = None):
-        self.image, self.job_id = image, job_id
-        super().__init__(f"image {image!r} not available: {detail}")
+    @classmethod
+    def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "InvalidState":
+        exc = cls(details.get("job_id", ""), details.get("state", ""), details.get("action", ""))
+        return _with_message(exc, message)
 
 
 class WaitTimeout(ConveyorError, TimeoutError):
+    code, status, field = "wait_timeout", 408, "timeout"
+
     def __init__(self, job_id: str, what: str, timeout: float):
         self.job_id = job_id
         super().__init__(f"job {job_id} not {what} within {timeout:g}s")
+
+    def details(self) -> dict[str, Any]:
+        return {"job_id": self.job_id}
+
+    @classmethod
+    def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "WaitTimeout":
+        return _with_message(cls(details.get("job_id", ""), "finished", 0), message)
 
 
 class PolicyRefused(ConveyorError, PermissionError):
@@ -61,14 +109,107 @@ class PolicyRefused(ConveyorError, PermissionError):
 
     ``rule`` names the policy rule that refused it, ``field`` the spec field it is about."""
 
+    code, status = "policy_refused", 403
+
     def __init__(self, rule: str, field: str | None, message: str):
         self.rule, self.field = rule, field
         super().__init__(f"refused by policy rule {rule!r}: {message}")
+
+    def details(self) -> dict[str, Any]:
+        return {"rule": self.rule}
+
+    @classmethod
+    def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "PolicyRefused":
+        return _with_message(cls(details.get("rule", ""), field, message), message)
+
+
+# ----------------------------------------------------------------------------- the engine
+# What a backend raises, whatever engine it drives (see conveyor.backends.base): callers
+# outside a backend never see an engine SDK's own exceptions.
+
+
+class EngineUnavailable(ConveyorError):
+    """The container engine cannot be reached."""
+
+    code, status = "engine_unavailable", 503
+
+
+class ImageNotFound(ConveyorError):
+    """The job's image is not present and could not (or must not) be pulled."""
+
+    code, status, field = "image_not_found", 422, "spec.image"
+
+    def __init__(self, image: str, detail: str, job_id: str | None = None):
+        self.image, self.job_id = image, job_id
+        super().__init__(f"image {image!r} not available: {detail}")
+
+    def details(self) -> dict[str, Any]:
+        return {"image": self.image, "job_id": self.job_id}
+
+    @classmethod
+    def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "ImageNotFound":
+        return _with_message(cls(details.get("image", ""), message, details.get("job_id")), message)
+
+
+class EngineError(ConveyorError):
+    """The engine refused or failed a request (its own words in the message)."""
+
+
+class ContainerNotFound(EngineError):
+    """The engine has no such container (any more)."""
+
+
+class EngineConflict(EngineError):
+    """The engine refused because of what exists already (a container of that name)."""
+
+
+class NotSupported(ConveyorError):
+    """The backend cannot do this (its capabilities say so)."""
+
+    code, status = "not_supported", 501
+
+
+# ----------------------------------------------------------------------------- the agent
 
 
 class AgentError(ConveyorError):
     """The agent could not be reached, refused the token, or answered something unexpected."""
 
     def __init__(self, message: str, status: int | None = None, code: str | None = None):
-        self.status, self.code = status, code
+        self.status, self.code = status, code  # type: ignore[assignment] - per instance here
         super().__init__(message)
+
+
+# Every code the agent answers with, and the exception a client raises for it. Codes not
+# listed (unauthorized, not_found, invalid_request, internal, ...) are the agent's own and come
+# back as AgentError with that code.
+ERRORS_BY_CODE: dict[str, type[ConveyorError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidSpec, PolicyRefused, JobNotFound, InvalidState, WaitTimeout, ImageNotFound, EngineUnavailable,
+        NotSupported, ConveyorError,
+    )
+}
+
+
+def error_from_wire(status: int, code: str, message: str, field: str | None, details: dict[str, Any]) -> ConveyorError:
+    """The exception for an error answer of the agent: the library's own for its codes."""
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        return AgentError(message, status, code)
+    return cls.from_wire(message, field, details or {})
+
+
+def _with_message(exc: ConveyorError, message: str) -> ConveyorError:
+    exc.args = (message,)  # the agent's own words
+    return exc
+
+
+def _jsonable(value: object) -> object:
+    import json
+
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)

@@ -1,13 +1,19 @@
-"""Job: a read-only snapshot of one job, as returned by info(), list(), wait() and run()."""
+"""The records callers get back: Job (a read-only snapshot of one job) and Transition (one entry
+of a job's state history). Each has exactly one wire form, ``to_dict``/``from_dict``, used by the
+agent's answers, the client's decoding and the CLI's ``--json``."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .spec import JobSpec
+from .spec import JobSpec, spec_from_json
 from .state import JobState
-from .store import JobRecord
+
+if TYPE_CHECKING:
+    from .store import JobRecord
 
 
 @dataclass(frozen=True)
@@ -26,21 +32,9 @@ class Job:
     logs_dir: Path
 
     @classmethod
-    def from_record(cls, rec: JobRecord, logs_dir: Path) -> "Job":
-        return cls(
-            id=rec.id,
-            name=rec.name,
-            state=rec.state,
-            substate=rec.substate,
-            exit_code=rec.exit_code,
-            message=rec.message,
-            spec=rec.spec,
-            container_id=rec.container_id,
-            created_at=rec.created_at,
-            started_at=rec.started_at,
-            finished_at=rec.finished_at,
-            logs_dir=logs_dir,
-        )
+    def from_record(cls, rec: "JobRecord", logs_dir: Path) -> "Job":
+        values = {f.name: getattr(rec, f.name) for f in dataclasses.fields(cls) if f.name != "logs_dir"}
+        return cls(**values, logs_dir=logs_dir)
 
     @property
     def image(self) -> str:
@@ -94,4 +88,61 @@ class Job:
             "labels": self.spec.labels,
             "resources": res.model_dump(mode="json", exclude_none=True),
             "spec": self.spec.model_dump(mode="json", exclude_defaults=True),
+            "logs_dir": str(self.logs_dir),
         }
+
+    @classmethod
+    def fields_from_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The constructor's arguments from ``to_dict``'s form (image, labels, ... are derived)."""
+        import json
+
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(Job):
+            value = data.get(f.name)
+            if f.name == "spec":
+                # validated once per distinct spec: a 10,000-job list of array tasks shares one
+                value = spec_from_json(json.dumps(value, sort_keys=True))
+            elif f.name == "state":
+                value = JobState(value)
+            elif f.name == "logs_dir":
+                value = Path(value)
+            values[f.name] = value
+        return values
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Job":
+        return cls(**cls.fields_from_dict(data))
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One committed state change; ``seq`` orders them all (the events stream's cursor)."""
+
+    seq: int
+    job_id: str
+    at: float
+    from_state: JobState | None
+    to_state: JobState
+    substate: str | None
+    reason: str | None
+
+    def to_dict(self) -> dict:
+        return {
+            "seq": self.seq, "job_id": self.job_id, "at": self.at,
+            "from_state": self.from_state.value if self.from_state else None,
+            "to_state": self.to_state.value, "substate": self.substate, "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Transition":
+        return cls(
+            data["seq"], data["job_id"], data["at"], JobState(data["from_state"]) if data["from_state"] else None,
+            JobState(data["to_state"]), data["substate"], data["reason"],
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "Transition":
+        seq, job_id, at, src, dst, substate, reason = row
+        return cls(seq, job_id, at, JobState(src) if src else None, JobState(dst), substate, reason)
+
+    COLUMNS = "seq, job_id, at, from_state, to_state, substate, reason"

@@ -751,3 +751,19 @@ class JobSpec(SpecModel):
         if not isinstance(data, dict):
             raise InvalidSpec.single("file", str(path), "the file must hold a mapping of job fields (image: ...)")
         return cls.model_validate(data)
+
+
+_SPECS: dict[str, JobSpec] = {}
+
+
+def spec_from_json(text: str) -> JobSpec:
+    """A stored or received spec, validated once per distinct text: array tasks and repeated
+    submissions share one text, and listing 10,000 of them should not validate 10,000 times.
+    Each caller gets its own (shallow) copy."""
+    spec = _SPECS.get(text)
+    if spec is None:
+        spec = JobSpec.from_json(text)
+        if len(_SPECS) >= 1024:
+            _SPECS.pop(next(iter(_SPECS)))
+        _SPECS[text] = spec
+    return spec.model_copy()

@@ -25,14 +25,26 @@ class JobState(str, Enum):
 
     @property
     def is_active(self) -> bool:
-        """A container may exist and be alive for a job in this state."""
-        return self in (JobState.RUNNING, JobState.SUSPENDED)
+        """A container may exist and be alive for a job in this state (it holds node resources)."""
+        return self in ACTIVE_STATES
 
 
+# The state sets, defined once. Everything else (the scheduler's SQL, the verbs' rules, the CLI's
+# filters) names one of these instead of listing states again.
 FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED})
-WAITING_STATES = frozenset(
-    {JobState.QUEUED, JobState.QUEUED_HELD, JobState.REQUEUED, JobState.REQUEUED_HELD}
-)
+LIVE_STATES = frozenset(JobState) - FINAL_STATES
+HELD_STATES = frozenset({JobState.QUEUED_HELD, JobState.REQUEUED_HELD})
+RUNNABLE_STATES = frozenset({JobState.QUEUED, JobState.REQUEUED})  # waiting, not held: the scheduler may start it
+WAITING_STATES = RUNNABLE_STATES | HELD_STATES  # not started (or not yet again)
+# Started and not ended: a container may be alive and the job holds its share of the node.
+# Undetermined belongs here: we lost track of a started job, so its container may still run.
+ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.SUSPENDED, JobState.UNDETERMINED})
+
+
+def sql_in(states: frozenset[JobState], column: str = "state") -> str:
+    """``state IN ('Queued', 'Requeued')``: literal values in the enum's order, which is the
+    text of the store's partial indexes (SQLite uses such an index only for the same terms)."""
+    return f"{column} IN ({', '.join(repr(s.value) for s in JobState if s in states)})"
 
 
 class Substate:

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import InvalidState, JobNotFound
-from .spec import JobSpec
-from .state import RETRYABLE, JobState, Substate, can_move
+from .job import Transition
+from .spec import JobSpec, spec_from_json
+from .state import ACTIVE_STATES, RETRYABLE, RUNNABLE_STATES, JobState, Substate, can_move, sql_in
 
 # One entry per schema version; never edit a released entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -136,24 +137,6 @@ _JOB_COLUMNS = (
     "priority req_cpus req_memory req_gpus gpu_ids start_deadline retries retry_backoff attempt not_before has_deps"
 ).split()
 
-ACTIVE_STATES = (JobState.RUNNING, JobState.SUSPENDED, JobState.UNDETERMINED)  # holding node resources
-RUNNABLE_STATES = (JobState.QUEUED, JobState.REQUEUED)
-
-
-_SPECS: dict[str, JobSpec] = {}
-
-
-def _parse_spec(text: str) -> JobSpec:
-    """Specs are validated once per distinct text: array tasks and repeated submissions share
-    one text, and listing 10,000 of them should not validate 10,000 times. Each record gets
-    its own (shallow) copy."""
-    spec = _SPECS.get(text)
-    if spec is None:
-        spec = JobSpec.from_json(text)
-        if len(_SPECS) >= 1024:
-            _SPECS.pop(next(iter(_SPECS)))
-        _SPECS[text] = spec
-    return spec.model_copy()
 
 
 def new_job_id() -> str:
@@ -195,7 +178,7 @@ class JobRecord:
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "JobRecord":
         data = dict(zip(_JOB_COLUMNS, row))
-        data["spec"] = _parse_spec(data["spec"])
+        data["spec"] = spec_from_json(data["spec"])
         data["state"] = JobState(data["state"])
         return cls(**data)
 
@@ -217,17 +200,6 @@ class ArrayRecord:
     @property
     def indices(self) -> range:
         return range(self.first, self.last + 1, self.step)
-
-
-@dataclass(frozen=True)
-class Transition:
-    seq: int
-    job_id: str
-    at: float
-    from_state: JobState | None
-    to_state: JobState
-    substate: str | None
-    reason: str | None
 
 
 class Store:
@@ -507,8 +479,7 @@ class Store:
         ).fetchone()
         if row is None or row[1] is None:
             return False
-        active = ",".join(f"'{s.value}'" for s in ACTIVE_STATES)
-        (n,) = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE array_id=? AND state IN ({active})", (row[0],)).fetchone()
+        (n,) = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE array_id=? AND {sql_in(ACTIVE_STATES)}", (row[0],)).fetchone()
         return n >= row[1]
 
     def _end_attempt(self, job_id: str, to: JobState, substate: str | None, fields: dict):
@@ -592,17 +563,14 @@ class Store:
         ]
 
     def transitions(self, job_id: str | None = None, since_seq: int = 0) -> list[Transition]:
-        sql = "SELECT seq, job_id, at, from_state, to_state, substate, reason FROM transitions WHERE seq > ?"
+        sql = f"SELECT {Transition.COLUMNS} FROM transitions WHERE seq > ?"
         params: list = [since_seq]
         if job_id is not None:
             sql += " AND job_id=?"
             params.append(job_id)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY seq", params).fetchall()
-        return [
-            Transition(s, j, at, JobState(f) if f else None, JobState(t), sub, r)
-            for s, j, at, f, t, sub, r in rows
-        ]
+        return [Transition.from_row(r) for r in rows]
 
 
 def _like_prefix(text: str) -> str:

@@ -1,14 +1,28 @@
-"""The backend (driver) surface: a small fixed set of calls, in the spirit of Nomad's task drivers.
+"""The backend (driver) interface: a small fixed set of calls, modelled on Nomad's task drivers.
 
-The executor speaks only this; everything engine-specific lives in one module per engine.
+The rest of Conveyor speaks only this. Everything engine-specific lives in one package per
+engine (``backends/docker``); nothing else imports an engine's SDK or catches its exceptions.
+A driver reports failures with the engine-neutral errors below, and says what it can do in
+its :class:`Capabilities`, so what it cannot do is refused with a clear error, never faked.
+
+A *handle* is the driver's id for one job's container (the store keeps it as the job's
+``container_id``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import BinaryIO, Iterable, Iterator, Protocol
 
+from ..errors import (  # noqa: F401 - the errors every driver raises, named with the interface
+    ContainerNotFound,
+    EngineConflict,
+    EngineError,
+    EngineUnavailable,
+    ImageNotFound,
+    NotSupported,
+)
 from ..spec import JobSpec
 
 # Labels every Conveyor container (and volume, network) carries: the engine is a witness
@@ -17,6 +31,29 @@ LABEL_MANAGED = "conveyor.managed"
 LABEL_EXECUTOR = "conveyor.executor"
 LABEL_JOB = "conveyor.job"
 LABEL_NAME = "conveyor.name"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver can do. The executor, the agent and clients ask this before using one."""
+
+    pause: bool = False  # suspend/resume (the cgroup freezer)
+    exec: bool = False  # run another command inside a running job
+    gpus: frozenset[str] = frozenset()  # GPU vendors it can give jobs: nvidia, amd, intel
+    ports: bool = False  # publish a job's ports on the node
+    stdin: bool = False  # feed the caller's stdin to a job
+    recover: bool = False  # find its jobs again after the agent restarts (list by label, events)
+    files: bool = False  # read files out of a job (output capture)
+    image_load: bool = False  # load image tarballs
+    stats: bool = False  # resource usage of a running job
+
+    def to_dict(self) -> dict:
+        return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in self.__dict__.items()}
+
+    def require(self, backend: str, capability: str, what: str) -> None:
+        """Raise NotSupported unless this driver has ``capability``."""
+        if not getattr(self, capability):
+            raise NotSupported(f"the {backend} backend cannot {what} (capability {capability!r})")
 
 
 @dataclass(frozen=True)
@@ -49,26 +86,82 @@ class EngineEvent:
     time: float
 
 
-class Backend(Protocol):
-    name: str
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
 
-    def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None: ...
-    def create(self, job_id: str, spec: JobSpec) -> str: ...
-    def attach_stdin(self, container_id: str): ...
-    def start(self, container_id: str) -> None: ...
-    def stop(self, container_id: str, grace: float) -> None: ...
-    def signal(self, container_id: str, signal: str) -> None: ...
-    def pause(self, container_id: str) -> None: ...
-    def unpause(self, container_id: str) -> None: ...
-    def inspect(self, container_id: str) -> ContainerStatus | None: ...
-    def stats(self, container_id: str) -> dict: ...
-    def save_logs(self, container_id: str, stream: str, path: Path) -> int: ...
-    def save_all_logs(self, container_id: str, paths: dict[str, Path]) -> dict[str, int]: ...
-    def follow_logs(
-        self, container_id: str, streams: tuple[str, ...], tail: int | None, follow: bool, timestamps: bool = False
-    ) -> Iterator[tuple[str, bytes]]: ...
-    def remove(self, container_id: str) -> None: ...
-    def list(self) -> list[ContainerStatus]: ...
-    def events(self, since: float | None) -> Iterator[EngineEvent]: ...
+
+class Backend(Protocol):
+    """A driver. Every call raises EngineUnavailable when the engine cannot be reached, and
+    EngineError (ContainerNotFound, EngineConflict) when it refuses."""
+
+    name: str
+    capabilities: Capabilities
+
+    def version(self) -> dict:
+        """The engine: {"name", "version", "api_version"}."""
+
+    # ---- images
+    def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
+        """Make the spec's image present as its pull policy says (ImageNotFound if it cannot)."""
+
+    def load_image(self, chunks: Iterable[bytes]) -> list[str]:
+        """Load an image tarball (docker save format); the image ids it held."""
+
+    def image_tags(self, image_id: str) -> list[str]: ...
+
+    # ---- lifecycle
+    def create(self, job_id: str, spec: JobSpec) -> str:
+        """Create (not start) the job's container, named after the job; its handle.
+        EngineConflict when one of that name exists; ImageNotFound when the image is gone."""
+
+    def start(self, handle: str) -> None: ...
+
+    def stop(self, handle: str, grace: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns when it has stopped."""
+
+    def signal(self, handle: str, signal: str) -> None: ...
+    def pause(self, handle: str) -> None: ...
+    def unpause(self, handle: str) -> None: ...
+
+    def inspect(self, handle: str) -> ContainerStatus | None:
+        """The container's status; None when it does not exist."""
+
+    def remove(self, handle: str) -> None:
+        """Remove the container (and its anonymous volumes); one already gone is fine."""
+
+    def stats(self, handle: str) -> dict: ...
+
+    def exec(self, handle: str, command: list[str], *, user: str | None = None,
+             workdir: str | None = None, env: dict[str, str] | None = None) -> ExecResult:
+        """Run ``command`` inside a running job and wait for it."""
+
+    # ---- input, output, logs
+    def attach_stdin(self, handle: str, source: BinaryIO) -> None:
+        """Copy ``source`` into the job's stdin in the background, closing it at EOF."""
+
+    def save_logs(self, handle: str, paths: dict[str, Path]) -> dict[str, int]:
+        """Save each stream ("stdout", "stderr") to its path, atomically, with its times
+        index (logtimes); the bytes saved per stream."""
+
+    def follow_logs(self, handle: str, streams: tuple[str, ...], tail: int | None, follow: bool,
+                    timestamps: bool = False) -> Iterator[tuple[str, bytes]]:
+        """``(stream, chunk)`` from the engine's log, stdout and stderr apart."""
+
+    def read_archive(self, handle: str, path: str) -> BinaryIO | None:
+        """A tar stream of ``path`` inside the container (running or not); None if absent."""
+
+    # ---- recover and watch
+    def list(self) -> list[ContainerStatus]:
+        """Every container this executor made, alive or not (found by label)."""
+
+    def events(self, since: float | None) -> Iterator[EngineEvent]:
+        """Container events of this executor; subscribed when this returns."""
+
     def close_events(self) -> None: ...
-    def remove_volumes_and_networks(self) -> dict[str, int]: ...
+
+    # ---- cleanup
+    def cleanup(self) -> dict[str, int]:
+        """Remove the volumes and networks this executor made: counts by kind."""

@@ -1,0 +1,245 @@
+"""The job verbs, each declared once.
+
+A :class:`Verb` says what a job-control verb is called, what it does (one summary, used as the
+CLI's help, the REST route's summary and the Python method's docstring), in which states it
+applies (anywhere else it is refused with InvalidState), its parameters and whether it has an
+array form. From this table:
+
+- the Python client gets its methods (``Client.hold``, ``Client.hold_array``, ...),
+- the Executor gets its array forms (its job-level methods are the implementation),
+- the agent gets its REST routes, and with them the OpenAPI document,
+- the CLI gets its commands (``conveyor hold JOB...``, ``conveyor array hold ARRAY``).
+
+Adding a verb is one entry here plus its implementation in ``executor/control.py``.
+
+The other operations (submit, wait, logs, ...) have shapes of their own in each layer; their
+names, summaries and routes are declared here too, in :data:`OPERATIONS`, so that every layer
+says the same thing about them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .state import FINAL_STATES, HELD_STATES, LIVE_STATES, RUNNABLE_STATES, JobState
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter of a verb: a keyword argument, a query parameter and a CLI option."""
+
+    name: str
+    kind: type  # float, int, bool or str
+    help: str
+    default: Any = None
+    ge: float | None = None  # bounds the REST API checks
+    le: float | None = None
+    flags: tuple[str, ...] = ()  # CLI option names; default --<name>
+    duration: bool = False  # the CLI takes durations for it (30s, 5m, 1h)
+
+    @property
+    def cli_flags(self) -> tuple[str, ...]:
+        return self.flags or ("--" + self.name.replace("_", "-"),)
+
+    @property
+    def annotation(self) -> Any:
+        return self.kind if self.kind is bool else self.kind | None
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One job-control verb."""
+
+    name: str  # the Python method, the route's last word and (by default) the CLI command
+    summary: str
+    applies_to: frozenset[JobState]
+    params: tuple[Param, ...] = ()
+    array_summary: str | None = None  # the array form's summary; None: no array form
+    method: str = "POST"
+    path: str | None = None  # under /v1; default /jobs/{ref}/<name>
+    command: str | None = ""  # the CLI command; "" means the name, None means none
+    refusal: str | None = None  # how a refusal names the action: "cannot <refusal> job X: it is Done"
+    returns_job: bool = True  # False: the route answers 204 and the Python method None
+    ends_job: bool = False  # ends the job: the Python method waits for its end unless wait=False
+    launches: bool = False  # its effect needs the supervising process (the CLI starts one)
+
+    @property
+    def route(self) -> str:
+        return self.path or f"/jobs/{{ref}}/{self.name}"
+
+    @property
+    def array_route(self) -> str:
+        return f"/arrays/{{ref}}/{self.name}"
+
+    @property
+    def cli_name(self) -> str | None:
+        return self.name if self.command == "" else self.command
+
+    @property
+    def action(self) -> str:
+        return self.refusal or self.name
+
+    def allows(self, state: JobState) -> bool:
+        return state in self.applies_to
+
+    def signature(self, array: bool = False) -> inspect.Signature:
+        """The Python method's signature: ``(self, ref, <params>, *, wait=True)``."""
+        P = inspect.Parameter
+        params = [P("self", P.POSITIONAL_OR_KEYWORD), P("ref", P.POSITIONAL_OR_KEYWORD, annotation=str)]
+        params += [P(p.name, P.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.annotation) for p in self.params]
+        if self.ends_job and not array:
+            params.append(P("wait", P.KEYWORD_ONLY, default=True, annotation=bool))
+        result = dict if array else ("Job" if self.returns_job else None)
+        return inspect.Signature(params, return_annotation=result)
+
+
+GRACE = Param(
+    "grace", float, "Seconds between SIGTERM and SIGKILL (default: the job's stop grace, --stop-timeout).",
+    ge=0, le=86400, duration=True,
+)
+FORCE = Param("force", bool, "Cancel a job that has not ended first (SIGKILL).", default=False, flags=("-f", "--force"))
+
+HOLD = Verb(
+    "hold", "Keep a queued job from starting (Queued -> QueuedHeld).", RUNNABLE_STATES,
+    array_summary="Hold every task of an array that has not started.",
+)
+RELEASE = Verb(
+    "release", "Let a held job start (QueuedHeld -> Queued).", HELD_STATES,
+    array_summary="Release every held task of an array.", launches=True,
+)
+SUSPEND = Verb(
+    "suspend", "Freeze a running job's processes (Running -> Suspended; the engine's pause).",
+    frozenset({JobState.RUNNING}), array_summary="Suspend every running task of an array.",
+)
+RESUME = Verb(
+    "resume", "Let a suspended job run on (Suspended -> Running).", frozenset({JobState.SUSPENDED}),
+    array_summary="Resume every suspended task of an array.",
+)
+CANCEL = Verb(
+    "cancel", "Terminate a job: SIGTERM, then SIGKILL after the grace period; a waiting job ends at once.",
+    LIVE_STATES, params=(GRACE,), array_summary="Cancel every task of an array that has not ended.",
+    ends_job=True, launches=True,
+)
+REMOVE = Verb(
+    "remove", "Forget a finished job: its container, saved logs and record (force: cancel it first).",
+    FINAL_STATES, params=(FORCE,), method="DELETE", path="/jobs/{ref}", command="rm",
+    refusal="remove (cancel it first, or force)", returns_job=False,
+)
+DISCARD_CONTAINER = Verb(
+    "discard_container", "Remove a finished job's container; its record, logs and exit code stay.",
+    FINAL_STATES, method="DELETE", path="/jobs/{ref}/container", command=None,
+    refusal="remove the container of", returns_job=False,
+)
+
+VERBS: tuple[Verb, ...] = (HOLD, RELEASE, SUSPEND, RESUME, CANCEL, REMOVE, DISCARD_CONTAINER)
+ARRAY_VERBS: tuple[Verb, ...] = tuple(v for v in VERBS if v.array_summary)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """Any other operation: its name, summary and route, said the same way by every layer."""
+
+    name: str
+    summary: str
+    method: str
+    path: str
+    command: str | None = None  # the CLI command that offers it, if any
+    tags: tuple[str, ...] = field(default=("jobs",))
+
+
+def _ops(*ops: Operation) -> dict[str, Operation]:
+    return {op.name: op for op in ops}
+
+
+OPERATIONS: dict[str, Operation] = _ops(
+    Operation("ping", "Liveness; needs no token", "GET", "/ping", tags=("agent",)),
+    Operation("agent_info", "The agent: version, pid, state directory, policy", "GET", "/info", tags=("agent",)),
+    Operation("submit", "Submit a job (queued, or held with hold=true)", "POST", "/jobs", "submit"),
+    Operation("ensure_image", "Make a spec's image present on this node (pull per its pull policy)", "POST", "/images/ensure"),
+    Operation("load_image", "Load an image tarball (docker save) into the engine and record its digests", "POST",
+              "/images/load", "image load"),
+    Operation("list", "List jobs, filtered and paged (oldest first)", "GET", "/jobs", "ps"),
+    Operation("info", "One job (id, unique id prefix or name)", "GET", "/jobs/{ref}", "inspect"),
+    Operation("attempts", "Every attempt of a job run with retries", "GET", "/jobs/{ref}/attempts"),
+    Operation("wait", "Long-poll until the job has finished (or started, with until=started)", "GET",
+              "/jobs/{ref}/wait", "wait", tags=("wait",)),
+    Operation("wait_any", "Long-poll until the first of several jobs has finished", "POST", "/wait-any", tags=("wait",)),
+    Operation("logs", "A job's output, stdout and stderr kept apart; follow streams until the job ends", "GET",
+              "/jobs/{ref}/logs", "logs", tags=("logs",)),
+    Operation("events", "State transitions as Server-Sent Events, in commit order", "GET", "/events", "events",
+              tags=("events",)),
+    Operation("submit_array", "Submit a job array: one task per index begin..end by step", "POST", "/arrays",
+              tags=("arrays",)),
+    Operation("array", "An array's range, max-parallel and task counts per state", "GET", "/arrays/{ref}",
+              "array show", tags=("arrays",)),
+    Operation("array_tasks", "Each task of an array: job id, index, state", "GET", "/arrays/{ref}/tasks", tags=("arrays",)),
+    Operation("outputs", "A job's captured output filesets and files (path, size, digest)", "GET",
+              "/jobs/{ref}/outputs", "outputs", tags=("data",)),
+    Operation("read_output", "One captured output file, verified against its digest", "GET",
+              "/jobs/{ref}/outputs/content", "cat", tags=("data",)),
+    Operation("verify", "Re-hash stored blobs (one job's, or all); report corrupt and missing ones", "POST",
+              "/data/verify", "verify", tags=("data",)),
+    Operation("gc", "Remove blobs no job references (never one a queued or running job needs)", "POST", "/data/gc",
+              "gc", tags=("data",)),
+    Operation("queue", "The queue as the scheduler sees it, and what each waiting job waits for", "GET", "/queue",
+              "queue", tags=("agent",)),
+    Operation("machine", "This node: CPUs, memory, GPUs, load, engine, capacity in use", "GET", "/machine",
+              "machine", tags=("agent",)),
+    Operation("cleanup", "Remove every container, volume and network this executor made", "POST", "/cleanup",
+              "cleanup", tags=("control",)),
+)
+
+
+def array_form(verb: Verb) -> Callable[..., dict]:
+    """``<verb>_array(ref, <params>)``: the verb applied to every task of an array in a state it
+    allows; both the Executor and the Client get theirs from here, and differ only in their
+    ``_apply_to_array``."""
+    sig = verb.signature(array=True)
+
+    def method(self, *args: Any, **kwargs: Any) -> dict:
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        values.pop("self")
+        return self._apply_to_array(verb, values.pop("ref"), values)
+
+    return _named(method, f"{verb.name}_array", verb.array_summary or "", sig)
+
+
+def job_form(verb: Verb) -> Callable[..., Any]:
+    """``<verb>(ref, <params>[, wait])`` for a class that performs verbs generically (the
+    Client): it calls ``self._perform(verb, ref, params, wait)``."""
+    sig = verb.signature()
+
+    def method(self, *args: Any, **kwargs: Any) -> Any:
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        values.pop("self")
+        ref, wait = values.pop("ref"), values.pop("wait", False)
+        return self._perform(verb, ref, values, wait)
+
+    return _named(method, verb.name, verb.summary, sig)
+
+
+def _named(fn: Callable, name: str, doc: str, sig: inspect.Signature) -> Callable:
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    fn.__signature__ = sig  # type: ignore[attr-defined]
+    return fn
+
+
+def with_array_forms(cls: type) -> type:
+    """Class decorator: give ``cls`` the array form of every verb that has one."""
+    for verb in ARRAY_VERBS:
+        setattr(cls, f"{verb.name}_array", array_form(verb))
+    return cls
+
+
+def with_verbs(cls: type) -> type:
+    """Class decorator: give ``cls`` every verb and its array form, performed generically."""
+    for verb in VERBS:
+        setattr(cls, verb.name, job_form(verb))
+    return with_array_forms(cls)
