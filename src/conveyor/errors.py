@@ -47,7 +47,7 @@ class InvalidSpec(ConveyorError, ValueError):
         return cls([(field, value, hint)])
 
     def details(self) -> dict[str, Any]:
-        return {"problems": [{"field": f, "value": _jsonable(v), "hint": str(h)} for f, v, h in self.problems]}
+        return {"problems": [{"field": f, "value": jsonable(v), "hint": str(h)} for f, v, h in self.problems]}
 
     @classmethod
     def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "InvalidSpec":
@@ -205,7 +205,7 @@ def _with_message(exc: ConveyorError, message: str) -> ConveyorError:
     return exc
 
 
-def _jsonable(value: object) -> object:
+def jsonable(value: object) -> object:
     import json
 
     try:

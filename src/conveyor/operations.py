@@ -38,6 +38,7 @@ class Param:
     le: float | None = None
     flags: tuple[str, ...] = ()  # CLI option names; default --<name>
     duration: bool = False  # the CLI takes durations for it (30s, 5m, 1h)
+    launches: bool = False  # set, it makes the verb need the supervising process (see Verb.launches)
 
     @property
     def cli_flags(self) -> tuple[str, ...]:
@@ -63,7 +64,7 @@ class Verb:
     refusal: str | None = None  # how a refusal names the action: "cannot <refusal> job X: it is Done"
     returns_job: bool = True  # False: the route answers 204 and the Python method None
     ends_job: bool = False  # ends the job: the Python method waits for its end unless wait=False
-    launches: bool = False  # its effect needs the supervising process (the CLI starts one)
+    launches: bool = False  # its effect needs the supervising process (the CLI starts one if none runs)
 
     @property
     def route(self) -> str:
@@ -84,6 +85,10 @@ class Verb:
     def allows(self, state: JobState) -> bool:
         return state in self.applies_to
 
+    def needs_supervisor(self, values: dict[str, Any]) -> bool:
+        """Whether this call's effect needs the supervising process to launch or record it."""
+        return self.launches or any(p.launches and values.get(p.name) for p in self.params)
+
     def signature(self, array: bool = False) -> inspect.Signature:
         """The Python method's signature: ``(self, ref, <params>, *, wait=True)``."""
         P = inspect.Parameter
@@ -99,36 +104,39 @@ GRACE = Param(
     "grace", float, "Seconds between SIGTERM and SIGKILL (default: the job's stop grace, --stop-timeout).",
     ge=0, le=86400, duration=True,
 )
-FORCE = Param("force", bool, "Cancel a job that has not ended first (SIGKILL).", default=False, flags=("-f", "--force"))
+FORCE = Param(
+    "force", bool, "Cancel a job that has not ended first (SIGKILL).", default=False, flags=("-f", "--force"),
+    launches=True,
+)
 
 HOLD = Verb(
-    "hold", "Keep a queued job from starting (Queued -> QueuedHeld).", RUNNABLE_STATES,
-    array_summary="Hold every task of an array that has not started.",
+    "hold", "Keep a queued job from starting (Queued -> QueuedHeld)", RUNNABLE_STATES,
+    array_summary="Hold every task of an array that has not started",
 )
 RELEASE = Verb(
-    "release", "Let a held job start (QueuedHeld -> Queued).", HELD_STATES,
-    array_summary="Release every held task of an array.", launches=True,
+    "release", "Let a held job start (QueuedHeld -> Queued)", HELD_STATES,
+    array_summary="Release every held task of an array", launches=True,
 )
 SUSPEND = Verb(
-    "suspend", "Freeze a running job's processes (Running -> Suspended; the engine's pause).",
-    frozenset({JobState.RUNNING}), array_summary="Suspend every running task of an array.",
+    "suspend", "Freeze a running job's processes (Running -> Suspended; the engine's pause)",
+    frozenset({JobState.RUNNING}), array_summary="Suspend every running task of an array",
 )
 RESUME = Verb(
-    "resume", "Let a suspended job run on (Suspended -> Running).", frozenset({JobState.SUSPENDED}),
-    array_summary="Resume every suspended task of an array.",
+    "resume", "Let a suspended job run on (Suspended -> Running)", frozenset({JobState.SUSPENDED}),
+    array_summary="Resume every suspended task of an array",
 )
 CANCEL = Verb(
-    "cancel", "Terminate a job: SIGTERM, then SIGKILL after the grace period; a waiting job ends at once.",
-    LIVE_STATES, params=(GRACE,), array_summary="Cancel every task of an array that has not ended.",
+    "cancel", "Terminate a job: SIGTERM, then SIGKILL after the grace period; a waiting job ends at once",
+    LIVE_STATES, params=(GRACE,), array_summary="Cancel every task of an array that has not ended",
     ends_job=True, launches=True,
 )
 REMOVE = Verb(
-    "remove", "Forget a finished job: its container, saved logs and record (force: cancel it first).",
+    "remove", "Forget a finished job: its container, saved logs and record (force: cancel it first)",
     FINAL_STATES, params=(FORCE,), method="DELETE", path="/jobs/{ref}", command="rm",
     refusal="remove (cancel it first, or force)", returns_job=False,
 )
 DISCARD_CONTAINER = Verb(
-    "discard_container", "Remove a finished job's container; its record, logs and exit code stay.",
+    "discard_container", "Remove a finished job's container; its record, logs and exit code stay",
     FINAL_STATES, method="DELETE", path="/jobs/{ref}/container", command=None,
     refusal="remove the container of", returns_job=False,
 )
@@ -232,7 +240,12 @@ def _named(fn: Callable, name: str, doc: str, sig: inspect.Signature) -> Callabl
 
 
 def with_array_forms(cls: type) -> type:
-    """Class decorator: give ``cls`` the array form of every verb that has one."""
+    """Class decorator: give ``cls`` the array form of every verb that has one, and its verb
+    methods the table's summary as their docstring where they have none."""
+    for verb in VERBS:
+        method = getattr(cls, verb.name, None)
+        if method is not None and not method.__doc__:
+            method.__doc__ = verb.summary
     for verb in ARRAY_VERBS:
         setattr(cls, f"{verb.name}_array", array_form(verb))
     return cls

@@ -95,7 +95,8 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
 
     from ..daemon import SupervisorLock
     from ..executor import Executor
-    from .app import Agent, create_app
+    from .app import create_app
+    from .dependencies import AgentState
     from .auth import TokenCheck, token_path
     from .policy import PolicyFile
 
@@ -138,7 +139,7 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
             bound = sockets[-1].getsockname()
             url = f"http://{'[' + host + ']' if ':' in host else host}:{bound[1]}"
         _write_info(info_file, {"pid": os.getpid(), "socket": str(sock_file), "url": url, "started_at": time.time()})
-        app = create_app(Agent(ex, tokens, policy))
+        app = create_app(AgentState(ex, tokens, policy))
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on",
             timeout_keep_alive=30,

@@ -1,0 +1,96 @@
+"""Jobs: submit (after the policy's check), list, inspect, attempts; images for jobs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from ...executor import Executor
+from ...state import JobState
+from . import operation
+from ..dependencies import executor, policy
+from ..errors import ApiError
+from ..models import INVALID, NOT_FOUND, REFUSED, ImageRequest, JobOut, JobPage, SubmitRequest
+from ..policy import PolicyFile
+
+router = APIRouter()
+
+
+def route(name: str, **kwargs):
+    return operation(router, name, **kwargs)
+
+
+@route("submit", status_code=201, response_model=JobOut, responses={**REFUSED, **INVALID})
+def submit(body: SubmitRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy)):
+    rules.check(body.spec)  # before anything exists: a refused job leaves no trace
+    job_id = ex.submit(body.spec, hold=body.hold, idempotency_key=body.idempotency_key)
+    return JSONResponse(ex.info(job_id).to_dict(), status_code=201)
+
+
+@route("ensure_image", responses={**REFUSED, **INVALID})
+def ensure_image(body: ImageRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy)) -> dict:
+    rules.check_image(body.spec.image)
+    ex.ensure_image(body.spec)
+    return {"image": body.spec.image, "present": True}
+
+
+@route("load_image", responses=INVALID, openapi_extra={
+    "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+})
+async def load_image(
+    request: Request,
+    name: str = Query(default="image.tar", min_length=1, max_length=255, description="the tarball's file name, recorded with its digest"),
+    ex: Executor = Depends(executor),
+) -> dict:
+    """The body is the tarball (``docker save``); it is spooled to the state directory, then loaded."""
+    from starlette.concurrency import run_in_threadpool
+
+    spool = ex.home.root / "tmp"
+    spool.mkdir(exist_ok=True)
+    upload = tempfile.mkdtemp(dir=spool, prefix="upload-")
+    base = os.path.basename(name)
+    path = os.path.join(upload, base if base not in ("", ".", "..") else "image.tar")  # recorded with the image
+    try:
+        with open(path, "wb") as f:
+            async for chunk in request.stream():
+                f.write(chunk)
+        result = await run_in_threadpool(ex.load_image, path)
+    finally:
+        shutil.rmtree(upload, ignore_errors=True)
+    return {**result, "file": name}
+
+
+@route("list", response_model=JobPage, responses=INVALID)
+def list_jobs(
+    state: list[JobState] | None = Query(default=None, description="only jobs in these states"),
+    label: list[str] | None = Query(default=None, description="KEY=VALUE; all must match"),
+    limit: int = Query(default=100, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0, le=2**62),
+    ex: Executor = Depends(executor),
+):
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ApiError(422, "invalid_request", f"label {item!r}: use KEY=VALUE", "label")
+        labels[key] = value
+    page = ex.list(states=state, labels=labels or None, limit=limit, offset=offset)
+    total = ex.count(states=state, labels=labels or None)
+    nxt = offset + limit if offset + limit < total else None
+    return JSONResponse(
+        {"jobs": [j.to_dict() for j in page], "total": total, "offset": offset, "limit": limit, "next_offset": nxt}
+    )
+
+
+@route("info", response_model=JobOut, responses=NOT_FOUND)
+def inspect(ref: str, ex: Executor = Depends(executor)):
+    return JSONResponse(ex.info(ref).to_dict())
+
+
+@route("attempts", responses=NOT_FOUND)
+def attempts(ref: str, ex: Executor = Depends(executor)) -> list[dict]:
+    return ex.attempts(ref)

@@ -1,0 +1,141 @@
+"""The `conveyor` command group and what its commands share: how errors end a command, where
+its executor comes from, and the small parsers of job references and durations.
+
+Exit codes follow `docker run`: the job's own exit code, or 125 when Conveyor itself could not
+do what was asked (bad input, engine down, image missing).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+
+from ..errors import ConveyorError, ImageNotFound, InvalidSpec
+from .render import error_line, print_jobs
+
+if TYPE_CHECKING:
+    from ..interface import ExecutorInterface
+
+CONVEYOR_ERROR = 125
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+IDS = click.argument("jobs", nargs=-1, required=True, metavar="JOB...")
+
+
+def fail(message: str, code: int = CONVEYOR_ERROR) -> None:
+    error_line(message)
+    sys.exit(code)
+
+
+def report_error(exc: ConveyorError) -> None:
+    if isinstance(exc, InvalidSpec):
+        from .jobspec import flag_for
+
+        lines = []
+        for field, value, hint in exc.problems:
+            flag = flag_for(field)
+            where = f"{field} ({flag})" if flag else field
+            hint = " ".join(str(hint).split())  # one line per field, even for YAML parser errors
+            lines.append(f"  {where}: {value!r} is not valid; {hint}")
+        fail("invalid job spec:\n" + "\n".join(lines))
+    if isinstance(exc, ImageNotFound):
+        fail(f"{exc} (IMAGE, --pull)")
+    fail(str(exc))
+
+
+class ConveyorGroup(click.Group):
+    """Turns Conveyor's errors into one red line and exit code 125, like docker."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            fail("aborted", 130)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(CONVEYOR_ERROR if exc.exit_code == 2 else exc.exit_code)
+        except ConveyorError as exc:
+            report_error(exc)
+
+
+@click.group(cls=ConveyorGroup, context_settings={"help_option_names": ["--help"]})
+@click.option(
+    "--home",
+    envvar="CONVEYOR_HOME",
+    type=click.Path(file_okay=False),
+    help="State directory (default ~/.local/share/conveyor, or $CONVEYOR_HOME).",
+)
+@click.version_option(package_name="conveyor")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """Conveyor: run batch jobs in containers and keep them under control."""
+    ctx.obj = {"home": home}
+
+
+def open_executor(ctx: click.Context, supervise: bool = False) -> "ExecutorInterface":
+    """The CLI's one choice of path: the agent's Client when an agent answers (its socket in
+    the state directory, or $CONVEYOR_HOST), else an Executor of our own (``supervise``:
+    supervising the state directory if no process does). Both have the same interface."""
+    from ..agent import agent_answers  # stdlib only: cheap enough for every call
+
+    if os.environ.get("CONVEYOR_HOST") or agent_answers(ctx.obj["home"]):
+        from ..client import Client
+
+        return Client(ctx.obj["home"])
+    from ..executor import Executor  # imported late: `conveyor --help` stays fast
+
+    return Executor(ctx.obj["home"], supervise=supervise)
+
+
+def need_supervisor(ctx: click.Context) -> None:
+    """Start `conveyor serve` in the background unless one runs: queued jobs need it to be
+    launched, and running ones to be recorded once this command has exited."""
+    if os.environ.get("CONVEYOR_HOST"):
+        return  # a remote agent supervises its own node
+    from ..daemon import ensure_supervisor
+    from ..home import Home
+
+    ensure_supervisor(Home(ctx.obj["home"]))
+
+
+def job_id(ex: "ExecutorInterface", ref: str) -> str:
+    """A full id, a unique id prefix or a job name -> the job id (JobNotFound says which)."""
+    if not ref.strip():
+        raise click.UsageError("an empty job id was given; use a job id, a unique prefix of one, or a job name")
+    return ex.info(ref).id
+
+
+def each_job(ex: "ExecutorInterface", refs: tuple[str, ...], action: Callable[[str], Any], as_json: bool) -> None:
+    """Apply ``action(job_id) -> Job`` to every job named, like docker's multi-id verbs: an
+    error for one job is printed and the others are still done; exit 125 if any failed."""
+    done, failed = [], False
+    for ref in refs:
+        try:
+            done.append(action(job_id(ex, ref)))
+        except ConveyorError as exc:
+            failed = True
+            error_line(str(exc))
+    print_jobs(done, as_json)
+    if failed:
+        sys.exit(CONVEYOR_ERROR)
+
+
+def seconds(value: str | None, flag: str) -> float | None:
+    """A duration option (30s, 5m, 1h30m, or plain seconds)."""
+    from ..spec import DURATION_HINT, parse_duration
+
+    if value is None:
+        return None
+    try:
+        result = parse_duration(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not valid; {DURATION_HINT}", param_hint=flag) from None
+    if result < 0:
+        raise click.BadParameter(f"{value!r} is not valid; it must not be negative", param_hint=flag)
+    return result

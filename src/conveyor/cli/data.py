@@ -1,0 +1,124 @@
+"""Data (README: Data): outputs, cat, verify, gc, image load."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .app import cli, open_executor, seconds
+from .render import size
+
+
+@cli.command("outputs")
+@click.option("--to", "to_dir", type=click.Path(file_okay=False), help="Restore the outputs under this directory (output /out -> DIR/out).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (includes each output's fileset digest).")
+@click.argument("job")
+@click.pass_context
+def outputs_cmd(ctx: click.Context, to_dir: str | None, as_json: bool, job: str) -> None:
+    """List a job's captured output files (path, size, digest), or restore them with --to."""
+    ex = open_executor(ctx)
+    try:
+        if to_dir:
+            written = ex.restore_outputs(job, to_dir)
+            if as_json:
+                click.echo(json.dumps({"restored": written}, indent=2))
+            else:
+                click.echo(f"restored {len(written)} file(s) under {to_dir}")
+            return
+        files = ex.outputs(job)
+        if as_json:
+            click.echo(json.dumps({"filesets": ex.filesets(job), "files": files}, indent=2))
+            return
+        for f in files:
+            click.echo(f"{f['path']}\t{f['size']}\t{f['digest']}")
+    finally:
+        ex.close()
+
+
+@cli.command("cat")
+@click.argument("job")
+@click.argument("path")
+@click.pass_context
+def cat_cmd(ctx: click.Context, job: str, path: str) -> None:
+    """Print one captured output file (its content is verified against its digest)."""
+    ex = open_executor(ctx)
+    try:
+        ex.read_output(job, path, out=sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    finally:
+        ex.close()
+
+
+@cli.command("verify")
+@click.option("--all", "verify_all", is_flag=True, help="Every blob in the content store (the default without JOB).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("job", required=False)
+@click.pass_context
+def verify_cmd(ctx: click.Context, verify_all: bool, as_json: bool, job: str | None) -> None:
+    """Re-hash stored blobs; report each corrupt or missing one and the jobs that use it.
+    Exits 1 when anything is bad."""
+    if job and verify_all:
+        raise click.UsageError("give a JOB or --all, not both")
+    ex = open_executor(ctx)
+    try:
+        report = ex.verify(job)
+    finally:
+        ex.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for b in report["bad"]:
+            click.echo(f"{b['problem']}\t{b['digest']}\tjobs: {', '.join(b['jobs']) or '-'}")
+        click.echo(f"checked {report['checked']} blob(s), {len(report['bad'])} bad")
+    if report["bad"]:
+        sys.exit(1)
+
+
+@cli.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--grace", default="10m", show_default=True, help="Keep blobs written more recently than this (a submit in progress).")
+@click.pass_context
+def gc_cmd(ctx: click.Context, dry_run: bool, grace: str) -> None:
+    """Remove blobs that no job references (never those a queued or running job needs)."""
+    seconds = seconds(grace, "--grace")
+    ex = open_executor(ctx)
+    try:
+        result = ex.gc(dry_run=dry_run, grace=seconds or 0.0)
+    finally:
+        ex.close()
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {result['removed']} blob(s), {size(result['bytes'])}; kept {result['kept']}")
+
+
+@cli.group("image")
+def image_group() -> None:
+    """Images shipped as files."""
+
+
+@image_group.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def image_load_cmd(ctx: click.Context, file: str, as_json: bool) -> None:
+    """Load an image tarball (from `docker save`) into the engine and record its digest."""
+    ex = open_executor(ctx)
+    try:
+        result = ex.load_image(file)
+    finally:
+        ex.close()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for img in result["images"]:
+        click.echo(f"{img['image_id']}\t{', '.join(img['tags']) or '<untagged>'}")
+    click.echo(f"file {result['file_digest']}")
+
+
+def main() -> None:
+    cli(prog_name="conveyor")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The docker-like flags that describe a job, and their translation into one validated
+JobSpec (over an optional spec file). Errors name the flag the user typed."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import InvalidSpec
+
+if TYPE_CHECKING:
+    from ..spec import JobSpec
+
+# Where a spec field came from on the command line, so errors name the flag the user typed.
+FLAG_FOR_FIELD = {
+    "file": "-f/--file",
+    "image": "IMAGE",
+    "env": "-e/--env",
+    "workdir": "-w/--workdir",
+    "user": "-u/--user",
+    "hostname": "--hostname",
+    "name": "--name",
+    "labels": "-l/--label",
+    "mounts": "-v/--volume, --mount or --tmpfs",
+    "inputs": "--input",
+    "outputs": "--output",
+    "network": "--network",
+    "ports": "-p/--publish",
+    "ipc_mode": "--ipc",
+    "uts_mode": "--uts",
+    "pid_mode": "--pid",
+    "shm_size": "--shm-size",
+    "ulimits": "--ulimit",
+    "restart": "--restart",
+    "auto_remove": "--rm",
+    "timeout": "--timeout",
+    "stop_grace": "--stop-timeout",
+    "pull": "--pull",
+    "entrypoint": "--entrypoint",
+    "resources.cpus": "--cpus",
+    "resources.memory": "-m/--memory",
+    "resources.memory_swap": "--memory-swap",
+    "resources.pids_limit": "--pids-limit",
+    "resources.gpus": "--gpus",
+    "priority": "--priority",
+    "after": "--after",
+    "start_deadline": "--start-deadline",
+    "retries": "--retries",
+    "retry_backoff": "--retry-backoff",
+    "array": "--array",
+    "max_parallel": "--max-parallel",
+}
+
+
+def flag_for(field: str) -> str | None:
+    for key, flag in FLAG_FOR_FIELD.items():
+        if field == key or field.startswith(key + ".") or field.startswith(key + "["):
+            return flag
+    return None
+
+
+def job_options(fn):
+    """The docker-like flags that describe a job, shared by `run` and `submit`."""
+    options = [
+        click.option("-f", "--file", "spec_file", type=click.Path(dir_okay=False), help="Job spec in YAML or JSON; flags override it."),
+        click.option("-e", "--env", multiple=True, help="KEY=VALUE, or KEY to pass this shell's value."),
+        click.option("-w", "--workdir", help="Working directory inside the container."),
+        click.option("-u", "--user", help="UID[:GID] or NAME[:GROUP]."),
+        click.option("--hostname", help="Container host name."),
+        click.option("--name", help="Job name."),
+        click.option("-l", "--label", multiple=True, help="KEY=VALUE label."),
+        click.option("-v", "--volume", multiple=True, help="SRC:DST[:ro] bind mount or named volume."),
+        click.option("--mount", "mount_long", multiple=True, help="type=bind|volume|tmpfs,source=..,target=..[,readonly]."),
+        click.option("--tmpfs", multiple=True, help="DST[:size=64m] tmpfs mount."),
+        click.option("--input", "inputs", multiple=True, metavar="SRC:DST", help="Stage data in read-only: HOST_PATH:CONTAINER_PATH (copied at submit) or sha256:FILESET:CONTAINER_PATH."),
+        click.option("--output", "outputs", multiple=True, metavar="PATH", help="Capture this container directory or file into the content store when the job ends."),
+        click.option("--network", "--net", "network", help="bridge, none, host, container:ID or a network name."),
+        click.option("-p", "--publish", multiple=True, help="[IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]."),
+        click.option("--ipc", help="IPC namespace: private, shareable, host, none, container:ID."),
+        click.option("--uts", help="UTS namespace: host."),
+        click.option("--pid", help="PID namespace: host or container:ID."),
+        click.option("--privileged", is_flag=True, default=None, help="Give the job extended privileges."),
+        click.option("--shm-size", help="Size of /dev/shm, e.g. 64m."),
+        click.option("--ulimit", multiple=True, help="NAME=SOFT[:HARD], e.g. nofile=1024:2048."),
+        click.option("--restart", help="no, on-failure[:N], always, unless-stopped."),
+        click.option("--rm", "auto_remove", is_flag=True, default=None, help="Remove the container once results are saved."),
+        click.option("--timeout", help="Terminate the job after this long (30s, 5m, 2h)."),
+        click.option("--stop-timeout", "stop_grace", help="Seconds between SIGTERM and SIGKILL (default 10)."),
+        click.option("--pull", type=click.Choice(["never", "missing", "if-missing", "always"]), help="Image pull policy."),
+        click.option("-t", "--tty", is_flag=True, default=None, help="Allocate a pseudo-TTY (output is still logged)."),
+        click.option("-i", "--interactive", is_flag=True, default=None, help="Keep stdin open and feed it to the job."),
+        click.option("--cpus", help="Number of CPUs, fractional allowed."),
+        click.option("-m", "--memory", help="Memory limit, e.g. 512m, 2g, 1.5Gi."),
+        click.option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap."),
+        click.option("--pids-limit", type=int, help="Maximum number of processes."),
+        click.option("--gpus", help="all, a count, or device=ID[,ID]."),
+        click.option("--gpu-vendor", type=click.Choice(["nvidia", "amd", "intel"]), help="GPU vendor (default nvidia)."),
+        click.option("--entrypoint", help="Override the image's entrypoint ('' clears it)."),
+        # scheduling (README: Scheduling)
+        click.option("--priority", type=int, help="Higher starts first (-1000..1000, default 0)."),
+        click.option("--after", multiple=True, metavar="ID[:ok|:any]", help="Start after this job or array ended (ok: successfully, the default; any: at all)."),
+        click.option("--retries", type=int, help="Run a failed job again up to N times."),
+        click.option("--retry-backoff", help="Wait before a retry (30s, 5m); doubles each time."),
+        click.option("--start-deadline", help="Fail the job if it has not started this long after submission (10m)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -> JobSpec:
+    """CLI flags (over an optional spec file) -> a validated JobSpec."""
+    from ..spec import JobSpec
+    data: dict[str, Any] = {}
+    if o["spec_file"]:
+        data = JobSpec.from_file(o["spec_file"]).model_dump(exclude_defaults=True)
+    if image:
+        data["image"] = image
+    if command:
+        data["command"] = list(command)
+        data.pop("args", None)
+    elif "image" not in data:
+        raise click.UsageError("an IMAGE (or -f FILE with an image) is required")
+    if o["env"]:
+        data["env"] = {**data.get("env", {}), **_env_pairs(o["env"])}
+    if o["label"]:
+        data["labels"] = {**data.get("labels", {}), **dict(_split_pair(x, "--label") for x in o["label"])}
+    mounts = [*map(_absolutise, o["volume"]), *o["mount_long"], *map(_tmpfs_mount, o["tmpfs"])]
+    if mounts:
+        data["mounts"] = [*data.get("mounts", []), *mounts]
+    if o.get("inputs"):
+        data["inputs"] = [*data.get("inputs", []), *map(_absolutise_input, o["inputs"])]
+    if o.get("outputs"):
+        data["outputs"] = [*data.get("outputs", []), *o["outputs"]]
+    if o["publish"]:
+        data["ports"] = [*data.get("ports", []), *o["publish"]]
+    if o["ulimit"]:
+        data["ulimits"] = [*data.get("ulimits", []), *o["ulimit"]]
+    if o["entrypoint"] is not None:
+        data["entrypoint"] = [] if o["entrypoint"] == "" else [o["entrypoint"]]
+    simple = {
+        "workdir": "workdir", "user": "user", "hostname": "hostname", "name": "name", "network": "network",
+        "ipc": "ipc_mode", "uts": "uts_mode", "pid": "pid_mode", "privileged": "privileged",
+        "shm_size": "shm_size", "restart": "restart", "auto_remove": "auto_remove", "timeout": "timeout",
+        "stop_grace": "stop_grace", "pull": "pull", "tty": "tty", "interactive": "stdin_open",
+        "priority": "priority", "retries": "retries", "retry_backoff": "retry_backoff",
+        "start_deadline": "start_deadline",
+    }
+    if o["after"]:
+        data["after"] = [*data.get("after", []), *o["after"]]
+    for flag, field in simple.items():
+        if o[flag] is not None:
+            data[field] = o[flag]
+    resources = dict(data.get("resources", {}))
+    for flag in ("cpus", "memory", "memory_swap", "pids_limit"):
+        if o[flag] is not None:
+            resources[flag] = o[flag]
+    if o["gpus"] is not None or o["gpu_vendor"] is not None:
+        from ..spec import GpuRequest
+
+        if o["gpus"] is None:
+            raise click.UsageError("--gpu-vendor needs --gpus")
+        try:
+            resources["gpus"] = GpuRequest.parse(o["gpus"], vendor=o["gpu_vendor"])
+        except ValueError as exc:
+            raise InvalidSpec.single("resources.gpus", o["gpus"], str(exc).split("; ")[-1]) from None
+    if resources:
+        data["resources"] = resources
+    return _freeze_here(JobSpec.model_validate(data))
+
+
+def _freeze_here(spec: JobSpec) -> JobSpec:
+    """Host-path inputs are frozen into this state directory's content store by the CLI
+    itself (it reads the files as the user who named them); the agent or executor then
+    gets digests only. With CONVEYOR_HOST (a remote agent) the paths are the agent's."""
+    if not any(not i.frozen for i in spec.inputs) or os.environ.get("CONVEYOR_HOST"):
+        return spec
+    from ..cas import BlobStore, freeze_inputs
+    from ..home import Home
+
+    ctx = click.get_current_context(silent=True)
+    home = Home(ctx.find_root().obj["home"] if ctx and ctx.find_root().obj else None)
+    return freeze_inputs(spec, BlobStore(home.cas))
+
+
+def _env_pairs(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:  # docker: `-e NAME` passes this shell's value, or nothing if unset
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        out[key] = value
+    return out
+
+
+def _split_pair(item: str, flag: str) -> tuple[str, str]:
+    key, eq, value = item.partition("=")
+    if not eq:
+        raise InvalidSpec.single(flag.lstrip("-"), item, "use KEY=VALUE")
+    return key, value
+
+
+def _tmpfs_mount(text: str) -> str:
+    """docker's `--tmpfs /dst:size=64m,ro` in the --mount syntax the spec reads."""
+    target, _, opts = text.partition(":")
+    parts = ["type=tmpfs", f"target={target}"]
+    for opt in filter(None, opts.split(",")):
+        if opt.startswith("size="):
+            parts.append("tmpfs-size=" + opt[5:])
+        elif opt == "ro":
+            parts.append("readonly")
+        elif opt != "rw":
+            parts.append(opt)  # the spec's parser names what it does not know
+    return ",".join(parts)
+
+
+def _absolutise_input(text: str) -> str:
+    """`--input data:/data` and `--input ./x.csv:/in/x.csv` mean paths here."""
+    if text.startswith(("/", "sha256:")):
+        return text
+    src, sep, target = text.rpartition(":")
+    return os.path.abspath(os.path.expanduser(src)) + sep + target if sep and src else text
+
+
+def _absolutise(volume: str) -> str:
+    """`-v ./data:/data` means the directory here, as with docker."""
+    src, sep, rest = volume.partition(":")
+    if sep and src.startswith((".", "~")):
+        return os.path.abspath(os.path.expanduser(src)) + sep + rest
+    return volume

@@ -1,0 +1,67 @@
+"""The agent and the engine's leftovers: serve (with --status, --stop, --rotate-token), cleanup."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .app import cli, open_executor
+from .render import err_console, escape
+
+@cli.command("serve")
+@click.option("--tcp", metavar="[HOST:]PORT", help="Also serve the API on TCP: PORT is on 127.0.0.1; another HOST must be given explicitly.")
+@click.option("--status", is_flag=True, help="Say whether an agent runs for this state directory (exit 0 if so, 3 if not).")
+@click.option("--stop", is_flag=True, help="Stop the running agent; its jobs keep running.")
+@click.option("--rotate-token", is_flag=True, help="Replace the API token (a running agent takes the new one at once).")
+@click.pass_context
+def serve(ctx: click.Context, tcp: str | None, status: bool, stop: bool, rotate_token: bool) -> None:
+    """Run the agent in the foreground until SIGTERM or Ctrl-C: supervise this state directory
+    and serve the API on its unix socket agent.sock (and on --tcp).
+
+    Queued jobs are launched, running ones watched, finished ones recorded. Stopping the
+    agent leaves running jobs running; the next one re-attaches them. `conveyor submit`
+    starts one in the background when none runs. Requests need the token in agent.token.
+    """
+    from ..daemon import SupervisorLock, stop_supervisor
+    from ..home import Home
+
+    home = Home(ctx.obj["home"])
+    if rotate_token:
+        from ..agent.auth import token_path, write_token
+
+        write_token(home.root)
+        click.echo(f"new token written to {token_path(home.root)}; the old one no longer works")
+        return
+    if status or stop:
+        from ..agent.server import read_info
+
+        pid = SupervisorLock(home).holder()
+        if not pid:
+            click.echo(f"no agent runs for {home.root}")
+            sys.exit(3 if status else 0)
+        if status:
+            info = read_info(home.root) or {}
+            where = "".join(f", API on {a}" for a in (info.get("socket") and "unix:" + info["socket"], info.get("url")) if a)
+            click.echo(f"agent pid {pid} runs for {home.root}{where}")
+            return
+        stop_supervisor(home)
+        click.echo(f"stopped agent pid {pid}; running jobs keep running")
+        return
+    import logging
+
+    # The supervisor's log (stderr; supervisor.log when started in the background) is where
+    # a user sees reconcile results, orphan containers and engine reconnects.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s conveyor %(levelname)s %(message)s")
+    from ..agent.server import serve as serve_agent
+
+    serve_agent(home.root, tcp=tcp, announce=lambda text: err_console.print(escape(text), soft_wrap=True))
+
+
+@cli.command("cleanup")
+@click.pass_context
+def cleanup(ctx: click.Context) -> None:
+    """Remove every container, volume and network this executor made, and nothing else."""
+    with open_executor(ctx, supervise=True) as ex:
+        counts = ex.cleanup()
+    click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()) + " removed")

@@ -1,0 +1,201 @@
+"""Looking at jobs and the node: ps, inspect, logs, events, queue, machine."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+
+import click
+
+from .app import JSON_OPTION, cli, job_id, open_executor
+from .render import Console, Table, columns, escape, size, state_label, timestamp
+
+@cli.command("ps")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Include finished jobs.")
+@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable; any case), e.g. --state running.")
+@click.option("-l", "--label", "labels", multiple=True, help="Only jobs with this KEY=VALUE label (repeatable: all must match).")
+@click.option("-q", "--quiet", is_flag=True, help="Only job ids.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def ps(ctx: click.Context, show_all: bool, states: tuple[str, ...], labels: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+    """List jobs (running and waiting ones; -a for all)."""
+    from ..state import FINAL_STATES, JobState
+
+    by_name = {s.value.lower(): s for s in JobState}
+    wanted = None if show_all else [s for s in JobState if s not in FINAL_STATES]
+    if states:
+        bad = [s for s in states if s.lower() not in by_name]
+        if bad:
+            raise click.BadParameter(
+                f"{bad[0]!r} is not a job state; use one of {', '.join(s.value for s in JobState)}", param_hint="--state"
+            )
+        wanted = list(dict.fromkeys(by_name[s.lower()] for s in states))
+    pairs = {}
+    for item in labels:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{item!r} is not valid; use KEY=VALUE", param_hint="-l/--label")
+        pairs[key] = value
+    jobs = open_executor(ctx).list(states=wanted, labels=pairs or None)
+    if as_json:
+        click.echo(json.dumps([j.to_dict() for j in jobs], indent=2))
+        return
+    if quiet:
+        for j in jobs:
+            click.echo(j.id)
+        return
+    rows = [("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED")]
+    for j in jobs:
+        cmd = " ".join(j.command or [])[:30]
+        exit_code = "" if j.exit_code is None else str(j.exit_code)
+        rows.append((j.id, j.name or "", j.image, cmd, state_label(j), exit_code, timestamp(j.created_at)))
+    click.echo(columns(rows))
+
+
+@cli.command("inspect")
+@click.option("--json", "as_json", is_flag=True, help="Accepted for symmetry: the output is always JSON.")
+@click.argument("job")
+@click.pass_context
+def inspect_cmd(ctx: click.Context, as_json: bool, job: str) -> None:
+    """Show everything about a job as JSON."""
+    ex = open_executor(ctx)
+    click.echo(json.dumps(ex.info(job_id(ex, job)).to_dict(), indent=2))
+
+
+@cli.command("logs")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
+@click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines of each stream.")
+@click.option("--stdout", "only", flag_value="stdout", help="Only stdout.")
+@click.option("--stderr", "only", flag_value="stderr", help="Only stderr.")
+@click.option("-t", "--timestamps", is_flag=True, help="Start each line with the time it was written (RFC3339Nano, as docker).")
+@click.argument("job")
+@click.pass_context
+def logs_cmd(ctx: click.Context, follow: bool, tail: int | None, only: str | None, timestamps: bool, job: str) -> None:
+    """Print a job's output: its stdout to stdout and its stderr to stderr."""
+    ex = open_executor(ctx)
+    for name, chunk in ex.logs(job_id(ex, job), only or "all", tail=tail, follow=follow, timestamps=timestamps):
+        out = sys.stdout.buffer if name == "stdout" else sys.stderr.buffer
+        out.write(chunk)
+        out.flush()
+
+
+def _since(value: str | None) -> float | None:
+    """docker's --since: a Unix timestamp, a date-time, or a duration back from now."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return stamp.timestamp()  # a naive time is local time, as docker reads it
+    except ValueError:
+        pass
+    from ..spec import parse_duration
+
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not valid; use a duration back from now (10m, 1h30m), "
+            "a date-time (2026-01-02T15:04:05) or a Unix timestamp",
+            param_hint="--since",
+        ) from None
+
+
+@cli.command("events")
+@click.option("--since", help="Only transitions after this: 10m, 2026-01-02T15:04:05 or a Unix timestamp.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing transitions as they happen (Ctrl-C ends).")
+@click.option("--job", help="Only this job's transitions.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.pass_context
+def events_cmd(ctx: click.Context, since: str | None, follow: bool, job: str | None, as_json: bool) -> None:
+    """Print job state transitions: time, job, from -> to, substate, reason.
+
+    Without -f: the recorded history (since --since). With -f: the transitions since
+    --since (or from now), then each new one as it is committed."""
+    after = _since(since)
+    ex = open_executor(ctx)
+    only = job_id(ex, job) if job is not None else None
+    start = 0 if (after is not None or not follow) else None
+    try:
+        for t in ex.events(only, since=start, follow=follow):
+            if after is not None and t.at < after:
+                continue
+            if as_json:
+                click.echo(json.dumps(t.to_dict()))
+            else:
+                when = datetime.fromtimestamp(t.at).isoformat(timespec="milliseconds")
+                src = t.from_state.value if t.from_state else "-"
+                click.echo(f"{when}  {t.job_id}  {src} -> {t.to_state.value}  {t.substate or '-'}  {t.reason or ''}".rstrip())
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a follower ends
+
+
+@cli.command("machine")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def machine_cmd(ctx: click.Context, as_json: bool) -> None:
+    """This node: host, OS, CPUs, memory, GPUs, load, engine, and the capacity in use."""
+    m = open_executor(ctx).machine()
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    cap, used = m["capacity"], m["in_use"]
+    gpus = ", ".join(f"{v}: {','.join(ids)}" for v, ids in m["gpus"].items()) or "none"
+    cap_gpus = ", ".join(f"{v}: {','.join(ids)}" for v, ids in cap["gpus"].items()) or "none"
+    rows = [
+        ("host", f"{m['hostname']} ({m['os']}, {m['arch']})"),
+        ("cpus", f"{m['cpus']:g}"),
+        ("memory", size(m["memory"])),
+        ("gpus", gpus),
+        ("load", " ".join(f"{x:.2f}" for x in m["load"])),
+        ("engine", f"{m['engine']['name']} {m['engine']['version'] or '(not reachable)'}"),
+        ("capacity", f"{cap['cpus']:g} CPUs, {size(cap['memory'])}, GPUs {cap_gpus} "
+                     f"(reserve {cap['reserve']['cpus']:g} CPUs, {size(cap['reserve']['memory'])})"),
+        ("in use", f"{used['cpus']:g} CPUs, {size(used['memory'])}, GPUs {', '.join(used['gpus']) or 'none'} "
+                   f"by {used['jobs']} job(s)"
+                   + (f" of max_running {cap['max_running']}" if cap.get("max_running") else "")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")
+
+
+@cli.command("queue")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-n", "--limit", type=int, default=50, show_default=True, help="Waiting jobs to list (0: all).")
+@click.pass_context
+def queue_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """Running and waiting jobs per priority, and what each waiting job waits for
+    (resources, dependency, hold, cap, backoff, backfill), in the order they will start."""
+    q = open_executor(ctx).queue(limit=limit or None)
+    if as_json:
+        click.echo(json.dumps(q, indent=2))
+        return
+    used, cap = q["in_use"], q["capacity"]
+    click.echo(f"in use: {used.get('cpus', 0):g} of {cap['cpus']:g} CPUs, {size(used.get('memory', 0))} of "
+               f"{size(cap['memory'])}, {used.get('jobs', 0)} job(s) running")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("PRIORITY", "RUNNING", "QUEUED", "HELD"):
+        table.add_column(col, justify="right")
+    for prio, counts in q["priorities"].items():
+        table.add_row(prio, str(counts["running"]), str(counts["queued"]), str(counts["held"]))
+    console = Console(highlight=False)
+    console.print(table)
+    if not q["jobs"]:
+        click.echo("no waiting jobs")
+        return
+    jobs = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("JOB ID", "NAME", "PRIO", "STATE", "REQUEST", "WAITS FOR"):
+        jobs.add_column(col)
+    for j in q["jobs"]:
+        name = j["name"] or (f"[{j['array_index']}]" if j["array_id"] else "")
+        jobs.add_row(*map(escape, (j["id"], name, str(j["priority"]), j["state"], j["request"], j["reason"])))
+    console.print(jobs)
+    if q["waiting"] > len(q["jobs"]):
+        click.echo(f"... and {q['waiting'] - len(q['jobs'])} more (-n 0 lists all)")

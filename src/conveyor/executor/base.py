@@ -1,0 +1,52 @@
+"""What every part of the Executor shares: its state directory, store, backend and mode, and
+the few helpers that turn a reference into a record."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidState
+from ..job import Job
+from ..store import JobRecord
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..capacity import Capacity, SchedulingConfig
+    from ..home import Home
+    from ..operations import Verb
+    from ..store import Store
+    from .modes import Observing, Supervising
+    from .waiters import Waiters
+
+
+class ExecutorBase:
+    home: "Home"
+    store: "Store"
+    executor_id: str
+    scheduling: "SchedulingConfig"
+    _mode: "Supervising | Observing"
+    _waiters: "Waiters"
+    _closed: threading.Event
+    backend: "Backend"  # properties of Executor: made on first use
+    capacity: "Capacity"
+
+    def _job(self, rec: JobRecord) -> Job:
+        return Job.from_record(rec, self.home.job_logs(rec.id))
+
+    def _record(self, ref: str) -> JobRecord:
+        return self.store.get(self.store.resolve(ref))
+
+    def _record_for(self, verb: "Verb", ref: str) -> JobRecord:
+        """The job ``ref`` names, if ``verb`` applies in its state; InvalidState otherwise."""
+        rec = self._record(ref)
+        if not verb.allows(rec.state):
+            raise InvalidState(rec.id, rec.state.value, verb.action)
+        return rec
+
+    def _changed(self, job_id: str) -> None:
+        """A transition this process committed: tell the waiters (and the scheduler)."""
+        self._mode.changed(job_id)
+
+    def info(self, ref: str) -> Job:
+        return self._job(self._record(ref))

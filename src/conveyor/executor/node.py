@@ -1,0 +1,144 @@
+"""The node: the queue as the scheduler sees it, the machine and its capacity, cleanup, and
+the containers the engine has that the store does not know."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+
+from ..backends.base import LABEL_JOB, ContainerStatus
+from ..capacity import Request, discover
+from ..errors import ConveyorError, JobNotFound
+from ..runtime.planner import Planner
+from ..state import ACTIVE_STATES, FINAL_STATES, HELD_STATES, WAITING_STATES, JobState, Substate, sql_in
+from ..store import JobRecord
+from .base import ExecutorBase
+
+
+class NodeMixin(ExecutorBase):
+    def _planner(self) -> Planner:
+        return Planner(self.store, self.executor_id, self.scheduling, self.capacity)
+
+    def queue(self, limit: int | None = None) -> dict:
+        """The queue as the scheduler sees it: counts per priority, and for each waiting job
+        (in the order they will be considered, ``limit`` of them) what it waits for:
+        resources, dependency, hold, cap, backoff or backfill."""
+        plan = self._planner().plan(explain=True)
+        reasons = dict(plan.reasons)
+        for job_id, substate, message in plan.failures:
+            reasons[job_id] = f"{substate}: {message} (failing)"
+        by_priority: dict[int, dict[str, int]] = {}
+        for priority, state, n in self.store.query(
+            f"SELECT priority, state, COUNT(*) FROM jobs WHERE executor_id=? AND NOT {sql_in(FINAL_STATES)} "
+            "GROUP BY priority, state",
+            (self.executor_id,),
+        ):
+            row = by_priority.setdefault(priority, {"running": 0, "queued": 0, "held": 0})
+            state = JobState(state)
+            row["running" if state in ACTIVE_STATES else "held" if state in HELD_STATES else "queued"] += n
+        sql = (
+            "SELECT id, name, state, priority, created_at, array_id, array_index, req_cpus, req_memory, req_gpus "
+            f"FROM jobs WHERE executor_id=? AND {sql_in(WAITING_STATES)} ORDER BY priority DESC, created_at, rowid"
+        )
+        jobs = []
+        for job_id, name, state, priority, created, array_id, index, cpus, memory, gpus in self.store.query(
+            sql + (" LIMIT ?" if limit is not None else ""), (self.executor_id, *([limit] if limit is not None else []))
+        ):
+            why = "hold" if JobState(state) in HELD_STATES else reasons.get(job_id, "starting")
+            jobs.append({
+                "id": job_id, "name": name, "state": state, "priority": priority, "created_at": created,
+                "array_id": array_id, "array_index": index,
+                "request": Request.from_columns(cpus, memory, gpus).describe(),
+                "waits_for": why.split(":", 1)[0], "reason": why,
+            })
+        return {
+            "capacity": self.capacity.to_dict(),
+            "in_use": plan.ledger.in_use() if plan.ledger else {},
+            "priorities": {str(k): v for k, v in sorted(by_priority.items(), reverse=True)},
+            "waiting": sum(v["queued"] + v["held"] for v in by_priority.values()),
+            "blocker": plan.blocker,
+            "jobs": jobs,
+        }
+
+    def machine(self) -> dict:
+        """This node: host, OS, CPUs, memory, GPUs, load, engine version, and the capacity
+        jobs may use with what is in use now."""
+        m = discover()
+        try:
+            engine = {"name": self.backend.name, "version": self.backend.version().get("version")}
+        except ConveyorError:  # the view still answers without the engine
+            engine = {"name": self.backend_name, "version": None}
+        cap = self.capacity
+        in_use = self._planner().ledger().in_use()
+        return {
+            "hostname": socket.gethostname(),
+            "os": f"{platform.system()} {platform.release()}",
+            "arch": platform.machine(),
+            "cpus": m.cpus,
+            "memory": m.memory,
+            "gpus": {v: list(ids) for v, ids in m.gpus.items()},
+            "load": list(os.getloadavg()),
+            "engine": engine,
+            "capacity": {
+                **cap.to_dict(),
+                "reserve": {"cpus": cap.reserve[0], "memory": cap.reserve[1]},
+                "gpu_sharing": cap.gpu_sharing,
+            },
+            "in_use": in_use,
+            "free": {"cpus": (cap.cpus_m - in_use["cpus"] * 1000) / 1000, "memory": cap.memory - in_use["memory"]},
+        }
+
+    # ------------------------------------------------------------------ cleanup
+
+    def cleanup(self) -> dict[str, int]:
+        """Remove every container, volume and network that carries this executor's label,
+        and nothing else. Live jobs are cancelled first and their logs saved: by this
+        executor when it supervises, or when no process does (it supervises meanwhile);
+        otherwise by the supervising process, which this one waits for."""
+        with self._supervising_if_free():  # see Executor
+            removed = 0
+            for status in self.backend.list():
+                job_id = status.labels.get(LABEL_JOB)
+                try:
+                    rec = self.store.get(job_id) if job_id else None
+                except JobNotFound:
+                    rec = None
+                if rec is not None and not rec.state.is_final:
+                    self._end_for_cleanup(rec, status)
+                self.backend.remove(status.id)
+                removed += 1
+            return {"containers": removed, **self.backend.cleanup()}
+
+    def _end_for_cleanup(self, rec: JobRecord, status: ContainerStatus) -> None:
+        """Give a live job a final state (its logs saved) before its container goes."""
+        if not status.alive and not status.finished:
+            # Created but never started: there is no output to keep.
+            if self.store.transition(
+                rec.id, JobState.FAILED, Substate.CANCELLED, reason="cleanup",
+                message="removed by cleanup before it started", finished_at=time.time(),
+            ):
+                self._changed(rec.id)
+            return
+        self._mode.end_for_cleanup(rec, status)
+        self.wait(rec.id, timeout=60)
+
+    @property
+    def orphans(self) -> list[str]:
+        """Ids of containers with this executor's label whose job the store does not know.
+
+        Asked of the engine each time, so an observing Executor sees them too. They are
+        reported (here and in the supervisor's log), never adopted and never removed, except
+        by ``cleanup``."""
+        out = []
+        for status in self.backend.list():
+            job_id = status.labels.get(LABEL_JOB)
+            try:
+                if job_id:
+                    self.store.get(job_id)
+                    continue
+            except JobNotFound:
+                pass
+            out.append(status.id)
+        return sorted(out)

@@ -1,0 +1,152 @@
+"""Reading jobs: records, lists, attempts, arrays, logs and the transition history.
+
+All of it comes from the store and the saved log files, except the output of a running job,
+which the engine streams.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Iterator
+
+from ..errors import ConveyorError, JobNotFound
+from ..job import Job, Transition
+from ..logfiles import STREAMS, saved_after, saved_logs
+from ..state import WAITING_STATES, JobState
+from ..store import ArrayRecord, Store
+from .base import ExecutorBase
+
+EVENTS_PAGE = 500
+EVENTS_POLL = 0.25  # seconds between looks at the transition log while following
+
+
+class ReadMixin(ExecutorBase):
+    _events_store: Store | None
+
+    def list(
+        self,
+        states: Iterable[JobState | str] | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs oldest first, optionally only ``states`` and ``labels``; ``limit``/``offset`` page."""
+        wanted = None if states is None else [JobState(s) for s in states]
+        return [self._job(r) for r in self.store.list(states=wanted, labels=labels, limit=limit, offset=offset)]
+
+    def count(self, states: Iterable[JobState | str] | None = None, labels: dict[str, str] | None = None) -> int:
+        wanted = None if states is None else [JobState(s) for s in states]
+        return self.store.count(states=wanted, labels=labels)
+
+    def attempts(self, ref: str) -> list[dict]:
+        """Every attempt of a job run with retries: state, exit code, times and where its
+        logs are (logs/<job>/attempt-N for earlier ones; the last one's are the job's own)."""
+        rec = self._record(ref)
+        out = self.store.attempts(rec.id)
+        for a in out:
+            kept = self.home.job_logs(rec.id) / f"attempt-{a['attempt']}"
+            a["logs_dir"] = str(kept if kept.exists() else self.home.job_logs(rec.id))
+        return out
+
+    # ------------------------------------------------------------------ arrays
+
+    def array(self, ref: str) -> dict:
+        """An array's summary: its range, max-parallel and how many tasks are in each state."""
+        array = self._array_record(ref)
+        counts = self.store.array_counts(array.id)
+        return {
+            "id": array.id,
+            "begin": array.first,
+            "end": array.last,
+            "step": array.step,
+            "max_parallel": array.max_parallel,
+            "tasks": sum(counts.values()),
+            "states": {s.value: counts.get(s.value, 0) for s in JobState if counts.get(s.value)},
+            "created_at": array.created_at,
+        }
+
+    def array_tasks(self, ref: str) -> list[tuple[str, int, JobState]]:
+        """(job id, index, state) of each task of an array, in index order."""
+        return self.store.array_tasks(self._array_record(ref).id)
+
+    def _array_record(self, ref: str) -> ArrayRecord:
+        array_id = self.store.resolve_array(ref)
+        if array_id is None:
+            raise JobNotFound(ref, "no such array")
+        return self.store.get_array(array_id)
+
+    # ------------------------------------------------------------------ logs
+
+    def logs(
+        self,
+        ref: str,
+        stream: str = "all",
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
+    ) -> Iterator[tuple[str, bytes]]:
+        """Yield ``(stream, chunk)`` pairs of a job's output, stdout and stderr kept apart.
+
+        Finished jobs are read from the store; running ones from the engine. With ``follow``
+        the stream goes on until the job ends and includes every byte it wrote. With
+        ``timestamps`` each line starts with the RFC3339Nano time it was written and a space,
+        as ``docker logs --timestamps`` prints it (for finished jobs, the times saved with
+        the logs)."""
+        if stream not in (*STREAMS, "all"):
+            raise ValueError("stream must be 'stdout', 'stderr' or 'all'")
+        streams = STREAMS if stream == "all" else (stream,)
+        job_id = self.store.resolve(ref)
+        logs_dir = self.home.job_logs(job_id)
+        rec = self.store.get(job_id)
+        while follow and rec.state in WAITING_STATES:
+            time.sleep(0.2)
+            rec = self.store.get(job_id)
+        if rec.state.is_final or rec.container_id is None:
+            yield from saved_logs(logs_dir, streams, tail, timestamps)
+            return
+        sent = dict.fromkeys(streams, 0)  # bytes of the job's output, without the time prefixes
+        try:
+            for name, chunk in self.backend.follow_logs(rec.container_id, streams, tail, follow, timestamps=timestamps):
+                sent[name] += len(chunk) - (chunk.find(b" ", 0, 40) + 1 if timestamps else 0)
+                yield name, chunk
+        except ConveyorError:
+            pass  # the container went away mid-stream; the saved copy has the rest
+        if follow and tail is None:
+            # Whatever the engine stream missed (it ends at exit, or broke) is in the store.
+            self.wait(job_id)
+            yield from saved_after(logs_dir, streams, sent, timestamps)
+
+    # ------------------------------------------------------------------ the transition log
+
+    def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True) -> Iterator[Transition]:
+        """State transitions in commit order: those after seq ``since`` (0: the whole history;
+        None: from now on), then with ``follow`` each new one as it is committed, until the
+        executor is closed. The append-only table is polled by seq: one small query a tick."""
+        job_id = self.store.resolve(job) if job is not None else None
+        last = self.last_seq() if since is None else since
+        while True:
+            page = self.transitions(last, job_id)
+            for t in page:
+                last = t.seq
+                yield t
+            if len(page) == EVENTS_PAGE:
+                continue
+            if not follow or self._closed.wait(EVENTS_POLL):
+                return
+
+    def transitions(self, since: int, job_id: str | None = None, limit: int = EVENTS_PAGE) -> list[Transition]:
+        """One page of the transition log after seq ``since`` (a job's, or all). Read on a
+        connection of its own, so event readers never queue behind the writer."""
+        return self._reader.transitions(job_id, since_seq=since, limit=limit)
+
+    def last_seq(self) -> int:
+        """The seq of the newest transition (0 for none): where "from now on" starts."""
+        return self._reader.last_seq()
+
+    @property
+    def _reader(self) -> Store:
+        if self._events_store is None:
+            self._events_store = Store(self.home.db, readonly=True)
+        return self._events_store

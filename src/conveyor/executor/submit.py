@@ -1,0 +1,204 @@
+"""Submitting: admission at the door (the same rules on every path), then one Queued row.
+
+Submitting never launches anything: it records the job and pokes the supervisor, which
+launches it (see :mod:`conveyor.runtime`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import BinaryIO
+
+from ..capacity import check_possible, request_for
+from ..errors import EngineError, InvalidSpec, JobNotFound
+from ..job import Job
+from ..spec import Dependency, JobSpec, PullPolicy
+from ..state import JobState, Substate
+from ..store import ArrayRecord, JobRecord, new_job_id
+from .base import ExecutorBase
+
+# How long an image the engine showed us counts as present without asking again: a burst of
+# submits of one image costs one engine call, not one each. (One removed meanwhile still fails
+# the job at launch, as Failed/image_missing.)
+IMAGE_SEEN_S = 30.0
+
+
+class SubmitMixin(ExecutorBase):
+    _images_seen: dict[str, float]
+
+    def ensure_image(self, spec: JobSpec) -> None:
+        """Make the spec's image present on the node, as its pull policy says."""
+        self.backend.ensure_image(spec)
+        self._images_seen[spec.image] = time.monotonic()
+
+    def submit(
+        self,
+        spec: JobSpec,
+        *,
+        hold: bool = False,
+        idempotency_key: str | None = None,
+        image_ready: bool = False,
+    ) -> str:
+        """Queue a job (QueuedHeld with ``hold``) and return its id at once.
+
+        The image is checked here, so a missing one raises ImageNotFound before anything is
+        recorded. ``idempotency_key`` ("digest" for the spec's content digest) makes a second
+        submit with the same key return the first job instead of running another.
+        """
+        if not isinstance(spec, JobSpec):
+            raise TypeError("submit() takes a JobSpec; build one with JobSpec(...) or JobSpec.from_file()")
+        if idempotency_key == "digest":
+            idempotency_key = spec.digest()
+        existing = idempotency_key and self.store.by_idempotency_key(idempotency_key)
+        if existing:
+            return existing.id
+        spec, columns = self._admit(spec)
+        if not image_ready:  # the caller may have pulled already (the CLI does, interruptibly)
+            self._check_image(spec)
+        rec = self.store.insert(
+            JobRecord(
+                id=new_job_id(),
+                executor_id=self.executor_id,
+                spec=spec,
+                name=spec.name,
+                idempotency_key=idempotency_key,
+                state=JobState.QUEUED_HELD if hold else JobState.QUEUED,
+                substate=Substate.HELD if hold else None,
+                **columns,
+            )
+        )
+        if not hold:
+            self._mode.wake()
+        return rec.id
+
+    def submit_array(
+        self,
+        spec: JobSpec,
+        begin: int,
+        end: int,
+        step: int = 1,
+        max_parallel: int | None = None,
+        *,
+        hold: bool = False,
+        image_ready: bool = False,
+    ) -> str:
+        """Queue one task per index in ``begin..end`` (inclusive) by ``step``; return the array
+        id. Each task sees its index as CONVEYOR_TASK_ID (and TASK_ID); at most
+        ``max_parallel`` tasks run at once. A bad range creates nothing."""
+        if not isinstance(spec, JobSpec):
+            raise TypeError("submit_array() takes a JobSpec")
+        limit = self.scheduling.limits.max_array_size
+        text = f"{begin}-{end}:{step}"
+        if step <= 0:
+            raise InvalidSpec.single("array", text, "the step must be 1 or more, e.g. 1-100:2")
+        if end < begin:
+            raise InvalidSpec.single("array", text, "the range ends before it begins; use BEGIN-END with END >= BEGIN")
+        if begin < 0:
+            raise InvalidSpec.single("array", text, "task indices are 0 or more")
+        count = len(range(begin, end + 1, step))
+        if count > limit:
+            raise InvalidSpec.single("array", text, f"{count} tasks is over this node's maximum array size {limit} (limits.max_array_size)")
+        if max_parallel is not None and max_parallel < 1:
+            raise InvalidSpec.single("max_parallel", max_parallel, "at least 1 task must be allowed to run")
+        spec, columns = self._admit(spec)
+        if not image_ready:
+            self._check_image(spec)
+        array = ArrayRecord(new_job_id(), self.executor_id, begin, end, step, max_parallel, columns["created_at"])
+        state = JobState.QUEUED_HELD if hold else JobState.QUEUED
+        tasks = [
+            JobRecord(
+                id=new_job_id(), executor_id=self.executor_id, spec=spec, name=spec.name,
+                state=state, substate=Substate.HELD if hold else None,
+                array_id=array.id, array_index=index, **columns,
+            )
+            for index in array.indices
+        ]
+        self.store.insert_array(array, tasks)
+        if not hold:
+            self._mode.wake()
+        return array.id
+
+    def start(
+        self,
+        spec: JobSpec,
+        *,
+        idempotency_key: str | None = None,
+        stdin: BinaryIO | None = None,
+        image_ready: bool = False,
+    ) -> str:
+        """Submit a job and return its id once it runs (or failed to start).
+
+        A job whose container cannot be created or started is recorded as
+        Failed/start_failed with the engine's message, and no container is left behind.
+        With ``stdin`` (and ``stdin_open`` in the spec) the data is fed to the job.
+        """
+        feeds_stdin = stdin is not None and spec.stdin_open
+        if feeds_stdin:
+            self.backend.capabilities.require(self.backend.name, "stdin", "feed stdin to a job")
+        job_id = self.submit(spec, idempotency_key=idempotency_key, image_ready=image_ready)
+        if not self._mode.supervising and not feeds_stdin:
+            return job_id  # launched by the supervising process, whenever one runs
+        job = self.wait_started(job_id)
+        if feeds_stdin and job.container_id and not job.state.is_final:
+            try:
+                self.backend.attach_stdin(job.container_id, stdin)
+            except EngineError:
+                pass  # it ended before we could attach
+        return job_id
+
+    def run(self, spec: JobSpec, timeout: float | None = None) -> Job:
+        """Start a job and wait for its end. The result carries state, exit code and logs."""
+        return self.wait(self.start(spec), timeout=timeout)
+
+    # ------------------------------------------------------------------ admission
+
+    def _check_image(self, spec: JobSpec) -> None:
+        """Check (or pull) the image; one the engine showed us in the last IMAGE_SEEN_S seconds
+        is taken as present unless the pull policy is 'always'."""
+        seen = self._images_seen.get(spec.image)
+        if spec.pull is not PullPolicy.ALWAYS and seen is not None and time.monotonic() - seen < IMAGE_SEEN_S:
+            return
+        self.ensure_image(spec)
+
+    def _admit(self, spec: JobSpec, now: float | None = None) -> tuple[JobSpec, dict]:
+        """Check a job against the node before anything is recorded: a request that can never
+        fit is an InvalidSpec naming the field; ``after`` references become job ids. Returns
+        the spec to store and its scheduling columns."""
+        req = request_for(spec, self.scheduling)
+        check_possible(req, self.capacity)
+        if spec.after:
+            deps: dict[str, Dependency] = {}
+            for i, dep in enumerate(spec.after):
+                for job_id in self._dependency_ids(dep.job, f"after[{i}]"):
+                    deps[job_id] = Dependency(job=job_id, condition=dep.condition)
+            spec = spec.model_copy(update={"after": list(deps.values())})
+        if spec.inputs:
+            # Frozen now: a host file changed after submit does not change the job, and the
+            # stored spec names only digests (README: Data).
+            from ..cas import freeze_inputs
+
+            spec = freeze_inputs(spec, self.blobs)
+        now = time.time() if now is None else now
+        return spec, {
+            "priority": spec.priority,
+            "req_cpus": req.cpus,
+            "req_memory": req.memory,
+            "req_gpus": req.gpus_json(),
+            "start_deadline": now + spec.start_deadline if spec.start_deadline else None,
+            "retries": spec.retries,
+            "retry_backoff": spec.retry_backoff,
+            "has_deps": 1 if spec.after else 0,
+            "created_at": now,
+        }
+
+    def _dependency_ids(self, ref: str, field: str) -> list[str]:
+        """A job id, prefix or name, or an array id (meaning every one of its tasks)."""
+        try:
+            return [self.store.resolve(ref)]
+        except JobNotFound as exc:
+            if "ambiguous" in str(exc):
+                raise InvalidSpec.single(field, ref, "several jobs match; give the full id") from None
+        array_id = self.store.resolve_array(ref)
+        if array_id is None:
+            raise InvalidSpec.single(field, ref, "no job or array has this id or name")
+        return [t[0] for t in self.store.array_tasks(array_id)]

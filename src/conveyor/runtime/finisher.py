@@ -1,0 +1,184 @@
+"""The finisher: records what became of a job's container, in the order that loses nothing.
+
+Logs first, then outputs, then the final state, then (if asked) removal: a crash between any
+two steps is repaired by the next finalize, which does the remaining steps again (same logs,
+same digests). Safe to call any number of times, from any path: an engine event, the
+reconcile after a restart, a cancel, a cleanup.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from .. import faults
+from ..backends.base import Backend, ContainerStatus
+from ..errors import EngineUnavailable, JobNotFound
+from ..home import Home
+from ..state import ACTIVE_STATES, JobState, Substate
+from ..store import JobRecord, Store
+from .locks import JobLocks
+
+log = logging.getLogger("conveyor.supervisor")
+
+STREAMS = ("stdout", "stderr")
+
+
+def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState, str, str | None]:
+    """Final state, substate and message from what the engine saw. OOM comes only from the
+    engine's own flag: exit code 137 alone means SIGKILL, not out-of-memory."""
+    code = status.exit_code
+    if status.oom_killed and code != 0:
+        return JobState.FAILED, Substate.OOM_KILLED, "killed by the out-of-memory killer (memory limit reached)"
+    if stop_reason == Substate.TIMEOUT:
+        return JobState.FAILED, Substate.TIMEOUT, f"terminated at its timeout (exit code {code})"
+    if stop_reason == Substate.CANCELLED:
+        return JobState.FAILED, Substate.CANCELLED, f"cancelled (exit code {code})"
+    if code == 0:
+        note = "a process inside hit the memory limit and was killed" if status.oom_killed else None
+        return JobState.DONE, Substate.EXITED, note
+    return JobState.FAILED, Substate.EXITED, f"exited with code {code}"
+
+
+class Finisher:
+    def __init__(self, store: Store, backend: Backend, home: Home, locks: JobLocks, notify: Callable[[str], None]):
+        self.store, self.backend, self.home, self.locks = store, backend, home, locks
+        self._notify = notify
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="conveyor-finish")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def finalize_later(self, job_id: str) -> None:
+        self._pool.submit(self._finalize_logged, job_id)
+
+    def run_later(self, fn: Callable, *args) -> None:
+        """Run ``fn`` on the finisher's threads (engine calls that must not block the caller)."""
+        self._pool.submit(fn, *args)
+
+    def _finalize_logged(self, job_id: str) -> None:
+        try:
+            self.finalize(job_id)
+        except EngineUnavailable:
+            pass  # the reconcile after reconnecting will finish it
+        except Exception:  # noqa: BLE001
+            log.exception("finalizing job %s failed", job_id)
+
+    def finalize(self, job_id: str) -> None:
+        """If the job's container has finished: save logs, then record the final state, then
+        (if asked) remove the container."""
+        moved = False
+        with self.locks(job_id):
+            try:
+                rec = self.store.get(job_id)
+            except JobNotFound:
+                return
+            if rec.container_id is None:
+                return
+            if rec.state.is_final:
+                if rec.spec.auto_remove:
+                    self.backend.remove(rec.container_id)
+                return
+            if rec.state not in ACTIVE_STATES:
+                # Queued jobs' containers are never started before the claim, and a Requeued
+                # job's container is its last attempt's: a (replayed) event about it must not
+                # end the job.
+                return
+            status = self.backend.inspect(rec.container_id)
+            if status is None:
+                self._lost(rec)
+                return
+            if not status.finished:
+                self.sync_alive(rec, status)
+                return
+            moved = self._record_end(rec, status)
+        if moved:
+            self._notify(job_id)
+
+    def _record_end(self, rec: JobRecord, status: ContainerStatus) -> bool:
+        job_id = rec.id
+        logs = self.home.job_logs(job_id)
+        logs.mkdir(parents=True, exist_ok=True)
+        self.backend.save_logs(rec.container_id, {s: logs / s for s in STREAMS})
+        faults.reached("after-logs", job_id)
+        state, substate, message = classify(status, rec.stop_reason)
+        if rec.spec.outputs:
+            # Captured before the state is recorded and before the container can go:
+            # a crash in between captures again on the next finalize (same digests).
+            problem = self._capture_outputs(rec)
+            if problem:
+                message = f"{message}; {problem}" if message else problem
+            faults.reached("after-outputs", job_id)
+        started_at, finished_at = status.started_at, status.finished_at
+        if started_at is not None and finished_at is not None and started_at > finished_at:
+            # The engine stamps StartedAt after its start call returns, but FinishedAt
+            # with the process's real exit time: a job that exits at once can show
+            # StartedAt > FinishedAt. It cannot have started after it ended.
+            started_at = finished_at
+        if rec.state is JobState.UNDETERMINED:
+            self.store.transition(job_id, JobState.RUNNING, reason="engine: started", started_at=started_at)
+        moved = self.store.transition(
+            job_id,
+            state,
+            substate,
+            reason="engine: container finished",
+            exit_code=status.exit_code,
+            message=message,
+            started_at=started_at,
+            finished_at=finished_at,
+        )
+        faults.reached("after-record", job_id)
+        if rec.spec.inputs and self.store.get(job_id).state.is_final:
+            shutil.rmtree(self.home.staging(job_id), ignore_errors=True)
+        if rec.spec.auto_remove:
+            self.backend.remove(rec.container_id)
+        return moved
+
+    def _capture_outputs(self, rec: JobRecord) -> str | None:
+        """Record the job's output filesets; a note for the job's message if that failed.
+        An engine that went away while the files were read is not the job's fault: that
+        EngineUnavailable goes up, and the finalize after reconnecting captures again."""
+        from ..cas import BlobStore, CasError, capture_outputs
+
+        try:
+            captured = capture_outputs(self.backend, rec.container_id, rec.spec.outputs, BlobStore(self.home.cas))
+        except (CasError, OSError) as exc:
+            log.error("capturing outputs of job %s failed: %s", rec.id, exc)
+            return f"outputs not captured: {exc}"
+        self.store.set_filesets(rec.id, "output", captured)
+        return None
+
+    def _lost(self, rec: JobRecord) -> None:
+        moved = self.store.transition(
+            rec.id,
+            JobState.FAILED,
+            Substate.CONTAINER_LOST,
+            reason="engine: container missing",
+            message="the container was removed outside Conveyor before its exit was recorded",
+            finished_at=time.time(),
+        )
+        if moved:
+            self._notify(rec.id)
+
+    def sync_alive(self, rec: JobRecord, status: ContainerStatus) -> None:
+        """A live container: make the store say Running or Suspended as the engine does."""
+        if status.status == "paused":
+            self.move(rec.id, JobState.SUSPENDED, {JobState.RUNNING, JobState.UNDETERMINED}, "engine: paused")
+        elif status.status in ("running", "restarting"):
+            self.move(
+                rec.id,
+                JobState.RUNNING,
+                {JobState.QUEUED, JobState.SUSPENDED, JobState.UNDETERMINED},
+                f"engine: {status.status}",
+                started_at=status.started_at,
+            )
+
+    def move(self, job_id: str, to: JobState, expect: set[JobState], reason: str, **fields) -> None:
+        try:
+            if self.store.transition(job_id, to, expect=expect, reason=reason, **fields):
+                self._notify(job_id)
+        except JobNotFound:
+            pass

@@ -1,0 +1,200 @@
+"""The launcher: the one place that turns a queued job into a running container.
+
+Queued -> image -> container -> claim (Running, in the store) -> start. Each step is safe to
+repeat after a crash at any point: the container is found by its name instead of made twice,
+and a claimed job's container is started by the reconcile that follows a restart
+(:meth:`Launcher.start_claimed`), never twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from typing import Callable
+
+from .. import faults
+from ..backends.base import Backend, EngineConflict, EngineError, EngineUnavailable, ImageNotFound
+from ..errors import ConveyorError, JobNotFound
+from ..home import Home
+from ..spec import JobSpec
+from ..state import RUNNABLE_STATES, JobState, Substate
+from ..store import JobRecord, Store
+from .locks import JobLocks
+from .planner import gpu_id_list
+
+log = logging.getLogger("conveyor.scheduler")
+
+STREAMS = ("stdout", "stderr")
+
+
+def runtime_spec(rec: JobRecord, gpu_ids: tuple[str, ...] = (), array=None) -> JobSpec:
+    """The spec the container is made from: the task's environment for an array task, the
+    attempt number for a job with retries, and the GPUs the ledger assigned, by id."""
+    update: dict = {}
+    env: dict[str, str] = {}
+    if array is not None:
+        env.update(
+            CONVEYOR_ARRAY_ID=array.id,
+            CONVEYOR_TASK_ID=str(rec.array_index),
+            TASK_ID=str(rec.array_index),  # DRMAA's name
+            CONVEYOR_TASK_FIRST=str(array.first),
+            CONVEYOR_TASK_LAST=str(array.last),
+            CONVEYOR_TASK_STEP=str(array.step),
+        )
+        update["labels"] = {**rec.spec.labels, "conveyor.array": array.id, "conveyor.task": str(rec.array_index)}
+    if rec.spec.retries:
+        env.update(CONVEYOR_JOB_ID=rec.id, CONVEYOR_ATTEMPT=str(rec.attempt + 1))
+    if env:
+        update["env"] = {**rec.spec.env, **env}
+    gpus = rec.spec.resources.gpus
+    if gpus is not None and gpu_ids:
+        pinned = gpus.model_copy(update={"device_ids": list(gpu_ids), "count": None})
+        update["resources"] = rec.spec.resources.model_copy(update={"gpus": pinned})
+    return rec.spec.model_copy(update=update) if update else rec.spec
+
+
+class Launcher:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        home: Home,
+        locks: JobLocks,
+        notify: Callable[[str], None],
+        on_started: Callable[[JobRecord], None],
+    ):
+        self.store, self.backend, self.home, self.locks = store, backend, home, locks
+        self._notify = notify
+        self._on_started = on_started  # the job's timeout starts counting
+
+    def launch(self, job_id: str, gpu_ids: tuple[str, ...] | None = None) -> None:
+        """Launch one queued job with the GPUs the planner gave it (None: those recorded)."""
+        with self.locks(job_id):
+            try:
+                rec = self.store.get(job_id)
+            except JobNotFound:
+                return
+            if rec.state not in RUNNABLE_STATES:
+                return
+            if rec.state is JobState.REQUEUED and rec.container_id is not None:
+                self._retire_attempt(rec)
+            gpu_ids = gpu_id_list(rec.gpu_ids) if gpu_ids is None else gpu_ids
+            try:
+                self.backend.ensure_image(rec.spec, refresh=False)
+            except ImageNotFound as exc:
+                self._fail(rec, Substate.IMAGE_MISSING, str(exc))
+                return
+            if rec.container_id is None and not self._create(rec, gpu_ids):
+                return
+            # Claim the job before starting it: a hold or cancel that won the race wins, and
+            # the container we made for it goes away. An array task whose array is already at
+            # max-parallel (the store checks that in the claim) keeps its container for later.
+            if not self.store.transition(
+                rec.id, JobState.RUNNING, expect=RUNNABLE_STATES, reason="started", started_at=time.time(),
+                gpu_ids=",".join(gpu_ids) or None,
+            ):
+                if self.store.get(rec.id).state in RUNNABLE_STATES:
+                    log.warning("job %s not started: its array runs max-parallel tasks already", rec.id)
+                    return
+                self.backend.remove(rec.container_id)
+                return
+            faults.reached("after-claim", rec.id)
+            self._start(rec)
+
+    def _create(self, rec: JobRecord, gpu_ids: tuple[str, ...]) -> bool:
+        """Make the job's container and record its id; False (the job Failed) if it cannot be."""
+        try:
+            array = self.store.get_array(rec.array_id) if rec.array_id else None
+            spec = runtime_spec(rec, gpu_ids, array)
+            if spec.inputs:
+                spec = self._with_inputs(rec, spec)
+                if spec is None:
+                    return False
+            rec.container_id = self.backend.create(rec.id, spec)
+        except EngineUnavailable:
+            raise  # the job stays queued; the next pass tries again
+        except EngineConflict as exc:
+            existing = self.backend.inspect(f"conveyor-{rec.id}")
+            if existing is None:
+                self._fail(rec, Substate.START_FAILED, str(exc))
+                return False
+            rec.container_id = existing.id  # made before a crash: adopt our own
+        except ImageNotFound as exc:
+            self._fail(rec, Substate.IMAGE_MISSING, str(exc))
+            return False
+        except ConveyorError as exc:
+            self._fail(rec, Substate.START_FAILED, str(exc))
+            return False
+        faults.reached("after-create", rec.id)
+        self.store.update(rec.id, container_id=rec.container_id)
+        return True
+
+    def start_claimed(self, job_id: str) -> None:
+        """Start the container of a job that was claimed (Running) before a crash. Re-checked
+        under the job's lock: a launch in this process may have started it meanwhile, and
+        starting an exited container again would run the job twice."""
+        with self.locks(job_id):
+            rec = self.store.get(job_id)
+            status = self.backend.inspect(rec.container_id) if rec.container_id else None
+            if rec.state is JobState.RUNNING and status is not None and status.status == "created":
+                self._start(rec)
+
+    def _start(self, rec: JobRecord) -> None:
+        """Start a claimed (Running) job's created container; record a failure to start."""
+        try:
+            self.backend.start(rec.container_id)
+        except EngineUnavailable:
+            raise
+        except EngineError as exc:
+            status = self.backend.inspect(rec.container_id)
+            self._fail(rec, Substate.START_FAILED, str(exc), exit_code=status.exit_code if status else None, remove=True)
+            return
+        rec.started_at = time.time()
+        self._on_started(rec)
+        self._notify(rec.id)
+
+    def _with_inputs(self, rec: JobRecord, spec: JobSpec) -> JobSpec | None:
+        """The spec with the job's input filesets staged and bind-mounted read-only; None
+        (and the job Failed) when the content store cannot give them intact."""
+        from ..cas import BlobStore, CasError, stage_inputs
+
+        try:
+            mounts = stage_inputs(spec, BlobStore(self.home.cas), self.home.staging(rec.id))
+        except (CasError, OSError) as exc:
+            self._fail(rec, Substate.START_FAILED, f"cannot stage inputs: {exc}")
+            return None
+        return spec.model_copy(update={"mounts": [*spec.mounts, *mounts]})
+
+    def _retire_attempt(self, rec: JobRecord) -> None:
+        """Before a retry: the last attempt's logs go to logs/<job>/attempt-N/ and its
+        container goes away (the new attempt's container takes the same name)."""
+        logs = self.home.job_logs(rec.id)
+        keep = logs / f"attempt-{rec.attempt}"
+        keep.mkdir(parents=True, exist_ok=True)
+        for stream in STREAMS:
+            if (logs / stream).exists():
+                shutil.move(str(logs / stream), str(keep / stream))
+        self.backend.remove(rec.container_id)
+        self.store.update(rec.id, container_id=None)
+        rec.container_id = None
+
+    def _fail(
+        self, rec: JobRecord, substate: str, message: str, exit_code: int | None = None, remove: bool = False
+    ) -> None:
+        """Record the failure, then remove the useless container, then tell the waiters."""
+        moved = self.store.transition(
+            rec.id,
+            JobState.FAILED,
+            substate,
+            reason="launch failed",
+            message=message,
+            exit_code=exit_code,
+            finished_at=time.time(),
+        )
+        if remove and rec.container_id:
+            self.backend.remove(rec.container_id)
+        if rec.spec.inputs:
+            shutil.rmtree(self.home.staging(rec.id), ignore_errors=True)
+        if moved:
+            self._notify(rec.id)

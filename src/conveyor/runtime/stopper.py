@@ -1,0 +1,67 @@
+"""Stopping jobs: cancel and timeout, as SIGTERM, the grace period, then SIGKILL.
+
+Nothing here blocks for a grace period: the SIGKILL and every job's timeout are entries in
+one :class:`~.deadlines.DeadlineTimer`. Why a job was stopped is recorded first
+(``stop_reason``), so whoever records its end says cancelled or timeout, not a plain exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..backends.base import Backend
+from ..errors import EngineError, JobNotFound
+from ..state import Substate
+from ..store import JobRecord, Store
+from .deadlines import DeadlineTimer
+from .finisher import Finisher
+
+log = logging.getLogger("conveyor.supervisor")
+
+
+class Stopper:
+    def __init__(self, store: Store, backend: Backend, finisher: Finisher):
+        self.store, self.backend, self.finisher = store, backend, finisher
+        self._timer = DeadlineTimer(self._on_deadline)
+
+    def close(self) -> None:
+        self._timer.close()
+
+    def watch_timeout(self, rec: JobRecord) -> None:
+        """Start counting the job's run timeout (from when it started)."""
+        if rec.spec.timeout:
+            self._timer.add((rec.started_at or time.time()) + rec.spec.timeout, "timeout", rec.id)
+
+    def terminate(self, rec: JobRecord, reason: str, grace: float) -> None:
+        """Record why, send SIGTERM, and SIGKILL after ``grace`` seconds if still alive."""
+        self.store.update(rec.id, stop_reason=reason)
+        if rec.container_id is None:
+            return
+        try:
+            status = self.backend.inspect(rec.container_id)
+            if status is None or not status.alive:
+                self.finisher.finalize_later(rec.id)
+                return
+            self.backend.signal(rec.container_id, "SIGKILL" if grace <= 0 else "SIGTERM")
+            if status.status == "paused":
+                self.backend.unpause(rec.container_id)  # a frozen process cannot handle the signal
+        except EngineError as exc:  # it stopped between the inspect and the signal
+            log.info("signal to job %s: %s", rec.id, exc)
+        if grace > 0:
+            self._timer.add(time.time() + grace, "kill", rec.id)
+
+    def _on_deadline(self, kind: str, job_id: str) -> None:
+        try:
+            rec = self.store.get(job_id)
+        except JobNotFound:
+            return
+        if rec.state.is_final or rec.container_id is None:
+            return
+        if kind == "timeout":  # on the finisher's threads: the timer thread never waits for the engine
+            self.finisher.run_later(self.terminate, rec, Substate.TIMEOUT, rec.spec.stop_grace)
+        elif kind == "kill":
+            try:
+                self.backend.signal(rec.container_id, "SIGKILL")
+            except EngineError as exc:  # it exited in the meantime
+                log.debug("SIGKILL to job %s: %s", job_id, exc)
