@@ -1,65 +1,25 @@
-"""Content-addressed storage: blobs by sha256, filesets as manifests stored as blobs.
-
-Layout under the state directory::
-
-    cas/blobs/ab/cdef...   one file per blob, named by its sha256 (read-only, 0444)
-    cas/tmp/               partial writes; renamed into blobs/ only when complete and synced
-
-A blob is written to a temp file while it is hashed, fsynced, then renamed to its digest:
-a crash leaves either no blob or a whole one, and the same content is stored once. Every
-read hashes what it reads; a blob whose bytes do not match its name raises
-:class:`CorruptBlob` and is never handed out as good data.
-
-A fileset is ``{"conveyor": "fileset/1", "entries": {path: {"digest", "size", "mode"}}}`` in
-canonical JSON (sorted keys, no spaces), stored as a blob; its digest names it. Paths are
-relative, normalised, without ``..``: :func:`check_path` is the one gate, applied when a
-manifest is built, when one is read, and again when it is restored.
-"""
+"""The :class:`BlobStore`: blobs written atomically under their sha256 and verified on every
+read; filesets frozen from host paths, captured from a tar stream and restored under a target
+directory without following anything planted there; and :class:`_Forward`, the forward-only
+view that lets tarfile read a container's archive stream without copying it."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
 import io
-import json
 import os
-import re
 import stat
 import tarfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterator
 
-from .errors import ConveyorError
+from .checks import CasError, CorruptBlob, UnsafePath, check_digest, check_path
+from .fileset import Entry, Fileset
 
 CHUNK = 1 << 20
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-FILESET_KIND = "fileset/1"
-
-
-class CasError(ConveyorError):
-    """A content-store problem (bad digest, missing or corrupt blob, unsafe path)."""
-
-
-class CorruptBlob(CasError):
-    def __init__(self, digest: str, actual: str | None):
-        self.digest, self.actual = digest, actual
-        what = "missing" if actual is None else f"content hashes to {actual}"
-        super().__init__(f"blob {digest} is corrupt ({what}); run 'conveyor verify --all'")
-
-
-class MissingBlob(CasError):
-    def __init__(self, digest: str):
-        self.digest = digest
-        super().__init__(f"blob {digest} is not in the content store")
-
-
-class UnsafePath(CasError):
-    def __init__(self, path: str, why: str):
-        self.path = path
-        super().__init__(f"refused path {path!r}: {why}")
 
 
 def _load_syncfs():
@@ -73,82 +33,6 @@ def _load_syncfs():
 
 
 _syncfs = _load_syncfs()
-
-
-def check_digest(digest: str) -> str:
-    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-        raise CasError(f"bad digest {digest!r}: use sha256: followed by 64 lowercase hex digits")
-    return digest
-
-
-def check_path(path: str) -> str:
-    """A fileset path: relative, normalised, no '..', no '.', no empty part, no NUL."""
-    if not isinstance(path, str) or not path:
-        raise UnsafePath(str(path), "empty path")
-    if "\0" in path:
-        raise UnsafePath(path, "contains NUL")
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or "\\" in path:
-        raise UnsafePath(path, "absolute paths (and backslashes) are not allowed")
-    parts = path.split("/")
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise UnsafePath(path, "paths must be normalised, without '.', '..' or empty parts")
-    return path
-
-
-def _check_tree(paths: Iterable[str]) -> None:
-    """No path may be both a file and a directory prefix of another one."""
-    seen = set(paths)
-    for p in seen:
-        parts = p.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in seen:
-                raise UnsafePath(p, f"{'/'.join(parts[:i])!r} is a file and a directory at once")
-
-
-@dataclass(frozen=True)
-class Entry:
-    path: str
-    digest: str
-    size: int
-    mode: int
-
-
-class Fileset:
-    def __init__(self, entries: dict[str, Entry], skipped: list[dict] | None = None):
-        _check_tree(entries)
-        self.entries = dict(sorted(entries.items()))
-        self.skipped = skipped or []
-
-    def to_bytes(self) -> bytes:
-        doc: dict = {
-            "conveyor": FILESET_KIND,
-            "entries": {p: {"digest": e.digest, "size": e.size, "mode": e.mode} for p, e in self.entries.items()},
-        }
-        if self.skipped:
-            doc["skipped"] = self.skipped
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "Fileset":
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            raise CasError("not a fileset manifest (not JSON)") from None
-        if not isinstance(doc, dict) or doc.get("conveyor") != FILESET_KIND or not isinstance(doc.get("entries"), dict):
-            raise CasError("not a fileset manifest")
-        entries = {}
-        for path, e in doc["entries"].items():
-            check_path(path)
-            try:
-                entries[path] = Entry(path, check_digest(e["digest"]), int(e["size"]), int(e["mode"]) & 0o7777)
-            except (KeyError, TypeError, ValueError):
-                raise CasError(f"bad manifest entry for {path!r}") from None
-        return cls(entries, doc.get("skipped"))
-
-    @property
-    def size(self) -> int:
-        return sum(e.size for e in self.entries.values())
 
 
 class BlobStore:
@@ -340,7 +224,7 @@ class BlobStore:
     # ------------------------------------------------------------------ capture from a tar stream
 
     def capture_tar(self, stream: BinaryIO, strip_top: bool = True) -> Fileset:
-        """Read a tar stream (docker's get_archive) into blobs and build a fileset. Nothing is
+        """Read a tar stream (a backend's read_archive) into blobs and build a fileset. Nothing is
         written to disk but blobs: regular files are kept; directories are implied; symlinks,
         hard links, devices and any member whose path is absolute or has '..' are refused
         (listed under ``skipped``, never followed)."""
@@ -444,96 +328,6 @@ class BlobStore:
         except OSError:
             os.unlink(tmp, dir_fd=dir_fd)
             raise
-
-
-# ---------------------------------------------------------------------------- jobs and data
-#
-# The glue the executor, scheduler and supervisor use. Kept here so the data rules live in
-# one module: inputs frozen at submit, staged read-only at launch, outputs captured at the end.
-
-
-def freeze_inputs(spec, blobs: BlobStore):
-    """Return ``spec`` with every host-path input replaced by the digest of its frozen copy.
-    A digest input must name a fileset whose blobs are all present."""
-    from .spec import Input
-    from .errors import InvalidSpec
-
-    if not spec.inputs:
-        return spec
-    frozen = []
-    for i, item in enumerate(spec.inputs):
-        field = f"inputs[{i}].source"
-        if item.frozen:
-            try:
-                fs = blobs.fileset(item.source)
-            except CasError as exc:
-                raise InvalidSpec.single(field, item.source, f"not a stored fileset ({exc}); use an output digest from 'conveyor outputs ID --json'") from None
-            missing = [p for p, e in fs.entries.items() if not blobs.has(e.digest)]
-            if missing:
-                raise InvalidSpec.single(field, item.source, f"the fileset's blobs for {missing[:3]} are missing; run 'conveyor verify --all'")
-            if item.file and len(fs.entries) != 1:
-                raise InvalidSpec.single(field, item.source, "file=true needs a fileset with exactly one file")
-            frozen.append(item)
-            continue
-        try:
-            digest, is_file = blobs.freeze(item.source)
-        except FileNotFoundError:
-            raise InvalidSpec.single(field, item.source, "no such file or directory on this host") from None
-        except PermissionError:
-            raise InvalidSpec.single(field, item.source, "not readable by Conveyor") from None
-        except UnsafePath as exc:
-            raise InvalidSpec.single(field, item.source, f"{exc}; copy the data into a plain directory") from None
-        except OSError as exc:
-            raise InvalidSpec.single(field, item.source, f"cannot read it: {exc.strerror or exc}") from None
-        frozen.append(Input(source=digest, target=item.target, file=is_file))
-    return spec.model_copy(update={"inputs": frozen})
-
-
-def stage_inputs(spec, blobs: BlobStore, staging: Path) -> list:
-    """Materialise a job's input filesets under ``staging`` (hard links from the store where
-    the mode allows, else verified copies) and return the read-only bind mounts for them.
-    Built in a temp directory and renamed: a crash mid-way leaves nothing half-staged."""
-    from .spec import Mount
-
-    mounts = []
-    for n, item in enumerate(spec.inputs):
-        dest = staging / str(n)
-        if not dest.exists():
-            tmp = staging / f".{n}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-            try:
-                blobs.restore(item.source, tmp, link=True)
-                os.chmod(tmp, 0o755)
-                os.rename(tmp, dest)
-            except BaseException:
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        source = dest
-        if item.file:
-            (name,) = blobs.fileset(item.source).entries
-            source = dest / name
-        mounts.append(Mount(type="bind", source=str(source), target=item.target, read_only=True))
-    return mounts
-
-
-def capture_outputs(backend, container_id: str, outputs: list[str], blobs: BlobStore) -> dict[str, str]:
-    """Read each output path out of the (stopped) container into the store: target -> fileset
-    digest. A path the job did not create is recorded as an empty fileset with a note."""
-    result = {}
-    for target in outputs:
-        stream = backend.get_archive(container_id, target)
-        if stream is None:
-            fs = Fileset({}, [{"path": target, "reason": "not present in the container when the job ended"}])
-        else:
-            try:
-                fs = blobs.capture_tar(stream)
-            finally:
-                close = getattr(stream, "close", None)
-                if close:
-                    close()
-        result[target] = blobs.put_fileset(fs)
-    return result
 
 
 class _Forward:

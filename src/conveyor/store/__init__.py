@@ -1,0 +1,18 @@
+"""The store: jobs and their append-only state transitions in SQLite (WAL mode).
+
+Every state change goes through :meth:`Store.transition`, a compare-and-set that writes the
+new state and the transition row in one transaction. Callers report a change only after it
+returned True, so what anyone was told is always on disk.
+
+The package holds the schema (``migrations``), the records (``records``) and the Store, built
+from one mixin per concern (``jobs``, ``transitions``, ``arrays``, ``data``) in ``sqlite``;
+every name is re-exported here.
+"""
+
+from ..job import Transition
+from .chunks import iter_chunks
+from .migrations import MIGRATIONS
+from .records import ArrayRecord, JobRecord, new_job_id
+from .sqlite import Store
+
+__all__ = ["MIGRATIONS", "ArrayRecord", "JobRecord", "Store", "Transition", "iter_chunks", "new_job_id"]

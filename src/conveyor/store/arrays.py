@@ -1,0 +1,67 @@
+"""The job arrays part of :class:`~conveyor.store.Store`: an array inserted with all its
+tasks at once, looked up by id or prefix, and its tasks and their states."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import JobNotFound
+from ..state import JobState
+from .jobs import _like_prefix
+from .records import _JOB_COLUMNS, ArrayRecord, JobRecord
+
+
+class ArraysMixin:
+    def insert_array(self, array: "ArrayRecord", tasks: list[JobRecord]) -> None:
+        """An array and all its tasks in one transaction: all of them, or nothing."""
+        placeholders = ",".join("?" * len(_JOB_COLUMNS))
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO arrays (id, executor_id, first_index, last_index, step, max_parallel, created_at) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (array.id, array.executor_id, array.first, array.last, array.step, array.max_parallel, array.created_at),
+            )
+            self._db.executemany(
+                f"INSERT INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({placeholders})", [t._to_row() for t in tasks]
+            )
+            self._insert_extras(tasks)
+            now = time.time()
+            self._db.executemany(
+                "INSERT INTO transitions (job_id, at, from_state, to_state, substate, reason) VALUES (?,?,?,?,?,?)",
+                [(t.id, now, None, t.state.value, t.substate, "submitted") for t in tasks],
+            )
+
+    def get_array(self, array_id: str) -> "ArrayRecord":
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, executor_id, first_index, last_index, step, max_parallel, created_at FROM arrays WHERE id=?",
+                (array_id,),
+            ).fetchone()
+        if row is None:
+            raise JobNotFound(array_id, "no such array")
+        return ArrayRecord(*row)
+
+    def resolve_array(self, ref: str) -> str | None:
+        """A full array id or a unique prefix -> the array id; None when no array matches."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM arrays WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like_prefix(ref),)
+            )]
+        if len(ids) > 1:
+            raise JobNotFound(ref, "the array id prefix is ambiguous; give more characters")
+        return ids[0] if ids else None
+
+    def array_tasks(self, array_id: str) -> list[tuple[str, int, JobState]]:
+        """(job id, index, state) of every task, in index order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, array_index, state FROM jobs WHERE array_id=? ORDER BY array_index", (array_id,)
+            ).fetchall()
+        return [(i, n, JobState(s)) for i, n, s in rows]
+
+    def array_counts(self, array_id: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM jobs WHERE array_id=? GROUP BY state", (array_id,)
+            ).fetchall()
+        return {s: n for s, n in rows}

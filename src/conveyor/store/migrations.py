@@ -1,0 +1,113 @@
+"""The schema: one SQL script per schema version, applied in order by :class:`Store` on open
+(``PRAGMA user_version`` counts the ones applied). Released entries are never edited."""
+
+# One entry per schema version; never edit a released entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE jobs (
+        id              TEXT PRIMARY KEY,
+        executor_id     TEXT NOT NULL,
+        name            TEXT,
+        spec            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        substate        TEXT,
+        exit_code       INTEGER,
+        message         TEXT,
+        container_id    TEXT,
+        stop_reason     TEXT,
+        idempotency_key TEXT UNIQUE,
+        array_id        TEXT,
+        array_index     INTEGER,
+        created_at      REAL NOT NULL,
+        started_at      REAL,
+        finished_at     REAL
+    );
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE INDEX jobs_array ON jobs(array_id);
+    CREATE TABLE transitions (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id     TEXT NOT NULL,
+        at         REAL NOT NULL,
+        from_state TEXT,
+        to_state   TEXT NOT NULL,
+        substate   TEXT,
+        reason     TEXT
+    );
+    CREATE INDEX transitions_job ON transitions(job_id);
+    CREATE TABLE job_labels (
+        job_id TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        value  TEXT NOT NULL,
+        PRIMARY KEY (job_id, key)
+    );
+    CREATE INDEX job_labels_kv ON job_labels(key, value);
+    """,
+    # 2: scheduling. A job's request is kept in columns so the scheduler never re-parses
+    # specs; arrays, dependencies and every attempt of a retried job get their own tables.
+    """
+    ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN req_cpus REAL;
+    ALTER TABLE jobs ADD COLUMN req_memory INTEGER;
+    ALTER TABLE jobs ADD COLUMN req_gpus TEXT;
+    ALTER TABLE jobs ADD COLUMN gpu_ids TEXT;
+    ALTER TABLE jobs ADD COLUMN start_deadline REAL;
+    ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN retry_backoff REAL NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN not_before REAL;
+    ALTER TABLE jobs ADD COLUMN has_deps INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_runnable ON jobs(priority DESC, created_at) WHERE state IN ('Queued', 'Requeued');
+    CREATE INDEX jobs_runnable_cpus ON jobs(req_cpus) WHERE state IN ('Queued', 'Requeued');
+    CREATE INDEX jobs_dependent ON jobs(id) WHERE has_deps = 1 AND state IN ('Queued', 'Requeued');
+    CREATE INDEX jobs_deadline ON jobs(start_deadline)
+        WHERE start_deadline IS NOT NULL AND attempt = 0 AND state IN ('Queued', 'QueuedHeld', 'Requeued', 'RequeuedHeld');
+    CREATE TABLE arrays (
+        id           TEXT PRIMARY KEY,
+        executor_id  TEXT NOT NULL,
+        first_index  INTEGER NOT NULL,
+        last_index   INTEGER NOT NULL,
+        step         INTEGER NOT NULL,
+        max_parallel INTEGER,
+        created_at   REAL NOT NULL
+    );
+    CREATE TABLE job_deps (
+        job_id    TEXT NOT NULL,
+        dep_id    TEXT NOT NULL,
+        condition TEXT NOT NULL,
+        PRIMARY KEY (job_id, dep_id)
+    );
+    CREATE INDEX job_deps_dep ON job_deps(dep_id);
+    CREATE TABLE attempts (
+        job_id       TEXT NOT NULL,
+        attempt      INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        substate     TEXT,
+        exit_code    INTEGER,
+        message      TEXT,
+        container_id TEXT,
+        started_at   REAL,
+        finished_at  REAL,
+        PRIMARY KEY (job_id, attempt)
+    );
+    """,
+    # 3: data. Each job's input filesets (recorded at submit, by digest: never a host path)
+    # and output filesets (recorded when it ends); images loaded from tarballs.
+    """
+    CREATE TABLE job_filesets (
+        job_id TEXT NOT NULL,
+        role   TEXT NOT NULL,
+        target TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (job_id, role, target)
+    );
+    CREATE INDEX job_filesets_digest ON job_filesets(digest);
+    CREATE TABLE images (
+        image_id    TEXT NOT NULL,
+        tags        TEXT,
+        file_digest TEXT NOT NULL,
+        file_name   TEXT,
+        loaded_at   REAL NOT NULL,
+        PRIMARY KEY (image_id, file_digest)
+    );
+    """,
+]

@@ -1,0 +1,119 @@
+"""The state machine's part of :class:`~conveyor.store.Store`: :meth:`transition`, the one
+compare-and-set every state change goes through, with the bookkeeping done in the same
+transaction (attempts, retries, an array's max-parallel); and reading a job's attempts and the
+transitions log."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from ..errors import InvalidState, JobNotFound
+from ..job import Transition
+from ..state import ACTIVE_STATES, RETRYABLE, RUNNABLE_STATES, JobState, Substate, can_move, sql_in
+
+
+class TransitionsMixin:
+    def transition(
+        self,
+        job_id: str,
+        to: JobState,
+        substate: str | None = None,
+        *,
+        expect: Iterable[JobState] | None = None,
+        reason: str | None = None,
+        strict: bool = False,
+        **fields,
+    ) -> bool:
+        """Move a job to ``to`` if its current state allows it (and is in ``expect`` if given).
+
+        Returns False when the move does not apply (someone else already moved the job), or
+        raises InvalidState with ``strict``. Extra ``fields`` (exit_code, finished_at, ...) are
+        written in the same transaction.
+        """
+        with self._tx():
+            row = self._db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            current = JobState(row[0])
+            if current in (JobState.REQUEUED, JobState.REQUEUED_HELD) and to is JobState.FAILED and substate in RETRYABLE:
+                return False  # the engine's word on the attempt that was already requeued
+            allowed = can_move(current, to) and (expect is None or current in set(expect))
+            if not allowed:
+                if strict:
+                    raise InvalidState(job_id, current.value, f"move to {to.value}")
+                return False
+            if to is JobState.RUNNING and current in RUNNABLE_STATES:
+                if self._array_full(job_id):
+                    return False  # max-parallel is enforced here, atomically, whatever a planner thought
+                fields = {**fields, "not_before": None}
+                self._db.execute("UPDATE jobs SET attempt = attempt + 1 WHERE id=?", (job_id,))
+            elif current in ACTIVE_STATES and (to.is_final or to is JobState.REQUEUED):
+                to, substate, fields = self._end_attempt(job_id, to, substate, fields)
+            cols = {"state": to.value, "substate": substate, **fields}
+            assignments = ",".join(f"{k}=?" for k in cols)
+            self._db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", (*cols.values(), job_id))
+            self._record(job_id, current, to, substate, reason)
+        return True
+
+    def _array_full(self, job_id: str) -> bool:
+        """True when the job is an array task and its array already runs max-parallel tasks."""
+        row = self._db.execute(
+            "SELECT a.id, a.max_parallel FROM jobs j JOIN arrays a ON a.id = j.array_id WHERE j.id=?", (job_id,)
+        ).fetchone()
+        if row is None or row[1] is None:
+            return False
+        (n,) = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE array_id=? AND {sql_in(ACTIVE_STATES)}", (row[0],)).fetchone()
+        return n >= row[1]
+
+    def _end_attempt(self, job_id: str, to: JobState, substate: str | None, fields: dict):
+        """Keep the attempt that just ended; turn a retryable failure with retries left into
+        Requeued (DRMAA2's state for a job that will run again) with its backoff."""
+        attempt, retries, backoff, started_at, container_id = self._db.execute(
+            "SELECT attempt, retries, retry_backoff, started_at, container_id FROM jobs WHERE id=?", (job_id,)
+        ).fetchone()
+        if attempt >= 1:
+            self._db.execute(
+                "INSERT OR REPLACE INTO attempts (job_id, attempt, state, substate, exit_code, message, container_id, "
+                "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (job_id, attempt, to.value, substate, fields.get("exit_code"), fields.get("message"), container_id,
+                 fields.get("started_at", started_at), fields.get("finished_at", time.time())),
+            )
+        if to is JobState.FAILED and substate in RETRYABLE and attempt <= retries:
+            delay = backoff * (2 ** max(0, attempt - 1))
+            what = fields.get("message") or substate
+            fields = {
+                **{k: v for k, v in fields.items() if k in ("exit_code", "started_at")},
+                "message": f"attempt {attempt} failed ({what}); retry {attempt} of {retries}"
+                + (f" in {delay:g}s" if delay else ""),
+                "not_before": time.time() + delay,
+                "finished_at": None,
+            }
+            return JobState.REQUEUED, Substate.RETRY, fields
+        return to, substate, fields
+
+    def _record(self, job_id, src, dst, substate, reason) -> None:
+        self._db.execute(
+            "INSERT INTO transitions (job_id, at, from_state, to_state, substate, reason) VALUES (?,?,?,?,?,?)",
+            (job_id, time.time(), src.value if src else None, dst.value, substate, reason),
+        )
+
+    def attempts(self, job_id: str) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT attempt, state, substate, exit_code, message, container_id, started_at, finished_at "
+                "FROM attempts WHERE job_id=? ORDER BY attempt",
+                (job_id,),
+            ).fetchall()
+        keys = "attempt state substate exit_code message container_id started_at finished_at".split()
+        return [dict(zip(keys, r)) for r in rows]
+
+    def transitions(self, job_id: str | None = None, since_seq: int = 0) -> list[Transition]:
+        sql = f"SELECT {Transition.COLUMNS} FROM transitions WHERE seq > ?"
+        params: list = [since_seq]
+        if job_id is not None:
+            sql += " AND job_id=?"
+            params.append(job_id)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq", params).fetchall()
+        return [Transition.from_row(r) for r in rows]
