@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .logtimes import timestamped
+from .logtimes import format_ns, read_times, times_path
 
 STREAMS = ("stdout", "stderr")
 
@@ -71,3 +71,34 @@ def last_lines(path, n: int, block: int = 1 << 16) -> bytes:
     body = data[:-1] if data.endswith(b"\n") else data
     lines = body.split(b"\n")[-n:]
     return b"\n".join(lines) + (b"\n" if data.endswith(b"\n") else b"")
+
+
+def timestamped(path: Path, start: int = 0, block: int = 1 << 16) -> Iterator[bytes]:
+    """The saved log from byte ``start`` on, each message prefixed with its time and a space
+    as ``docker logs --timestamps`` prints it. A message cut by ``start`` keeps its time.
+    Without an index the plain bytes are yielded (nothing can be made up)."""
+    entries = read_times(times_path(path))
+    size = os.path.getsize(path)
+    if entries is None:
+        yield from iter_chunks(path, offset=start)
+        return
+    # Bytes past the last indexed message (an index cut short) share the last known time.
+    bounds = [off for off, _ in entries[1:]] + [size]
+    out: list[bytes] = []
+    pending = 0
+    with open(path, "rb") as f:
+        for (off, ns), end in zip(entries, bounds):
+            end = max(end, off)
+            if end <= start:
+                continue
+            begin = max(off, start)
+            if begin >= size:
+                break
+            f.seek(begin)
+            out.append(format_ns(ns) + b" " + f.read(min(end, size) - begin))
+            pending += len(out[-1])
+            if pending >= block:
+                yield b"".join(out)
+                out, pending = [], 0
+    if out:
+        yield b"".join(out)

@@ -8,11 +8,10 @@ and the reader can put docker's ``--timestamps`` prefix back on every message.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 HEADER = b"# conveyor log times v1: payload_bytes delta_ns\n"
 NS = 1_000_000_000
@@ -98,36 +97,3 @@ def read_times(path: Path) -> list[tuple[int, int]] | None:
         out.append((offset, ns))
         offset += int(length)
     return out
-
-
-def timestamped(path: Path, start: int = 0, block: int = 1 << 16) -> Iterator[bytes]:
-    """The saved log from byte ``start`` on, each message prefixed with its time and a space
-    as ``docker logs --timestamps`` prints it. A message cut by ``start`` keeps its time.
-    Without an index the plain bytes are yielded (nothing can be made up)."""
-    entries = read_times(times_path(path))
-    size = os.path.getsize(path)
-    if entries is None:
-        from .store import iter_chunks
-
-        yield from iter_chunks(path, offset=start)
-        return
-    # Bytes past the last indexed message (an index cut short) share the last known time.
-    bounds = [off for off, _ in entries[1:]] + [size]
-    out: list[bytes] = []
-    pending = 0
-    with open(path, "rb") as f:
-        for (off, ns), end in zip(entries, bounds):
-            end = max(end, off)
-            if end <= start:
-                continue
-            begin = max(off, start)
-            if begin >= size:
-                break
-            f.seek(begin)
-            out.append(format_ns(ns) + b" " + f.read(min(end, size) - begin))
-            pending += len(out[-1])
-            if pending >= block:
-                yield b"".join(out)
-                out, pending = [], 0
-    if out:
-        yield b"".join(out)

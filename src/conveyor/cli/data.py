@@ -82,10 +82,10 @@ def verify_cmd(ctx: click.Context, verify_all: bool, as_json: bool, job: str | N
 @click.pass_context
 def gc_cmd(ctx: click.Context, dry_run: bool, grace: str) -> None:
     """Remove blobs that no job references (never those a queued or running job needs)."""
-    seconds = seconds(grace, "--grace")
+    keep_recent = seconds(grace, "--grace")
     ex = open_executor(ctx)
     try:
-        result = ex.gc(dry_run=dry_run, grace=seconds or 0.0)
+        result = ex.gc(dry_run=dry_run, grace=keep_recent or 0.0)
     finally:
         ex.close()
     verb = "would remove" if dry_run else "removed"

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import click
 
-from .app import JSON_OPTION, cli, job_id, open_executor
+from .app import cli, job_id, open_executor
 from .render import Console, Table, columns, escape, size, state_label, timestamp
 
 @cli.command("ps")

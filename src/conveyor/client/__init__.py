@@ -1,5 +1,6 @@
 """The remote Client (see client.py); ``from conveyor import Client``."""
 
-from .client import Client, RemoteJob
+from .base import RemoteJob
+from .client import Client
 
 __all__ = ["Client", "RemoteJob"]

@@ -10,9 +10,8 @@ every name is re-exported here.
 """
 
 from ..job import Transition
-from .chunks import iter_chunks
 from .migrations import MIGRATIONS
 from .records import ArrayRecord, JobRecord, new_job_id
 from .sqlite import Store
 
-__all__ = ["MIGRATIONS", "ArrayRecord", "JobRecord", "Store", "Transition", "iter_chunks", "new_job_id"]
+__all__ = ["MIGRATIONS", "ArrayRecord", "JobRecord", "Store", "Transition", "new_job_id"]

@@ -108,12 +108,22 @@ class TransitionsMixin:
         keys = "attempt state substate exit_code message container_id started_at finished_at".split()
         return [dict(zip(keys, r)) for r in rows]
 
-    def transitions(self, job_id: str | None = None, since_seq: int = 0) -> list[Transition]:
+    def transitions(self, job_id: str | None = None, since_seq: int = 0, limit: int | None = None) -> list[Transition]:
+        """Transitions after ``since_seq`` in commit order (a job's, or all); ``limit`` pages."""
         sql = f"SELECT {Transition.COLUMNS} FROM transitions WHERE seq > ?"
         params: list = [since_seq]
         if job_id is not None:
             sql += " AND job_id=?"
             params.append(job_id)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         with self._lock:
-            rows = self._db.execute(sql + " ORDER BY seq", params).fetchall()
+            rows = self._db.execute(sql, params).fetchall()
         return [Transition.from_row(r) for r in rows]
+
+    def last_seq(self) -> int:
+        """The newest transition's seq (0 when there is none)."""
+        with self._lock:
+            return self._db.execute("SELECT coalesce(max(seq), 0) FROM transitions").fetchone()[0]
