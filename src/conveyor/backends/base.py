@@ -94,8 +94,11 @@ class ExecResult:
 
 
 class Backend(Protocol):
-    """A driver. Every call raises EngineUnavailable when the engine cannot be reached, and
-    EngineError (ContainerNotFound, EngineConflict) when it refuses."""
+    """A driver. Every call raises EngineUnavailable when the engine cannot be reached (or
+    the connection breaks mid-stream), and EngineError when it refuses, in the engine's words:
+    ContainerNotFound when the handle's container does not exist, EngineConflict when the
+    engine's state forbids the call (a container of that name exists; the container is not
+    running, already paused, ...)."""
 
     name: str
     capabilities: Capabilities
@@ -136,11 +139,13 @@ class Backend(Protocol):
 
     def exec(self, handle: str, command: list[str], *, user: str | None = None,
              workdir: str | None = None, env: dict[str, str] | None = None) -> ExecResult:
-        """Run ``command`` inside a running job and wait for it."""
+        """Run ``command`` inside a running job (no TTY, no stdin) and wait for it; EngineError
+        when the job is not running."""
 
     # ---- input, output, logs
     def attach_stdin(self, handle: str, source: BinaryIO) -> None:
-        """Copy ``source`` into the job's stdin in the background, closing it at EOF."""
+        """Copy ``source`` into the job's stdin in the background, closing it at EOF. Raises
+        if the attach fails; a failure while copying ends the copy (the job sees EOF)."""
 
     def save_logs(self, handle: str, paths: dict[str, Path]) -> dict[str, int]:
         """Save each stream ("stdout", "stderr") to its path, atomically, with its times
@@ -151,14 +156,16 @@ class Backend(Protocol):
         """``(stream, chunk)`` from the engine's log, stdout and stderr apart."""
 
     def read_archive(self, handle: str, path: str) -> BinaryIO | None:
-        """A tar stream of ``path`` inside the container (running or not); None if absent."""
+        """A tar stream of ``path`` inside the container (running or not); None if absent.
+        Reading it raises EngineUnavailable if the connection breaks; the caller closes it."""
 
     # ---- recover and watch
     def list(self) -> list[ContainerStatus]:
         """Every container this executor made, alive or not (found by label)."""
 
     def events(self, since: float | None) -> Iterator[EngineEvent]:
-        """Container events of this executor; subscribed when this returns."""
+        """Container events of this executor; subscribed when this returns. Iterating raises
+        EngineUnavailable when the stream breaks or close_events() ends it."""
 
     def close_events(self) -> None: ...
 

@@ -1,0 +1,73 @@
+"""The one place where the docker SDK's exceptions (and those of requests/urllib3 below it)
+become Conveyor's engine-neutral errors. Every engine call of the driver runs inside
+`engine_errors`; nothing outside this package imports ``docker`` or catches its exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import docker.errors
+import requests.exceptions
+import urllib3.exceptions
+
+from ...errors import ConveyorError
+from ..base import ContainerNotFound, EngineConflict, EngineError, EngineUnavailable, ImageNotFound
+
+# The connection failed (or never came up). APIError is a requests HTTPError too: it is told
+# apart before these are looked at.
+_UNREACHABLE = (
+    requests.exceptions.RequestException,  # ConnectionError, Timeout, ChunkedEncodingError, ...
+    urllib3.exceptions.HTTPError,  # ProtocolError, ReadTimeoutError: a streamed body broke
+    ConnectionError,  # a raw socket (attach, the log reader) reset or refused
+    TimeoutError,
+    docker.errors.TLSParameterError,  # DOCKER_HOST / DOCKER_CERT_PATH unusable
+)
+_SDK_ERRORS = (docker.errors.DockerException, *_UNREACHABLE)
+
+
+@contextlib.contextmanager
+def engine_errors(image: str | None = None) -> Iterator[None]:
+    """Raise Conveyor's engine errors for the SDK's in the block (see `translate`)."""
+    try:
+        yield
+    except _SDK_ERRORS as exc:
+        raise translate(exc, image) from exc
+
+
+def translate(exc: Exception, image: str | None = None) -> ConveyorError:
+    """The engine-neutral error for one the SDK raised, with the engine's own words:
+
+    ==========================================  =========================================
+    HTTP 404                                    ContainerNotFound
+    HTTP 404 in a call about ``image``          ImageNotFound(image) when the engine says
+                                                the image is missing, else EngineError
+    HTTP 409                                    EngineConflict (name in use, not running,
+                                                already paused, ...)
+    any other APIError                          EngineError
+    connection refused/reset/broken, timeout,   EngineUnavailable, naming the fix
+    no API version (bare DockerException)
+    any other DockerException (InvalidArgument) EngineError
+    ==========================================  =========================================
+    """
+    if isinstance(exc, docker.errors.APIError):
+        message = _explanation(exc)
+        if exc.status_code == 404:
+            if image is None:
+                return ContainerNotFound(message)
+            if isinstance(exc, docker.errors.ImageNotFound):  # the SDK's reading of the message
+                return ImageNotFound(image, message)
+            return EngineError(message)  # e.g. create: a network of the spec is missing
+        if exc.status_code == 409:
+            return EngineConflict(message)
+        return EngineError(message)
+    # from_env/APIClient raise a bare DockerException when they cannot fetch the API version.
+    if isinstance(exc, _UNREACHABLE) or type(exc) is docker.errors.DockerException:
+        return EngineUnavailable(f"cannot reach the Docker engine ({exc}); start dockerd or set DOCKER_HOST")
+    return EngineError(str(exc))  # the SDK refused the request itself
+
+
+def _explanation(exc: docker.errors.APIError) -> str:
+    text = exc.explanation or str(exc)
+    return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
