@@ -24,6 +24,8 @@ import docker
 import docker.errors
 import pytest
 
+from helpers import Cli
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = "conveyor/busybox:latest"
 
@@ -220,3 +222,21 @@ def ex(state_dir):
             executor.cleanup()
         finally:
             executor.close()
+
+
+@pytest.fixture
+def cli(state_dir, docker_client, test_image):
+    """The console script on the test's state directory (see helpers.Cli). Afterwards any
+    agent it started is stopped and every container of its executor removed."""
+    from conveyor.daemon import stop_supervisor
+    from conveyor.home import Home
+
+    c = Cli(state_dir, docker_client, test_image)
+    yield c
+    # Hygiene only (assertions about leftovers are made inside the tests).
+    stop_supervisor(Home(state_dir))
+    for container in c.containers():
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass

@@ -23,59 +23,11 @@ import pytest
 
 from conveyor import Client, Executor, JobSpec, JobState
 from conveyor.errors import AgentError, InvalidSpec, InvalidState, JobNotFound, PolicyRefused, WaitTimeout
-from conveyor.job import Job
+from helpers import AgentProcess, eventually, sh
 
 REPO = Path(__file__).resolve().parent.parent
 CONVEYOR = [sys.executable, "-m", "conveyor"]
 WAIT = 90
-
-
-class AgentProcess:
-    """`conveyor --home HOME serve --tcp 127.0.0.1:0` as a child process."""
-
-    def __init__(self, home: Path):
-        self.home = home
-        self.proc: subprocess.Popen | None = None
-        self.log = home.parent / "agent.log"
-
-    def start(self, timeout: float = 60) -> "AgentProcess":
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*CONVEYOR, "--home", str(self.home), "serve", "--tcp", "127.0.0.1:0"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            info = self.info()
-            if info and info.get("pid") == self.proc.pid and Client(self.home).ping():
-                return self
-            time.sleep(0.1)
-        raise AssertionError(f"agent did not answer within {timeout}s:\n{self.log.read_text()}")
-
-    def info(self) -> dict | None:
-        try:
-            return json.loads((self.home / "agent.json").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    @property
-    def url(self) -> str:
-        return self.info()["url"]
-
-    @property
-    def token(self) -> str:
-        return (self.home / "agent.token").read_text().strip()
-
-    def http(self, token: str | None = "") -> httpx.Client:
-        headers = {} if token is None else {"Authorization": f"Bearer {token or self.token}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=WAIT)
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=60)
 
 
 @pytest.fixture
@@ -85,11 +37,6 @@ def agent(state_dir, test_image):
     a.stop()
     with Executor(state_dir) as ex:  # whatever a test left behind
         ex.cleanup()
-
-
-def spec(image: str, script: str, **kw) -> JobSpec:
-    # network none: independent of the engine's bridge
-    return JobSpec(image=image, command=["sh", "-c", script], network="none", **kw)
 
 
 def conveyor(home: Path, *args: str, env: dict | None = None, timeout: float = WAIT, **kw) -> subprocess.CompletedProcess:
@@ -155,10 +102,9 @@ def test_socket_token_401_rotation_and_one_agent_per_state_dir(agent, state_dir)
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
 def test_client_and_executor_are_interchangeable(agent, state_dir, test_image):
     """The same code against Client (through the agent) gives what Executor gives."""
-    ok = spec(test_image, "echo out; echo err >&2; exit 3", labels={"suite": "agent"})
+    ok = sh(test_image, "echo out; echo err >&2; exit 3", labels={"suite": "agent"}, network="none")
     with Client(state_dir) as ex:
         job = ex.run(ok, timeout=WAIT)
-        assert isinstance(job, Job)
         assert (job.state, job.substate, job.exit_code) == (JobState.FAILED, "exited", 3)
         assert (job.stdout, job.stderr) == ("out\n", "err\n")
         assert list(ex.logs(job.id)) == [("stdout", b"out\n"), ("stderr", b"err\n")]
@@ -168,7 +114,7 @@ def test_client_and_executor_are_interchangeable(agent, state_dir, test_image):
         assert ex.info(job.id[:6]).id == job.id
         assert ex.future(job.id).result(timeout=WAIT).exit_code == 3
 
-        held = ex.submit(spec(test_image, "echo held-ran"), hold=True)
+        held = ex.submit(sh(test_image, "echo held-ran", network="none"), hold=True)
         assert ex.info(held).state is JobState.QUEUED_HELD
         with pytest.raises(WaitTimeout):
             ex.wait(held, timeout=1)
@@ -176,9 +122,10 @@ def test_client_and_executor_are_interchangeable(agent, state_dir, test_image):
             ex.suspend(held)
         assert ex.release(held).state in (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
         assert ex.wait(held, timeout=WAIT).stdout == "held-ran\n"
-        assert ex.wait_any([held, job.id], timeout=WAIT).id in (held, job.id)
+        still_held = ex.submit(sh(test_image, "echo never", network="none"), hold=True)
+        assert ex.wait_any([still_held, held], timeout=WAIT).id == held  # the one that has ended
 
-        sleeper = ex.start(spec(test_image, "sleep 60"))
+        sleeper = ex.start(sh(test_image, "sleep 60", network="none"))
         assert ex.suspend(sleeper).state is JobState.SUSPENDED
         assert ex.resume(sleeper).state is JobState.RUNNING
         cancelled = ex.cancel(sleeper, grace=1)
@@ -203,12 +150,12 @@ def test_client_and_executor_are_interchangeable(agent, state_dir, test_image):
 
 def test_wait_is_a_long_poll(agent, test_image):
     with Client(agent.home) as c, agent.http() as h:
-        job_id = c.submit(spec(test_image, "sleep 2; echo late"))
+        job_id = c.submit(sh(test_image, "sleep 2; echo late", network="none"))
         t = time.monotonic()
         r = h.get(f"/v1/jobs/{job_id}/wait", params={"timeout": 60})
         assert r.status_code == 200 and r.json()["state"] == "Done"
         assert 1.0 < time.monotonic() - t < 30  # answered when the job ended, not by polling the caller
-        held = c.submit(spec(test_image, "true"), hold=True)
+        held = c.submit(sh(test_image, "true", network="none"), hold=True)
         r = h.get(f"/v1/jobs/{held}/wait", params={"timeout": 0.5})
         assert r.status_code == 408 and r.json()["code"] == "wait_timeout"
         assert h.get(f"/v1/jobs/{held}/wait", params={"timeout": 61}).json()["code"] == "invalid_request"
@@ -219,9 +166,9 @@ def test_wait_is_a_long_poll(agent, test_image):
 
 def test_agent_sigkilled_while_jobs_run_loses_nothing(agent, state_dir, test_image, docker_client):
     c = Client(state_dir)
-    long = [c.submit(spec(test_image, f"sleep 12; echo long-{i}")) for i in range(2)]
-    short = c.submit(spec(test_image, "sleep 2; echo short; exit 5"))
-    held = c.submit(spec(test_image, "echo held"), hold=True)
+    long = [c.submit(sh(test_image, f"sleep 12; echo long-{i}", network="none")) for i in range(2)]
+    short = c.submit(sh(test_image, "sleep 2; echo short; exit 5", network="none"))
+    held = c.submit(sh(test_image, "echo held", network="none"), hold=True)
     for j in (*long, short):
         assert c.wait_started(j, timeout=WAIT).state is JobState.RUNNING
     executor_id = (state_dir / "executor-id").read_text().strip()
@@ -347,7 +294,7 @@ def test_each_policy_rule_refuses_with_nothing_created(state_dir, test_image, do
 def test_log_follow_over_http_of_a_job_writing_continuously(agent, test_image):
     script = "i=0; while [ $i -lt 40 ]; do echo out$i; echo err$i >&2; i=$((i+1)); sleep 0.05; done"
     c = Client(agent.home)
-    job_id = c.submit(spec(test_image, script))
+    job_id = c.submit(sh(test_image, script, network="none"))
     got: dict[str, bytes] = {"stdout": b"", "stderr": b""}
     first_at_state = None
     with agent.http() as h, h.stream("GET", f"/v1/jobs/{job_id}/logs", params={"follow": "true"}) as r:
@@ -373,7 +320,7 @@ def test_log_follow_over_http_of_a_job_writing_continuously(agent, test_image):
         assert h.get("/v1/jobs/nope/logs").status_code == 404
 
     # SIGTERM while a client follows a job that goes on running: the agent still stops
-    sleeper = c.start(spec(test_image, "echo started; sleep 120"))
+    sleeper = c.start(sh(test_image, "echo started; sleep 120", network="none"))
     follow = c.logs(sleeper, follow=True)
     assert next(follow) == ("stdout", b"started\n")
     t = time.monotonic()
@@ -402,7 +349,7 @@ def test_events_stream_sees_every_transition_in_order(agent, test_image):
     listener.start()
     assert ready.wait(30)
     time.sleep(0.5)
-    job_ref["id"] = job_id = c.submit(spec(test_image, "sleep 3"), hold=True)
+    job_ref["id"] = job_id = c.submit(sh(test_image, "sleep 3", network="none"), hold=True)
     c.release(job_id)
     c.wait_started(job_id, timeout=WAIT)
     c.suspend(job_id)
@@ -477,8 +424,20 @@ def test_cli_through_the_agent_for_every_verb(agent, state_dir, test_image, tmp_
     events = [json.loads(line) for line in cli("events", "--json", "--job", held).stdout.splitlines()]
     assert [e["to_state"] for e in events] == ["QueuedHeld", "Queued", "Running", "Suspended", "Running", "Done"]
     array = cli("submit", "--array", "1-3", "--network", "none", test_image, "sh", "-c", "echo task $CONVEYOR_TASK_ID").stdout.strip()
-    assert array
-    assert cli("machine", "--json").returncode == 0 and cli("queue").returncode == 0
+    # the id printed is the array's: the agent shows it with its three tasks, which all run
+
+    def array_done() -> dict | None:
+        summary = json.loads(cli("array", "show", "--json", array).stdout)
+        return summary if summary["states"] == {"Done": 3} else None
+
+    shown = eventually("the array's tasks are done", array_done, timeout=WAIT, every=0.2)
+    assert (shown["id"], shown["tasks"], shown["begin"], shown["end"]) == (array, 3, 1, 3)
+    first_id = json.loads(cli("inspect", "first").stdout)["id"]
+    tasks = [j["id"] for j in json.loads(cli("ps", "-a", "--json").stdout) if j["id"] not in (first_id, held, doomed)]
+    assert sorted(cli("logs", t).stdout for t in tasks) == ["task 1\n", "task 2\n", "task 3\n"]
+    machine = json.loads(cli("machine", "--json").stdout)
+    assert machine["engine"]["version"] and machine["capacity"]["cpus"] > 0
+    assert "no waiting jobs" in cli("queue").stdout
     cli("rm", doomed)
     assert cli("inspect", doomed, ok=False).returncode == 125
     assert "removed" in cli("cleanup").stdout
@@ -557,7 +516,7 @@ def test_list_pages_in_sql_and_client_matches_executor(agent, state_dir, test_im
     """Paging is done by the store (a page of 10,000 jobs costs a page); Client and Executor
     give the same pages and counts."""
     client = Client(state_dir)
-    ids = [client.submit(spec(test_image, f"echo {i}", labels={"page": "yes" if i % 2 else "no"}), hold=True) for i in range(7)]
+    ids = [client.submit(sh(test_image, f"echo {i}", labels={"page": "yes" if i % 2 else "no"}, network="none"), hold=True) for i in range(7)]
     with Executor(state_dir, supervise=False) as ex:
         for side in (ex, client):
             assert [j.id for j in side.list(limit=3, offset=2)] == ids[2:5]

@@ -8,68 +8,17 @@ fixture stops it and removes what the test's executor made.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import docker.errors
 import pytest
 
 from conveyor import Executor, JobSpec, JobState, Substate
-from conveyor.daemon import stop_supervisor
-from conveyor.home import Home
+from helpers import CONVEYOR, eventually
 
-CONVEYOR = str(Path(sys.executable).parent / "conveyor")
 STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (.*)$")
-
-
-class Cli:
-    def __init__(self, home: Path, docker_client, image: str):
-        self.home, self.docker, self.image = home, docker_client, image
-
-    def run(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-        env = {**os.environ, "CONVEYOR_HOME": str(self.home)}
-        env.pop("CONVEYOR_HOST", None)
-        return subprocess.run([CONVEYOR, *args], capture_output=True, env=env, stdin=subprocess.DEVNULL, timeout=timeout)
-
-    def ok(self, *args: str, **kw) -> str:
-        proc = self.run(*args, **kw)
-        assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
-        return proc.stdout.decode()
-
-    def submit(self, *args: str) -> str:
-        job_id = self.ok("submit", "--network", "none", *args).strip()
-        assert re.fullmatch(r"[0-9a-f]{12}", job_id), job_id
-        return job_id
-
-    def info(self, job_id: str) -> dict:
-        return json.loads(self.ok("inspect", job_id))
-
-    def until(self, job_id: str, state: str, timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.info(job_id)
-            if job["state"] == state or time.monotonic() > deadline:
-                assert job["state"] == state, job
-                return job
-            time.sleep(0.2)
-
-
-@pytest.fixture
-def cli(state_dir, docker_client, test_image):
-    c = Cli(state_dir, docker_client, test_image)
-    yield c
-    stop_supervisor(Home(state_dir))
-    eid = (state_dir / "executor-id").read_text().strip() if (state_dir / "executor-id").exists() else None
-    if eid:
-        for container in docker_client.containers.list(all=True, sparse=True, filters={"label": f"conveyor.executor={eid}"}):
-            try:
-                container.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
 
 
 def _docker_logs(docker_client, container_id: str, **kw) -> bytes:
@@ -213,7 +162,7 @@ def test_events_history_since_and_follow(cli):
     # --since: the follower may start after the job's first transitions; they are kept.
     follower = subprocess.Popen(
         [CONVEYOR, "events", "-f", "--json", "--since", str(time.time() - 1)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "CONVEYOR_HOME": str(cli.home)},
+        env=cli.env(),
     )
     try:
         job_id = cli.submit(cli.image, "true")
@@ -260,27 +209,27 @@ def test_cleanup_from_a_client_executor(state_dir, test_image):
 
 def test_jobs_submitted_during_a_foreground_run_stay_supervised(cli):
     """`conveyor run` without an agent supervises in-process; a job submitted meanwhile
-    found that supervisor and started none. When `run` exits, a background supervisor
-    must take over, or the queued job would never finish."""
-    env = {**os.environ, "CONVEYOR_HOME": str(cli.home)}
-    env.pop("CONVEYOR_HOST", None)
+    found that supervisor and started none. When `run` exits, which it does as soon as its
+    own job ends, a background supervisor must take over, or the queued job would never
+    finish (and `run` must not sit waiting for other people's jobs instead)."""
     run = subprocess.Popen(
-        [CONVEYOR, "run", "--network", "none", cli.image, "sleep", "4"], env=env, stdin=subprocess.DEVNULL
+        [CONVEYOR, "run", "--network", "none", cli.image, "sleep", "4"], env=cli.env(), stdin=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 60
-        while "runs for" not in cli.run("serve", "--status").stdout.decode():
-            assert time.monotonic() < deadline, "conveyor run never became the supervisor"
-            time.sleep(0.2)
-        first = cli.run("serve", "--status").stdout.decode()
-        job_id = cli.submit(cli.image, "sh", "-c", "sleep 6; echo handed-over")
+        eventually("conveyor run is the supervisor",
+                   lambda: f"agent pid {run.pid} runs for" in cli.run("serve", "--status").stdout.decode(), every=0.2)
+        job_id = cli.submit(cli.image, "sh", "-c", "sleep 8; echo handed-over")
         assert run.wait(timeout=90) == 0
     finally:
         run.kill()
+    assert cli.info(job_id)["state"] == "Running"  # `run` ended with its own job, not with this one
+    status = cli.run("serve", "--status")
+    assert status.returncode == 0, status.stdout  # someone supervises the state directory...
+    holder = int(re.search(rb"agent pid (\d+) ", status.stdout).group(1))
+    assert holder != run.pid  # ...and it is another process than the `run` that has gone
     job = cli.until(job_id, "Done", timeout=90)
     assert job["exit_code"] == 0
     assert cli.ok("logs", job_id) == "handed-over\n"
-    assert cli.run("serve", "--status").stdout.decode() != first  # another process supervises now
 
 
 def test_array_commands_control_every_task(cli):

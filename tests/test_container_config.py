@@ -41,11 +41,6 @@ def ex(docker_client, test_image, tmp_path_factory):
         assert left == [], "cleanup left containers behind"
 
 
-@pytest.fixture(scope="module")
-def image(test_image) -> str:
-    return test_image
-
-
 def _uid() -> str:
     return uuid.uuid4().hex[:10]
 
@@ -86,13 +81,13 @@ def _video_group() -> str:
 
 
 @pytest.fixture(scope="module")
-def sink(ex, docker_client, image, tmp_path_factory):
+def sink(ex, docker_client, test_image, tmp_path_factory):
     """One running job carrying most settings at once, inspected once (keeps the module fast)."""
     host_dir = tmp_path_factory.mktemp("bind-src")
     (host_dir / "hello.txt").write_text("from-host\n")
     volume = f"conveyor-test-vol-{_uid()}"
     spec = JobSpec(
-        image=image,
+        image=test_image,
         command=SLEEP,
         name=f"sink-{_uid()}",
         env={"FOO": "bar", "EMPTY": ""},
@@ -127,8 +122,8 @@ def test_ulimits(sink):
     assert ulimits == [{"Name": "memlock", "Soft": 65536, "Hard": 131072}, {"Name": "nofile", "Soft": 1024, "Hard": 2048}]
 
 
-def test_unlimited_ulimit(ex, docker_client, image):
-    spec = JobSpec(image=image, command=SLEEP, ulimits={"memlock": -1, "nofile": {"soft": 10, "hard": 20}})
+def test_unlimited_ulimit(ex, docker_client, test_image):
+    spec = JobSpec(image=test_image, command=SLEEP, ulimits={"memlock": -1, "nofile": {"soft": 10, "hard": 20}})
     with created(ex, docker_client, spec) as info:
         assert info["HostConfig"]["Ulimits"] == [
             {"Name": "memlock", "Soft": -1, "Hard": -1},
@@ -198,7 +193,7 @@ def test_defaults_are_engine_defaults(sink):
 # --------------------------------------------------------------------------- the job's own view
 
 
-def test_job_sees_its_settings(ex, image, tmp_path):
+def test_job_sees_its_settings(ex, test_image, tmp_path):
     host_in = tmp_path / "in"
     host_in.mkdir()
     (host_in / "hello.txt").write_text("from-host\n")
@@ -212,7 +207,7 @@ def test_job_sees_its_settings(ex, image, tmp_path):
         "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"
     )
     spec = JobSpec(
-        image=image,
+        image=test_image,
         command=["sh", "-c", script],
         user="1000:1000",
         workdir="/tmp/work",
@@ -236,17 +231,17 @@ def test_job_sees_its_settings(ex, image, tmp_path):
         ex.remove(job.id)
 
 
-def test_user_by_name(ex, image):
-    job = ex.run(JobSpec(image=image, command=["id", "-un"], user="nobody"), timeout=30)
+def test_user_by_name(ex, test_image):
+    job = ex.run(JobSpec(image=test_image, command=["id", "-un"], user="nobody"), timeout=30)
     try:
         assert job.state is JobState.DONE and job.stdout == "nobody\n"
     finally:
         ex.remove(job.id)
 
 
-def test_published_port_is_reachable(ex, docker_client, image):
+def test_published_port_is_reachable(ex, docker_client, test_image):
     script = "mkdir -p /tmp/www && echo hello-port > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www"
-    with running(ex, docker_client, JobSpec(image=image, command=["sh", "-c", script], ports=["127.0.0.1::80"])) as (_, info):
+    with running(ex, docker_client, JobSpec(image=test_image, command=["sh", "-c", script], ports=["127.0.0.1::80"])) as (_, info):
         port = int(docker_client.api.inspect_container(info["Id"])["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"])
         deadline = time.monotonic() + 10
         while True:
@@ -260,25 +255,25 @@ def test_published_port_is_reachable(ex, docker_client, image):
                 time.sleep(0.1)
 
 
-def test_fixed_host_port(ex, docker_client, image):
+def test_fixed_host_port(ex, docker_client, test_image):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
-    with running(ex, docker_client, JobSpec(image=image, command=SLEEP, ports=[f"127.0.0.1:{free}:8080"])) as (_, info):
+    with running(ex, docker_client, JobSpec(image=test_image, command=SLEEP, ports=[f"127.0.0.1:{free}:8080"])) as (_, info):
         assert info["HostConfig"]["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(free)}]}
 
 
 # --------------------------------------------------------------------------- namespaces, networks
 
 
-def test_network_none(ex, docker_client, image):
-    with running(ex, docker_client, JobSpec(image=image, command=SLEEP, network="none")) as (_, info):
+def test_network_none(ex, docker_client, test_image):
+    with running(ex, docker_client, JobSpec(image=test_image, command=SLEEP, network="none")) as (_, info):
         assert info["HostConfig"]["NetworkMode"] == "none"
         assert info["HostConfig"]["PortBindings"] in ({}, None)
 
 
-def test_host_namespaces(ex, docker_client, image):
-    spec = JobSpec(image=image, command=SLEEP, network="host", ipc_mode="host", uts_mode="host", pid_mode="host")
+def test_host_namespaces(ex, docker_client, test_image):
+    spec = JobSpec(image=test_image, command=SLEEP, network="host", ipc_mode="host", uts_mode="host", pid_mode="host")
     with running(ex, docker_client, spec) as (_, info):
         hc = info["HostConfig"]
         assert hc["NetworkMode"] == "host"
@@ -288,17 +283,17 @@ def test_host_namespaces(ex, docker_client, image):
         assert hc["Privileged"] is False
 
 
-def test_privileged(ex, docker_client, image):
+def test_privileged(ex, docker_client, test_image):
     # Created, not started: this machine's engine runs without the capabilities that a
     # privileged container needs at start ("unable to apply caps"); the config is what we test.
-    with created(ex, docker_client, JobSpec(image=image, command=SLEEP, privileged=True)) as info:
+    with created(ex, docker_client, JobSpec(image=test_image, command=SLEEP, privileged=True)) as info:
         assert info["HostConfig"]["Privileged"] is True
 
 
-def test_named_network_is_created_with_executor_label(ex, docker_client, image):
+def test_named_network_is_created_with_executor_label(ex, docker_client, test_image):
     net = f"conveyor-test-net-{_uid()}"
     assert not docker_client.api.networks(names=[net])
-    with running(ex, docker_client, JobSpec(image=image, command=SLEEP, network=net)) as (_, info):
+    with running(ex, docker_client, JobSpec(image=test_image, command=SLEEP, network=net)) as (_, info):
         assert info["HostConfig"]["NetworkMode"] == net
         assert net in info["NetworkSettings"]["Networks"]
         (found,) = [n for n in docker_client.api.networks(names=[net]) if n["Name"] == net]
@@ -309,8 +304,8 @@ def test_named_network_is_created_with_executor_label(ex, docker_client, image):
 # --------------------------------------------------------------------------- process settings
 
 
-def test_entrypoint_tty_stdin(ex, docker_client, image):
-    spec = JobSpec(image=image, entrypoint=["sh", "-c"], command=["exec sleep 300"], tty=True, stdin_open=True)
+def test_entrypoint_tty_stdin(ex, docker_client, test_image):
+    spec = JobSpec(image=test_image, entrypoint=["sh", "-c"], command=["exec sleep 300"], tty=True, stdin_open=True)
     with running(ex, docker_client, spec) as (_, info):
         cfg = info["Config"]
         assert cfg["Entrypoint"] == ["sh", "-c"]
@@ -319,19 +314,42 @@ def test_entrypoint_tty_stdin(ex, docker_client, image):
         assert cfg["OpenStdin"] is True
 
 
-def test_empty_entrypoint_clears_image_entrypoint(ex, docker_client, image):
-    with created(ex, docker_client, JobSpec(image=image, entrypoint=[], command=SLEEP)) as info:
-        assert info["Config"]["Entrypoint"] in (None, [""])
+@pytest.fixture(scope="module")
+def entrypoint_image(docker_client, test_image):
+    """The test image with an ENTRYPOINT of its own (the test image has none, so clearing
+    its entrypoint could not be told from doing nothing)."""
+    repository, tag = "conveyor-test/entrypoint", f"{os.getpid()}-{_uid()}"
+    base = docker_client.containers.create(test_image, ["true"])
+    try:
+        base.commit(repository=repository, tag=tag, changes='ENTRYPOINT ["echo", "image-entrypoint"]')
+    finally:
+        base.remove()
+    yield f"{repository}:{tag}"
+    docker_client.images.remove(f"{repository}:{tag}", force=True)
+
+
+def test_empty_entrypoint_clears_image_entrypoint(ex, docker_client, entrypoint_image):
+    """`entrypoint: []` runs the command itself, not the image's entrypoint with the
+    command as its arguments."""
+    with created(ex, docker_client, JobSpec(image=entrypoint_image, command=SLEEP)) as info:
+        assert info["Config"]["Entrypoint"] == ["echo", "image-entrypoint"]  # inherited unless cleared
+    with created(ex, docker_client, JobSpec(image=entrypoint_image, entrypoint=[], command=SLEEP)) as info:
+        assert info["Config"]["Entrypoint"] in (None, [""])  # the engine shows "cleared" either way
         assert info["Config"]["Cmd"] == SLEEP
+    job = ex.run(JobSpec(image=entrypoint_image, entrypoint=[], command=["echo", "the-command"], network="none"), timeout=30)
+    try:
+        assert (job.state, job.stdout) == (JobState.DONE, "the-command\n"), job.message
+    finally:
+        ex.remove(job.id)
 
 
-def test_auto_remove_is_never_the_engines(ex, docker_client, image):
-    with running(ex, docker_client, JobSpec(image=image, command=SLEEP, auto_remove=True)) as (_, info):
+def test_auto_remove_is_never_the_engines(ex, docker_client, test_image):
+    with running(ex, docker_client, JobSpec(image=test_image, command=SLEEP, auto_remove=True)) as (_, info):
         assert info["HostConfig"]["AutoRemove"] is False
 
 
-def test_unlimited_swap(ex, docker_client, image):
-    spec = JobSpec(image=image, command=SLEEP, resources={"memory": "32m", "memory_swap": -1})
+def test_unlimited_swap(ex, docker_client, test_image):
+    spec = JobSpec(image=test_image, command=SLEEP, resources={"memory": "32m", "memory_swap": -1})
     with created(ex, docker_client, spec) as info:
         assert info["HostConfig"]["Memory"] == 32 * MiB
         assert info["HostConfig"]["MemorySwap"] == -1
@@ -344,8 +362,8 @@ def test_unlimited_swap(ex, docker_client, image):
     "gpus, count, ids",
     [("all", -1, []), (2, 2, []), ("device=0,1", 0, ["0", "1"])],
 )
-def test_nvidia_device_requests(ex, docker_client, image, gpus, count, ids):
-    with created(ex, docker_client, JobSpec(image=image, command=SLEEP, resources={"gpus": gpus})) as info:
+def test_nvidia_device_requests(ex, docker_client, test_image, gpus, count, ids):
+    with created(ex, docker_client, JobSpec(image=test_image, command=SLEEP, resources={"gpus": gpus})) as info:
         (req,) = info["HostConfig"]["DeviceRequests"]
         assert req["Driver"] == "nvidia"
         assert req["Count"] == count
@@ -358,21 +376,21 @@ def _devices(info) -> list[tuple[str, str, str]]:
     return [(d["PathOnHost"], d["PathInContainer"], d["CgroupPermissions"]) for d in info["HostConfig"]["Devices"] or []]
 
 
-def test_amd_all_devices_and_group(ex, docker_client, image):
-    with created(ex, docker_client, JobSpec(image=image, command=SLEEP, resources={"gpus": {"vendor": "amd"}})) as info:
+def test_amd_all_devices_and_group(ex, docker_client, test_image):
+    with created(ex, docker_client, JobSpec(image=test_image, command=SLEEP, resources={"gpus": {"vendor": "amd"}})) as info:
         assert _devices(info) == [("/dev/kfd", "/dev/kfd", "rwm"), ("/dev/dri", "/dev/dri", "rwm")]
         assert _video_group() in info["HostConfig"]["GroupAdd"]
         assert not info["HostConfig"]["DeviceRequests"]
 
 
-def test_amd_device_id(ex, docker_client, image):
-    spec = JobSpec(image=image, command=SLEEP, resources={"gpus": {"vendor": "amd", "device_ids": ["1"]}})
+def test_amd_device_id(ex, docker_client, test_image):
+    spec = JobSpec(image=test_image, command=SLEEP, resources={"gpus": {"vendor": "amd", "device_ids": ["1"]}})
     with created(ex, docker_client, spec) as info:
         assert _devices(info) == [("/dev/kfd", "/dev/kfd", "rwm"), ("/dev/dri/renderD129", "/dev/dri/renderD129", "rwm")]
 
 
-def test_intel_all_devices(ex, docker_client, image):
-    with created(ex, docker_client, JobSpec(image=image, command=SLEEP, resources={"gpus": {"vendor": "intel"}})) as info:
+def test_intel_all_devices(ex, docker_client, test_image):
+    with created(ex, docker_client, JobSpec(image=test_image, command=SLEEP, resources={"gpus": {"vendor": "intel"}})) as info:
         assert _devices(info) == [("/dev/dri", "/dev/dri", "rwm")]
         assert not info["HostConfig"]["GroupAdd"]
         assert not info["HostConfig"]["DeviceRequests"]

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -19,14 +18,9 @@ import pytest
 
 from conveyor import Executor, InvalidSpec, JobSpec, JobState
 from conveyor.cas import BlobStore, CasError, CorruptBlob, Entry, Fileset, UnsafePath, check_path
+from helpers import CONVEYOR, AgentProcess, SupervisorProcess, eventually, sh
 
 WAIT = 60
-REPO = Path(__file__).resolve().parent.parent
-CONVEYOR = [str(REPO / ".venv" / "bin" / "conveyor")]
-
-
-def sh(image: str, script: str, **kw) -> JobSpec:
-    return JobSpec(image=image, command=["sh", "-c", script], network="none", **kw)
 
 
 def stdout(ex: Executor, job_id: str) -> str:
@@ -140,7 +134,7 @@ def test_input_frozen_at_submit(ex, test_image, tmp_path, state_dir):
     single = tmp_path / "single.txt"
     single.write_text("single old\n")
     job_id = ex.submit(sh(test_image, "cat /in/a.txt /in/sub/b.txt /one.txt; echo x > /in/new 2>/dev/null || echo readonly",
-                          inputs=[f"{data}:/in", f"{single}:/one.txt"]), hold=True)
+                          inputs=[f"{data}:/in", f"{single}:/one.txt"], network="none"), hold=True)
     stored = ex.info(job_id).spec
     assert all(i.source.startswith("sha256:") for i in stored.inputs), stored.inputs  # never a host path
     (data / "a.txt").write_text("NEW content\n")
@@ -155,7 +149,7 @@ def test_input_frozen_at_submit(ex, test_image, tmp_path, state_dir):
 def test_output_of_failing_job_captured_and_restored(ex, test_image, tmp_path, docker_client):
     job_id = ex.submit(sh(test_image, "mkdir -p /out/d && echo result > /out/r.txt && printf 'deep' > /out/d/x.bin "
                                       "&& ln -s /etc/passwd /out/link && exit 3",
-                          outputs=["/out"], auto_remove=True))
+                          outputs=["/out"], auto_remove=True, network="none"))
     job = ex.wait(job_id, timeout=WAIT)
     assert job.state is JobState.FAILED and job.exit_code == 3
     files = {f["path"]: f for f in ex.outputs(job_id)}
@@ -173,12 +167,12 @@ def test_output_of_failing_job_captured_and_restored(ex, test_image, tmp_path, d
 
 def test_chained_jobs_and_dedup(ex, test_image, state_dir):
     first = ex.submit(sh(test_image, "mkdir -p /out && echo same > /out/a && echo same > /out/b && echo 42 > /out/n",
-                         outputs=["/out"]))
+                         outputs=["/out"], network="none"))
     assert ex.wait(first, timeout=WAIT).state is JobState.DONE
     digest = ex.filesets(first)["/out"]
     # same content stored once: a, b and n -> 2 file blobs + 1 manifest
     assert blob_count(state_dir) == 3
-    second = ex.submit(sh(test_image, "cat /prev/n; cat /prev/a", inputs=[f"{digest}:/prev"]))
+    second = ex.submit(sh(test_image, "cat /prev/n; cat /prev/a", inputs=[f"{digest}:/prev"], network="none"))
     job = ex.wait(second, timeout=WAIT)
     assert job.state is JobState.DONE, job.message
     assert stdout(ex, second) == "42\nsame\n"
@@ -186,7 +180,7 @@ def test_chained_jobs_and_dedup(ex, test_image, state_dir):
 
 
 def test_verify_catches_flipped_byte_and_deleted_blob(ex, test_image, state_dir):
-    job_id = ex.submit(sh(test_image, "mkdir -p /out && echo aaaa > /out/one && echo bbbb > /out/two", outputs=["/out"]))
+    job_id = ex.submit(sh(test_image, "mkdir -p /out && echo aaaa > /out/one && echo bbbb > /out/two", outputs=["/out"], network="none"))
     assert ex.wait(job_id, timeout=WAIT).state is JobState.DONE
     assert ex.verify(job_id)["bad"] == []
     files = {f["path"]: f["digest"] for f in ex.outputs(job_id)}
@@ -202,7 +196,7 @@ def test_verify_catches_flipped_byte_and_deleted_blob(ex, test_image, state_dir)
     assert bad[files["/out/two"]]["problem"] == "missing" and bad[files["/out/two"]]["jobs"] == [job_id]
     with pytest.raises(CorruptBlob):  # never served as good data
         ex.read_output(job_id, "/out/one")
-    proc = subprocess.run([*CONVEYOR, "verify", "--all"], capture_output=True, text=True, env={**os.environ, "CONVEYOR_HOME": str(state_dir)})
+    proc = subprocess.run([CONVEYOR, "verify", "--all"], capture_output=True, text=True, env={**os.environ, "CONVEYOR_HOME": str(state_dir)})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "corrupt" in proc.stdout and "missing" in proc.stdout and job_id in proc.stdout
 
@@ -212,7 +206,7 @@ def test_gc_keeps_what_a_queued_job_needs(ex, test_image, tmp_path, state_dir):
     data.mkdir()
     (data / "f").write_text("needed\n")
     ex.blobs.put_bytes(b"garbage nobody references")
-    held = ex.submit(sh(test_image, "cat /in/f", inputs=[f"{data}:/in"]), hold=True)
+    held = ex.submit(sh(test_image, "cat /in/f", inputs=[f"{data}:/in"], network="none"), hold=True)
     result = ex.gc(grace=0)
     assert result["removed"] == 1
     assert ex.verify(held)["bad"] == []
@@ -227,24 +221,24 @@ def test_input_symlink_escaping_and_evil_fileset_refused(ex, test_image, tmp_pat
     (data / "ok").write_text("ok")
     os.symlink("/etc/passwd", data / "escape")
     with pytest.raises(InvalidSpec) as err:
-        ex.submit(sh(test_image, "true", inputs=[f"{data}:/in"]))
+        ex.submit(sh(test_image, "true", inputs=[f"{data}:/in"], network="none"))
     assert "inputs[0].source" in str(err.value)
     evil = _evil_manifest(ex.blobs, "../../etc/evil")
     with pytest.raises(InvalidSpec):
-        ex.submit(sh(test_image, "true", inputs=[f"{evil}:/in"]))
+        ex.submit(sh(test_image, "true", inputs=[f"{evil}:/in"], network="none"))
     assert ex.list() == []
 
 
 def test_cli_outputs_cat_and_restore(ex, test_image, tmp_path, state_dir):
     env = {**os.environ, "CONVEYOR_HOME": str(state_dir)}
-    job_id = ex.submit(sh(test_image, "mkdir -p /out && echo from-cli > /out/hello.txt", outputs=["/out"]))
+    job_id = ex.submit(sh(test_image, "mkdir -p /out && echo from-cli > /out/hello.txt", outputs=["/out"], network="none"))
     assert ex.wait(job_id, timeout=WAIT).state is JobState.DONE
-    listing = subprocess.run([*CONVEYOR, "outputs", job_id], capture_output=True, text=True, env=env)
+    listing = subprocess.run([CONVEYOR, "outputs", job_id], capture_output=True, text=True, env=env)
     assert listing.returncode == 0, listing.stderr
     assert "/out/hello.txt\t9\tsha256:" in listing.stdout
-    cat = subprocess.run([*CONVEYOR, "cat", job_id, "/out/hello.txt"], capture_output=True, text=True, env=env)
+    cat = subprocess.run([CONVEYOR, "cat", job_id, "/out/hello.txt"], capture_output=True, text=True, env=env)
     assert cat.stdout == "from-cli\n", cat.stderr
-    restored = subprocess.run([*CONVEYOR, "outputs", job_id, "--to", str(tmp_path / "r")], capture_output=True, text=True, env=env)
+    restored = subprocess.run([CONVEYOR, "outputs", job_id, "--to", str(tmp_path / "r")], capture_output=True, text=True, env=env)
     assert restored.returncode == 0, restored.stderr
     assert (tmp_path / "r" / "out" / "hello.txt").read_text() == "from-cli\n"
 
@@ -273,14 +267,12 @@ def test_image_load_from_tarball(ex, docker_client, test_image, tmp_path):
 
 
 def test_sigkill_between_capture_record_and_remove_loses_no_output(state_dir, tmp_path, docker_client, test_image):
-    from test_recovery import SupervisorProcess, eventually
-
     (state_dir / "config.toml").write_text("[defaults]\ncpus = 0\n")
     sup = SupervisorProcess(state_dir, tmp_path)
     client = Executor(state_dir, supervise=False)
     try:
         sup.start(fault="after-outputs")
-        job_id = client.submit(sh(test_image, "mkdir -p /out && echo kept > /out/k.txt; exit 4", outputs=["/out"], auto_remove=True))
+        job_id = client.submit(sh(test_image, "mkdir -p /out && echo kept > /out/k.txt; exit 4", outputs=["/out"], auto_remove=True, network="none"))
         sup.wait_fault("after-outputs", job_id)
         sup.kill()
         first = client.filesets(job_id)
@@ -306,14 +298,13 @@ def test_through_the_agent_cli_inputs_and_outputs(state_dir, tmp_path, test_imag
     """With an agent running, the CLI freezes local inputs itself and reads outputs through
     the API (Client.outputs / read_output / verify)."""
     from conveyor import Client
-    from test_agent import AgentProcess
 
     env = {**os.environ, "CONVEYOR_HOME": str(state_dir)}
     data = tmp_path / "in.txt"
     data.write_text("through the agent\n")
     agent = AgentProcess(state_dir).start()
     try:
-        out = subprocess.run([*CONVEYOR, "submit", "--network", "none", "--input", f"{data}:/in.txt", "--output", "/out",
+        out = subprocess.run([CONVEYOR, "submit", "--network", "none", "--input", f"{data}:/in.txt", "--output", "/out",
                               test_image, "sh", "-c", "mkdir -p /out && cp /in.txt /out/copy.txt"],
                              capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr
@@ -325,7 +316,7 @@ def test_through_the_agent_cli_inputs_and_outputs(state_dir, tmp_path, test_imag
         assert [f["path"] for f in c.outputs(job_id)] == ["/out/copy.txt"]
         assert c.read_output(job_id, "/out/copy.txt") == b"through the agent\n"
         assert c.verify(job_id)["bad"] == []
-        cat = subprocess.run([*CONVEYOR, "cat", job_id, "/out/copy.txt"], capture_output=True, text=True, env=env, timeout=60)
+        cat = subprocess.run([CONVEYOR, "cat", job_id, "/out/copy.txt"], capture_output=True, text=True, env=env, timeout=60)
         assert cat.stdout == "through the agent\n", cat.stderr
     finally:
         agent.stop()

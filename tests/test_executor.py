@@ -30,16 +30,13 @@ from conveyor import (
     WaitTimeout,
 )
 from conveyor.backends.base import LABEL_EXECUTOR
+from helpers import sh
 
 # Generous upper bound for any single short job: a hang fails the test instead of the run.
 WAIT = 30
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def sh(image: str, script: str, **kw) -> JobSpec:
-    return JobSpec(image=image, command=["sh", "-c", script], **kw)
 
 
 def read_logs(ex: Executor, job_id: str, stream: str = "stdout", **kw) -> str:
@@ -580,9 +577,11 @@ def test_stdin_is_fed_to_the_job(ex, test_image):
 
 
 def test_tty_output_captured(ex, test_image):
+    """A job asked for a terminal gets one (its output has the terminal's CRLF line ends)
+    and that output is captured."""
     job = ex.run(JobSpec(image=test_image, command=["echo", "tty-ok"], tty=True), timeout=WAIT)
     assert job.state is JobState.DONE, job.message
-    assert "tty-ok" in job.stdout
+    assert job.stdout == "tty-ok\r\n"
 
 
 def test_idempotency_keys(ex, test_image):

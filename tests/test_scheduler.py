@@ -18,8 +18,8 @@ import pytest
 
 from conveyor import Executor, InvalidSpec, InvalidState, JobSpec, JobState, Substate
 from conveyor.backends.base import LABEL_EXECUTOR, LABEL_JOB
+from helpers import eventually, sh
 from conveyor.capacity import (
-    Capacity,
     ConfigError,
     Ledger,
     Machine,
@@ -34,10 +34,11 @@ NET = {"network": "none"}  # no bridge needed, and faster to start
 
 
 def job(image: str, script: str, cpus: float | None = 1, **kw) -> JobSpec:
+    """sh() with a CPU request (1 unless said) and no network."""
     resources = kw.pop("resources", {})
     if cpus is not None:
         resources["cpus"] = cpus
-    return JobSpec(image=image, command=["sh", "-c", script], resources=resources, **NET, **kw)
+    return sh(image, script, resources=resources, **NET, **kw)
 
 
 @pytest.fixture
@@ -197,7 +198,8 @@ def test_backfill_small_job_passes_a_large_one(make_ex, test_image):
 
 
 def test_backfill_stops_after_the_window(make_ex, test_image):
-    """Once the blocked job has waited its window, nothing behind it takes the CPUs it needs."""
+    """Once the blocked job has waited its window, nothing behind it takes the CPUs it needs,
+    and the queue view says that is why the smaller job waits."""
     ex = make_ex(**cap(2), limits={"backfill_window": 0})
     running = ex.start(job(test_image, "sleep 1.5"))
     large = ex.submit(job(test_image, "true", cpus=2))
@@ -205,25 +207,46 @@ def test_backfill_stops_after_the_window(make_ex, test_image):
     time.sleep(0.5)
     view = {j["id"]: j for j in ex.queue()["jobs"]}
     assert view[large]["waits_for"] == "resources"
-    assert view[small]["waits_for"] in ("backfill", "resources"), view[small]
+    # the CPU it would take is free, but the large job comes first now: it says so
+    assert view[small]["waits_for"] == "backfill" and large in view[small]["reason"], view[small]
     s, l = ex.wait(small, WAIT), ex.wait(large, WAIT)
     ex.wait(running, WAIT)
     assert s.started_at >= l.started_at, (s.started_at, l.started_at)
 
 
-def test_label_and_executor_caps(make_ex, test_image, docker_client):
+def test_label_and_executor_caps(make_ex, test_image, docker_client, tmp_path):
+    """No more jobs with a capped label (label_caps) and no more jobs in all (max_running)
+    run at once than configured, and the queue view names the cap each waiting job is
+    held back by."""
     ex = make_ex(**cap(3), label_caps={"team=ml": 1}, limits={"max_running": 2})
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    script = "while [ ! -e /gate/go ]; do sleep 0.1; done; sleep 0.5"  # runs on until the test opens the gate
+
+    def submit(team: str) -> list[str]:
+        return [ex.submit(job(test_image, script, cpus=0.1, labels={"team": team}, mounts=[f"{gate}:/gate:ro"]))
+                for _ in range(3)]
+
+    def waiting() -> dict[str, str]:
+        return {j["id"]: j["reason"] for j in ex.queue()["jobs"]}
+
     with Sampler(ex, docker_client) as s:
-        ml = [ex.submit(job(test_image, "sleep 0.5", cpus=0.1, labels={"team": "ml"})) for _ in range(3)]
-        other = [ex.submit(job(test_image, "sleep 0.5", cpus=0.1, labels={"team": "web"})) for _ in range(3)]
-        time.sleep(0.3)
-        reasons = {j["id"]: j["reason"] for j in ex.queue()["jobs"]}
+        ml = submit("ml")
+        eventually("the first ml job runs", lambda: ex.info(ml[0]).state is JobState.RUNNING)
+        held_by_label = waiting()  # one job runs: the label's cap holds the other two back
+        assert sorted(held_by_label) == sorted(ml[1:]), held_by_label
+        assert all("team=ml" in r for r in held_by_label.values()), held_by_label
+        other = submit("web")
+        eventually("the first web job runs", lambda: ex.info(other[0]).state is JobState.RUNNING)
+        held_by_max_running = waiting()  # two run: max_running holds everything else back
+        assert sorted(held_by_max_running) == sorted(ml[1:] + other[1:]), held_by_max_running
+        assert all("max_running" in r for r in held_by_max_running.values()), held_by_max_running
+        (gate / "go").touch()
         jobs = wait_all(ex, ml + other)
     assert all(j.ok for j in jobs)
     ml_set = set(ml)
     assert max(sum(1 for i, _, _ in a if i in ml_set) for a, _ in s.samples) == 1
     assert max(len(a) for a, _ in s.samples) == 2
-    assert any("team=ml" in r or "max_running" in r for r in reasons.values()), reasons
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -422,6 +445,9 @@ def test_gpu_sharing_when_configured():
 
 
 def test_capacity_from_machine_minus_reserve_and_config_errors(tmp_path):
+    """Capacity is the machine minus the reserve where discovered and exactly what is
+    configured where configured (a node never admits more, or less, than the operator
+    said), and a config file with a typo or a bad label cap is refused by name."""
     machine = Machine(cpus=16, memory=32 << 30, gpus={"nvidia": ["0", "1"]})
     config = SchedulingConfig.model_validate({"reserve": {"cpus": 2, "memory": "4g"}})
     capacity = node_capacity(config, machine)
@@ -439,7 +465,10 @@ def test_capacity_from_machine_minus_reserve_and_config_errors(tmp_path):
         SchedulingConfig.load(tmp_path)
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         SchedulingConfig.load(None, {"label_caps": {"ml": 2}})
-    assert isinstance(capacity, Capacity)
+    # The reserve is kept back from what is discovered, never from what is configured.
+    both = {"capacity": {"cpus": 4, "memory": "8g"}, "reserve": {"cpus": 2, "memory": "4g"}}
+    explicit = node_capacity(SchedulingConfig.model_validate(both), machine)
+    assert (explicit.cpus, explicit.memory, explicit.gpus) == (4, 8 << 30, {"nvidia": ("0", "1")})
 
 
 def test_claim_enforces_max_parallel_atomically(state_dir, test_image):
