@@ -107,7 +107,8 @@ def test_create_twice_is_a_conflict_that_finds_the_first(backend, test_image):
     first = backend.create(job_id, _spec(test_image, ["true"]))
     with pytest.raises(EngineConflict, match="already in use"):
         backend.create(job_id, _spec(test_image, ["true"]))
-    assert backend.inspect(f"conveyor-{job_id}").id == first
+    assert backend.find(job_id).id == first
+    assert backend.find(f"j{_uid()}") is None
 
 
 def test_create_with_missing_image_is_image_not_found(backend):

@@ -160,7 +160,8 @@ class ContainerNotFound(EngineError):
 
 
 class EngineConflict(EngineError):
-    """The engine refused because of what exists already (a container of that name)."""
+    """The engine refused because of the container's state or what exists already (HTTP 409:
+    a container of that name, one that is not running or already paused)."""
 
 
 class NotSupported(ConveyorError):

@@ -132,6 +132,10 @@ class Backend(Protocol):
     def inspect(self, handle: str) -> ContainerStatus | None:
         """The container's status; None when it does not exist."""
 
+    def find(self, job_id: str) -> ContainerStatus | None:
+        """The container ``create`` made for the job, if it exists (e.g. made before a crash
+        whose handle was never recorded)."""
+
     def remove(self, handle: str) -> None:
         """Remove the container (and its anonymous volumes); one already gone is fine."""
 

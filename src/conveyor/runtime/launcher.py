@@ -115,7 +115,7 @@ class Launcher:
         except EngineUnavailable:
             raise  # the job stays queued; the next pass tries again
         except EngineConflict as exc:
-            existing = self.backend.inspect(f"conveyor-{rec.id}")
+            existing = self.backend.find(rec.id)
             if existing is None:
                 self._fail(rec, Substate.START_FAILED, str(exc))
                 return False

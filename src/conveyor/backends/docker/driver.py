@@ -6,20 +6,15 @@ engine-neutral errors, never ``docker``, ``requests`` or ``urllib3`` exceptions.
 
 from __future__ import annotations
 
-import io
 import os
-import queue
-import socket
 import threading
 import time
-from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import Iterator
 
 import docker
 import docker.errors
 
-from ...errors import ConveyorError
-from ...spec import JobSpec, PullPolicy
+from ...spec import JobSpec
 from ..base import (
     LABEL_EXECUTOR,
     LABEL_JOB,
@@ -30,16 +25,17 @@ from ..base import (
     EngineEvent,
     EngineUnavailable,
     ExecResult,
-    ImageNotFound,
 )
+from .files import FilesMixin
+from .images import ImagesMixin
+from .logs import LogsMixin
 from .translate import engine_errors
-from .logs import STREAM_FD, AtomicLog, copy_raw, save_frames, timestamped_lines, whole_lines
-from .mapping import container_config, container_status, conveyor_labels, host_config, numeric_user, split_reference
+from .mapping import container_config, container_status, conveyor_labels, host_config, numeric_user
 
 # ----------------------------------------------------------------------------- the driver
 
 
-class DockerBackend:
+class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
     """The Backend for a Docker engine (local socket, DOCKER_HOST, or ``base_url``)."""
 
     name = "docker"
@@ -71,48 +67,6 @@ class DockerBackend:
             v = self.api.version()
         return {"name": self.name, "version": v.get("Version"), "api_version": v.get("ApiVersion")}
 
-    # ------------------------------------------------------------------ images
-
-    def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
-        """Make the image present as the pull policy says. ``refresh=False`` does not pull
-        again an image that is present (the submitter already honoured ``always``)."""
-        present = self._image_present(spec.image)
-        if spec.pull is PullPolicy.NEVER and not present:
-            raise ImageNotFound(spec.image, "not present on this node and the pull policy is 'never'")
-        if (spec.pull is PullPolicy.ALWAYS and refresh) or not present:
-            repo, tag = split_reference(spec.image)
-            try:
-                with engine_errors(image=spec.image):
-                    self.api.pull(repo, tag=tag)
-            except EngineError as exc:
-                raise ImageNotFound(spec.image, f"pull failed: {exc}") from None
-
-    def _image_present(self, image: str) -> bool:
-        try:
-            with engine_errors(image=image):
-                self.api.inspect_image(image)
-            return True
-        except ImageNotFound:
-            return False
-
-    def load_image(self, chunks: Iterable[bytes]) -> list[str]:
-        """Load an image tarball (``docker save`` format) into the engine; the image ids it
-        holds (sha256:...)."""
-        ids: list[str] = []
-        with engine_errors():
-            for msg in self.api.load_image(chunks):
-                if "error" in msg:
-                    raise EngineError(f"image load failed: {msg['error']}")
-                text = msg.get("stream", "")
-                for prefix in ("Loaded image ID: ", "Loaded image: "):
-                    if text.startswith(prefix):
-                        ids.append(self.api.inspect_image(text[len(prefix) :].strip())["Id"])
-        return list(dict.fromkeys(ids))
-
-    def image_tags(self, image_id: str) -> list[str]:
-        with engine_errors(image=image_id):
-            return self.api.inspect_image(image_id).get("RepoTags") or []
-
     # ------------------------------------------------------------------ lifecycle
 
     def create(self, job_id: str, spec: JobSpec) -> str:
@@ -126,7 +80,7 @@ class DockerBackend:
             created = self.api.create_container(
                 **container_config(spec, labels),
                 host_config=self.api.create_host_config(**hc),
-                name=f"conveyor-{job_id}",
+                name=_container_name(job_id),
             )
         return created["Id"]
 
@@ -181,6 +135,9 @@ class DockerBackend:
         except ContainerNotFound:
             return None
 
+    def find(self, job_id: str) -> ContainerStatus | None:
+        return self.inspect(_container_name(job_id))
+
     def remove(self, handle: str) -> None:
         """Remove the container and its anonymous volumes; one already gone (or going) is fine."""
         try:
@@ -227,144 +184,6 @@ class DockerBackend:
                 raise EngineError(f"exec {exec_id[:12]} ended without an exit code")
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
-
-    # ------------------------------------------------------------------ input and files
-
-    def attach_stdin(self, handle: str, source: BinaryIO) -> None:
-        """Copy ``source`` into the container's stdin in a daemon thread; its stdin is closed
-        at EOF. Attach before start and the job misses none of it."""
-        with engine_errors():
-            attached = self.api.attach_socket(handle, params={"stdin": 1, "stream": 1})
-        threading.Thread(target=_pump_stdin, args=(source, attached), daemon=True, name="conveyor-stdin").start()
-
-    def read_archive(self, handle: str, path: str) -> BinaryIO | None:
-        """A tar stream (file object) of ``path`` in the container, running or stopped; None
-        when the engine answers 404 (no such path there). Reading it raises EngineUnavailable
-        if the connection breaks."""
-        # The raw response, not the SDK's get_archive: its chunk iterator hands out the
-        # HTTP chunks (~32 KB) one by one, a third of the capture time for a large output.
-        with engine_errors():
-            res = self.api._get(
-                self.api._url("/containers/{0}/archive", handle),
-                params={"path": path},
-                stream=True,
-                headers={"Accept-Encoding": "identity"},  # a tar of the job's files: no gzip round trip
-            )
-        try:
-            with engine_errors():
-                self.api._raise_for_status(res)
-        except EngineError as exc:
-            res.close()
-            if isinstance(exc, ContainerNotFound):
-                return None  # the engine's 404: no such path (or no such container)
-            raise
-        res.raw.decode_content = True
-        return io.BufferedReader(_EngineStream(res), buffer_size=1 << 20)
-
-    # ------------------------------------------------------------------ logs
-
-    def save_logs(self, handle: str, paths: dict[str, Path]) -> dict[str, int]:
-        """Copy the engine's log of each stream in ``paths`` ("stdout", "stderr") to its path,
-        and when each message was written to ``<path>.times`` (see logtimes), all atomically
-        (temp file + rename). The plain files are exactly the job's bytes. One engine read
-        for both streams. Returns the bytes saved per stream."""
-        with engine_errors():
-            tty = bool(self.api.inspect_container(handle)["Config"].get("Tty"))
-            files = {name: AtomicLog(path) for name, path in paths.items()}
-            try:
-                if tty:
-                    # Raw stream: message bounds are only the line ends, so the plain copy is
-                    # taken on its own and only the index comes from the timestamped stream.
-                    for name, log in files.items():
-                        log.written = copy_raw(self._log_response(handle, (name,), timestamps=False), log.out)
-                        for ts, payload in timestamped_lines(self._log_response(handle, (name,), timestamps=True)):
-                            log.times.add(len(payload), ts)
-                else:
-                    by_fd = {STREAM_FD[name]: log for name, log in files.items()}
-                    save_frames(self._log_response(handle, tuple(files), timestamps=True), by_fd)
-                for log in files.values():
-                    log.commit()
-            finally:
-                for log in files.values():
-                    log.discard()
-        return {name: log.written for name, log in files.items()}
-
-    def _log_response(self, handle: str, streams: tuple[str, ...], timestamps: bool):
-        """The engine's /logs response, read raw in big blocks (logs.py): the SDK's iterator
-        makes two reads per frame (one byte per read for TTY jobs), which dominates saving."""
-        params = {"stdout": int("stdout" in streams), "stderr": int("stderr" in streams), "timestamps": int(timestamps), "follow": 0}
-        res = self.api._get(self.api._url("/containers/{0}/logs", handle), params=params, stream=True)
-        self.api._raise_for_status(res)
-        return res
-
-    def follow_logs(
-        self,
-        handle: str,
-        streams: tuple[str, ...],
-        tail: int | None = None,
-        follow: bool = True,
-        timestamps: bool = False,
-    ) -> Iterator[tuple[str, bytes]]:
-        """Yield ``(stream, chunk)`` from the engine's log, stdout and stderr kept apart.
-
-        The engine's log driver records from the first byte, so following after start
-        loses nothing. One reader thread per stream while the caller iterates. With
-        ``timestamps`` every chunk is one whole message, b"<RFC3339Nano time> <bytes>".
-        The container going away ends the stream; other failures raise after what was read."""
-        chunks: queue.Queue = queue.Queue(maxsize=256)
-        # A TTY job's stream is raw bytes: regroup it into whole lines so every chunk carries
-        # its own time (a multiplexed stream already gives one frame per message).
-        with engine_errors():
-            by_line = timestamps and bool(self.api.inspect_container(handle)["Config"].get("Tty"))
-        handles = []
-        done = object()
-
-        def pump(name: str) -> None:
-            try:
-                with engine_errors():
-                    stream = self.api.logs(
-                        handle,
-                        stdout=name == "stdout",
-                        stderr=name == "stderr",
-                        stream=True,
-                        follow=follow,
-                        tail="all" if tail is None else tail,
-                        timestamps=timestamps,
-                    )
-                    handles.append(stream)
-                    for chunk in whole_lines(stream) if by_line else stream:
-                        chunks.put((name, chunk))
-            except Exception as exc:  # noqa: BLE001 - handed to the consumer below
-                chunks.put((name, exc))
-            finally:
-                chunks.put((name, done))
-
-        readers = [threading.Thread(target=pump, args=(s,), daemon=True, name=f"logs-{s}") for s in streams]
-        for r in readers:
-            r.start()
-        open_streams = len(readers)
-        error: Exception | None = None
-        try:
-            while open_streams:
-                name, item = chunks.get()
-                if item is done:
-                    open_streams -= 1
-                elif isinstance(item, Exception):
-                    error = error or item
-                else:
-                    yield name, item
-        finally:
-            for stream in handles:
-                try:
-                    stream.close()
-                except Exception:  # noqa: BLE001 - closing a dead stream
-                    pass
-        if isinstance(error, ContainerNotFound):
-            return  # removed while followed: its log ends here
-        if isinstance(error, ConveyorError):
-            raise error
-        if error is not None:
-            raise EngineError(f"log stream failed: {error}") from error
 
     # ------------------------------------------------------------------ recover and watch
 
@@ -429,40 +248,7 @@ class DockerBackend:
         return {"volumes": len(volumes), "networks": len(networks)}
 
 
-# ----------------------------------------------------------------------------- streams
-
-
-class _EngineStream(io.RawIOBase):
-    """A streamed engine response as a raw file whose reads raise EngineUnavailable, not
-    urllib3's errors, when the connection breaks. A BufferedReader goes on top: this is
-    called once per 1 MiB, never per tar header."""
-
-    def __init__(self, res):
-        self._res = res
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        with engine_errors():
-            return self._res.raw.readinto(buffer)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._res.close()
-        super().close()
-
-
-def _pump_stdin(source: BinaryIO, attached) -> None:
-    """Copy the caller's stdin into the container, then close the container's stdin."""
-    sock = getattr(attached, "_sock", attached)
-    try:
-        while chunk := (source.read1(65536) if hasattr(source, "read1") else source.read(65536)):
-            sock.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+def _container_name(job_id: str) -> str:
+    """A job's container is named after it: a second create for the job conflicts instead of
+    making a twin (the launcher then adopts the first)."""
+    return f"conveyor-{job_id}"

@@ -8,11 +8,15 @@ in one flat loop (`save_frames`). Keep it that way.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import Iterator
 
+from ...errors import ConveyorError
 from ...logtimes import TimesWriter, times_path
-from ..base import EngineUnavailable
+from ..base import ContainerNotFound, EngineError, EngineUnavailable
+from .translate import engine_errors
 
 _BLOCK = 1 << 20
 STREAM_FD = {"stdout": 1, "stderr": 2}
@@ -162,3 +166,109 @@ def whole_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     if rest:
         yield rest
 
+
+class LogsMixin:
+    """Part of DockerBackend: saving and following a container's log. Needs ``self.api``."""
+
+    def save_logs(self, handle: str, paths: dict[str, Path]) -> dict[str, int]:
+        """Copy the engine's log of each stream in ``paths`` ("stdout", "stderr") to its path,
+        and when each message was written to ``<path>.times`` (see logtimes), all atomically
+        (temp file + rename). The plain files are exactly the job's bytes. One engine read
+        for both streams. Returns the bytes saved per stream."""
+        with engine_errors():
+            tty = bool(self.api.inspect_container(handle)["Config"].get("Tty"))
+            files = {name: AtomicLog(path) for name, path in paths.items()}
+            try:
+                if tty:
+                    # Raw stream: message bounds are only the line ends, so the plain copy is
+                    # taken on its own and only the index comes from the timestamped stream.
+                    for name, log in files.items():
+                        log.written = copy_raw(self._log_response(handle, (name,), timestamps=False), log.out)
+                        for ts, payload in timestamped_lines(self._log_response(handle, (name,), timestamps=True)):
+                            log.times.add(len(payload), ts)
+                else:
+                    by_fd = {STREAM_FD[name]: log for name, log in files.items()}
+                    save_frames(self._log_response(handle, tuple(files), timestamps=True), by_fd)
+                for log in files.values():
+                    log.commit()
+            finally:
+                for log in files.values():
+                    log.discard()
+        return {name: log.written for name, log in files.items()}
+
+    def _log_response(self, handle: str, streams: tuple[str, ...], timestamps: bool):
+        """The engine's /logs response, read raw in big blocks (logs.py): the SDK's iterator
+        makes two reads per frame (one byte per read for TTY jobs), which dominates saving."""
+        params = {"stdout": int("stdout" in streams), "stderr": int("stderr" in streams), "timestamps": int(timestamps), "follow": 0}
+        res = self.api._get(self.api._url("/containers/{0}/logs", handle), params=params, stream=True)
+        self.api._raise_for_status(res)
+        return res
+
+    def follow_logs(
+        self,
+        handle: str,
+        streams: tuple[str, ...],
+        tail: int | None = None,
+        follow: bool = True,
+        timestamps: bool = False,
+    ) -> Iterator[tuple[str, bytes]]:
+        """Yield ``(stream, chunk)`` from the engine's log, stdout and stderr kept apart.
+
+        The engine's log driver records from the first byte, so following after start
+        loses nothing. One reader thread per stream while the caller iterates. With
+        ``timestamps`` every chunk is one whole message, b"<RFC3339Nano time> <bytes>".
+        The container going away ends the stream; other failures raise after what was read."""
+        chunks: queue.Queue = queue.Queue(maxsize=256)
+        # A TTY job's stream is raw bytes: regroup it into whole lines so every chunk carries
+        # its own time (a multiplexed stream already gives one frame per message).
+        with engine_errors():
+            by_line = timestamps and bool(self.api.inspect_container(handle)["Config"].get("Tty"))
+        handles = []
+        done = object()
+
+        def pump(name: str) -> None:
+            try:
+                with engine_errors():
+                    stream = self.api.logs(
+                        handle,
+                        stdout=name == "stdout",
+                        stderr=name == "stderr",
+                        stream=True,
+                        follow=follow,
+                        tail="all" if tail is None else tail,
+                        timestamps=timestamps,
+                    )
+                    handles.append(stream)
+                    for chunk in whole_lines(stream) if by_line else stream:
+                        chunks.put((name, chunk))
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer below
+                chunks.put((name, exc))
+            finally:
+                chunks.put((name, done))
+
+        readers = [threading.Thread(target=pump, args=(s,), daemon=True, name=f"logs-{s}") for s in streams]
+        for r in readers:
+            r.start()
+        open_streams = len(readers)
+        error: Exception | None = None
+        try:
+            while open_streams:
+                name, item = chunks.get()
+                if item is done:
+                    open_streams -= 1
+                elif isinstance(item, Exception):
+                    error = error or item
+                else:
+                    yield name, item
+        finally:
+            for stream in handles:
+                try:
+                    stream.close()
+                except Exception:  # noqa: BLE001 - closing a dead stream
+                    pass
+        if isinstance(error, ContainerNotFound):
+            return  # removed while followed: its log ends here
+        if isinstance(error, ConveyorError):
+            raise error
+        if error is not None:
+            raise EngineError(f"log stream failed: {error}") from error

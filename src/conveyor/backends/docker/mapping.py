@@ -125,7 +125,7 @@ def gpu_host_config(gpus: GpuRequest, dri_root: str = "/dev/dri") -> dict[str, A
         # ROCm needs the compute interface /dev/kfd next to the render nodes, and the
         # job's user in the group owning them.
         return {
-            "devices": [f"/dev/kfd:/dev/kfd:rwm", *(f"{n}:{n}:rwm" for n in nodes)],
+            "devices": ["/dev/kfd:/dev/kfd:rwm", *(f"{n}:{n}:rwm" for n in nodes)],
             "group_add": _host_groups("video", "render"),
         }
     return {"devices": [f"{n}:{n}:rwm" for n in nodes]}

@@ -1,0 +1,54 @@
+"""Images for jobs: present as the pull policy says, or loaded from a tarball."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ...spec import JobSpec, PullPolicy
+from ..base import EngineError, ImageNotFound
+from .mapping import split_reference
+from .translate import engine_errors
+
+
+class ImagesMixin:
+    """Part of DockerBackend: needs ``self.api``."""
+
+    def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
+        """Make the image present as the pull policy says. ``refresh=False`` does not pull
+        again an image that is present (the submitter already honoured ``always``)."""
+        present = self._image_present(spec.image)
+        if spec.pull is PullPolicy.NEVER and not present:
+            raise ImageNotFound(spec.image, "not present on this node and the pull policy is 'never'")
+        if (spec.pull is PullPolicy.ALWAYS and refresh) or not present:
+            repo, tag = split_reference(spec.image)
+            try:
+                with engine_errors(image=spec.image):
+                    self.api.pull(repo, tag=tag)
+            except EngineError as exc:
+                raise ImageNotFound(spec.image, f"pull failed: {exc}") from None
+
+    def _image_present(self, image: str) -> bool:
+        try:
+            with engine_errors(image=image):
+                self.api.inspect_image(image)
+            return True
+        except ImageNotFound:
+            return False
+
+    def load_image(self, chunks: Iterable[bytes]) -> list[str]:
+        """Load an image tarball (``docker save`` format) into the engine; the image ids it
+        holds (sha256:...)."""
+        ids: list[str] = []
+        with engine_errors():
+            for msg in self.api.load_image(chunks):
+                if "error" in msg:
+                    raise EngineError(f"image load failed: {msg['error']}")
+                text = msg.get("stream", "")
+                for prefix in ("Loaded image ID: ", "Loaded image: "):
+                    if text.startswith(prefix):
+                        ids.append(self.api.inspect_image(text[len(prefix) :].strip())["Id"])
+        return list(dict.fromkeys(ids))
+
+    def image_tags(self, image_id: str) -> list[str]:
+        with engine_errors(image=image_id):
+            return self.api.inspect_image(image_id).get("RepoTags") or []
