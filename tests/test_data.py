@@ -322,3 +322,53 @@ def test_through_the_agent_cli_inputs_and_outputs(state_dir, tmp_path, test_imag
         agent.stop()
         with Executor(state_dir) as ex:
             ex.cleanup()
+
+
+def test_outputs_restore_and_image_load_through_a_remote_agent(state_dir, tmp_path, docker_client, test_image):
+    """`outputs --to` and `image load` used to run on the local state directory only and were
+    refused through CONVEYOR_HOST. Through the agent's API they work from anywhere: the files
+    are streamed, verified by the agent, and land only under the target directory."""
+    from conveyor import Client
+
+    agent = AgentProcess(state_dir).start()  # also on TCP: the remote path
+    remote = {**os.environ, "CONVEYOR_HOST": agent.url, "CONVEYOR_TOKEN": agent.token,
+              "CONVEYOR_HOME": str(tmp_path / "elsewhere")}
+    tag = f"conveyor-test/remote-load:{os.getpid()}"
+    try:
+        c = Client(url=agent.url, token=agent.token)
+        job = c.run(sh(test_image, "mkdir -p /out/sub && echo one > /out/a.txt && echo two > /out/sub/b.txt",
+                       outputs=["/out"], network="none"), timeout=WAIT)
+        assert job.state is JobState.DONE, job.message
+        written = c.restore_outputs(job.id, tmp_path / "lib")
+        assert sorted(Path(p).relative_to(tmp_path / "lib").as_posix() for p in written) == ["out/a.txt", "out/sub/b.txt"]
+        assert (tmp_path / "lib" / "out" / "sub" / "b.txt").read_text() == "two\n"
+        out = subprocess.run([CONVEYOR, "outputs", job.id, "--to", str(tmp_path / "cli")],
+                             capture_output=True, text=True, env=remote, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert (tmp_path / "cli" / "out" / "a.txt").read_text() == "one\n"
+        assert not (tmp_path / "elsewhere" / "conveyor.db").exists()  # nothing local was used
+
+        docker_client.images.get(test_image).tag(tag)
+        tar = tmp_path / "image.tar"
+        with open(tar, "wb") as f:
+            for chunk in docker_client.api.get_image(tag):
+                f.write(chunk)
+        docker_client.images.remove(tag)
+        loaded = subprocess.run([CONVEYOR, "image", "load", "--json", str(tar)],
+                                capture_output=True, text=True, env=remote, timeout=120)
+        assert loaded.returncode == 0, loaded.stderr
+        result = json.loads(loaded.stdout)
+        assert result["file_digest"].startswith("sha256:")
+        assert any(tag in img["tags"] for img in result["images"]), result
+        job = c.run(JobSpec(image=tag, command=["echo", "loaded"], network="none", pull="never"), timeout=WAIT)
+        assert job.state is JobState.DONE and job.stdout == "loaded\n"
+        with Executor(state_dir, supervise=False) as view:  # recorded by the agent, with the file's name
+            assert [i["file_name"] for i in view.store.images()] == ["image.tar"]
+    finally:
+        agent.stop()
+        with Executor(state_dir) as ex:
+            ex.cleanup()
+        try:
+            docker_client.images.remove(tag)
+        except Exception:  # noqa: BLE001 - not loaded (the test failed before)
+            pass

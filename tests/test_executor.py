@@ -596,3 +596,76 @@ def test_idempotency_keys(ex, test_image):
     assert sorted(j.id for j in ex.list()) == sorted({first, by_digest, other})
     for job_id in (first, by_digest, other):
         assert ex.wait(job_id, timeout=WAIT).state is JobState.DONE
+
+
+# ----------------------------------------------------------------------------- capabilities
+
+
+def test_a_capability_the_backend_lacks_is_refused_with_its_name(state_dir, test_image):
+    """A backend declares what it cannot do (Swarm cannot pause); using it must fail at once
+    with an error naming the capability, never pretend to work and leave the job Running
+    while the state says Suspended."""
+    import dataclasses
+
+    from conveyor.backends.docker import DockerBackend
+    from conveyor.errors import NotSupported
+
+    class NoPause(DockerBackend):
+        capabilities = dataclasses.replace(DockerBackend.capabilities, pause=False, stdin=False)
+
+    with Executor(state_dir, backend=NoPause(Executor(state_dir, supervise=False).executor_id)) as ex:
+        assert ex.capabilities().pause is False
+        job_id = ex.start(sh(test_image, "sleep 30", network="none"))
+        try:
+            with pytest.raises(NotSupported, match="capability 'pause'"):
+                ex.suspend(job_id)
+            assert ex.info(job_id).state is JobState.RUNNING
+            with pytest.raises(NotSupported, match="capability 'stdin'"):
+                ex.start(sh(test_image, "cat", stdin_open=True, network="none"), stdin=io.BytesIO(b"x"))
+            assert [j.id for j in ex.list()] == [job_id]  # the refused start created nothing
+        finally:
+            ex.cancel(job_id, grace=0)
+            ex.cleanup()
+
+
+def test_capabilities_are_the_same_through_the_agent(state_dir):
+    """Clients decide what to offer from the backend's declared capabilities: the agent must
+    report exactly what the embedded executor sees."""
+    from conveyor import Client
+    from helpers import AgentProcess
+
+    agent = AgentProcess(state_dir).start()
+    try:
+        with Executor(state_dir, supervise=False) as view:
+            assert Client(state_dir).capabilities() == view.capabilities()
+        assert Client(state_dir).agent_info()["backend"]["name"] == "docker"
+    finally:
+        agent.stop()
+
+
+# ----------------------------------------------------------------------------- waiting
+
+
+def test_a_supervisors_wait_sees_what_another_process_committed(ex, test_image, state_dir):
+    """Transitions another process writes to the store (an observing Executor, a CLI without
+    an agent, cancelling a held job) never pass through the supervisor's notify; its waiters
+    must still wake (the agent's long-polls rely on it)."""
+    job_id = ex.submit(sh(test_image, "true", network="none"), hold=True)
+    started = ex.future(job_id, until="started")
+    finished = ex.future(job_id)
+    with Executor(state_dir, supervise=False) as other:
+        assert not other.supervising
+        other.cancel(job_id)
+    job = finished.result(timeout=10)
+    assert (job.state, job.substate) == (JobState.FAILED, Substate.CANCELLED)
+    assert started.result(timeout=1).id == job_id  # a cancelled job has left the queue too
+
+
+def test_wait_started_returns_while_the_job_still_runs(ex, test_image):
+    job_id = ex.submit(sh(test_image, "sleep 30", network="none"))
+    try:
+        job = ex.future(job_id, until="started").result(timeout=WAIT)
+        assert job.state is JobState.RUNNING
+        assert ex.wait_started(job_id, timeout=WAIT).state is JobState.RUNNING
+    finally:
+        ex.cancel(job_id, grace=0)
