@@ -19,11 +19,13 @@ says the same thing about them.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .state import FINAL_STATES, HELD_STATES, LIVE_STATES, RUNNABLE_STATES, JobState
+
+if TYPE_CHECKING:
+    import inspect
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,10 @@ class Verb:
         """Whether this call's effect needs the supervising process to launch or record it."""
         return self.launches or any(p.launches and values.get(p.name) for p in self.params)
 
-    def signature(self, array: bool = False) -> inspect.Signature:
+    def signature(self, array: bool = False) -> "inspect.Signature":
         """The Python method's signature: ``(self, ref, <params>, *, wait=True)``."""
+        import inspect  # ~10 ms: not on the CLI's start-up path
+
         P = inspect.Parameter
         params = [P("self", P.POSITIONAL_OR_KEYWORD), P("ref", P.POSITIONAL_OR_KEYWORD, annotation=str)]
         params += [P(p.name, P.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.annotation) for p in self.params]
@@ -232,7 +236,7 @@ def job_form(verb: Verb) -> Callable[..., Any]:
     return _named(method, verb.name, verb.summary, sig)
 
 
-def _named(fn: Callable, name: str, doc: str, sig: inspect.Signature) -> Callable:
+def _named(fn: Callable, name: str, doc: str, sig: "inspect.Signature") -> Callable:
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = doc
     fn.__signature__ = sig  # type: ignore[attr-defined]
