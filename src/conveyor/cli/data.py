@@ -18,14 +18,10 @@ from .render import size
 @click.pass_context
 def outputs_cmd(ctx: click.Context, to_dir: str | None, as_json: bool, job: str) -> None:
     """List a job's captured output files (path, size, digest), or restore them with --to."""
-    ex = open_executor(ctx)
-    try:
+    with open_executor(ctx) as ex:
         if to_dir:
             written = ex.restore_outputs(job, to_dir)
-            if as_json:
-                click.echo(json.dumps({"restored": written}, indent=2))
-            else:
-                click.echo(f"restored {len(written)} file(s) under {to_dir}")
+            click.echo(json.dumps({"restored": written}, indent=2) if as_json else f"restored {len(written)} file(s) under {to_dir}")
             return
         files = ex.outputs(job)
         if as_json:
@@ -33,8 +29,6 @@ def outputs_cmd(ctx: click.Context, to_dir: str | None, as_json: bool, job: str)
             return
         for f in files:
             click.echo(f"{f['path']}\t{f['size']}\t{f['digest']}")
-    finally:
-        ex.close()
 
 
 @cli.command("cat")
@@ -43,12 +37,9 @@ def outputs_cmd(ctx: click.Context, to_dir: str | None, as_json: bool, job: str)
 @click.pass_context
 def cat_cmd(ctx: click.Context, job: str, path: str) -> None:
     """Print one captured output file (its content is verified against its digest)."""
-    ex = open_executor(ctx)
-    try:
+    with open_executor(ctx) as ex:
         ex.read_output(job, path, out=sys.stdout.buffer)
         sys.stdout.buffer.flush()
-    finally:
-        ex.close()
 
 
 @cli.command("verify")
@@ -61,11 +52,8 @@ def verify_cmd(ctx: click.Context, verify_all: bool, as_json: bool, job: str | N
     Exits 1 when anything is bad."""
     if job and verify_all:
         raise click.UsageError("give a JOB or --all, not both")
-    ex = open_executor(ctx)
-    try:
+    with open_executor(ctx) as ex:
         report = ex.verify(job)
-    finally:
-        ex.close()
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -83,11 +71,8 @@ def verify_cmd(ctx: click.Context, verify_all: bool, as_json: bool, job: str | N
 def gc_cmd(ctx: click.Context, dry_run: bool, grace: str) -> None:
     """Remove blobs that no job references (never those a queued or running job needs)."""
     keep_recent = seconds(grace, "--grace")
-    ex = open_executor(ctx)
-    try:
+    with open_executor(ctx) as ex:
         result = ex.gc(dry_run=dry_run, grace=keep_recent or 0.0)
-    finally:
-        ex.close()
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {result['removed']} blob(s), {size(result['bytes'])}; kept {result['kept']}")
 
@@ -103,11 +88,8 @@ def image_group() -> None:
 @click.pass_context
 def image_load_cmd(ctx: click.Context, file: str, as_json: bool) -> None:
     """Load an image tarball (from `docker save`) into the engine and record its digest."""
-    ex = open_executor(ctx)
-    try:
+    with open_executor(ctx) as ex:
         result = ex.load_image(file)
-    finally:
-        ex.close()
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
