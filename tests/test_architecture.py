@@ -119,3 +119,19 @@ def test_module_and_class_sizes(name):
         if isinstance(node, ast.ClassDef):
             length = node.end_lineno - node.lineno + 1
             assert length <= MAX_CLASS_LINES, f"{name}.{node.name} has {length} lines"
+
+
+def test_the_cli_and_library_do_not_load_the_engine_sdk_or_the_server_to_start():
+    """`conveyor --help`, `conveyor ps` and `from conveyor import Executor, Client` must not
+    pay for the docker SDK (~0.2 s) or FastAPI/uvicorn: they load when a job needs the engine
+    or `serve` starts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, conveyor.cli, conveyor.executor, conveyor.client\n"
+        "from conveyor import Executor, Client, JobSpec\n"
+        "print(sorted(m for m in ('docker', 'fastapi', 'uvicorn', 'requests') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
