@@ -7,13 +7,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .spec import JobSpec, spec_from_json
 from .state import JobState
-
-if TYPE_CHECKING:
-    from .store import JobRecord
 
 
 @dataclass(frozen=True)
@@ -30,11 +27,6 @@ class Job:
     started_at: float | None
     finished_at: float | None
     logs_dir: Path
-
-    @classmethod
-    def from_record(cls, rec: "JobRecord", logs_dir: Path) -> "Job":
-        values = {f.name: getattr(rec, f.name) for f in dataclasses.fields(cls) if f.name != "logs_dir"}
-        return cls(**values, logs_dir=logs_dir)
 
     @property
     def image(self) -> str:

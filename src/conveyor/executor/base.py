@@ -3,12 +3,15 @@ the few helpers that turn a reference into a record."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidState
 from ..job import Job
 from ..store import JobRecord
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "logs_dir")
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
@@ -32,7 +35,8 @@ class ExecutorBase:
     capacity: "Capacity"
 
     def _job(self, rec: JobRecord) -> Job:
-        return Job.from_record(rec, self.home.job_logs(rec.id))
+        """The caller's snapshot of a stored job (the record has everything but where its logs are)."""
+        return Job(**{name: getattr(rec, name) for name in _RECORD_FIELDS}, logs_dir=self.home.job_logs(rec.id))
 
     def _record(self, ref: str) -> JobRecord:
         return self.store.get(self.store.resolve(ref))
