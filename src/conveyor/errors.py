@@ -181,6 +181,14 @@ class AgentError(ConveyorError):
         super().__init__(message)
 
 
+class AgentUnreachable(AgentError):
+    """Nothing answers at the agent's address, or the connection to it broke."""
+
+    def __init__(self, url: str, reason: str):
+        self.url = url
+        super().__init__(f"cannot reach the agent at {url}: {reason}")
+
+
 # Every code the agent answers with, and the exception a client raises for it. Codes not
 # listed (unauthorized, not_found, invalid_request, internal, ...) are the agent's own and come
 # back as AgentError with that code.

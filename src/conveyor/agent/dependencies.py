@@ -27,6 +27,7 @@ class AgentState:
     tokens: "TokenCheck"
     policy: "PolicyFile"
     started_at: float = field(default_factory=time.time)
+    stopping: bool = False  # set on SIGTERM: foreground streams end without cancelling their jobs
 
 
 def agent_state(request: Request) -> AgentState:

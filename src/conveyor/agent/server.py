@@ -112,6 +112,9 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
 
     def on_signal(signum, frame):
         stopping["signal"] = signum
+        state = server_ref.get("state")
+        if state is not None:
+            state.stopping = True  # the streams it cuts now must not cancel their jobs
         server = server_ref.get("server")
         if server is not None:
             server.should_exit = True
@@ -139,7 +142,8 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
             bound = sockets[-1].getsockname()
             url = f"http://{'[' + host + ']' if ':' in host else host}:{bound[1]}"
         _write_info(info_file, {"pid": os.getpid(), "socket": str(sock_file), "url": url, "started_at": time.time()})
-        app = create_app(AgentState(ex, tokens, policy))
+        state = server_ref["state"] = AgentState(ex, tokens, policy)
+        app = create_app(state)
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on",
             timeout_keep_alive=30,

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .app import cli, open_executor
+from .app import cli, connect
 from .render import err_console, escape
 
 @cli.command("serve")
@@ -62,6 +62,5 @@ def serve(ctx: click.Context, tcp: str | None, status: bool, stop: bool, rotate_
 @click.pass_context
 def cleanup(ctx: click.Context) -> None:
     """Remove every container, volume and network this executor made, and nothing else."""
-    with open_executor(ctx, supervise=True) as ex:
-        counts = ex.cleanup()
+    counts = connect(ctx).cleanup()
     click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()) + " removed")

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import click
 
-from .app import cli, job_id, open_executor
+from .app import cli, connect, job_id
 from .render import Console, Table, columns, escape, size, state_label, timestamp
 
 @cli.command("ps")
@@ -38,20 +38,34 @@ def ps(ctx: click.Context, show_all: bool, states: tuple[str, ...], labels: tupl
         if not eq or not key:
             raise click.BadParameter(f"{item!r} is not valid; use KEY=VALUE", param_hint="-l/--label")
         pairs[key] = value
-    jobs = open_executor(ctx).list(states=wanted, labels=pairs or None)
+    jobs = _all_pages(connect(ctx), wanted, pairs)
     if as_json:
-        click.echo(json.dumps([j.to_dict() for j in jobs], indent=2))
+        click.echo(json.dumps(jobs, indent=2))
         return
     if quiet:
         for j in jobs:
-            click.echo(j.id)
+            click.echo(j["id"])
         return
     rows = [("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED")]
     for j in jobs:
-        cmd = " ".join(j.command or [])[:30]
-        exit_code = "" if j.exit_code is None else str(j.exit_code)
-        rows.append((j.id, j.name or "", j.image, cmd, state_label(j), exit_code, timestamp(j.created_at)))
+        cmd = " ".join(j["command"] or [])[:30]
+        exit_code = "" if j["exit_code"] is None else str(j["exit_code"])
+        rows.append((j["id"], j["name"] or "", j["image"], cmd, state_label(j), exit_code, timestamp(j["created_at"])))
     click.echo(columns(rows))
+
+
+def _all_pages(api, states, labels: dict[str, str]) -> list[dict]:
+    if states is not None and not states:
+        return []
+    params = {"state": None if states is None else [s.value for s in states],
+              "label": [f"{k}={v}" for k, v in labels.items()] or None, "limit": 1000, "offset": 0}
+    jobs: list[dict] = []
+    while True:
+        page = api.list(params)
+        jobs += page["jobs"]
+        if page["next_offset"] is None:
+            return jobs
+        params["offset"] = page["next_offset"]
 
 
 @cli.command("inspect")
@@ -60,8 +74,9 @@ def ps(ctx: click.Context, show_all: bool, states: tuple[str, ...], labels: tupl
 @click.pass_context
 def inspect_cmd(ctx: click.Context, as_json: bool, job: str) -> None:
     """Show everything about a job as JSON."""
-    ex = open_executor(ctx)
-    click.echo(json.dumps(ex.info(job_id(ex, job)).to_dict(), indent=2))
+    api = connect(ctx)
+    job_id(api, job)  # an empty reference is a usage error, not a lookup
+    click.echo(json.dumps(api.info(job), indent=2))
 
 
 @cli.command("logs")
@@ -74,8 +89,8 @@ def inspect_cmd(ctx: click.Context, as_json: bool, job: str) -> None:
 @click.pass_context
 def logs_cmd(ctx: click.Context, follow: bool, tail: int | None, only: str | None, timestamps: bool, job: str) -> None:
     """Print a job's output: its stdout to stdout and its stderr to stderr."""
-    ex = open_executor(ctx)
-    for name, chunk in ex.logs(job_id(ex, job), only or "all", tail=tail, follow=follow, timestamps=timestamps):
+    api = connect(ctx)
+    for name, chunk in api.logs(job_id(api, job), only or "all", tail=tail, follow=follow, timestamps=timestamps):
         out = sys.stdout.buffer if name == "stdout" else sys.stderr.buffer
         out.write(chunk)
         out.flush()
@@ -95,7 +110,7 @@ def _since(value: str | None) -> float | None:
         return stamp.timestamp()  # a naive time is local time, as docker reads it
     except ValueError:
         pass
-    from ..spec import parse_duration
+    from ..units import parse_duration
 
     try:
         return time.time() - parse_duration(text)
@@ -119,19 +134,19 @@ def events_cmd(ctx: click.Context, since: str | None, follow: bool, job: str | N
     Without -f: the recorded history (since --since). With -f: the transitions since
     --since (or from now), then each new one as it is committed."""
     after = _since(since)
-    ex = open_executor(ctx)
-    only = job_id(ex, job) if job is not None else None
+    api = connect(ctx)
+    only = job_id(api, job) if job is not None else None
     start = 0 if (after is not None or not follow) else None
     try:
-        for t in ex.events(only, since=start, follow=follow):
-            if after is not None and t.at < after:
+        for t in api.events(only, since=start, follow=follow):
+            if after is not None and t["at"] < after:
                 continue
             if as_json:
-                click.echo(json.dumps(t.to_dict()))
+                click.echo(json.dumps(t))
             else:
-                when = datetime.fromtimestamp(t.at).isoformat(timespec="milliseconds")
-                src = t.from_state.value if t.from_state else "-"
-                click.echo(f"{when}  {t.job_id}  {src} -> {t.to_state.value}  {t.substate or '-'}  {t.reason or ''}".rstrip())
+                when = datetime.fromtimestamp(t["at"]).isoformat(timespec="milliseconds")
+                line = f"{when}  {t['job_id']}  {t['from_state'] or '-'} -> {t['to_state']}  {t['substate'] or '-'}  {t['reason'] or ''}"
+                click.echo(line.rstrip())
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a follower ends
 
@@ -141,7 +156,7 @@ def events_cmd(ctx: click.Context, since: str | None, follow: bool, job: str | N
 @click.pass_context
 def machine_cmd(ctx: click.Context, as_json: bool) -> None:
     """This node: host, OS, CPUs, memory, GPUs, load, engine, and the capacity in use."""
-    m = open_executor(ctx).machine()
+    m = connect(ctx).machine()
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
@@ -173,7 +188,7 @@ def machine_cmd(ctx: click.Context, as_json: bool) -> None:
 def queue_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
     """Running and waiting jobs per priority, and what each waiting job waits for
     (resources, dependency, hold, cap, backoff, backfill), in the order they will start."""
-    q = open_executor(ctx).queue(limit=limit or None)
+    q = connect(ctx).queue(limit=limit or None)
     if as_json:
         click.echo(json.dumps(q, indent=2))
         return
