@@ -212,6 +212,12 @@ OPERATIONS: dict[str, Operation] = _ops(
               "machine", tags=("agent",)),
     Operation("cleanup", "Remove every container, volume and network this executor made", "POST", "/cleanup",
               "cleanup", tags=("control",)),
+    Operation("token_create", "Create a named token bound to a policy; the answer holds the token, shown only once (owner only)",
+              "POST", "/tokens", "token create", tags=("tokens",)),
+    Operation("token_list", "Named tokens: name, policy, created, last used; never the tokens (owner only)", "GET",
+              "/tokens", "token list", tags=("tokens",)),
+    Operation("token_revoke", "Revoke a named token: it stops working at once (owner only)", "DELETE",
+              "/tokens/{name}", "token revoke", tags=("tokens",)),
 )
 
 

@@ -10,7 +10,7 @@ import time
 from typing import BinaryIO
 
 from ..capacity import check_possible, request_for
-from ..errors import EngineError, InvalidSpec, JobNotFound
+from ..errors import EngineError, InvalidSpec, InvalidState, JobNotFound
 from ..job import Job
 from ..spec import Dependency, JobSpec, PullPolicy
 from ..state import JobState, Substate
