@@ -17,7 +17,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from helpers import CONVEYOR
+from helpers import CONVEYOR, eventually
 
 CONVEYOR_ERROR = 125
 
@@ -144,7 +144,8 @@ def test_rm_leaves_no_container(cli):
     proc = cli.run("run", "--rm", cli.image, "sh", "-c", "echo gone; exit 2")
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == b"gone\n"
-    assert cli.containers() == []
+    # Removed right after the result and logs are stored (`run` answers without waiting for it).
+    eventually("the container removed", lambda: cli.containers() == [])
     # The record and logs outlive the container.
     job = cli.only_job()
     assert job["exit_code"] == 2

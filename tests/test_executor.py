@@ -30,7 +30,7 @@ from conveyor import (
     WaitTimeout,
 )
 from conveyor.backends.base import LABEL_EXECUTOR
-from helpers import sh
+from helpers import eventually, sh
 
 # Generous upper bound for any single short job: a hang fails the test instead of the run.
 WAIT = 30
@@ -409,8 +409,15 @@ def test_auto_remove_keeps_results(ex, test_image, docker_client):
     job = ex.run(JobSpec(image=test_image, command=["echo", "bye"], auto_remove=True), timeout=WAIT)
     assert job.state is JobState.DONE
     assert job.container_id
-    with pytest.raises(docker.errors.NotFound):
-        docker_client.containers.get(job.container_id)
+
+    def removed() -> bool:  # right after the result is recorded: a waiter does not wait for it
+        try:
+            docker_client.containers.get(job.container_id)
+        except docker.errors.NotFound:
+            return True
+        return False
+
+    eventually("the container removed", removed)
     info = ex.info(job.id)
     assert info.stdout == "bye\n" and info.exit_code == 0
 
