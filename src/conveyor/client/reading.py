@@ -22,27 +22,47 @@ class ReadMixin(ClientBase):
     def list(
         self,
         states: Iterable[JobState | str] | None = None,
-        labels: dict[str, str] | None = None,
+        labels: dict[str, str | None] | None = None,
         *,
         limit: int | None = None,
         offset: int = 0,
+        newest_first: bool = False,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
     ) -> list[Job]:
-        params = _list_params(states, labels)
+        params = _list_params(states, labels, ids, names, images, exit_codes, before, since)
         if params is None:
             return []
-        jobs: list[Job] = []
-        params["offset"] = offset
+        jobs: dict[str, Job] = {}
+        params.update(offset=offset, newest_first=newest_first or None)
         while limit is None or len(jobs) < limit:
             params["limit"] = 1000 if limit is None else min(1000, limit - len(jobs))
             got = self._http.call("GET", route("list"), params)
-            jobs += [self._job(j) for j in got["jobs"]]
+            # newest first, a job submitted between two pages shifts the next one: its first
+            # job is the one already last on this page, so keep each job once
+            jobs.update((j["id"], self._job(j)) for j in got["jobs"] if j["id"] not in jobs)
             if got["next_offset"] is None:
                 break
             params["offset"] = got["next_offset"]
-        return jobs
+        return list(jobs.values())
 
-    def count(self, states: Iterable[JobState | str] | None = None, labels: dict[str, str] | None = None) -> int:
-        params = _list_params(states, labels)
+    def count(
+        self,
+        states: Iterable[JobState | str] | None = None,
+        labels: dict[str, str | None] | None = None,
+        *,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
+    ) -> int:
+        params = _list_params(states, labels, ids, names, images, exit_codes, before, since)
         return 0 if params is None else self._http.call("GET", route("list"), {**params, "limit": 1, "offset": 0})["total"]
 
     def attempts(self, ref: str) -> list[dict]:
@@ -99,13 +119,23 @@ class ReadMixin(ClientBase):
             self._http.close_stream(resp)
 
 
-def _list_params(states, labels) -> dict[str, Any] | None:
-    """Query parameters of GET /jobs; None when no state was asked for (nothing matches)."""
-    params: dict[str, Any] = {}
-    if states is not None:
-        params["state"] = [JobState(s).value for s in states]
-        if not params["state"]:
-            return None
-    if labels:
-        params["label"] = [f"{k}={v}" for k, v in labels.items()]
-    return params
+def _list_params(states, labels, ids, names, images, exit_codes, before, since) -> dict[str, Any] | None:
+    """Query parameters of GET /jobs; None when a filter was given no value (nothing matches:
+    an empty list cannot be said in a query string, where it reads as "no filter")."""
+    params: dict[str, Any] = {
+        "state": None if states is None else [JobState(s).value for s in states],
+        "label": [k if v is None else f"{k}={v}" for k, v in labels.items()] if labels else None,
+        "id": _listed(ids),
+        "name": _listed(names),
+        "image": _listed(images),
+        "exit_code": _listed(exit_codes),
+        "before": before,
+        "since": since,
+    }
+    if any(v == [] for v in params.values()):
+        return None
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _listed(values: Iterable | None) -> list | None:
+    return None if values is None else list(values)
