@@ -231,9 +231,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "gt": _compare(lambda a, b: a > b, True), "ge": _compare(lambda a, b: a >= b, True),
     "print": lambda *args: "".join(  # fmt.Sprint: a space between operands when neither is a string
         (" " if i and str not in (type(a), type(args[i - 1])) else "") + go_str(a, False) for i, a in enumerate(args)),
-    "printf": _printf, "json": _json,
-    # strings.Title: a letter after a separator upper-cased, the others left as they are
-    "title": _text(lambda s: re.sub(r"(?:^|(?<=[^\w]))(\w)", lambda m: m.group(1).upper(), s)),
+    "println": lambda *args: " ".join(go_str(a, False) for a in args) + "\n", "printf": _printf, "json": _json,
+    "title": _text(lambda s: re.sub(r"(?:^|(?<=\W))(\w)", lambda m: m.group(1).upper(), s)),  # strings.Title
     "lower": _text(str.lower), "upper": _text(str.upper),
     "split": _text(lambda text, sep: text.split(sep) if sep else list(text)),
     "join": lambda items, sep: sep.join(go_str(x, False) for x in items),
