@@ -148,6 +148,13 @@ def test_table_prints_a_header_row_and_aligns_columns_as_docker():
     assert Template(r"table {{.ID}}\t{{.Names}}").render([], PS_HEADERS) == "CONTAINER ID   NAMES\n"
 
 
+def test_an_error_in_the_header_row_ends_it_there_as_dockers_does():
+    """docker ignores an error while it prints a table's header (the titles are strings, so
+    `eq .ExitCode 0` fails there) and prints what came before; the rows still run."""
+    text = Template(r"table {{.ID}}\t{{if eq .Code 0}}ok{{end}}").render([row(Code=0)], {**PS_HEADERS, "Code": "CODE"})
+    assert text == "CONTAINER ID   \n4fa6e0f0c678   ok\n"
+
+
 def test_tabwriter_columns_are_blocks_of_adjacent_lines():
     """Go's text/tabwriter: a line with fewer cells ends the column's block, and the text
     after the last tab of a line is not part of any column."""

@@ -63,12 +63,14 @@ class Template:
             raise TemplateError(text, str(exc)) from None
 
     def execute(self, data: Any, header: bool = False) -> str:
-        """The template applied to one value (``header``: with docker's header functions)."""
+        """The template applied to one value. ``header``: with docker's header functions, and
+        as docker, an error ends the header row where it happened (the rows report it)."""
         out: list[str] = []
         try:
             _Run(data, header, out).walk(self._tree, data)
         except _Problem as exc:
-            raise TemplateError(self.text, str(exc)) from None
+            if not header:
+                raise TemplateError(self.text, str(exc)) from None
         return "".join(out)
 
     def render(self, rows: Iterable[Any], headers: Mapping[str, Any] | None = None) -> str:
@@ -202,8 +204,7 @@ def _printf(fmt: str, *args: Any) -> str:
             return (spec + verb) % arg
         return f"%!{verb}({_type(arg)}={go_str(arg, False)})"
 
-    out = _VERB.sub(one, fmt)
-    return out + ("%!(EXTRA " + ", ".join(f"{_type(a)}={go_str(a, False)}" for a in queue) + ")") * bool(queue)
+    return _VERB.sub(one, fmt) + ("%!(EXTRA " + ", ".join(f"{_type(a)}={go_str(a, False)}" for a in queue) + ")") * bool(queue)
 
 
 def _json(value: Any) -> str:
