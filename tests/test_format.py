@@ -58,6 +58,8 @@ def out(template: str, data=INSPECT) -> str:
     ("{{.Config.Labels}}", "map[team:a tier:web]"),
     ("{{.Config.Cmd}}", "[sh -c exit 3]"),
     ("{{.Sizes}} {{index .Sizes 1}}", "[1.5 2] 2"),
+    ("{{1e6}} {{100000.0}} {{1234567.0}} {{0.00001}} {{json 1e6}}", "1e+06 100000 1.234567e+06 1e-05 1000000"),
+    ('{{len "héllo"}} {{truncate "héllo" 3}}', "6 hé"),  # Go counts a string's bytes
     ("{{.Nothing}}|{{.NoSuchKey}}|{{index .Config.Labels \"nope\"}}", "<no value>|<no value>|<no value>"),
     ("{{json .Nothing}} {{json .State.Running}} {{json 3.0}}", "null false 3"),
     # literal text, variables, pipelines, $
@@ -82,6 +84,7 @@ def out(template: str, data=INSPECT) -> str:
     ('{{printf "%-8s|%5d|%q|%v|%.2f|%x|%t|%%" .Config.Image 42 .Name .Config.Cmd 3.14159 255 true}}',
      'busybox:latest|   42|"/boring_feynman"|[sh -c exit 3]|3.14|ff|true|%'),
     ('{{printf "%d"}} {{printf "%d" "x"}}', "%!d(MISSING) %!d(string=x)"),
+    ('{{printf "%q|%x|%X" .Config.Cmd "hi" "hi"}}', '["sh" "-c" "exit 3"]|6869|6869'),
     ('{{print 1 2 "a" "b" 3}}', "1 2ab3"),
     # trim markers, strings with escapes, raw strings, numbers
     ("a  {{- .Id -}}  \n b", "a4fa6e0f0c678b"),
@@ -232,6 +235,9 @@ INSPECT_TEMPLATES = [
     '{{printf "%s|%5d|%-12s|%q" .Name .State.ExitCode .State.Status .Config.Image}}',
     "{{range $i, $a := .Config.Cmd}}{{if $i}},{{end}}{{$a}}{{end}}", "{{with .Config}}{{.Image}}{{end}}",
     "{{if and .Config.Labels (eq .State.ExitCode 0)}}zero{{else}}nonzero{{end}}",
+    '{{title "hello wORLD_x-y.z"}} {{pad "" 2 2}}|{{pad "a" 1 0}}| {{truncate "abcdef" 3}} {{printf "%q %v" "a\\tb" 1.5}}',
+    '{{printf "%q %x %5.2f|%-4d|" .Config.Cmd "hi" 3.14159 7}} {{1e6}} {{100000.0}} {{0.5}}',
+    '{{print 1 2 "x" 3 "y"}} {{len "héllo"}} {{index .Config.Cmd 0}} {{or "" "dflt"}} {{not .State.Running}}',
 ]
 
 

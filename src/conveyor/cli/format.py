@@ -1,5 +1,5 @@
 """Go templates as docker's ``--format`` reads them: ``.A.B``, ``$x``, pipelines, ``:=``,
-if/else if/else, range, with, trim markers, comments; docker's functions (json, split, join,
+if/else if/else, range, with, trim markers; docker's functions (json, split, join,
 title, lower, upper, pad, truncate) and Go's (and, or, not, len, index, eq, ne, lt, le, gt, ge,
 print, printf); ``table`` (a header row, aligned columns), ``json`` and ``\\t``/``\\n`` as docker
 reads them. A dict is a Go map (a missing key prints ``<no value>``), :class:`Fields` a Go
@@ -90,8 +90,8 @@ def tabwriter(text: str, minwidth: int = 10, padding: int = 3) -> str:
     widths: list[int] = []
 
     def write(lo: int, hi: int) -> None:
-        for cells in lines[lo:hi]:
-            out.append("".join(c + " " * (widths[j] - len(c)) if j < len(widths) else c for j, c in enumerate(cells)))
+        out.extend("".join(c + " " * (widths[j] - len(c)) if j < len(widths) else c for j, c in enumerate(cells))
+                   for cells in lines[lo:hi])
 
     def block(lo: int, hi: int) -> None:  # Go's Writer.format, a column at a time
         column, this = len(widths), lo
@@ -123,8 +123,10 @@ def go_str(value: Any, top: bool = True) -> str:
         return "<no value>" if top else "<nil>"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value).removesuffix(".0")  # Go's shortest digits (Go writes 1e6 as 1e+06)
+    if isinstance(value, float):  # the shortest digits, in exponent form below 1e-4 and from 1e6 on
+        digits = len(repr(abs(value)).split("e")[0].replace(".", "").strip("0")) or 1
+        mantissa, exp = f"{value:.{digits - 1}e}".split("e")
+        return f"{value:.{max(0, digits - 1 - int(exp))}f}" if -4 <= int(exp) < 6 else f"{mantissa}e{exp}"
     if isinstance(value, (list, tuple)):
         return "[" + " ".join(go_str(v, False) for v in value) + "]"
     if isinstance(value, Fields):
@@ -134,8 +136,7 @@ def go_str(value: Any, top: bool = True) -> str:
     return str(value)
 
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\",
-            "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
 
 
 def go_quote(text: str) -> str:
@@ -149,12 +150,10 @@ def _type(value: Any) -> str:
     return "struct" if isinstance(value, Fields) else names.get(type(value), type(value).__name__)
 
 
-def _sized(value: Any) -> bool:
-    return isinstance(value, (str, list, tuple, Mapping)) and not isinstance(value, Fields)
-
-
 def _truth(value: Any) -> bool:  # Go's: false, 0, nil and empty are false
-    return len(value) > 0 if _sized(value) else value is not None and (type(value) not in (bool, int, float) or value != 0)
+    if isinstance(value, (str, list, tuple, dict)):
+        return len(value) > 0
+    return value is not None and (type(value) not in (bool, int, float) or value != 0)
 
 
 # ----------------------------------------------------------------------------- functions
@@ -162,7 +161,7 @@ def _truth(value: Any) -> bool:  # Go's: false, 0, nil and empty are false
 
 def _index(item: Any, *keys: Any) -> Any:
     for key in keys:
-        if isinstance(item, Mapping) and not isinstance(item, Fields):
+        if isinstance(item, dict):
             item = item.get(key)
         elif isinstance(item, (list, tuple)) and type(key) is int and 0 <= key < len(item):
             item = item[key]
@@ -197,9 +196,11 @@ def _printf(fmt: str, *args: Any) -> str:
         if verb == "%" or not queue:
             return "%" if verb == "%" else f"%!{verb}(MISSING)"
         arg, spec = queue.pop(0), "%" + flags + (width or "") + (f".{precision}" if precision else "")
-        if verb in "svq" or verb == "t" and type(arg) is bool:
-            text = go_str(arg, False)
-            return (spec + "s") % (go_quote(text) if verb == "q" else text)
+        if verb in "svq" or verb == "t" and type(arg) is bool:  # %q quotes each string of a list
+            quoted = "[" + " ".join(map(go_quote, map(str, arg))) + "]" if type(arg) is list else go_quote(go_str(arg, False))
+            return (spec + "s") % (quoted if verb == "q" else go_str(arg, False))
+        if verb in "xX" and type(arg) is str:
+            return arg.encode().hex().upper() if verb == "X" else arg.encode().hex()
         if type(arg) is int and verb in "dxXoc" or type(arg) in (int, float) and verb in "feEgG":
             return (spec + verb) % arg
         return f"%!{verb}({_type(arg)}={go_str(arg, False)})"
@@ -226,7 +227,8 @@ def _text(fn: Callable[..., Any]) -> Callable[..., Any]:  # a string function th
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "not": lambda value: not _truth(value), "index": _index,
-    "len": lambda item: len(item) if _sized(item) else _problem(f"error calling len: len of type {_type(item)}"),
+    "len": lambda item: len(item.encode() if isinstance(item, str) else item) if isinstance(item, (str, list, tuple, dict))
+    else _problem(f"error calling len: len of type {_type(item)}"),  # Go counts a string's bytes
     "eq": _compare(lambda a, b: a == b, False), "ne": lambda a, b: not _compare(lambda x, y: x == y, False)(a, b),
     "lt": _compare(lambda a, b: a < b, True), "le": _compare(lambda a, b: a <= b, True),
     "gt": _compare(lambda a, b: a > b, True), "ge": _compare(lambda a, b: a >= b, True),
@@ -238,11 +240,10 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "split": _text(lambda text, sep: text.split(sep) if sep else list(text)),
     "join": lambda items, sep: sep.join(go_str(x, False) for x in items),
     "pad": _text(lambda text, left, right: text and " " * left + text + " " * right),
-    "truncate": _text(lambda text, length: text[:length]),
+    "truncate": _text(lambda text, length: text.encode()[:length].decode(errors="ignore")),  # bytes, as Go
 }
 _SHORT_CIRCUIT = ("and", "or")  # the engine evaluates their arguments only as far as needed
-# docker's HeaderFunctions: a table's header row passes the column titles through these unchanged
-HEADER_FUNCTIONS = ("json", "split", "join", "title", "lower", "upper", "truncate", "pad")
+HEADER_FUNCTIONS = ("json", "split", "join", "title", "lower", "upper", "truncate", "pad")  # pass titles through
 
 
 def _problem(message: str) -> Any:
@@ -319,11 +320,9 @@ class _Parser:
     def block(self, word: str, tokens: list) -> tuple:
         pipe = self.pipeline(tokens, word)
         body, stop = self.nodes()
-        otherwise: list = []
         if stop and stop[0] == "else" and stop[1] and word != "range" and stop[1][0][1] == word:
             return word, pipe, body, [self.block(word, stop[1][1:])]  # {{else if}} shares the {{end}}
-        if stop and stop[0] == "else" and not stop[1]:
-            otherwise, stop = self.nodes()
+        otherwise, stop = self.nodes() if stop and stop[0] == "else" and not stop[1] else ([], stop)
         if stop is None or stop[0] != "end" or stop[1]:
             raise _Problem(f"{{{{{word}}}}} without {{{{end}}}}" if stop is None else f"{{{{{stop[0]}}}}} in {word}")
         return word, pipe, body, otherwise
@@ -417,7 +416,7 @@ class _Run:
 
     def range(self, node: tuple, dot: Any) -> None:
         names, items = node[1][0], self.pipeline(node[1], dot, declare=False)
-        if isinstance(items, Mapping) and not isinstance(items, Fields):
+        if isinstance(items, dict):
             pairs = [(k, items[k]) for k in sorted(items)]
         elif isinstance(items, (list, tuple)) or items is None:
             pairs = list(enumerate(items or ()))
