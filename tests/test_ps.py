@@ -282,3 +282,43 @@ def test_ps_last_five_of_thousands_reads_five(big_home, parsed, monkeypatch):
     assert result.exit_code == 0, result.output
     assert result.output.split() == ids[::-1][:5]
     assert sorted(parsed) == sorted(ids[-5:])
+
+
+# ----------------------------------------------------------------------------- docker's words for a job
+
+
+def test_age_reads_as_dockers():
+    """.RunningFor and .Status say ages in go-units' words; a script matching "Up 5 seconds"
+    or "About an hour ago" must see the same text."""
+    from conveyor.cli.views import human_duration
+
+    hour, day = 3600, 86400
+    cases = {0.5: "Less than a second", 1: "1 second", 59.9: "59 seconds", 60: "About a minute",
+             119: "About a minute", 120: "2 minutes", 3599: "59 minutes", hour: "About an hour",
+             5399: "About an hour", 5400: "2 hours", 47 * hour: "47 hours", 48 * hour: "2 days",
+             13 * day: "13 days", 14 * day: "2 weeks", 59 * day: "8 weeks", 60 * day: "2 months",
+             729 * day: "24 months", 730 * day: "2 years", -5: "Less than a second"}
+    assert {s: human_duration(s) for s in cases} == cases
+
+
+@pytest.mark.parametrize("state, substate, exit_code, expected", [
+    ("Failed", "cancelled", None, "Failed (cancelled) 2 minutes ago"),  # ended before it ran: no exit code
+    ("Failed", "oom_killed", 137, "Exited (137) 2 minutes ago"),
+    ("Done", "exited", 0, "Exited (0) 2 minutes ago"),
+    ("Queued", None, None, "Queued"),
+    ("QueuedHeld", "held", None, "Queued (held)"),
+    ("Requeued", "retry", None, "Requeued (retry)"),
+    ("RequeuedHeld", "held", None, "Requeued (held)"),
+    ("Running", None, None, "Up 5 minutes"),
+    ("Suspended", None, None, "Up 5 minutes (Paused)"),
+    ("Undetermined", "container_lost", None, "Undetermined (container_lost)"),
+])
+def test_status_of_every_state_is_honest(state, substate, exit_code, expected):
+    """docker's Status words where a container exists; a job without one says what it is
+    instead of pretending ("Created" for a job that failed before it started would lie)."""
+    from conveyor.cli.views import _status
+
+    now = 1e9
+    job = {"state": state, "substate": substate, "exit_code": exit_code, "created_at": now - 600,
+           "started_at": now - 300, "finished_at": now - 120}
+    assert _status(job, now) == expected

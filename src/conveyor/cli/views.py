@@ -197,10 +197,15 @@ def _status(job: dict, now: float) -> str:
     if state is JobState.RUNNING or state is JobState.SUSPENDED:
         return f"Up {age}" + (" (Paused)" if state is JobState.SUSPENDED else "")
     if state in FINAL_STATES:
-        ended = f"Exited ({job['exit_code']})" if job["exit_code"] is not None else f"Failed ({job['substate']})"
+        ended = f"Exited ({job['exit_code']})" if job["exit_code"] is not None else _state_text(state, job["substate"])
         return f"{ended} {age} ago"
-    held = state in (JobState.QUEUED_HELD, JobState.REQUEUED_HELD)
-    return state.value.removesuffix("Held") + (" (held)" if held else f" ({job['substate']})" if job["substate"] else "")
+    if state in (JobState.QUEUED_HELD, JobState.REQUEUED_HELD):
+        return state.value.removesuffix("Held") + " (held)"
+    return _state_text(state, job["substate"])
+
+
+def _state_text(state: JobState, substate: str | None) -> str:
+    return state.value + (f" ({substate})" if substate else "")
 
 
 def _docker_state(job: dict) -> str:
