@@ -6,10 +6,9 @@ import json
 import sys
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-
-from typing import TYPE_CHECKING, Any, Callable
 
 from ..state import FINAL_STATES, JobState
 from .app import cli, fail, job_id, open_executor
@@ -17,6 +16,7 @@ from .render import Console, Table, columns, escape, size, timestamp
 
 if TYPE_CHECKING:
     from .format import Template
+
 
 @cli.command("ps")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include finished jobs.")
