@@ -264,18 +264,20 @@ class SupervisorProcess:
 
 
 class AgentProcess:
-    """`conveyor --home HOME serve --tcp 127.0.0.1:0` as a child process; ready once the
-    agent it started answers a ping."""
+    """`conveyor --home HOME serve --tcp 127.0.0.1:0 --tcp-allow-owner` as a child process;
+    ready once the agent it started answers a ping. The tests that use its TCP address play
+    the owner from afar, hence the flag; ``tcp_allow_owner=False`` starts it without."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, tcp_allow_owner: bool = True):
         self.home = home
         self.proc: subprocess.Popen | None = None
         self.log = home.parent / "agent.log"
+        self.flags = ["--tcp-allow-owner"] if tcp_allow_owner else []
 
     def start(self, timeout: float = 60) -> "AgentProcess":
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "--home", str(self.home), "serve", "--tcp", "127.0.0.1:0"],
+                [sys.executable, "-m", "conveyor", "--home", str(self.home), "serve", "--tcp", "127.0.0.1:0", *self.flags],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout

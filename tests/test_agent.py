@@ -221,11 +221,16 @@ max_resources: {{cpus: 1, memory: 256m, pids_limit: 100, gpus: 0, shm_size: 64m,
 
 
 def test_each_policy_rule_refuses_with_nothing_created(state_dir, test_image, docker_client, tmp_path):
+    """The node's policy.yaml binds the named tokens made without a policy of their own (the
+    owner's token meets no policy: tests/test_tokens.py)."""
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     (state_dir / "policy.yaml").write_text(POLICY.format(allowed=allowed))
     agent = AgentProcess(state_dir).start()
     try:
+        made = conveyor(state_dir, "token", "create", "ci")
+        assert made.returncode == 0, made.stderr
+        ci = made.stdout.strip()
         fine = {"image": test_image, "command": ["cat", "/in/x"], "network": "none", "timeout": 60,
                 "resources": {"cpus": 0.5, "memory": "64m", "pids_limit": 50}}
         cases = {
@@ -249,34 +254,37 @@ def test_each_policy_rule_refuses_with_nothing_created(state_dir, test_image, do
         # escaping the allowed path through a symlink is still outside it
         (allowed / "escape").symlink_to("/etc")
         cases_extra = [("mounts.allowed_host_paths", {"mounts": [f"{allowed}/escape:/in:ro"]})]
-        with agent.http() as h:
+        with agent.http(ci) as h:
             for rule, change in [*cases.items(), *cases_extra]:
                 r = h.post("/v1/jobs", json={"spec": {**fine, **change}})
                 assert r.status_code == 403, (rule, r.text)
                 err = r.json()
                 assert err["code"] == "policy_refused" and err["details"]["rule"] == rule, err
+                assert err["details"]["token"] == "ci" and err["details"]["policy"] == str(state_dir / "policy.yaml"), err
                 assert rule in err["message"] and err["field"]
             r = h.post("/v1/images/ensure", json={"spec": {**fine, "image": "busybox:latest"}})
             assert r.status_code == 403 and r.json()["details"]["rule"] == "images.allowed"
+        with agent.http() as h:
             assert h.get("/v1/jobs").json()["total"] == 0
         mine = docker_client.containers.list(all=True, filters={"label": f"conveyor.executor={(state_dir / 'executor-id').read_text().strip()}"})
         assert mine == [], "a refused job left a container"
 
         with pytest.raises(PolicyRefused) as refused:
-            Client(state_dir).submit(JobSpec.model_validate({**fine, "privileged": True}))
+            Client(state_dir, token=ci).submit(JobSpec.model_validate({**fine, "privileged": True}))
         assert refused.value.rule == "privileged" and refused.value.field == "privileged"
-        # the CLI goes through the agent, so the same rules apply to it
-        cli = conveyor(state_dir, "run", "--privileged", "--network", "none", test_image, "true")
-        assert cli.returncode == 125 and "refused by policy rule 'privileged'" in cli.stderr
+        assert refused.value.token == "ci"
+        # the CLI with that token goes through the agent, so the same rules apply to it
+        cli = conveyor(state_dir, "run", "--privileged", "--network", "none", test_image, "true", env={"CONVEYOR_TOKEN": ci})
+        assert cli.returncode == 125 and "refused by policy rule 'privileged' of token 'ci'" in cli.stderr
 
         # what the policy allows runs: a bind mount inside an allowed path
         (allowed / "x").write_text("allowed data\n")
-        job = Client(state_dir).run(JobSpec.model_validate({**fine, "mounts": [f"{allowed}:/in:ro"]}), timeout=WAIT)
+        job = Client(state_dir, token=ci).run(JobSpec.model_validate({**fine, "mounts": [f"{allowed}:/in:ro"]}), timeout=WAIT)
         assert (job.state, job.stdout) == (JobState.DONE, "allowed data\n")
 
         # a broken policy file refuses everything until fixed (fail closed)
         (state_dir / "policy.yaml").write_text("privileged: [not, a, bool\n")
-        with agent.http() as h:
+        with agent.http(ci) as h:
             r = h.post("/v1/jobs", json={"spec": fine})
             assert r.status_code == 403 and r.json()["details"]["rule"] == "policy_file"
             (state_dir / "policy.yaml").write_text("privileged: true\n")
@@ -468,6 +476,8 @@ def test_schemathesis_fuzz_finds_no_server_error(state_dir, test_image, tmp_path
     )
     agent = AgentProcess(state_dir).start()
     try:
+        made = conveyor(state_dir, "token", "create", "fuzz")  # bound to that policy; the owner's token meets none
+        assert made.returncode == 0, made.stderr
         finished = Client(state_dir).run(
             JobSpec(image=test_image, command=["echo", "x"], network="none", timeout=5,
                     resources={"cpus": 0.5, "memory": "64m", "pids_limit": 20}), timeout=WAIT)
@@ -475,7 +485,7 @@ def test_schemathesis_fuzz_finds_no_server_error(state_dir, test_image, tmp_path
         config.write_text(f'[parameters]\n"path.ref" = "{finished.id}"\n')  # reach past the 404s
         common = [
             str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config), "run", agent.url + "/openapi.json",
-            "-H", f"Authorization: Bearer {agent.token}", "--checks", "not_a_server_error", "--exclude-path", "/v1/events",
+            "-H", f"Authorization: Bearer {made.stdout.strip()}", "--checks", "not_a_server_error", "--exclude-path", "/v1/events",
             "--request-timeout", "75", "--seed", "7", "--no-color", "--max-failures", "5",
         ]
         # Coverage (boundary values) of every operation but the two whose body is a whole job

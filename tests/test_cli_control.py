@@ -208,25 +208,24 @@ def test_cleanup_from_a_client_executor(state_dir, test_image):
 
 
 def test_jobs_submitted_during_a_foreground_run_stay_supervised(cli):
-    """`conveyor run` without an agent supervises in-process; a job submitted meanwhile
-    found that supervisor and started none. When `run` exits, which it does as soon as its
-    own job ends, a background supervisor must take over, or the queued job would never
-    finish (and `run` must not sit waiting for other people's jobs instead)."""
+    """`conveyor run` is a client of the state directory's agent (started by the first
+    command that needs it, and staying): a job submitted while a foreground run is going is
+    supervised by that same agent, `run` exits as soon as its own job ends (not with other
+    people's jobs), and the other job still finishes after `run` has gone."""
     run = subprocess.Popen(
         [CONVEYOR, "run", "--network", "none", cli.image, "sleep", "4"], env=cli.env(), stdin=subprocess.DEVNULL
     )
     try:
-        eventually("conveyor run is the supervisor",
-                   lambda: f"agent pid {run.pid} runs for" in cli.run("serve", "--status").stdout.decode(), every=0.2)
+        eventually("an agent supervises", lambda: cli.run("serve", "--status").returncode == 0, every=0.2)
+        holder = int(re.search(rb"agent pid (\d+) ", cli.run("serve", "--status").stdout).group(1))
+        assert holder != run.pid  # the agent, not the CLI, supervises
         job_id = cli.submit(cli.image, "sh", "-c", "sleep 8; echo handed-over")
         assert run.wait(timeout=90) == 0
     finally:
         run.kill()
     assert cli.info(job_id)["state"] == "Running"  # `run` ended with its own job, not with this one
     status = cli.run("serve", "--status")
-    assert status.returncode == 0, status.stdout  # someone supervises the state directory...
-    holder = int(re.search(rb"agent pid (\d+) ", status.stdout).group(1))
-    assert holder != run.pid  # ...and it is another process than the `run` that has gone
+    assert status.returncode == 0 and int(re.search(rb"agent pid (\d+) ", status.stdout).group(1)) == holder
     job = cli.until(job_id, "Done", timeout=90)
     assert job["exit_code"] == 0
     assert cli.ok("logs", job_id) == "handed-over\n"

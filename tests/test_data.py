@@ -161,8 +161,9 @@ def test_output_of_failing_job_captured_and_restored(ex, test_image, tmp_path, d
     assert (dest / "out" / "r.txt").read_text() == "result\n"
     assert (dest / "out" / "d" / "x.bin").read_bytes() == b"deep"
     assert not (dest / "out" / "link").exists()
-    # the container is gone (auto_remove), the outputs are not
-    assert not docker_client.containers.list(all=True, filters={"name": f"conveyor-{job_id}"})
+    # the container goes (auto_remove, right after the result is recorded), the outputs stay
+    eventually("the container removed", lambda: not docker_client.containers.list(all=True, filters={"name": f"conveyor-{job_id}"}))
+    assert ex.read_output(job_id, "/out/d/x.bin") == b"deep"
 
 
 def test_chained_jobs_and_dedup(ex, test_image, state_dir):
@@ -179,9 +180,11 @@ def test_chained_jobs_and_dedup(ex, test_image, state_dir):
     assert blob_count(state_dir) == 3  # chaining copied nothing
 
 
-def test_verify_catches_flipped_byte_and_deleted_blob(ex, test_image, state_dir):
-    job_id = ex.submit(sh(test_image, "mkdir -p /out && echo aaaa > /out/one && echo bbbb > /out/two", outputs=["/out"], network="none"))
-    assert ex.wait(job_id, timeout=WAIT).state is JobState.DONE
+def test_verify_catches_flipped_byte_and_deleted_blob(cli, test_image, state_dir):
+    """A blob that rots on disk is reported (with the jobs that use it) and never served."""
+    job_id = cli.submit("--output", "/out", test_image, "sh", "-c", "mkdir -p /out && echo aaaa > /out/one && echo bbbb > /out/two")
+    cli.ok("wait", job_id)
+    ex = Executor(state_dir, supervise=False)  # the agent supervises; this one reads the store
     assert ex.verify(job_id)["bad"] == []
     files = {f["path"]: f["digest"] for f in ex.outputs(job_id)}
     one = ex.blobs.path(files["/out/one"])
@@ -196,9 +199,10 @@ def test_verify_catches_flipped_byte_and_deleted_blob(ex, test_image, state_dir)
     assert bad[files["/out/two"]]["problem"] == "missing" and bad[files["/out/two"]]["jobs"] == [job_id]
     with pytest.raises(CorruptBlob):  # never served as good data
         ex.read_output(job_id, "/out/one")
-    proc = subprocess.run([CONVEYOR, "verify", "--all"], capture_output=True, text=True, env={**os.environ, "CONVEYOR_HOME": str(state_dir)})
+    ex.close()
+    proc = cli.run("verify", "--all")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "corrupt" in proc.stdout and "missing" in proc.stdout and job_id in proc.stdout
+    assert b"corrupt" in proc.stdout and b"missing" in proc.stdout and job_id.encode() in proc.stdout
 
 
 def test_gc_keeps_what_a_queued_job_needs(ex, test_image, tmp_path, state_dir):
@@ -229,17 +233,12 @@ def test_input_symlink_escaping_and_evil_fileset_refused(ex, test_image, tmp_pat
     assert ex.list() == []
 
 
-def test_cli_outputs_cat_and_restore(ex, test_image, tmp_path, state_dir):
-    env = {**os.environ, "CONVEYOR_HOME": str(state_dir)}
-    job_id = ex.submit(sh(test_image, "mkdir -p /out && echo from-cli > /out/hello.txt", outputs=["/out"], network="none"))
-    assert ex.wait(job_id, timeout=WAIT).state is JobState.DONE
-    listing = subprocess.run([CONVEYOR, "outputs", job_id], capture_output=True, text=True, env=env)
-    assert listing.returncode == 0, listing.stderr
-    assert "/out/hello.txt\t9\tsha256:" in listing.stdout
-    cat = subprocess.run([CONVEYOR, "cat", job_id, "/out/hello.txt"], capture_output=True, text=True, env=env)
-    assert cat.stdout == "from-cli\n", cat.stderr
-    restored = subprocess.run([CONVEYOR, "outputs", job_id, "--to", str(tmp_path / "r")], capture_output=True, text=True, env=env)
-    assert restored.returncode == 0, restored.stderr
+def test_cli_outputs_cat_and_restore(cli, test_image, tmp_path):
+    job_id = cli.submit("--output", "/out", test_image, "sh", "-c", "mkdir -p /out && echo from-cli > /out/hello.txt")
+    cli.ok("wait", job_id)
+    assert "/out/hello.txt\t9\tsha256:" in cli.ok("outputs", job_id)
+    assert cli.ok("cat", job_id, "/out/hello.txt") == "from-cli\n"
+    cli.ok("outputs", job_id, "--to", str(tmp_path / "r"))
     assert (tmp_path / "r" / "out" / "hello.txt").read_text() == "from-cli\n"
 
 

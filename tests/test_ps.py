@@ -10,8 +10,9 @@ One state directory holds five jobs for the module (created in this order):
     sleeper  Running          label team=b
     napper   Suspended
 
-After `submit` the CLI talks to the background agent; the last test stops it and checks that
-the CLI's own Executor lists the same.
+The CLI talks to the state directory's agent (started by the first command); the filters
+travel to it as query parameters. A test checks that the Client (the same path) and the
+Executor (the store itself) select and order alike.
 """
 
 from __future__ import annotations
@@ -213,18 +214,22 @@ def test_bad_filters_and_templates_exit_125_with_one_line(jobs, args, problem):
     assert err.count("\n") == 1 and problem in err, err
 
 
-def test_the_cli_lists_the_same_without_the_agent(jobs):
-    """Through the agent the filters travel as query parameters, without it they go straight
-    to the store: both must select and order alike. (Last: it stops the agent.)"""
-    from conveyor.daemon import stop_supervisor
+def test_client_and_executor_select_and_order_alike(jobs):
+    """The Client sends list()'s filters to the agent as query parameters, the Executor reads
+    the store: a filter lost or renamed on the way would list other jobs through the agent."""
+    from conveyor import Client, Executor
 
-    cli = jobs["cli"]
-    cases = [["-a"], ["-n", "3"], ["-a", "-f", "label=tier", "-f", "name=e"], ["-f", "status=exited", "-f", "exited=0"],
-             ["-a", "-f", "since=web-1", "-f", "before=napper"], ["-a", "-f", "ancestor=conveyor/busybox:latest"]]
-    template = "{{.ID}} {{.Names}} {{.State}} {{.Labels}} {{.Command}} {{.CreatedAt}}"
-    through_agent = [cli.ok("ps", *args, "--format", template) for args in cases]
-    assert stop_supervisor(Home(cli.home)) is not None
-    assert [cli.ok("ps", *args, "--format", template) for args in cases] == through_agent
+    cases = [{}, {"newest_first": True, "limit": 3}, {"labels": {"tier": None}, "names": ["e"]},
+             {"states": ["Done", "Failed"], "exit_codes": [0]}, {"since": "web-1", "before": "napper", "newest_first": True},
+             {"images": ["conveyor/busybox"], "offset": 1, "limit": 2}, {"ids": [jobs["db"][:8], jobs["napper"]]},
+             {"labels": {"team": "a", "tier": None}}, {"exit_codes": []}, {"states": []}]
+    with Executor(jobs["cli"].home, supervise=False) as ex, Client(jobs["cli"].home) as client:
+        for kw in cases:
+            listed = [j.id for j in ex.list(**kw)]
+            assert [j.id for j in client.list(**kw)] == listed, kw
+            counted = {k: v for k, v in kw.items() if k not in ("newest_first", "limit", "offset")}
+            assert client.count(**counted) == ex.count(**counted) >= len(listed), kw
+        assert [j.name for j in ex.list(labels={"tier": None})] == ["web-1", "db"]  # the cases select something
 
 
 # ----------------------------------------------------------------------------- thousands of jobs
@@ -272,15 +277,33 @@ def test_a_page_of_the_newest_costs_a_page(big_home, parsed):
 
 
 def test_ps_last_five_of_thousands_reads_five(big_home, parsed, monkeypatch):
-    """The same through the CLI's ps (its own Executor, no agent): five rows parsed, the five
-    newest printed, newest first."""
-    from conveyor.cli import cli
+    """The same through the CLI's ps: one request for a page of five, five rows parsed by the
+    agent's route, the five newest printed. (Everything but the HTTP transport is the real
+    thing: ps, the query, the pager, the route, the Executor, the store.)"""
+    from conveyor import Executor
+    from conveyor.agent.routers.jobs import list_jobs
+    from conveyor.cli import cli, views
+    from conveyor.client.api import AgentAPI
 
     home, ids = big_home
-    monkeypatch.delenv("CONVEYOR_HOST", raising=False)
-    result = CliRunner().invoke(cli, ["--home", str(home.root), "ps", "-n", "5", "-q"], catch_exceptions=False)
+    requests = []
+
+    class Agent:  # AgentAPI with the route called in this process instead of over HTTP
+        list_all = AgentAPI.list_all
+
+        def list(self, params: dict) -> dict:
+            requests.append(dict(params))
+            args = {k: params.get(k) for k in ("state", "label", "id", "name", "image", "exit_code", "before", "since")}
+            answer = list_jobs(**args, limit=params["limit"], offset=params["offset"],
+                               newest_first=params.get("newest_first", False), ex=ex)
+            return json.loads(answer.body)
+
+    with Executor(home.root, supervise=False) as ex:
+        monkeypatch.setattr(views, "connect", lambda ctx: Agent())
+        result = CliRunner().invoke(cli, ["--home", str(home.root), "ps", "-n", "5", "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.output.split() == ids[::-1][:5]
+    assert requests == [{"newest_first": True, "limit": 5, "offset": 0}]
     assert sorted(parsed) == sorted(ids[-5:])
 
 

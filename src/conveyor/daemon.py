@@ -1,5 +1,5 @@
 """One supervisor per state directory: the lock that elects it, the wake-up signal that
-submitters send it, and the background process the CLI starts when none is running."""
+submitters send it, and the agent the CLI starts in the background when none is running."""
 
 from __future__ import annotations
 
@@ -114,33 +114,67 @@ def wake(home: Home | None, address: str | bytes | None = None) -> None:
             pass
 
 
-def ensure_supervisor(home: Home, timeout: float = 15.0) -> int:
-    """Start ``conveyor serve`` in the background unless a supervisor already holds the
-    state directory; return the supervisor's pid."""
-    lock = SupervisorLock(home)
-    pid = lock.holder()
-    if pid:
-        return pid
-    log = open(home.root / "supervisor.log", "ab")
-    subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "--home", str(home.root), "serve"],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,  # outlives the CLI and its terminal
-        close_fds=True,
-    )
-    log.close()
+def ensure_agent(root: Path, timeout: float = 30.0) -> None:
+    """Make sure the agent of the state directory ``root`` answers on its socket, starting
+    `conveyor serve` in the background (detached: it stays, like dockerd) when none does.
+    Eight CLIs at once start one agent: the first to take ``agent.start.lock`` starts it,
+    the others wait on that lock and then find it answering."""
     from .agent import socket_answers, socket_path
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid = lock.holder()
-        if pid and socket_answers(socket_path(home.root)):  # supervising and serving the API
-            return pid
-        time.sleep(0.05)
-    tail = (home.root / "supervisor.log").read_text(errors="replace")[-2000:]
-    raise ConveyorError(f"the background supervisor did not start within {timeout:g}s; its log says:\n{tail}")
+    sock = socket_path(root)
+    if socket_answers(sock):
+        return
+    home = Home(root)
+    with open(home.root / "agent.start.lock", "a") as gate:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        if socket_answers(sock):
+            return
+        lock = SupervisorLock(home)
+        holder = lock.holder()
+        if holder and not _is_agent(holder):
+            raise ConveyorError(
+                f"process {holder} supervises {home.root} but serves no API (an Executor embedded in a "
+                "program): the CLI needs the agent; end that program, or give the CLI another --home"
+            )
+        proc = None if holder else _spawn_agent(home)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if socket_answers(sock):
+                return
+            if proc is not None and proc.poll() is not None:
+                raise ConveyorError(f"the agent exited with code {proc.returncode} at start; {_log_tail(home)}")
+            time.sleep(0.02)
+    raise ConveyorError(f"the agent did not answer within {timeout:g}s; {_log_tail(home)}")
+
+
+def _spawn_agent(home: Home) -> subprocess.Popen:
+    with open(home.root / "supervisor.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "--home", str(home.root), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # outlives the CLI and its terminal
+            close_fds=True,
+        )
+
+
+def _is_agent(pid: int) -> bool:
+    """Whether the supervising process ``pid`` is an agent (`conveyor ... serve`), which will
+    answer on the socket once it has started, rather than an Executor embedded in a program."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # gone or not ours to read: let the wait decide
+    return b"serve" in argv
+
+
+def _log_tail(home: Home) -> str:
+    try:
+        tail = (home.root / "supervisor.log").read_text(errors="replace")[-1500:].strip()
+    except OSError:
+        return "its log (supervisor.log) cannot be read"
+    return f"the end of its log ({home.root / 'supervisor.log'}):\n{tail}" if tail else "its log is empty"
 
 
 def stop_supervisor(home: Home, timeout: float = 30.0) -> int | None:

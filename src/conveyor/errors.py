@@ -105,22 +105,30 @@ class WaitTimeout(ConveyorError, TimeoutError):
 
 
 class PolicyRefused(ConveyorError, PermissionError):
-    """The node's operator policy does not allow this job (the agent answers 403).
+    """The policy a caller's token is bound to does not allow this job (the agent answers 403).
 
-    ``rule`` names the policy rule that refused it, ``field`` the spec field it is about."""
+    ``rule`` names the policy rule that refused it, ``field`` the spec field it is about,
+    ``token`` the named token whose policy it is and ``policy`` that policy's file (None: the
+    built-in defaults)."""
 
     code, status = "policy_refused", 403
 
-    def __init__(self, rule: str, field: str | None, message: str):
-        self.rule, self.field = rule, field
-        super().__init__(f"refused by policy rule {rule!r}: {message}")
+    def __init__(self, rule: str, field: str | None, message: str, token: str | None = None, policy: str | None = None):
+        self.rule, self.field, self.reason, self.token, self.policy = rule, field, message, token, policy
+        whose = f" of token {token!r} ({'policy ' + policy if policy else 'the built-in default policy'})" if token else ""
+        super().__init__(f"refused by policy rule {rule!r}{whose}: {message}")
+
+    def by(self, token: str, policy: str | None) -> "PolicyRefused":
+        """The same refusal, naming the token and the policy it came from."""
+        return PolicyRefused(self.rule, self.field, self.reason, token, policy)
 
     def details(self) -> dict[str, Any]:
-        return {"rule": self.rule}
+        return {"rule": self.rule, **({"token": self.token, "policy": self.policy} if self.token else {})}
 
     @classmethod
     def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "PolicyRefused":
-        return _with_message(cls(details.get("rule", ""), field, message), message)
+        exc = cls(details.get("rule", ""), field, message, details.get("token"), details.get("policy"))
+        return _with_message(exc, message)
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -179,6 +187,14 @@ class AgentError(ConveyorError):
     def __init__(self, message: str, status: int | None = None, code: str | None = None):
         self.status, self.code = status, code  # type: ignore[assignment] - per instance here
         super().__init__(message)
+
+
+class AgentUnreachable(AgentError):
+    """Nothing answers at the agent's address, or the connection to it broke."""
+
+    def __init__(self, url: str, reason: str):
+        self.url = url
+        super().__init__(f"cannot reach the agent at {url}: {reason}")
 
 
 # Every code the agent answers with, and the exception a client raises for it. Codes not

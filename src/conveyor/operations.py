@@ -40,7 +40,7 @@ class Param:
     le: float | None = None
     flags: tuple[str, ...] = ()  # CLI option names; default --<name>
     duration: bool = False  # the CLI takes durations for it (30s, 5m, 1h)
-    launches: bool = False  # set, it makes the verb need the supervising process (see Verb.launches)
+    required: bool = False
 
     @property
     def cli_flags(self) -> tuple[str, ...]:
@@ -48,7 +48,7 @@ class Param:
 
     @property
     def annotation(self) -> Any:
-        return self.kind if self.kind is bool else self.kind | None
+        return self.kind if self.kind is bool or self.required else self.kind | None
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,6 @@ class Verb:
     refusal: str | None = None  # how a refusal names the action: "cannot <refusal> job X: it is Done"
     returns_job: bool = True  # False: the route answers 204 and the Python method None
     ends_job: bool = False  # ends the job: the Python method waits for its end unless wait=False
-    launches: bool = False  # its effect needs the supervising process (the CLI starts one if none runs)
 
     @property
     def route(self) -> str:
@@ -87,17 +86,16 @@ class Verb:
     def allows(self, state: JobState) -> bool:
         return state in self.applies_to
 
-    def needs_supervisor(self, values: dict[str, Any]) -> bool:
-        """Whether this call's effect needs the supervising process to launch or record it."""
-        return self.launches or any(p.launches and values.get(p.name) for p in self.params)
-
     def signature(self, array: bool = False) -> "inspect.Signature":
         """The Python method's signature: ``(self, ref, <params>, *, wait=True)``."""
         import inspect  # ~10 ms: not on the CLI's start-up path
 
         P = inspect.Parameter
         params = [P("self", P.POSITIONAL_OR_KEYWORD), P("ref", P.POSITIONAL_OR_KEYWORD, annotation=str)]
-        params += [P(p.name, P.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.annotation) for p in self.params]
+        params += [
+            P(p.name, P.POSITIONAL_OR_KEYWORD, default=P.empty if p.required else p.default, annotation=p.annotation)
+            for p in self.params
+        ]
         if self.ends_job and not array:
             params.append(P("wait", P.KEYWORD_ONLY, default=True, annotation=bool))
         result = dict if array else ("Job" if self.returns_job else None)
@@ -108,10 +106,7 @@ GRACE = Param(
     "grace", float, "Seconds between SIGTERM and SIGKILL (default: the job's stop grace, --stop-timeout).",
     ge=0, le=86400, duration=True,
 )
-FORCE = Param(
-    "force", bool, "Cancel a job that has not ended first (SIGKILL).", default=False, flags=("-f", "--force"),
-    launches=True,
-)
+FORCE = Param("force", bool, "Cancel a job that has not ended first (SIGKILL).", default=False, flags=("-f", "--force"))
 
 HOLD = Verb(
     "hold", "Keep a queued job from starting (Queued -> QueuedHeld)", RUNNABLE_STATES,
@@ -119,7 +114,7 @@ HOLD = Verb(
 )
 RELEASE = Verb(
     "release", "Let a held job start (QueuedHeld -> Queued)", HELD_STATES,
-    array_summary="Release every held task of an array", launches=True,
+    array_summary="Release every held task of an array",
 )
 SUSPEND = Verb(
     "suspend", "Freeze a running job's processes (Running -> Suspended; the engine's pause)",
@@ -132,7 +127,7 @@ RESUME = Verb(
 CANCEL = Verb(
     "cancel", "Terminate a job: SIGTERM, then SIGKILL after the grace period; a waiting job ends at once",
     LIVE_STATES, params=(GRACE,), array_summary="Cancel every task of an array that has not ended",
-    ends_job=True, launches=True,
+    ends_job=True,
 )
 REMOVE = Verb(
     "remove", "Forget a finished job: its container, saved logs and record (force: cancel it first)",
@@ -145,7 +140,17 @@ DISCARD_CONTAINER = Verb(
     refusal="remove the container of", returns_job=False,
 )
 
-VERBS: tuple[Verb, ...] = (HOLD, RELEASE, SUSPEND, RESUME, CANCEL, REMOVE, DISCARD_CONTAINER)
+RESIZE = Verb(
+    "resize", "Set the size of a job's terminal (rows, columns), as its user's window changes",
+    frozenset({JobState.RUNNING, JobState.SUSPENDED}),
+    params=(
+        Param("height", int, "Rows.", ge=1, le=10000, required=True),
+        Param("width", int, "Columns.", ge=1, le=10000, required=True),
+    ),
+    command=None, refusal="resize the terminal of", returns_job=False,
+)
+
+VERBS: tuple[Verb, ...] = (HOLD, RELEASE, SUSPEND, RESUME, CANCEL, REMOVE, DISCARD_CONTAINER, RESIZE)
 ARRAY_VERBS: tuple[Verb, ...] = tuple(v for v in VERBS if v.array_summary)
 
 
@@ -169,6 +174,12 @@ OPERATIONS: dict[str, Operation] = _ops(
     Operation("ping", "Liveness; needs no token", "GET", "/ping", tags=("agent",)),
     Operation("agent_info", "The agent: version, pid, state directory, policy", "GET", "/info", tags=("agent",)),
     Operation("submit", "Submit a job (queued, or held with hold=true)", "POST", "/jobs", "submit"),
+    Operation("run", "Submit a job and follow it on this connection: its output as it is written, then its end "
+              "(a foreground job: cancelled if the connection goes away first)", "POST", "/run", "run"),
+    Operation("attach", "Follow a job again on this connection, from given byte offsets of its output, to its end "
+              "(after a broken run; bound to this connection like run)", "GET", "/jobs/{ref}/attach", tags=("logs",)),
+    Operation("stdin", "Stream the request body to a running job's stdin (the job sees EOF at its end)", "POST",
+              "/jobs/{ref}/stdin"),
     Operation("ensure_image", "Make a spec's image present on this node (pull per its pull policy)", "POST", "/images/ensure"),
     Operation("load_image", "Load an image tarball (docker save) into the engine and record its digests", "POST",
               "/images/load", "image load"),
@@ -201,6 +212,12 @@ OPERATIONS: dict[str, Operation] = _ops(
               "machine", tags=("agent",)),
     Operation("cleanup", "Remove every container, volume and network this executor made", "POST", "/cleanup",
               "cleanup", tags=("control",)),
+    Operation("token_create", "Create a named token bound to a policy; the answer holds the token, shown only once (owner only)",
+              "POST", "/tokens", "token create", tags=("tokens",)),
+    Operation("token_list", "Named tokens: name, policy, created, last used; never the tokens (owner only)", "GET",
+              "/tokens", "token list", tags=("tokens",)),
+    Operation("token_revoke", "Revoke a named token: it stops working at once (owner only)", "DELETE",
+              "/tokens/{name}", "token revoke", tags=("tokens",)),
 )
 
 

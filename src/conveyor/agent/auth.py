@@ -1,11 +1,14 @@
-"""The agent's bearer token: generated at first start, kept in ``agent.token`` (mode 0600),
-rotatable while the agent runs (it re-reads the file when it changes)."""
+"""The owner's bearer token: generated at first start, kept in ``agent.token`` (mode 0600),
+rotatable while the agent runs (it re-reads the file when it changes). Whoever holds it can
+read the state directory, so it has the engine's full power; named tokens with less are in
+:mod:`.tokens`."""
 
 from __future__ import annotations
 
 import hmac
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from . import TOKEN_NAME
@@ -15,19 +18,24 @@ def token_path(root: Path) -> Path:
     return root / TOKEN_NAME
 
 
-def write_token(root: Path) -> str:
-    """Write a fresh token atomically (0600 from the first byte) and return it."""
-    token = secrets.token_urlsafe(32)
-    path = token_path(root)
-    tmp = path.with_name(f".{TOKEN_NAME}.{os.getpid()}")
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, mode 0600 from the first byte: a reader sees
+    the old file or the new one, never a half-written one, and no one else ever sees it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, (token + "\n").encode())
+        os.write(fd, text.encode())
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def write_token(root: Path) -> str:
+    """Write a fresh token atomically (0600 from the first byte) and return it."""
+    token = secrets.token_urlsafe(32)
+    write_private(token_path(root), token + "\n")
     return token
 
 
@@ -71,11 +79,17 @@ class TokenCheck:
                 self._token = token.encode()
             self._stamp = stamp
 
-    def valid(self, authorization: str | None) -> bool:
-        if not authorization:
-            return False
-        scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            return False
+    def is_owner(self, given: str) -> bool:
+        """Whether ``given`` is the owner's token (compared in constant time)."""
         self._refresh()
-        return hmac.compare_digest(given.strip().encode(), self._token)
+        return hmac.compare_digest(given.encode(), self._token)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None for anything else."""
+    if not authorization:
+        return None
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return None
+    return given.strip()

@@ -1,5 +1,6 @@
-"""What routes share, as FastAPI dependencies: the agent's state (executor, tokens, policy),
-the token check, and job references resolved to ids."""
+"""What routes share, as FastAPI dependencies: the agent's state (executor, callers, policy),
+the caller a request's token names, the rules its jobs meet, and job references resolved to
+ids."""
 
 from __future__ import annotations
 
@@ -15,18 +16,30 @@ from .errors import ApiError
 
 if TYPE_CHECKING:
     from ..executor import Executor
-    from .auth import TokenCheck
-    from .policy import PolicyFile
+    from .policy import PolicyFile, Rules
+    from .tokens import Caller, Callers
 
 
 @dataclass
 class AgentState:
-    """One agent: the supervising executor it serves, its token check and its policy."""
+    """One agent: the supervising executor it serves, who may call it, the node's policy (for
+    named tokens without one of their own), and which listener serves the owner's token."""
 
     executor: "Executor"
-    tokens: "TokenCheck"
+    callers: "Callers"
     policy: "PolicyFile"
+    unix_socket: str | None = None  # the path of its unix socket
+    tcp_allows_owner: bool = False  # `serve --tcp-allow-owner`
     started_at: float = field(default_factory=time.time)
+    stopping: bool = False  # set on SIGTERM: foreground streams end without cancelling their jobs
+
+    def listener_admits_owner(self, scope: dict) -> bool:
+        """The unix socket (0600: only the owner can connect) serves the owner's token; the TCP
+        listener only when the operator said so. uvicorn's ``server`` entry is ``(path, None)``
+        for a unix socket and ``(host, port)`` for TCP: anything else counts as TCP."""
+        server = scope.get("server")
+        on_unix_socket = bool(server) and server[1] is None and server[0] == self.unix_socket
+        return on_unix_socket or self.tcp_allows_owner
 
 
 def agent_state(request: Request) -> AgentState:
@@ -37,16 +50,50 @@ def executor(request: Request) -> "Executor":
     return request.app.state.agent.executor
 
 
-def policy(request: Request) -> "PolicyFile":
-    return request.app.state.agent.policy
-
-
 bearer = HTTPBearer(auto_error=False, description="the token in the state directory's agent.token")
 
+OWNER_OVER_TCP = (
+    "the owner's token (agent.token) is not accepted on this agent's TCP listener: give remote "
+    "callers a token of their own ('conveyor token create NAME --policy FILE'), or start the "
+    "agent with 'conveyor serve --tcp ADDR --tcp-allow-owner'"
+)
 
-async def authorized(request: Request, _creds=Depends(bearer)) -> None:
-    if not agent_state(request).tokens.valid(request.headers.get("authorization")):
-        raise ApiError(401, "unauthorized", "a valid token is required: Authorization: Bearer <token from agent.token>", "Authorization")
+
+async def authorized(request: Request, _creds=Depends(bearer)) -> "Caller":
+    """The caller the request's bearer token names: 401 for none, 403 for the owner's token on
+    a listener that does not serve it."""
+    agent = agent_state(request)
+    who = agent.callers.resolve(request.headers.get("authorization"))
+    if who is None:
+        raise ApiError(
+            401, "unauthorized",
+            "a valid token is required: Authorization: Bearer <token from agent.token, or one made by 'conveyor token create'>",
+            "Authorization",
+        )
+    if who.owner and not agent.listener_admits_owner(request.scope):
+        raise ApiError(403, "forbidden", OWNER_OVER_TCP, "Authorization")
+    return who
+
+
+def policy(who: "Caller" = Depends(authorized)) -> "Rules":
+    """The rules the caller's jobs meet (``rules.check(spec)``, ``rules.check_image(image)``):
+    none beyond the spec's own for the owner, its policy for a named token."""
+    return who.rules
+
+
+def owner(who: "Caller" = Depends(authorized)) -> "Caller":
+    """Only the owner of the state directory: 403 for a named token."""
+    if not who.owner:
+        raise ApiError(
+            403, "forbidden",
+            f"only the owner of the state directory (the token in agent.token) may do this; the request came with token {who.name!r}",
+            "Authorization", {"token": who.name},
+        )
+    return who
+
+
+def callers(request: Request) -> "Callers":
+    return request.app.state.agent.callers
 
 
 async def job_id(ref: str, request: Request) -> str:

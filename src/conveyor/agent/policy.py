@@ -1,6 +1,9 @@
-"""Operator policy for jobs that arrive through the agent's API.
+"""Operator policy for jobs that named tokens submit through the agent's API.
 
-The policy is a file in the state directory, ``policy.yaml`` (or ``.yml``/``.json``):
+The owner of the state directory (the token in ``agent.token``) is not checked by any policy
+(:class:`Unrestricted`): it has the engine's full power, as the embedded Executor does. Every
+other token is bound to a policy (:class:`TokenRules`): a file of its own, or the node's
+``policy.yaml`` (or ``.yml``/``.json``) in the state directory:
 
     mounts:
       allowed_host_paths: [/srv/data]   # bind-mount sources must lie under one of these
@@ -19,8 +22,8 @@ The policy is a file in the state directory, ``policy.yaml`` (or ``.yml``/``.jso
 Without a file every default applies: bind mounts only inside the jobs area
 (``<state dir>/jobs``), no privileged containers, no host namespaces, any image, no
 resource ceiling. A job that breaks a rule is refused with :class:`PolicyRefused` naming the
-rule; nothing is created. The file is re-read when it changes; a broken file refuses every
-job (fail closed) until it is fixed.
+rule, the token and its policy; nothing is created. A file is re-read when it changes; a
+broken file refuses every job of the tokens bound to it (fail closed) until it is fixed.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import stat
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -177,6 +181,9 @@ def image_names(image: str) -> list[str]:
     return names
 
 
+MAX_POLICY_BYTES = 1 << 20
+
+
 def policy_file(root: Path) -> Path | None:
     for name in POLICY_NAMES:
         if (root / name).exists():
@@ -184,46 +191,77 @@ def policy_file(root: Path) -> Path | None:
     return None
 
 
+def read_policy_text(path: Path) -> str:
+    """A policy file's text. Only a regular file of at most 1 MiB: a FIFO or a device named by
+    mistake would block or never end (O_NONBLOCK keeps even the open from waiting)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path}: not a regular file")
+        data = f.read(MAX_POLICY_BYTES + 1)
+    if len(data) > MAX_POLICY_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_POLICY_BYTES} bytes; a policy is a short file")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+
+
 def load_policy(path: Path | None) -> Policy:
     """Parse a policy file; ValueError with a readable message when it is broken."""
     if path is None:
         return Policy()
-    text = path.read_text()
+    return parse_policy(read_policy_text(path), str(path), as_json=path.suffix == ".json")
+
+
+def parse_policy(text: str, origin: str, as_json: bool = False) -> Policy:
+    """Parse a policy's text (YAML, or JSON); ValueError naming ``origin`` when it is broken."""
     try:
-        if path.suffix == ".json":
+        if as_json:
             data = json.loads(text) if text.strip() else {}
         else:
             import yaml
 
             data = yaml.safe_load(text) or {}
     except Exception as exc:  # noqa: BLE001 - any parse error is a broken policy
-        raise ValueError(f"{path}: cannot parse: {exc}") from None
+        raise ValueError(f"{origin}: cannot parse: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: the policy must be a mapping of rules")
+        raise ValueError(f"{origin}: the policy must be a mapping of rules")
     try:
         return Policy.model_validate(data)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"{path}: {problems}") from None
+        raise ValueError(f"{origin}: {problems}") from None
 
 
 class PolicyFile:
-    """The policy of one state directory, re-read when the file changes (fail closed)."""
+    """A policy file, re-read when it changes (fail closed): the node's (``policy.yaml`` in the
+    state directory; the built-in defaults without one), or the file ``path`` a token is bound
+    to (which must exist)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, path: Path | None = None):
         self.root = root
+        self.path = path
         self.jobs_area = root / JOBS_AREA
         self.jobs_area.mkdir(exist_ok=True)
         self._lock = threading.Lock()
         self._stamp: object = object()
         self._policy: Policy | None = None
-        self._error: str | None = None
+        self.error: str | None = None  # why the file is broken; None when it is not
         self.reload()
-        if self._error:
-            raise ValueError(self._error)
+
+    def located(self) -> Path | None:
+        """The file in force; None: the built-in defaults."""
+        return self.path if self.path is not None else policy_file(self.root)
+
+    @property
+    def label(self) -> str | None:
+        """How a refusal names this policy: its file, or None for the built-in defaults."""
+        where = self.located()
+        return str(where) if where is not None else None
 
     def _current_stamp(self) -> tuple:
-        path = policy_file(self.root)
+        path = self.located()
         if path is None:
             return (None,)
         st = path.stat()
@@ -234,20 +272,20 @@ class PolicyFile:
             try:
                 stamp = self._current_stamp()
             except FileNotFoundError:
-                stamp = (None,)
+                stamp = ("missing",)
             if stamp == self._stamp:
                 return
             try:
-                self._policy, self._error = load_policy(policy_file(self.root)), None
+                self._policy, self.error = load_policy(self.located()), None
             except (OSError, ValueError) as exc:
-                self._policy, self._error = None, str(exc)
+                self._policy, self.error = None, str(exc)
             self._stamp = stamp
 
     @property
     def policy(self) -> Policy:
         self.reload()
         if self._policy is None:
-            raise PolicyRefused("policy_file", None, f"the node's policy file is broken, so no job is accepted: {self._error}")
+            raise PolicyRefused("policy_file", None, f"the policy file is broken, so no job is accepted until it is fixed: {self.error}")
         return self._policy
 
     def check(self, spec: JobSpec) -> None:
@@ -260,3 +298,42 @@ class PolicyFile:
         data = self.policy.model_dump(mode="json")
         data["jobs_area"] = str(self.jobs_area)
         return data
+
+
+class Rules(Protocol):
+    """What a route checks a job against: the caller's rules (``dependencies.policy``)."""
+
+    def check(self, spec: JobSpec) -> None: ...
+
+    def check_image(self, image: str) -> None: ...
+
+
+class Unrestricted:
+    """The owner's rules: nothing beyond the spec's own validation. The owner of the state
+    directory can run the engine directly (and the embedded Executor) anyway, so a policy
+    would only make the agent refuse what the same user may do another way."""
+
+    def check(self, spec: JobSpec) -> None:
+        return None
+
+    def check_image(self, image: str) -> None:
+        return None
+
+
+class TokenRules:
+    """A named token's rules: its policy, each refusal naming the token and the policy's file."""
+
+    def __init__(self, token: str, source: PolicyFile):
+        self.token, self.source = token, source
+
+    def check(self, spec: JobSpec) -> None:
+        try:
+            self.source.check(spec)
+        except PolicyRefused as exc:
+            raise exc.by(self.token, self.source.label) from None
+
+    def check_image(self, image: str) -> None:
+        try:
+            self.source.check_image(image)
+        except PolicyRefused as exc:
+            raise exc.by(self.token, self.source.label) from None

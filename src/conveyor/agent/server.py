@@ -88,23 +88,26 @@ def read_info(root: Path) -> dict | None:
         return None
 
 
-def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print) -> None:
+def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print, tcp_allow_owner: bool = False) -> None:
     """Run the agent in the foreground until a signal. Raises ConveyorError when another
-    process already supervises the state directory (naming its pid)."""
+    process already supervises the state directory (naming its pid).
+
+    The unix socket serves every token; the TCP listener serves named tokens only, and the
+    owner's token too with ``tcp_allow_owner``."""
     import uvicorn
 
     from ..daemon import SupervisorLock
     from ..executor import Executor
     from .app import create_app
     from .dependencies import AgentState
-    from .auth import TokenCheck, token_path
+    from .auth import token_path
     from .policy import PolicyFile
+    from .tokens import Callers
 
     root = Home(home).root
-    try:
-        policy = PolicyFile(root)  # a broken policy file stops the start, loudly
-    except ValueError as exc:
-        raise ConveyorError(f"policy file: {exc}") from None
+    policy = PolicyFile(root)
+    if policy.error:  # a broken node policy file stops the start, loudly
+        raise ConveyorError(f"policy file: {policy.error}")
     tcp_addr = parse_tcp(tcp) if tcp else None
 
     stopping = {"signal": None}
@@ -112,6 +115,9 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
 
     def on_signal(signum, frame):
         stopping["signal"] = signum
+        state = server_ref.get("state")
+        if state is not None:
+            state.stopping = True  # the streams it cuts now must not cancel their jobs
         server = server_ref.get("server")
         if server is not None:
             server.should_exit = True
@@ -128,7 +134,7 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
     sock_file = socket_path(root)
     info_file = root / INFO_NAME
     try:
-        tokens = TokenCheck(root)
+        callers = Callers(root, policy)
         sockets.append(bind_unix(sock_file))
         url = None
         if tcp_addr:
@@ -139,7 +145,10 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
             bound = sockets[-1].getsockname()
             url = f"http://{'[' + host + ']' if ':' in host else host}:{bound[1]}"
         _write_info(info_file, {"pid": os.getpid(), "socket": str(sock_file), "url": url, "started_at": time.time()})
-        app = create_app(AgentState(ex, tokens, policy))
+        state = server_ref["state"] = AgentState(
+            executor=ex, callers=callers, policy=policy, unix_socket=str(sock_file), tcp_allows_owner=tcp_allow_owner,
+        )
+        app = create_app(state)
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on",
             timeout_keep_alive=30,
@@ -150,7 +159,8 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
             return
         announce(
             f"conveyor: agent pid {os.getpid()} supervising {root}; API on unix:{sock_file}"
-            + (f" and {url}" if url else "") + f"; token in {token_path(root)}"
+            + (f" and {url}" if url else "") + f"; the owner's token in {token_path(root)}"
+            + (" (not accepted on TCP: named tokens only, see 'conveyor token create')" if url and not tcp_allow_owner else "")
         )
         server.run(sockets=sockets)
     finally:

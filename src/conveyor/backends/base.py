@@ -46,6 +46,7 @@ class Capabilities:
     files: bool = False  # read files out of a job (output capture)
     image_load: bool = False  # load image tarballs
     stats: bool = False  # resource usage of a running job
+    tty: bool = False  # give a job a terminal, and resize it
 
     def to_dict(self) -> dict:
         return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in self.__dict__.items()}
@@ -147,6 +148,9 @@ class Backend(Protocol):
         when the job is not running."""
 
     # ---- input, output, logs
+    def resize(self, handle: str, height: int, width: int) -> None:
+        """Set the job's terminal size (a job made with a tty)."""
+
     def attach_stdin(self, handle: str, source: BinaryIO) -> None:
         """Copy ``source`` into the job's stdin in the background, closing it at EOF. Raises
         if the attach fails; a failure while copying ends the copy (the job sees EOF)."""

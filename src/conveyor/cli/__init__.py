@@ -5,7 +5,7 @@ from the operations table), looking at them and the node (views.py), data (data.
 (serve.py). They register on the one group in app.py.
 """
 
-from . import control, data, run, serve, views  # noqa: F401 - each registers its commands
+from . import control, data, run, serve, tokens, views  # noqa: F401 - each registers its commands
 from .app import cli
 
 

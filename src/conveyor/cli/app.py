@@ -1,5 +1,5 @@
-"""The `conveyor` command group and what its commands share: how errors end a command, where
-its executor comes from, and the small parsers of job references and durations.
+"""The `conveyor` command group and what its commands share: how errors end a command, the
+agent every command talks to, and the small parsers of job references and durations.
 
 Exit codes follow `docker run`: the job's own exit code, or 125 when Conveyor itself could not
 do what was asked (bad input, engine down, image missing).
@@ -17,7 +17,7 @@ from ..errors import ConveyorError, ImageNotFound, InvalidSpec
 from .render import error_line, print_jobs
 
 if TYPE_CHECKING:
-    from ..interface import ExecutorInterface
+    from ..client.api import AgentAPI
 
 CONVEYOR_ERROR = 125
 
@@ -78,46 +78,38 @@ def cli(ctx: click.Context, home: str | None) -> None:
     ctx.obj = {"home": home}
 
 
-def open_executor(ctx: click.Context, supervise: bool = False) -> "ExecutorInterface":
-    """The CLI's one choice of path: the agent's Client when an agent answers (its socket in
-    the state directory, or $CONVEYOR_HOST), else an Executor of our own (``supervise``:
-    supervising the state directory if no process does). Both have the same interface."""
-    from ..agent import agent_answers  # stdlib only: cheap enough for every call
+def connect(ctx: click.Context) -> "AgentAPI":
+    """The CLI's one path: the agent of the state directory, started in the background when
+    none runs (it stays, like dockerd), or the agent at $CONVEYOR_HOST. Every command goes
+    through it, so a command gives the same answer whether an agent was running or not."""
+    if ctx.obj.get("api") is None:
+        from ..agent import home_root
+        from ..client.api import AgentAPI
+        from ..daemon import ensure_agent
 
-    if os.environ.get("CONVEYOR_HOST") or agent_answers(ctx.obj["home"]):
-        from ..client import Client
-
-        return Client(ctx.obj["home"])
-    from ..executor import Executor  # imported late: `conveyor --help` stays fast
-
-    return Executor(ctx.obj["home"], supervise=supervise)
-
-
-def need_supervisor(ctx: click.Context) -> None:
-    """Start `conveyor serve` in the background unless one runs: queued jobs need it to be
-    launched, and running ones to be recorded once this command has exited."""
-    if os.environ.get("CONVEYOR_HOST"):
-        return  # a remote agent supervises its own node
-    from ..daemon import ensure_supervisor
-    from ..home import Home
-
-    ensure_supervisor(Home(ctx.obj["home"]))
+        if os.environ.get("CONVEYOR_HOST"):
+            ctx.obj["api"] = AgentAPI(ctx.obj["home"])  # a remote agent supervises its own node
+        else:
+            root = home_root(ctx.obj["home"])
+            ensure_agent(root)
+            ctx.obj["api"] = AgentAPI(root, recover=lambda: ensure_agent(root))
+    return ctx.obj["api"]
 
 
-def job_id(ex: "ExecutorInterface", ref: str) -> str:
+def job_id(api: "AgentAPI", ref: str) -> str:
     """A full id, a unique id prefix or a job name -> the job id (JobNotFound says which)."""
     if not ref.strip():
         raise click.UsageError("an empty job id was given; use a job id, a unique prefix of one, or a job name")
-    return ex.info(ref).id
+    return api.info(ref)["id"]
 
 
-def each_job(ex: "ExecutorInterface", refs: tuple[str, ...], action: Callable[[str], Any], as_json: bool) -> None:
-    """Apply ``action(job_id) -> Job`` to every job named, like docker's multi-id verbs: an
+def each_job(api: "AgentAPI", refs: tuple[str, ...], action: Callable[[str], dict], as_json: bool) -> None:
+    """Apply ``action(job_id) -> job`` to every job named, like docker's multi-id verbs: an
     error for one job is printed and the others are still done; exit 125 if any failed."""
     done, failed = [], False
     for ref in refs:
         try:
-            done.append(action(job_id(ex, ref)))
+            done.append(action(job_id(api, ref)))
         except ConveyorError as exc:
             failed = True
             error_line(str(exc))
@@ -128,7 +120,7 @@ def each_job(ex: "ExecutorInterface", refs: tuple[str, ...], action: Callable[[s
 
 def seconds(value: str | None, flag: str) -> float | None:
     """A duration option (30s, 5m, 1h30m, or plain seconds)."""
-    from ..spec import DURATION_HINT, parse_duration
+    from ..units import DURATION_HINT, parse_duration
 
     if value is None:
         return None

@@ -2,21 +2,22 @@
 array form (`conveyor array hold ARRAY`), and `wait`.
 
 The verb commands are made from their :class:`~conveyor.operations.Verb`: its name, summary
-(the help), parameters (the options) and whether it needs the supervising process. Like
-docker's multi-id verbs, each takes several jobs; an error for one is printed and the others
-are still done.
+(the help) and parameters (the options). Like docker's multi-id verbs, each takes several
+jobs; an error for one is printed and the others are still done.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import click
 
+from ..errors import WaitTimeout
 from ..operations import ARRAY_VERBS, OPERATIONS, VERBS, Param, Verb
-from .app import CONVEYOR_ERROR, IDS, JSON_OPTION, cli, each_job, fail, job_id, need_supervisor, open_executor, seconds
+from .app import CONVEYOR_ERROR, IDS, JSON_OPTION, cli, connect, each_job, fail, job_id, seconds
 from .render import print_array, state_label
 
 
@@ -40,22 +41,20 @@ def _values(verb: Verb, given: dict[str, Any]) -> dict[str, Any]:
 def _job_command(verb: Verb) -> click.Command:
     def command(ctx: click.Context, as_json: bool, jobs: tuple[str, ...], **given: Any) -> None:
         values = _values(verb, given)
-        ex = open_executor(ctx)
-        if verb.needs_supervisor(values):
-            need_supervisor(ctx)
+        api = connect(ctx)
 
-        def act(job_id: str):
-            if verb.ends_job:
-                getattr(ex, verb.name)(job_id, **values, wait=False)
-                # Bounded by the grace period, with room for saving logs and outputs.
-                return ex.wait(job_id, timeout=(values.get("grace") or 10) + 120)
+        def act(job_id: str) -> dict:
             if not verb.returns_job:  # the job is gone afterwards: print it as it was
-                before = ex.info(job_id)
-                getattr(ex, verb.name)(job_id, **values)
+                before = api.info(job_id)
+                api.perform(verb, job_id, values)
                 return before
-            return getattr(ex, verb.name)(job_id, **values)
+            job = api.perform(verb, job_id, values)
+            if verb.ends_job:
+                # Bounded by the grace period, with room for saving logs and outputs.
+                job = api.wait(job_id, timeout=(values.get("grace") or 10) + 120)
+            return job
 
-        each_job(ex, jobs, act, as_json)
+        each_job(api, jobs, act, as_json)
 
     command.__name__ = f"{verb.name}_cmd"
     for param in reversed(verb.params):
@@ -78,30 +77,25 @@ def wait_cmd(ctx: click.Context, timeout: str | None, as_json: bool, jobs: tuple
 
     Exits with the job's exit code, or with the first failure's (125 when a job failed
     without one: cancelled before it started, image missing)."""
-    from concurrent.futures import TimeoutError as FutureTimeout
-    from concurrent.futures import as_completed
-
     limit = seconds(timeout, "--timeout")
-    ex = open_executor(ctx)
-    ids = list(dict.fromkeys(job_id(ex, ref) for ref in jobs))
-    if any(not ex.info(i).state.is_final for i in ids):
-        need_supervisor(ctx)
-    futures = {ex.future(i): i for i in ids}
-    code, ended = None, []
-    try:
-        for fut in as_completed(futures, timeout=limit):
-            job = fut.result()
-            ended.append(job.id)
-            exit_code = job.exit_code if job.exit_code is not None else CONVEYOR_ERROR
-            if code is None and not job.ok:
-                code = exit_code
-            if as_json:
-                click.echo(json.dumps({"id": job.id, "state": job.state.value, "substate": job.substate, "exit_code": job.exit_code}))
-            else:
-                click.echo(f"{job.id}  {exit_code}  {state_label(job)}")
-    except FutureTimeout:
-        left = [i for i in ids if i not in ended]
-        fail(f"job(s) {', '.join(left)} not finished within {timeout} (--timeout)")
+    api = connect(ctx)
+    left = list(dict.fromkeys(job_id(api, ref) for ref in jobs))
+    deadline = None if limit is None else time.monotonic() + limit
+    code = None
+    while left:
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            job = api.wait_any(left, timeout=remaining)  # the first of them to end
+        except WaitTimeout:
+            fail(f"job(s) {', '.join(left)} not finished within {timeout} (--timeout)")
+        left.remove(job["id"])
+        exit_code = job["exit_code"] if job["exit_code"] is not None else CONVEYOR_ERROR
+        if code is None and job["state"] != "Done":
+            code = exit_code
+        if as_json:
+            click.echo(json.dumps({k: job[k] for k in ("id", "state", "substate", "exit_code")}))
+        else:
+            click.echo(f"{job['id']}  {exit_code}  {state_label(job)}")
     sys.exit(code or 0)
 
 
@@ -117,15 +111,12 @@ def array_group() -> None:
 @JSON_OPTION
 @click.pass_context
 def array_show(ctx: click.Context, array_id: str, as_json: bool) -> None:
-    print_array(open_executor(ctx).array(array_id), as_json)
+    print_array(connect(ctx).array(array_id), as_json)
 
 
 def _array_command(verb: Verb) -> click.Command:
     def command(ctx: click.Context, array_id: str, as_json: bool, **given: Any) -> None:
-        values = _values(verb, given)
-        if verb.needs_supervisor(values):
-            need_supervisor(ctx)  # released tasks must be launched, cancelled ones recorded
-        print_array(getattr(open_executor(ctx), f"{verb.name}_array")(array_id, **values), as_json)
+        print_array(connect(ctx).perform_array(verb, array_id, _values(verb, given)), as_json)
 
     command.__name__ = f"{verb.name}_array_cmd"
     for param in reversed(verb.params):

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .app import cli, open_executor, seconds
+from .app import cli, connect, seconds
 from .render import size
 
 
@@ -18,17 +18,17 @@ from .render import size
 @click.pass_context
 def outputs_cmd(ctx: click.Context, to_dir: str | None, as_json: bool, job: str) -> None:
     """List a job's captured output files (path, size, digest), or restore them with --to."""
-    with open_executor(ctx) as ex:
-        if to_dir:
-            written = ex.restore_outputs(job, to_dir)
-            click.echo(json.dumps({"restored": written}, indent=2) if as_json else f"restored {len(written)} file(s) under {to_dir}")
-            return
-        files = ex.outputs(job)
-        if as_json:
-            click.echo(json.dumps({"filesets": ex.filesets(job), "files": files}, indent=2))
-            return
-        for f in files:
-            click.echo(f"{f['path']}\t{f['size']}\t{f['digest']}")
+    api = connect(ctx)
+    if to_dir:
+        written = api.restore_outputs(job, to_dir)
+        click.echo(json.dumps({"restored": written}, indent=2) if as_json else f"restored {len(written)} file(s) under {to_dir}")
+        return
+    outputs = api.outputs(job)
+    if as_json:
+        click.echo(json.dumps(outputs, indent=2))
+        return
+    for f in outputs["files"]:
+        click.echo(f"{f['path']}\t{f['size']}\t{f['digest']}")
 
 
 @cli.command("cat")
@@ -37,9 +37,8 @@ def outputs_cmd(ctx: click.Context, to_dir: str | None, as_json: bool, job: str)
 @click.pass_context
 def cat_cmd(ctx: click.Context, job: str, path: str) -> None:
     """Print one captured output file (its content is verified against its digest)."""
-    with open_executor(ctx) as ex:
-        ex.read_output(job, path, out=sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+    connect(ctx).read_output(job, path, out=sys.stdout.buffer)
+    sys.stdout.buffer.flush()
 
 
 @cli.command("verify")
@@ -52,8 +51,7 @@ def verify_cmd(ctx: click.Context, verify_all: bool, as_json: bool, job: str | N
     Exits 1 when anything is bad."""
     if job and verify_all:
         raise click.UsageError("give a JOB or --all, not both")
-    with open_executor(ctx) as ex:
-        report = ex.verify(job)
+    report = connect(ctx).verify(job)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -71,8 +69,7 @@ def verify_cmd(ctx: click.Context, verify_all: bool, as_json: bool, job: str | N
 def gc_cmd(ctx: click.Context, dry_run: bool, grace: str) -> None:
     """Remove blobs that no job references (never those a queued or running job needs)."""
     keep_recent = seconds(grace, "--grace")
-    with open_executor(ctx) as ex:
-        result = ex.gc(dry_run=dry_run, grace=keep_recent or 0.0)
+    result = connect(ctx).gc(dry_run=dry_run, grace=keep_recent or 0.0)
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {result['removed']} blob(s), {size(result['bytes'])}; kept {result['kept']}")
 
@@ -88,8 +85,7 @@ def image_group() -> None:
 @click.pass_context
 def image_load_cmd(ctx: click.Context, file: str, as_json: bool) -> None:
     """Load an image tarball (from `docker save`) into the engine and record its digest."""
-    with open_executor(ctx) as ex:
-        result = ex.load_image(file)
+    result = connect(ctx).load_image(file)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -4,14 +4,11 @@ JobSpec (over an optional spec file). Errors name the flag the user typed."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from ..errors import InvalidSpec
-
-if TYPE_CHECKING:
-    from ..spec import JobSpec
 
 # Where a spec field came from on the command line, so errors name the flag the user typed.
 FLAG_FOR_FIELD = {
@@ -110,12 +107,15 @@ def job_options(fn):
     return fn
 
 
-def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -> JobSpec:
-    """CLI flags (over an optional spec file) -> a validated JobSpec."""
-    from ..spec import JobSpec
+def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
+    """CLI flags (over an optional job file) -> the job's fields as plain data. The agent
+    validates them (its errors name the fields, which `report_error` turns into flags):
+    the CLI never loads the job model, so it starts fast."""
     data: dict[str, Any] = {}
     if o["spec_file"]:
-        data = JobSpec.from_file(o["spec_file"]).model_dump(exclude_defaults=True)
+        from ..jobfile import read_job_file
+
+        data = read_job_file(o["spec_file"])
     if image:
         data["image"] = image
     if command:
@@ -124,9 +124,9 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
     elif "image" not in data:
         raise click.UsageError("an IMAGE (or -f FILE with an image) is required")
     if o["env"]:
-        data["env"] = {**data.get("env", {}), **_env_pairs(o["env"])}
+        data["env"] = {**_mapping(data.get("env")), **_env_pairs(o["env"])}
     if o["label"]:
-        data["labels"] = {**data.get("labels", {}), **dict(_split_pair(x, "--label") for x in o["label"])}
+        data["labels"] = {**_mapping(data.get("labels")), **dict(_split_pair(x, "--label") for x in o["label"])}
     mounts = [*map(_absolutise, o["volume"]), *o["mount_long"], *map(_tmpfs_mount, o["tmpfs"])]
     if mounts:
         data["mounts"] = [*data.get("mounts", []), *mounts]
@@ -153,36 +153,24 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
     for flag, field in simple.items():
         if o[flag] is not None:
             data[field] = o[flag]
-    resources = dict(data.get("resources", {}))
+    resources = dict(data.get("resources") or {})
     for flag in ("cpus", "memory", "memory_swap", "pids_limit"):
         if o[flag] is not None:
             resources[flag] = o[flag]
-    if o["gpus"] is not None or o["gpu_vendor"] is not None:
-        from ..spec import GpuRequest
-
-        if o["gpus"] is None:
-            raise click.UsageError("--gpu-vendor needs --gpus")
-        try:
-            resources["gpus"] = GpuRequest.parse(o["gpus"], vendor=o["gpu_vendor"])
-        except ValueError as exc:
-            raise InvalidSpec.single("resources.gpus", o["gpus"], str(exc).split("; ")[-1]) from None
+    if o["gpu_vendor"] is not None and o["gpus"] is None:
+        raise click.UsageError("--gpu-vendor needs --gpus")
+    if o["gpus"] is not None:
+        resources["gpus"] = f"{o['gpu_vendor']}:{o['gpus']}" if o["gpu_vendor"] else o["gpus"]
     if resources:
         data["resources"] = resources
-    return _freeze_here(JobSpec.model_validate(data))
+    return data
 
 
-def _freeze_here(spec: JobSpec) -> JobSpec:
-    """Host-path inputs are frozen into this state directory's content store by the CLI
-    itself (it reads the files as the user who named them); the agent or executor then
-    gets digests only. With CONVEYOR_HOST (a remote agent) the paths are the agent's."""
-    if not any(not i.frozen for i in spec.inputs) or os.environ.get("CONVEYOR_HOST"):
-        return spec
-    from ..cas import BlobStore, freeze_inputs
-    from ..home import Home
-
-    ctx = click.get_current_context(silent=True)
-    home = Home(ctx.find_root().obj["home"] if ctx and ctx.find_root().obj else None)
-    return freeze_inputs(spec, BlobStore(home.cas))
+def _mapping(value: Any) -> dict[str, str]:
+    """A job file's env/labels as a mapping (it may list them as KEY=VALUE strings)."""
+    if isinstance(value, list):
+        return dict(item.partition("=")[::2] for item in map(str, value))
+    return dict(value or {})
 
 
 def _env_pairs(items: tuple[str, ...]) -> dict[str, str]:

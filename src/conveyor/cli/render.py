@@ -61,8 +61,10 @@ def size(n: int | float) -> str:
     return f"{n:g} B"
 
 
-def state_label(job) -> str:
-    return job.state.value + (f"/{job.substate}" if job.substate and job.substate != "exited" else "")
+def state_label(job: dict) -> str:
+    """``Failed/oom_killed``; a plain exit says only the state."""
+    substate = job.get("substate")
+    return job["state"] + (f"/{substate}" if substate and substate != "exited" else "")
 
 
 def columns(rows: list[tuple[str, ...]]) -> str:
@@ -72,12 +74,12 @@ def columns(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def print_jobs(jobs: list, as_json: bool) -> None:
+def print_jobs(jobs: list[dict], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps([j.to_dict() for j in jobs], indent=2))
+        click.echo(json.dumps(jobs, indent=2))
         return
     for j in jobs:
-        click.echo(f"{j.id}  {state_label(j)}")
+        click.echo(f"{j['id']}  {state_label(j)}")
 
 
 def print_array(summary: dict, as_json: bool) -> None:

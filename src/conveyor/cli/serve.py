@@ -6,22 +6,25 @@ import sys
 
 import click
 
-from .app import cli, open_executor
+from .app import cli, connect
 from .render import err_console, escape
 
 @cli.command("serve")
 @click.option("--tcp", metavar="[HOST:]PORT", help="Also serve the API on TCP: PORT is on 127.0.0.1; another HOST must be given explicitly.")
+@click.option("--tcp-allow-owner", is_flag=True, help="Accept the owner's token (agent.token) on --tcp too; by default TCP serves named tokens only (conveyor token create).")
 @click.option("--status", is_flag=True, help="Say whether an agent runs for this state directory (exit 0 if so, 3 if not).")
 @click.option("--stop", is_flag=True, help="Stop the running agent; its jobs keep running.")
 @click.option("--rotate-token", is_flag=True, help="Replace the API token (a running agent takes the new one at once).")
 @click.pass_context
-def serve(ctx: click.Context, tcp: str | None, status: bool, stop: bool, rotate_token: bool) -> None:
+def serve(ctx: click.Context, tcp: str | None, tcp_allow_owner: bool, status: bool, stop: bool, rotate_token: bool) -> None:
     """Run the agent in the foreground until SIGTERM or Ctrl-C: supervise this state directory
     and serve the API on its unix socket agent.sock (and on --tcp).
 
     Queued jobs are launched, running ones watched, finished ones recorded. Stopping the
     agent leaves running jobs running; the next one re-attaches them. `conveyor submit`
-    starts one in the background when none runs. Requests need the token in agent.token.
+    starts one in the background when none runs. Requests need a token: the owner's in
+    agent.token (on the unix socket; on TCP only with --tcp-allow-owner), or a named one
+    (conveyor token create).
     """
     from ..daemon import SupervisorLock, stop_supervisor
     from ..home import Home
@@ -55,13 +58,14 @@ def serve(ctx: click.Context, tcp: str | None, status: bool, stop: bool, rotate_
     logging.basicConfig(level=logging.INFO, format="%(asctime)s conveyor %(levelname)s %(message)s")
     from ..agent.server import serve as serve_agent
 
-    serve_agent(home.root, tcp=tcp, announce=lambda text: err_console.print(escape(text), soft_wrap=True))
+    if tcp_allow_owner and not tcp:
+        raise click.UsageError("--tcp-allow-owner applies to the TCP listener: give --tcp too")
+    serve_agent(home.root, tcp=tcp, announce=lambda text: err_console.print(escape(text), soft_wrap=True), tcp_allow_owner=tcp_allow_owner)
 
 
 @cli.command("cleanup")
 @click.pass_context
 def cleanup(ctx: click.Context) -> None:
     """Remove every container, volume and network this executor made, and nothing else."""
-    with open_executor(ctx, supervise=True) as ex:
-        counts = ex.cleanup()
+    counts = connect(ctx).cleanup()
     click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()) + " removed")

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from ..state import FINAL_STATES, JobState
-from .app import cli, fail, job_id, open_executor
-from .render import Console, Table, columns, escape, size, timestamp
+from .app import cli, connect, fail, job_id
+from .render import Console, Table, columns, escape, size, state_label, timestamp
 
 if TYPE_CHECKING:
     from .format import Template
@@ -43,7 +43,7 @@ def ps(ctx: click.Context, show_all: bool, last: int, latest: bool, filters: tup
     if as_json and template:
         fail("--json and --format: use one (--format json prints a JSON object a line, as docker's)")
     fmt = _ps_template(template) if template and template != "table" and not quiet else None
-    jobs = [j.to_dict() for j in open_executor(ctx).list(**wanted, limit=limit, newest_first=True)]
+    jobs = _list(connect(ctx), wanted, limit)
     if as_json:
         click.echo(json.dumps(jobs, indent=2))
     elif quiet:
@@ -54,12 +54,20 @@ def ps(ctx: click.Context, show_all: bool, last: int, latest: bool, filters: tup
         click.echo(columns([("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED")] + [_ps_row(j, no_trunc) for j in jobs]))
 
 
+def _list(api, wanted: dict, limit: int | None) -> list[dict]:
+    """The jobs ``wanted`` (list()'s filters) selects, newest first: a page of ``limit``."""
+    from ..client.api import list_query
+
+    states = None if wanted["states"] is None else [s.value for s in wanted["states"]]
+    params = list_query(states, **{k: v for k, v in wanted.items() if k != "states"}, newest_first=True)
+    return [] if params is None else api.list_all(params, limit=limit)
+
+
 def _ps_row(job: dict, no_trunc: bool) -> tuple[str, ...]:
     command = " ".join(job["command"] or [])
-    state = job["state"] + (f"/{job['substate']}" if job["substate"] not in (None, "exited") else "")
     exit_code = "" if job["exit_code"] is None else str(job["exit_code"])
-    return (job["id"], job["name"] or "", job["image"], command if no_trunc else command[:30], state, exit_code,
-            timestamp(job["created_at"]))
+    return (job["id"], job["name"] or "", job["image"], command if no_trunc else command[:30], state_label(job),
+            exit_code, timestamp(job["created_at"]))
 
 
 # docker's status words: the job states each stands for (removing and dead: none ever is)
@@ -260,8 +268,9 @@ PS_FIELDS: dict[str, tuple[Any, Callable[[dict, float, bool], Any]]] = {
 @click.pass_context
 def inspect_cmd(ctx: click.Context, as_json: bool, job: str) -> None:
     """Show everything about a job as JSON."""
-    ex = open_executor(ctx)
-    click.echo(json.dumps(ex.info(job_id(ex, job)).to_dict(), indent=2))
+    api = connect(ctx)
+    job_id(api, job)  # an empty reference is a usage error, not a lookup
+    click.echo(json.dumps(api.info(job), indent=2))
 
 
 @cli.command("logs")
@@ -274,8 +283,8 @@ def inspect_cmd(ctx: click.Context, as_json: bool, job: str) -> None:
 @click.pass_context
 def logs_cmd(ctx: click.Context, follow: bool, tail: int | None, only: str | None, timestamps: bool, job: str) -> None:
     """Print a job's output: its stdout to stdout and its stderr to stderr."""
-    ex = open_executor(ctx)
-    for name, chunk in ex.logs(job_id(ex, job), only or "all", tail=tail, follow=follow, timestamps=timestamps):
+    api = connect(ctx)
+    for name, chunk in api.logs(job_id(api, job), only or "all", tail=tail, follow=follow, timestamps=timestamps):
         out = sys.stdout.buffer if name == "stdout" else sys.stderr.buffer
         out.write(chunk)
         out.flush()
@@ -295,7 +304,7 @@ def _since(value: str | None) -> float | None:
         return stamp.timestamp()  # a naive time is local time, as docker reads it
     except ValueError:
         pass
-    from ..spec import parse_duration
+    from ..units import parse_duration
 
     try:
         return time.time() - parse_duration(text)
@@ -319,19 +328,19 @@ def events_cmd(ctx: click.Context, since: str | None, follow: bool, job: str | N
     Without -f: the recorded history (since --since). With -f: the transitions since
     --since (or from now), then each new one as it is committed."""
     after = _since(since)
-    ex = open_executor(ctx)
-    only = job_id(ex, job) if job is not None else None
+    api = connect(ctx)
+    only = job_id(api, job) if job is not None else None
     start = 0 if (after is not None or not follow) else None
     try:
-        for t in ex.events(only, since=start, follow=follow):
-            if after is not None and t.at < after:
+        for t in api.events(only, since=start, follow=follow):
+            if after is not None and t["at"] < after:
                 continue
             if as_json:
-                click.echo(json.dumps(t.to_dict()))
+                click.echo(json.dumps(t))
             else:
-                when = datetime.fromtimestamp(t.at).isoformat(timespec="milliseconds")
-                src = t.from_state.value if t.from_state else "-"
-                click.echo(f"{when}  {t.job_id}  {src} -> {t.to_state.value}  {t.substate or '-'}  {t.reason or ''}".rstrip())
+                when = datetime.fromtimestamp(t["at"]).isoformat(timespec="milliseconds")
+                line = f"{when}  {t['job_id']}  {t['from_state'] or '-'} -> {t['to_state']}  {t['substate'] or '-'}  {t['reason'] or ''}"
+                click.echo(line.rstrip())
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a follower ends
 
@@ -341,7 +350,7 @@ def events_cmd(ctx: click.Context, since: str | None, follow: bool, job: str | N
 @click.pass_context
 def machine_cmd(ctx: click.Context, as_json: bool) -> None:
     """This node: host, OS, CPUs, memory, GPUs, load, engine, and the capacity in use."""
-    m = open_executor(ctx).machine()
+    m = connect(ctx).machine()
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
@@ -373,7 +382,7 @@ def machine_cmd(ctx: click.Context, as_json: bool) -> None:
 def queue_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
     """Running and waiting jobs per priority, and what each waiting job waits for
     (resources, dependency, hold, cap, backoff, backfill), in the order they will start."""
-    q = open_executor(ctx).queue(limit=limit or None)
+    q = connect(ctx).queue(limit=limit or None)
     if as_json:
         click.echo(json.dumps(q, indent=2))
         return

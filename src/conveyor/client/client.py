@@ -7,34 +7,43 @@
     job = ex.run(JobSpec(image="busybox", command=["echo", "hi"]))
 
 Same methods (:class:`~conveyor.interface.ExecutorInterface`), same
-:class:`~conveyor.job.Job` results, same errors as :class:`~conveyor.executor.Executor`.
-Each method is one request (or a loop of long-polls) through :class:`.transport.Transport`;
-the job-control verbs and their array forms come from :mod:`conveyor.operations`.
+:class:`~conveyor.job.Job` results, same errors as :class:`~conveyor.executor.Executor`. This is
+the model layer over :class:`.api.AgentAPI` (the requests): JobSpec in, Job out, one line
+each; the job-control verbs and their array forms come from :mod:`conveyor.operations`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any, BinaryIO
-from urllib.parse import quote
+import threading
+from concurrent.futures import Future
+from typing import Any, BinaryIO, Iterable, Iterator
 
-from ..agent import home_root, socket_path
-from ..agent.auth import read_token
-from ..errors import AgentError, ConveyorError
-from ..job import Job
+from ..errors import ConveyorError
+from ..job import Job, Transition
 from ..operations import Verb, with_verbs
 from ..spec import JobSpec
-from .base import route
-from .data import DataMixin
-from .reading import ReadMixin
-from .transport import Transport
-from .waiting import WaitMixin
+from ..state import JobState
+from .api import AgentAPI, list_query
 
-LONG = 3600.0  # requests that may pull an image
+STREAMS = ("stdout", "stderr")
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteJob(Job):
+    """A Job whose stdout/stderr are fetched from the agent when its files are not local."""
+
+    client: "Client | None" = dataclasses.field(default=None, repr=False, compare=False)
+
+    def _read(self, stream: str) -> bytes:
+        if self.client is None or self.client.local:
+            return super()._read(stream)
+        return b"".join(chunk for _, chunk in self.client.logs(self.id, stream))
 
 
 @with_verbs
-class Client(ReadMixin, WaitMixin, DataMixin):
+class Client:
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
 
@@ -51,19 +60,14 @@ class Client(ReadMixin, WaitMixin, DataMixin):
         token: str | None = None,
         timeout: float = 60.0,
     ):
-        root = home_root(home)
-        url = url or os.environ.get("CONVEYOR_HOST") or None
-        token = token or os.environ.get("CONVEYOR_TOKEN") or read_token(root)
-        self._http = Transport(url, str(socket_path(root)), token, timeout)
-        self.url = self._http.url
-        # The agent's files (logs) are readable here when we talk to it over its local socket.
-        self.local = url is None
-        self.root = root if self.local else None
+        self.api = AgentAPI(home, url=url, token=token, timeout=timeout)
+        self.url, self.local = self.api.url, self.api.local
+        self.root = self.api.root if self.local else None
         self._info: dict | None = None
 
     def close(self) -> None:
         """Drop this thread's connection. The agent and its jobs are not affected."""
-        self._http.close()
+        self.api.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -71,11 +75,14 @@ class Client(ReadMixin, WaitMixin, DataMixin):
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _job(self, data: dict) -> Job:
+        return RemoteJob(**Job.fields_from_dict(data), client=self)
+
     # ------------------------------------------------------------------ the agent
 
     def agent_info(self) -> dict:
         """The agent: version, pid, state directory, executor id, backend, policy."""
-        return self._http.call("GET", route("agent_info"))
+        return self.api.agent_info()
 
     @property
     def _agent(self) -> dict:
@@ -95,31 +102,21 @@ class Client(ReadMixin, WaitMixin, DataMixin):
         return Capabilities(**caps)
 
     def ping(self) -> bool:
-        try:
-            return bool(self._http.call("GET", route("ping"), timeout=5).get("ok"))
-        except AgentError:
-            return False
+        return self.api.ping()
 
     # ------------------------------------------------------------------ submit and run
 
     def ensure_image(self, spec: JobSpec) -> None:
-        """Make the spec's image present on the agent's node (its pull policy applies)."""
-        self._http.call("POST", route("ensure_image"), body={"spec": _spec_json(spec)}, timeout=max(self._http.timeout, LONG))
+        self.api.ensure_image(_spec_json(spec))
 
     def submit(self, spec: JobSpec, *, hold: bool = False, idempotency_key: str | None = None, image_ready: bool = False) -> str:
-        if not isinstance(spec, JobSpec):
-            raise TypeError("submit() takes a JobSpec; build one with JobSpec(...) or JobSpec.from_file()")
-        body = {"spec": _spec_json(spec), "hold": hold, "idempotency_key": idempotency_key}
-        # the agent checks (and pulls) the image itself: allow a pull's time
-        return self._http.call("POST", route("submit"), body=body, timeout=max(self._http.timeout, LONG))["id"]
+        return self.api.submit(_spec_json(spec), hold=hold, idempotency_key=idempotency_key)["id"]
 
     def submit_array(
         self, spec: JobSpec, begin: int, end: int, step: int = 1, max_parallel: int | None = None,
         *, hold: bool = False, image_ready: bool = False,
     ) -> str:
-        """Queue one task per index in ``begin..end`` by ``step``; return the array id."""
-        body = {"spec": _spec_json(spec), "begin": begin, "end": end, "step": step, "max_parallel": max_parallel, "hold": hold}
-        return self._http.call("POST", route("submit_array"), body=body, timeout=max(self._http.timeout, LONG))["id"]
+        return self.api.submit_array(_spec_json(spec), begin, end, step, max_parallel, hold=hold)["id"]
 
     def start(
         self,
@@ -129,23 +126,24 @@ class Client(ReadMixin, WaitMixin, DataMixin):
         stdin: BinaryIO | None = None,
         image_ready: bool = False,
     ) -> str:
-        """Submit and return once the job runs (or failed to start).
-
-        ``stdin`` works with an agent on this machine only (it is fed through the local engine)."""
-        feeds_stdin = stdin is not None and spec.stdin_open
-        if feeds_stdin and not self.local:
-            raise ConveyorError("stdin (-i) cannot be sent to a remote agent; run the job without it")
+        """Submit and return once the job runs (or failed to start); ``stdin`` (with
+        ``stdin_open`` in the spec) is streamed to it through the agent."""
         job_id = self.submit(spec, idempotency_key=idempotency_key, image_ready=image_ready)
         job = self.wait_started(job_id)
-        if feeds_stdin and job.container_id and not job.state.is_final:
-            from ..backends import open_backend
-
-            try:
-                backend = open_backend(self._agent["backend"]["name"], self.executor_id)
-                backend.attach_stdin(job.container_id, stdin)
-            except ConveyorError:
-                pass  # it ended before we could attach
+        if stdin is not None and spec.stdin_open and not job.state.is_final:
+            self.attach_stdin(job_id, stdin)
         return job_id
+
+    def attach_stdin(self, ref: str, source: BinaryIO) -> None:
+        """Copy ``source`` to the job's stdin through the agent, in the background."""
+
+        def send() -> None:
+            try:
+                self.api.send_stdin(ref, source)
+            except ConveyorError:
+                pass  # it ended before it read everything
+
+        threading.Thread(target=send, daemon=True, name="conveyor-stdin").start()
 
     def run(self, spec: JobSpec, timeout: float | None = None) -> Job:
         return self.wait(self.start(spec), timeout=timeout)
@@ -153,28 +151,154 @@ class Client(ReadMixin, WaitMixin, DataMixin):
     # ------------------------------------------------------------------ verbs (operations.VERBS)
 
     def _perform(self, verb: Verb, ref: str, params: dict[str, Any], wait: bool) -> Job | None:
-        timeout = max(self._http.timeout, 120) if verb.method == "DELETE" else None
-        path = verb.route.replace("{ref}", quote(str(ref), safe=""))
-        answer = self._http.call(verb.method, path, params, timeout=timeout)
+        answer = self.api.perform(verb, ref, params)
         if not verb.returns_job:
             return None
         job = self._job(answer)
         return self.wait(job.id) if wait else job
 
     def _apply_to_array(self, verb: Verb, ref: str, params: dict[str, Any]) -> dict:
-        path = verb.array_route.replace("{ref}", quote(str(ref), safe=""))
-        return self._http.call("POST", path, params, timeout=max(self._http.timeout, 600))
+        return self.api.perform_array(verb, ref, params)
+
+    # ------------------------------------------------------------------ reading
+
+    def info(self, ref: str) -> Job:
+        return self._job(self.api.info(ref))
+
+    def list(
+        self,
+        states: Iterable[JobState | str] | None = None,
+        labels: dict[str, str | None] | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
+    ) -> list[Job]:
+        params = list_query(_state_names(states), labels, newest_first=newest_first, ids=ids, names=names,
+                            images=images, exit_codes=exit_codes, before=before, since=since)
+        return [] if params is None else [self._job(j) for j in self.api.list_all(params, limit=limit, offset=offset)]
+
+    def count(
+        self,
+        states: Iterable[JobState | str] | None = None,
+        labels: dict[str, str | None] | None = None,
+        *,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
+    ) -> int:
+        params = list_query(_state_names(states), labels, ids=ids, names=names, images=images, exit_codes=exit_codes,
+                            before=before, since=since)
+        return 0 if params is None else self.api.list({**params, "limit": 1, "offset": 0})["total"]
+
+    def attempts(self, ref: str) -> list[dict]:
+        return self.api.attempts(ref)
+
+    def array(self, ref: str) -> dict:
+        return self.api.array(ref)
+
+    def array_tasks(self, ref: str) -> list[tuple[str, int, JobState]]:
+        return [(t["id"], t["index"], JobState(t["state"])) for t in self.api.array_tasks(ref)]
+
+    def logs(
+        self, ref: str, stream: str = "all", *, tail: int | None = None, follow: bool = False, timestamps: bool = False
+    ) -> Iterator[tuple[str, bytes]]:
+        """Yield ``(stream, chunk)`` pairs, stdout and stderr kept apart (streamed over HTTP)."""
+        if stream not in (*STREAMS, "all"):
+            raise ValueError("stream must be 'stdout', 'stderr' or 'all'")
+        return self.api.logs(ref, stream, tail=tail, follow=follow, timestamps=timestamps)
+
+    def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True) -> Iterator[Transition]:
+        """State transitions in commit order (Server-Sent Events): from now on, or after ``since``
+        (a transition's seq; 0 for the whole history). ``follow=False`` ends at the present."""
+        return (Transition.from_dict(t) for t in self.api.events(job, since=since, follow=follow))
+
+    # ------------------------------------------------------------------ waiting (long-polls)
+
+    def wait(self, ref: str, timeout: float | None = None) -> Job:
+        """Block until the job is Done or Failed; WaitTimeout after ``timeout`` seconds."""
+        return self._job(self.api.wait(ref, "finished", timeout))
+
+    def wait_started(self, ref: str, timeout: float | None = None) -> Job:
+        return self._job(self.api.wait(ref, "started", timeout))
+
+    def wait_any(self, refs: Iterable[str], timeout: float | None = None) -> Job:
+        ids = list(refs)
+        if not ids:
+            raise ValueError("wait_any needs at least one job")
+        return self._job(self.api.wait_any(ids, timeout))
+
+    def future(self, ref: str, *, until: str = "finished") -> "Future[Job]":
+        """A future resolved with the Job once it finished (or started); one thread
+        long-polls for it."""
+        fut: Future = Future()
+        job_id = self.info(ref).id
+
+        def poll() -> None:
+            try:
+                fut.set_result(self._job(self.api.wait(job_id, until, None)))
+            except BaseException as exc:  # noqa: BLE001
+                fut.set_exception(exc)
+            finally:
+                self.close()
+
+        threading.Thread(target=poll, daemon=True, name="conveyor-client-future").start()
+        return fut
 
     # ------------------------------------------------------------------ the node
 
     def queue(self, limit: int | None = None) -> dict:
-        return self._http.call("GET", route("queue"), {"limit": limit})
+        return self.api.queue(limit)
 
     def machine(self) -> dict:
-        return self._http.call("GET", route("machine"))
+        return self.api.machine()
 
     def cleanup(self) -> dict[str, int]:
-        return self._http.call("POST", route("cleanup"), timeout=max(self._http.timeout, 600))
+        return self.api.cleanup()
+
+    # ------------------------------------------------------------------ data (README: Data)
+
+    def filesets(self, ref: str, role: str = "output") -> dict[str, str]:
+        if role != "output":
+            return {i.target: i.source for i in self.info(ref).spec.inputs}
+        return self.api.outputs(ref)["filesets"]
+
+    def outputs(self, ref: str) -> list[dict]:
+        return self.api.outputs(ref)["files"]
+
+    def read_output(self, ref: str, path: str, out: BinaryIO | None = None) -> bytes | int:
+        return self.api.read_output(ref, path, out)
+
+    def restore_outputs(self, ref: str, target: str | os.PathLike) -> list[str]:
+        """Write every output file under ``target`` (output /out lands in target/out), each
+        verified by the agent as it is read. Nothing is written outside ``target``."""
+        return self.api.restore_outputs(ref, target)
+
+    def verify(self, ref: str | None = None) -> dict:
+        return self.api.verify(ref)
+
+    def gc(self, dry_run: bool = False, grace: float = 600.0) -> dict:
+        return self.api.gc(dry_run, grace)
+
+    def load_image(self, path: str | os.PathLike) -> dict:
+        """Send an image tarball (docker save) to the agent, which loads it into its engine."""
+        return self.api.load_image(path)
+
 
 def _spec_json(spec: JobSpec) -> dict:
+    if not isinstance(spec, JobSpec):
+        raise TypeError("a JobSpec is needed; build one with JobSpec(...) or JobSpec.from_file()")
     return spec.model_dump(mode="json", exclude_defaults=True)
+
+
+def _state_names(states: Iterable[JobState | str] | None) -> list[str] | None:
+    return None if states is None else [JobState(s).value for s in states]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
-from ..errors import EngineError, InvalidState
+from ..errors import ConveyorError, EngineError, InvalidState
 from ..job import Job
-from ..operations import CANCEL, DISCARD_CONTAINER, HOLD, RELEASE, REMOVE, RESUME, SUSPEND, Verb
+from ..operations import CANCEL, DISCARD_CONTAINER, HOLD, RELEASE, REMOVE, RESIZE, RESUME, SUSPEND, Verb
 from ..state import WAITING_STATES, JobState, Substate
 from .base import ExecutorBase
 
@@ -67,6 +67,22 @@ class ControlMixin(ExecutorBase):
         rec = self._record_for(DISCARD_CONTAINER, ref)
         if rec.container_id:
             self.backend.remove(rec.container_id)
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        self.backend.capabilities.require(self.backend.name, "tty", "resize a job's terminal")
+        rec = self._record_for(RESIZE, ref)
+        if not rec.spec.tty:
+            raise ConveyorError(f"job {rec.id} has no terminal to resize (submit it with -t/tty)")
+        self.backend.resize(rec.container_id, height, width)
+
+    def attach_stdin(self, ref: str, source: BinaryIO) -> None:
+        self.backend.capabilities.require(self.backend.name, "stdin", "feed stdin to a job")
+        rec = self._record(ref)
+        if not rec.spec.stdin_open:
+            raise ConveyorError(f"job {rec.id} takes no input: submit it with -i/stdin_open to stream stdin to it")
+        if rec.state not in (JobState.RUNNING, JobState.SUSPENDED):
+            raise InvalidState(rec.id, rec.state.value, "send stdin to")
+        self.backend.attach_stdin(rec.container_id, source)
 
     # ------------------------------------------------------------------ helpers
 

@@ -10,7 +10,7 @@ import time
 from typing import BinaryIO
 
 from ..capacity import check_possible, request_for
-from ..errors import EngineError, InvalidSpec, JobNotFound
+from ..errors import EngineError, InvalidSpec, InvalidState, JobNotFound
 from ..job import Job
 from ..spec import Dependency, JobSpec, PullPolicy
 from ..state import JobState, Substate
@@ -139,10 +139,10 @@ class SubmitMixin(ExecutorBase):
         if not self._mode.supervising and not feeds_stdin:
             return job_id  # launched by the supervising process, whenever one runs
         job = self.wait_started(job_id)
-        if feeds_stdin and job.container_id and not job.state.is_final:
+        if feeds_stdin and not job.state.is_final:
             try:
-                self.backend.attach_stdin(job.container_id, stdin)
-            except EngineError:
+                self.attach_stdin(job_id, stdin)
+            except (EngineError, InvalidState):
                 pass  # it ended before we could attach
         return job_id
 

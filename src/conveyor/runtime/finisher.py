@@ -69,7 +69,8 @@ class Finisher:
 
     def finalize(self, job_id: str) -> None:
         """If the job's container has finished: save logs, then record the final state, then
-        (if asked) remove the container."""
+        tell the waiters, then (if asked) remove the container: a foreground `run --rm` has
+        its answer once the result is durable, without waiting for the engine's removal."""
         moved = False
         with self.locks(job_id):
             try:
@@ -97,6 +98,10 @@ class Finisher:
             moved = self._record_end(rec, status)
         if moved:
             self._notify(job_id)
+        if rec.spec.auto_remove and self.store.get(job_id).state.is_final:
+            # After the record (a crash in between: the next reconcile removes it).
+            with self.locks(job_id):
+                self.backend.remove(rec.container_id)
 
     def _record_end(self, rec: JobRecord, status: ContainerStatus) -> bool:
         job_id = rec.id
@@ -133,8 +138,6 @@ class Finisher:
         faults.reached("after-record", job_id)
         if rec.spec.inputs and self.store.get(job_id).state.is_final:
             shutil.rmtree(self.home.staging(job_id), ignore_errors=True)
-        if rec.spec.auto_remove:
-            self.backend.remove(rec.container_id)
         return moved
 
     def _capture_outputs(self, rec: JobRecord) -> str | None:

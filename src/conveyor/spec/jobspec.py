@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from ..errors import InvalidSpec
 from .base import SpecModel, _bad, _from_text
 from .parts import (
     Dependency,
@@ -278,18 +277,9 @@ class JobSpec(SpecModel):
     @classmethod
     def from_file(cls, path: str | Path) -> "JobSpec":
         """Load a spec from YAML or JSON (JSON is YAML, so one loader serves both)."""
-        import yaml  # only when a file is read: keeps CLI start-up short
+        from ..jobfile import read_job_file
 
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise InvalidSpec.single("file", str(path), f"cannot read it: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise InvalidSpec.single("file", str(path), f"not valid YAML/JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidSpec.single("file", str(path), "the file must hold a mapping of job fields (image: ...)")
-        return cls.model_validate(data)
+        return cls.model_validate(read_job_file(path))
 
 
 _SPECS: dict[str, JobSpec] = {}

@@ -272,8 +272,12 @@ class GpuRequest(SpecModel):
 
     @classmethod
     def parse(cls, text: str | int, vendor: str | None = None) -> "GpuRequest":
-        """docker ``--gpus`` syntax: ``all``, ``2``, ``device=0,1`` (quotes allowed)."""
+        """docker ``--gpus`` syntax: ``all``, ``2``, ``device=0,1`` (quotes allowed), optionally
+        after a vendor: ``amd:all``, ``intel:device=0`` (what `--gpus` + `--gpu-vendor` send)."""
         raw = str(text).strip().strip("'\"")
+        head, colon, rest = raw.partition(":")
+        if colon and head.lower() in {v.value for v in GpuVendor}:
+            vendor, raw = vendor or head.lower(), rest.strip()
         extra = {"vendor": vendor} if vendor else {}
         if raw == "all":
             return cls(**extra)

@@ -27,7 +27,10 @@ def _query_params(verb: Verb) -> list[inspect.Parameter]:
     out = []
     for p in verb.params:
         bounds = {k: v for k, v in (("ge", p.ge), ("le", p.le)) if v is not None}
-        default = Query(default=p.default, description=p.help, **bounds) if bounds else p.default
+        if p.required:
+            default = Query(description=p.help, **bounds)
+        else:
+            default = Query(default=p.default, description=p.help, **bounds) if bounds else p.default
         out.append(P(p.name, P.KEYWORD_ONLY, default=default, annotation=p.annotation))
     return out
 

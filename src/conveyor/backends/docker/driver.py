@@ -49,6 +49,7 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
         files=True,
         image_load=True,
         stats=True,
+        tty=True,
     )
 
     def __init__(self, executor_id: str, base_url: str | None = None, timeout: int = 120):

@@ -1,4 +1,5 @@
-"""Bytes into and out of a job's container: its stdin, and its files as a tar stream."""
+"""Bytes into and out of a job's container: its stdin (and its terminal's size), and its
+files as a tar stream."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from .translate import engine_errors
 
 class FilesMixin:
     """Part of DockerBackend: needs ``self.api``."""
+
+    def resize(self, handle: str, height: int, width: int) -> None:
+        with engine_errors():
+            self.api.resize(handle, height=height, width=width)
 
     def attach_stdin(self, handle: str, source: BinaryIO) -> None:
         """Copy ``source`` into the container's stdin in a daemon thread; its stdin is closed
