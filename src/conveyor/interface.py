@@ -54,9 +54,22 @@ class ExecutorInterface(Protocol):
 
     # ---- reading
     def info(self, ref: str) -> "Job": ...
-    def list(self, states: "Iterable[JobState | str] | None" = None, labels: dict[str, str] | None = None, *,
-             limit: int | None = None, offset: int = 0) -> "list[Job]": ...
-    def count(self, states: "Iterable[JobState | str] | None" = None, labels: dict[str, str] | None = None) -> int: ...
+    def list(self, states: "Iterable[JobState | str] | None" = None, labels: dict[str, str | None] | None = None, *,
+             limit: int | None = None, offset: int = 0, newest_first: bool = False,
+             ids: Iterable[str] | None = None, names: Iterable[str] | None = None,
+             images: Iterable[str] | None = None, exit_codes: Iterable[int] | None = None,
+             before: str | None = None, since: str | None = None) -> "list[Job]":
+        """Jobs oldest first (``newest_first``: the most recent first, as ``docker ps``), only those
+        every given filter matches; the values of one filter are alternatives. ``labels``: KEY:
+        VALUE, or KEY: None for any value (all must match). ``ids``: id prefixes. ``names``:
+        regular expressions searched in the name (and in "/name"). ``images``: references
+        (busybox = busybox:latest). ``exit_codes``. ``before``/``since``: a job (id, prefix or
+        name) the listed ones were created before / after. An empty filter matches nothing."""
+    def count(self, states: "Iterable[JobState | str] | None" = None, labels: dict[str, str | None] | None = None, *,
+              ids: Iterable[str] | None = None, names: Iterable[str] | None = None,
+              images: Iterable[str] | None = None, exit_codes: Iterable[int] | None = None,
+              before: str | None = None, since: str | None = None) -> int:
+        """How many jobs list() would return with these filters and no limit."""
     def attempts(self, ref: str) -> list[dict]: ...
     def logs(self, ref: str, stream: str = "all", *, tail: int | None = None, follow: bool = False,
              timestamps: bool = False) -> Iterator[tuple[str, bytes]]: ...

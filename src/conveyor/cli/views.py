@@ -6,66 +6,260 @@ import json
 import sys
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from .app import cli, connect, job_id
+from ..state import FINAL_STATES, JobState
+from .app import cli, connect, fail, job_id
 from .render import Console, Table, columns, escape, size, state_label, timestamp
+
+if TYPE_CHECKING:
+    from .format import Template
+
 
 @cli.command("ps")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include finished jobs.")
+@click.option("-n", "--last", type=int, default=-1, help="The N most recently created jobs, in any state.")
+@click.option("--latest", is_flag=True, help="The most recently created job, in any state (docker's -l).")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Repeatable: id, name, label, status (or state), exited, ancestor (or image), before, since.")
 @click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable; any case), e.g. --state running.")
 @click.option("-l", "--label", "labels", multiple=True, help="Only jobs with this KEY=VALUE label (repeatable: all must match).")
+@click.option("--format", "template", help="A Go template, as docker ps's: 'table {{.ID}}\\t{{.Status}}', json, ...")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate the command.")
 @click.option("-q", "--quiet", is_flag=True, help="Only job ids.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def ps(ctx: click.Context, show_all: bool, states: tuple[str, ...], labels: tuple[str, ...], quiet: bool, as_json: bool) -> None:
-    """List jobs (running and waiting ones; -a for all)."""
-    from ..state import FINAL_STATES, JobState
+def ps(ctx: click.Context, show_all: bool, last: int, latest: bool, filters: tuple[str, ...], states: tuple[str, ...],
+       labels: tuple[str, ...], template: str | None, no_trunc: bool, quiet: bool, as_json: bool) -> None:
+    """List jobs, the most recently created first (running and waiting ones; -a for all)."""
+    wanted = _ps_filters(filters, states, labels)
+    limit = 1 if latest else last if last > 0 else None
+    if wanted["states"] is None and not (show_all or limit):  # as docker's: -n and a status filter imply -a
+        wanted["states"] = [s for s in JobState if s not in FINAL_STATES]
+    if quiet and template:
+        click.echo("WARNING: Ignoring custom format, because both --format and --quiet are set.", err=True)
+    if as_json and template:
+        fail("--json and --format: use one (--format json prints a JSON object a line, as docker's)")
+    fmt = _ps_template(template) if template and template != "table" and not quiet else None
+    jobs = _list(connect(ctx), wanted, limit)
+    if as_json:
+        click.echo(json.dumps(jobs, indent=2))
+    elif quiet:
+        click.echo("".join(f"{j['id']}\n" for j in jobs), nl=False)
+    elif fmt:
+        _print_formatted(fmt, jobs, no_trunc)
+    else:
+        click.echo(columns([("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED")] + [_ps_row(j, no_trunc) for j in jobs]))
 
-    by_name = {s.value.lower(): s for s in JobState}
-    wanted = None if show_all else [s for s in JobState if s not in FINAL_STATES]
-    if states:
-        bad = [s for s in states if s.lower() not in by_name]
-        if bad:
-            raise click.BadParameter(
-                f"{bad[0]!r} is not a job state; use one of {', '.join(s.value for s in JobState)}", param_hint="--state"
-            )
-        wanted = list(dict.fromkeys(by_name[s.lower()] for s in states))
-    pairs = {}
+
+def _list(api, wanted: dict, limit: int | None) -> list[dict]:
+    """The jobs ``wanted`` (list()'s filters) selects, newest first: a page of ``limit``."""
+    from ..client.api import list_query
+
+    states = None if wanted["states"] is None else [s.value for s in wanted["states"]]
+    params = list_query(states, **{k: v for k, v in wanted.items() if k != "states"}, newest_first=True)
+    return [] if params is None else api.list_all(params, limit=limit)
+
+
+def _ps_row(job: dict, no_trunc: bool) -> tuple[str, ...]:
+    command = " ".join(job["command"] or [])
+    exit_code = "" if job["exit_code"] is None else str(job["exit_code"])
+    return (job["id"], job["name"] or "", job["image"], command if no_trunc else command[:30], state_label(job),
+            exit_code, timestamp(job["created_at"]))
+
+
+# docker's status words: the job states each stands for (removing and dead: none ever is)
+DOCKER_STATUS: dict[str, frozenset[JobState]] = {
+    "created": frozenset({JobState.QUEUED, JobState.QUEUED_HELD}),
+    "restarting": frozenset({JobState.REQUEUED, JobState.REQUEUED_HELD}),
+    "running": frozenset({JobState.RUNNING}),
+    "paused": frozenset({JobState.SUSPENDED}),
+    "exited": FINAL_STATES,
+    "removing": frozenset(),
+    "dead": frozenset(),
+}
+# docker ps --filter keys -> the list() parameter each fills (label, status, before and since apart)
+_FILTER_LISTS = {"id": "ids", "name": "names", "ancestor": "images", "image": "images", "exited": "exit_codes"}
+FILTER_KEYS = ("id", "name", "label", "status", "state", "exited", "ancestor", "image", "before", "since")
+
+
+def _ps_filters(filters: tuple[str, ...], states: tuple[str, ...], labels: tuple[str, ...]) -> dict:
+    """docker's --filter KEY=VALUE (and conveyor's --state, -l) -> list()'s keyword arguments.
+    The values of one key are alternatives; labels must all match."""
+    wanted: dict = {"states": None, "labels": {}, "ids": None, "names": None, "images": None, "exit_codes": None,
+                    "before": None, "since": None}
     for item in labels:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise click.BadParameter(f"{item!r} is not valid; use KEY=VALUE", param_hint="-l/--label")
-        pairs[key] = value
-    jobs = _all_pages(connect(ctx), wanted, pairs)
-    if as_json:
-        click.echo(json.dumps(jobs, indent=2))
-        return
-    if quiet:
-        for j in jobs:
-            click.echo(j["id"])
-        return
-    rows = [("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED")]
-    for j in jobs:
-        cmd = " ".join(j["command"] or [])[:30]
-        exit_code = "" if j["exit_code"] is None else str(j["exit_code"])
-        rows.append((j["id"], j["name"] or "", j["image"], cmd, state_label(j), exit_code, timestamp(j["created_at"])))
-    click.echo(columns(rows))
+            fail(f"--label {item!r}: use KEY=VALUE")
+        wanted["labels"][key] = value
+    pairs = [("state", s, f"--state {s!r}") for s in states]
+    for item in filters:
+        key, eq, value = item.partition("=")
+        if not eq or key not in FILTER_KEYS:
+            fail(f"--filter {item!r}: " + (f"unknown filter {key!r}; use " if eq else "use KEY=VALUE with KEY one of ")
+                 + ", ".join(FILTER_KEYS))
+        pairs.append((key, value, f"--filter {item!r}"))
+    for key, value, given in pairs:
+        if key in ("status", "state"):
+            wanted["states"] = sorted({*(wanted["states"] or ()), *_states_of(value, given)}, key=list(JobState).index)
+        elif key == "label":
+            name, eq, label_value = value.partition("=")
+            wanted["labels"][name] = label_value if eq else None
+        elif key in ("before", "since"):
+            wanted[key] = value
+        else:
+            wanted[_FILTER_LISTS[key]] = (wanted[_FILTER_LISTS[key]] or []) + [_filter_value(key, value, given)]
+    wanted["labels"] = wanted["labels"] or None
+    return wanted
 
 
-def _all_pages(api, states, labels: dict[str, str]) -> list[dict]:
-    if states is not None and not states:
-        return []
-    params = {"state": None if states is None else [s.value for s in states],
-              "label": [f"{k}={v}" for k, v in labels.items()] or None, "limit": 1000, "offset": 0}
-    jobs: list[dict] = []
-    while True:
-        page = api.list(params)
-        jobs += page["jobs"]
-        if page["next_offset"] is None:
-            return jobs
-        params["offset"] = page["next_offset"]
+def _states_of(word: str, given: str) -> frozenset[JobState]:
+    """A docker status word (running, exited, ...) or a job state (any case) -> job states."""
+    by_name = {s.value.lower(): frozenset({s}) for s in JobState}
+    found = DOCKER_STATUS.get(word) if word in DOCKER_STATUS else by_name.get(word.lower())
+    if found is None:
+        fail(f"{given}: {word!r} is not a status; use one of {', '.join(DOCKER_STATUS)} "
+             f"or a job state: {', '.join(s.value for s in JobState)}")
+    return found
+
+
+def _filter_value(key: str, value: str, given: str) -> str | int:
+    if key == "exited":
+        if not value.lstrip("-").isdigit():
+            fail(f"{given}: {value!r} is not an exit code")
+        return int(value)
+    if key == "name":
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            fail(f"{given}: not a regular expression ({exc})")
+    return value
+
+
+def _ps_template(text: str) -> "Template":
+    from .format import Template, TemplateError  # only for --format: not on the start-up path
+
+    try:
+        return Template(text)
+    except TemplateError as exc:
+        fail(f"--format: {exc}")
+
+
+def _print_formatted(fmt: "Template", jobs: list[dict], no_trunc: bool) -> None:
+    from .format import Fields, TemplateError
+
+    now, trunc = time.time(), not no_trunc
+    getters = {name: (lambda job, get=get: get(job, now, trunc)) for name, (_, get) in PS_FIELDS.items()}
+    try:
+        click.echo(fmt.render([Fields(j, getters) for j in jobs], {n: h for n, (h, _) in PS_FIELDS.items()}), nl=False)
+    except TemplateError as exc:
+        fail(f"--format: {exc}")
+
+
+def human_duration(seconds: float) -> str:
+    """docker's (go-units) HumanDuration: "5 seconds", "About a minute", "3 hours", "2 weeks"."""
+    hours = int(seconds / 3600 + 0.5)
+    for limit, text in ((1, "Less than a second"), (2, "1 second"), (60, f"{int(seconds)} seconds"),
+                        (120, "About a minute"), (3600, f"{int(seconds / 60)} minutes")):
+        if seconds < limit:
+            return text
+    for limit, text in ((2, "About an hour"), (48, f"{hours} hours"), (24 * 14, f"{hours // 24} days"),
+                        (24 * 60, f"{hours // 24 // 7} weeks"), (24 * 730, f"{hours // 24 // 30} months")):
+        if hours < limit:
+            return text
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def _go_time(stamp: float | None) -> str:
+    """Go's time.Unix(t, 0).String(), docker's CreatedAt: 2026-01-02 15:04:05 +0100 CET."""
+    return datetime.fromtimestamp(int(stamp)).astimezone().strftime("%Y-%m-%d %H:%M:%S %z %Z") if stamp else ""
+
+
+def _ellipsis(text: str, width: int) -> str:
+    """docker's Ellipsis: at most ``width`` columns, the last one "…" when cut (an East Asian
+    wide character takes two)."""
+    if text.isascii():
+        return text if len(text) <= width else text[: width - 1] + "…"
+    import unicodedata
+
+    widths = [2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text]
+    used = 0
+    for i, w in enumerate(widths):
+        if used + w > width - 1 and sum(widths) > width:
+            return text[:i] + "…"
+        used += w
+    return text
+
+
+def _status(job: dict, now: float) -> str:
+    """docker's Status of a job: "Up 5 seconds", "Up 2 hours (Paused)", "Exited (3) 2 minutes
+    ago"; one that has no container says so: "Queued", "Queued (held)", "Requeued"."""
+    state = JobState(job["state"])
+    since = job["finished_at"] if state in FINAL_STATES else job["started_at"]
+    age = human_duration(now - (since or job["created_at"]))
+    if state is JobState.RUNNING or state is JobState.SUSPENDED:
+        return f"Up {age}" + (" (Paused)" if state is JobState.SUSPENDED else "")
+    if state in FINAL_STATES:
+        ended = f"Exited ({job['exit_code']})" if job["exit_code"] is not None else _state_text(state, job["substate"])
+        return f"{ended} {age} ago"
+    if state in (JobState.QUEUED_HELD, JobState.REQUEUED_HELD):
+        return state.value.removesuffix("Held") + " (held)"
+    return _state_text(state, job["substate"])
+
+
+def _state_text(state: JobState, substate: str | None) -> str:
+    return state.value + (f" ({substate})" if substate else "")
+
+
+def _docker_state(job: dict) -> str:
+    """docker's State word (created, running, paused, restarting, exited) for a job's state."""
+    state = JobState(job["state"])
+    return next((word for word, states in DOCKER_STATUS.items() if state in states), state.value.lower())
+
+
+def _ports(job: dict) -> str:
+    """The ports the job publishes, as docker lists them: 0.0.0.0:8080->80/tcp, 443/tcp."""
+    return ", ".join(
+        (f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}->" if p.get("host_port") else "")
+        + f"{p['container_port']}/{p.get('protocol', 'tcp')}" for p in job["spec"].get("ports", [])
+    )
+
+
+def _command(job: dict, trunc: bool) -> str:
+    from .format import go_quote
+
+    command = " ".join(job["command"] or [])
+    return go_quote(_ellipsis(command, 20) if trunc else command)
+
+
+# The fields of `ps --format`: docker ps's, then conveyor's own. name -> (column title, value of
+# a job's wire form, given the time now and whether to truncate)
+PS_FIELDS: dict[str, tuple[Any, Callable[[dict, float, bool], Any]]] = {
+    "ID": ("CONTAINER ID", lambda j, now, trunc: j["id"]),
+    "Image": ("IMAGE", lambda j, now, trunc: j["image"]),
+    "Command": ("COMMAND", lambda j, now, trunc: _command(j, trunc)),
+    "CreatedAt": ("CREATED AT", lambda j, now, trunc: _go_time(j["created_at"])),
+    "RunningFor": ("CREATED", lambda j, now, trunc: human_duration(now - j["created_at"]) + " ago"),
+    "Ports": ("PORTS", lambda j, now, trunc: _ports(j)),
+    "State": ("STATE", lambda j, now, trunc: _docker_state(j)),
+    "Status": ("STATUS", lambda j, now, trunc: _status(j, now)),
+    "Names": ("NAMES", lambda j, now, trunc: j["name"] or ""),
+    "Labels": ("LABELS", lambda j, now, trunc: ",".join(f"{k}={v}" for k, v in sorted(j["labels"].items()))),
+    # a method: {{.Label "com.example.team"}}; its title is the key's last part, as docker's was
+    "Label": (lambda key: key.rsplit(".", 1)[-1].replace("-", " ").replace("_", " ").upper(),
+              lambda j, now, trunc: lambda key: j["labels"].get(key, "")),
+    "JobState": ("JOB STATE", lambda j, now, trunc: j["state"]),
+    "Substate": ("SUBSTATE", lambda j, now, trunc: j["substate"] or ""),
+    "ExitCode": ("EXIT CODE", lambda j, now, trunc: "" if j["exit_code"] is None else j["exit_code"]),
+    "StartedAt": ("STARTED AT", lambda j, now, trunc: _go_time(j["started_at"])),
+    "FinishedAt": ("FINISHED AT", lambda j, now, trunc: _go_time(j["finished_at"])),
+    "Message": ("MESSAGE", lambda j, now, trunc: j["message"] or ""),
+}
 
 
 @cli.command("inspect")

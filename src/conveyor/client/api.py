@@ -149,6 +149,22 @@ class AgentAPI:
         """One page of GET /jobs: {"jobs", "total", "offset", "limit", "next_offset"}."""
         return self.call("GET", route("list"), params)
 
+    def list_all(self, params: dict[str, Any], limit: int | None = None, offset: int = 0) -> list[dict]:
+        """The jobs GET /jobs answers for ``params`` (see :func:`list_query`) from ``offset``, at
+        most ``limit``: a request per 1,000, or one for ``ps -n 5``."""
+        jobs: dict[str, dict] = {}
+        params = {**params, "offset": offset}
+        while limit is None or len(jobs) < limit:
+            params["limit"] = 1000 if limit is None else min(1000, limit - len(jobs))
+            page = self.list(params)
+            # newest first, a job submitted between two pages shifts the next one: its first
+            # job is the one already last on this page, so keep each job once
+            jobs.update((j["id"], j) for j in page["jobs"] if j["id"] not in jobs)
+            if page["next_offset"] is None:
+                break
+            params["offset"] = page["next_offset"]
+        return list(jobs.values())
+
     def attempts(self, ref: str) -> list[dict]:
         return self.call("GET", route("attempts", ref))
 
@@ -307,3 +323,29 @@ class AgentAPI:
             raise AgentUnreachable(self.url, f"the stream broke: {exc}") from None
         finally:
             resp.close()
+
+
+def list_query(
+    states: Iterable[str] | None = None,
+    labels: dict[str, str | None] | None = None,
+    *,
+    newest_first: bool = False,
+    ids: Iterable[str] | None = None,
+    names: Iterable[str] | None = None,
+    images: Iterable[str] | None = None,
+    exit_codes: Iterable[int] | None = None,
+    before: str | None = None,
+    since: str | None = None,
+) -> dict[str, Any] | None:
+    """GET /jobs's query parameters for list()'s filters (states by name; a label None: any
+    value). None when a filter was given no value: nothing matches, and an empty list cannot
+    be said in a query string, where it reads as "no filter"."""
+    params: dict[str, Any] = {
+        "state": states, "label": [k if v is None else f"{k}={v}" for k, v in labels.items()] if labels else None,
+        "id": ids, "name": names, "image": images, "exit_code": exit_codes,
+    }
+    params = {k: None if v is None else list(v) for k, v in params.items()}
+    if any(v == [] for v in params.values()):
+        return None
+    return {k: v for k, v in {**params, "before": before, "since": since, "newest_first": newest_first or None}.items()
+            if v is not None}

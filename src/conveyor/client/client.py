@@ -25,7 +25,7 @@ from ..job import Job, Transition
 from ..operations import Verb, with_verbs
 from ..spec import JobSpec
 from ..state import JobState
-from .api import AgentAPI
+from .api import AgentAPI, list_query
 
 STREAMS = ("stdout", "stderr")
 
@@ -168,27 +168,36 @@ class Client:
     def list(
         self,
         states: Iterable[JobState | str] | None = None,
-        labels: dict[str, str] | None = None,
+        labels: dict[str, str | None] | None = None,
         *,
         limit: int | None = None,
         offset: int = 0,
+        newest_first: bool = False,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
     ) -> list[Job]:
-        params = _list_params(states, labels)
-        if params is None:
-            return []
-        jobs: list[Job] = []
-        params["offset"] = offset
-        while limit is None or len(jobs) < limit:
-            params["limit"] = 1000 if limit is None else min(1000, limit - len(jobs))
-            page = self.api.list(params)
-            jobs += [self._job(j) for j in page["jobs"]]
-            if page["next_offset"] is None:
-                break
-            params["offset"] = page["next_offset"]
-        return jobs
+        params = list_query(_state_names(states), labels, newest_first=newest_first, ids=ids, names=names,
+                            images=images, exit_codes=exit_codes, before=before, since=since)
+        return [] if params is None else [self._job(j) for j in self.api.list_all(params, limit=limit, offset=offset)]
 
-    def count(self, states: Iterable[JobState | str] | None = None, labels: dict[str, str] | None = None) -> int:
-        params = _list_params(states, labels)
+    def count(
+        self,
+        states: Iterable[JobState | str] | None = None,
+        labels: dict[str, str | None] | None = None,
+        *,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
+    ) -> int:
+        params = list_query(_state_names(states), labels, ids=ids, names=names, images=images, exit_codes=exit_codes,
+                            before=before, since=since)
         return 0 if params is None else self.api.list({**params, "limit": 1, "offset": 0})["total"]
 
     def attempts(self, ref: str) -> list[dict]:
@@ -291,13 +300,5 @@ def _spec_json(spec: JobSpec) -> dict:
     return spec.model_dump(mode="json", exclude_defaults=True)
 
 
-def _list_params(states, labels) -> dict[str, Any] | None:
-    """Query parameters of GET /jobs; None when no state was asked for (nothing matches)."""
-    params: dict[str, Any] = {}
-    if states is not None:
-        params["state"] = [JobState(s).value for s in states]
-        if not params["state"]:
-            return None
-    if labels:
-        params["label"] = [f"{k}={v}" for k, v in labels.items()]
-    return params
+def _state_names(states: Iterable[JobState | str] | None) -> list[str] | None:
+    return None if states is None else [JobState(s).value for s in states]

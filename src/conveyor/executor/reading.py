@@ -26,18 +26,45 @@ class ReadMixin(ExecutorBase):
     def list(
         self,
         states: Iterable[JobState | str] | None = None,
-        labels: dict[str, str] | None = None,
+        labels: dict[str, str | None] | None = None,
         *,
         limit: int | None = None,
         offset: int = 0,
+        newest_first: bool = False,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
     ) -> list[Job]:
-        """Jobs oldest first, optionally only ``states`` and ``labels``; ``limit``/``offset`` page."""
-        wanted = None if states is None else [JobState(s) for s in states]
-        return [self._job(r) for r in self.store.list(states=wanted, labels=labels, limit=limit, offset=offset)]
+        """Jobs oldest first (``newest_first``: the most recent first, as ``docker ps``); only
+        those every given filter matches (see :meth:`conveyor.store.Store.list`): ``states``,
+        ``labels`` (KEY: VALUE, or KEY: None for "has the label"), id prefixes, name patterns,
+        images, exit codes, created ``before``/``since`` a job. ``limit``/``offset`` page."""
+        records = self.store.list(
+            _states(states), labels, limit=limit, offset=offset, newest_first=newest_first, ids=ids, names=names,
+            images=images, exit_codes=exit_codes, before=before, since=since,
+        )
+        return [self._job(r) for r in records]
 
-    def count(self, states: Iterable[JobState | str] | None = None, labels: dict[str, str] | None = None) -> int:
-        wanted = None if states is None else [JobState(s) for s in states]
-        return self.store.count(states=wanted, labels=labels)
+    def count(
+        self,
+        states: Iterable[JobState | str] | None = None,
+        labels: dict[str, str | None] | None = None,
+        *,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
+    ) -> int:
+        """How many jobs list() would return without a limit."""
+        return self.store.count(
+            _states(states), labels, ids=ids, names=names, images=images, exit_codes=exit_codes, before=before,
+            since=since,
+        )
 
     def attempts(self, ref: str) -> list[dict]:
         """Every attempt of a job run with retries: state, exit code, times and where its
@@ -150,3 +177,7 @@ class ReadMixin(ExecutorBase):
         if self._events_store is None:
             self._events_store = Store(self.home.db, readonly=True)
         return self._events_store
+
+
+def _states(states: Iterable[JobState | str] | None) -> list[JobState] | None:
+    return None if states is None else [JobState(s) for s in states]

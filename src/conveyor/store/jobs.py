@@ -4,6 +4,8 @@ uses the connection, lock and transactions that :class:`~conveyor.store.Store` o
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Iterable
 
 from ..errors import JobNotFound
@@ -78,15 +80,26 @@ class JobsMixin:
     def list(
         self,
         states: Iterable[JobState] | None = None,
-        labels: dict[str, str] | None = None,
+        labels: dict[str, str | None] | None = None,
         executor_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        *,
+        newest_first: bool = False,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
     ) -> list[JobRecord]:
-        """Jobs oldest first; ``limit``/``offset`` page in SQL, so a page of a 10,000-job
-        store costs a page, not the whole store."""
-        where, params = self._where(states, labels, executor_id)
-        sql = f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE {where} ORDER BY created_at, id"
+        """Jobs oldest first (``newest_first``: the most recent first, as ``docker ps``), filtered
+        as :meth:`_where` says. Ordering, filters and ``limit``/``offset`` are all SQL, so
+        ``ps -n 5`` over a 100,000-job store parses 5 specs, not 100,000."""
+        where, params = self._where(states, labels, executor_id, ids, names, images, exit_codes, before, since)
+        order = " DESC" if newest_first else ""
+        # rowid breaks ties: the tasks of an array share one created_at and keep their index order
+        sql = f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE {where} ORDER BY created_at{order}, rowid{order}"
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
             params += [-1 if limit is None else limit, offset]
@@ -97,27 +110,60 @@ class JobsMixin:
     def count(
         self,
         states: Iterable[JobState] | None = None,
-        labels: dict[str, str] | None = None,
+        labels: dict[str, str | None] | None = None,
         executor_id: str | None = None,
+        *,
+        ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        images: Iterable[str] | None = None,
+        exit_codes: Iterable[int] | None = None,
+        before: str | None = None,
+        since: str | None = None,
     ) -> int:
-        where, params = self._where(states, labels, executor_id)
+        where, params = self._where(states, labels, executor_id, ids, names, images, exit_codes, before, since)
         with self._lock:
             return self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", params).fetchone()[0]
 
-    @staticmethod
-    def _where(states, labels, executor_id) -> tuple[str, list]:
-        sql, params = "1=1", []
+    def _where(self, states, labels, executor_id, ids, names, images, exit_codes, before, since) -> tuple[str, list]:
+        """The WHERE clause of list() and count(). Each filter is None for "any"; an empty one
+        matches nothing. Within a filter any value matches (``docker ps --filter`` ORs the values
+        of one key), labels excepted: every label must match (a value None: the key is set).
+
+        ``ids``: id prefixes. ``names``: regular expressions searched in the name and in "/name"
+        (docker's ``name=^/web$`` idiom). ``images``: image references, ``busybox`` and
+        ``docker.io/library/busybox:latest`` being one. ``before``/``since``: a job (id, prefix or
+        name); only jobs created before / after it."""
+        where = _Where()
         if states is not None:
-            states = list(states)
-            sql += f" AND state IN ({','.join('?' * len(states))})"
-            params += [s.value for s in states]
+            where.one_of("state", [s.value for s in states])
         if executor_id is not None:
-            sql += " AND executor_id=?"
-            params.append(executor_id)
+            where.add("executor_id=?", executor_id)
         for key, value in (labels or {}).items():
-            sql += " AND id IN (SELECT job_id FROM job_labels WHERE key=? AND value=?)"
-            params += [key, value]
-        return sql, params
+            if value is None:
+                where.add("id IN (SELECT job_id FROM job_labels WHERE key=?)", key)
+            else:
+                where.add("id IN (SELECT job_id FROM job_labels WHERE key=? AND value=?)", key, value)
+        if ids is not None:
+            where.any_of("id LIKE ? ESCAPE '\\'", [(_like_prefix(i),) for i in ids])
+        if names is not None:
+            self._allow_regexp()
+            where.any_of("(name REGEXP ? OR ('/' || name) REGEXP ?)", [(p, p) for p in map(_name_pattern, names)])
+        if images is not None:
+            where.one_of("json_extract(spec, '$.image')", [form for ref in images for form in _image_forms(ref)])
+        if exit_codes is not None:
+            where.one_of("exit_code", [int(c) for c in exit_codes])
+        # created before/after a job: the list's own order, so a tie (an array's tasks) splits as listed
+        if before is not None:
+            where.add("(created_at, rowid) < (SELECT created_at, rowid FROM jobs WHERE id=?)", self.resolve(before))
+        if since is not None:
+            where.add("(created_at, rowid) > (SELECT created_at, rowid FROM jobs WHERE id=?)", self.resolve(since))
+        return where.sql, where.params
+
+    def _allow_regexp(self) -> None:
+        # SQLite parses REGEXP but leaves the function to the application; registering it
+        # again is cheap and keeps it on whichever connection (writer or reader) runs the query.
+        with self._lock:
+            self._db.create_function("regexp", 2, _regexp, deterministic=True)
 
     def update(self, job_id: str, **fields) -> None:
         """Set plain columns (container id, stop reason, ...). Never the state: see transition()."""
@@ -136,5 +182,73 @@ class JobsMixin:
             self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
 
+class _Where:
+    """A WHERE clause built a filter at a time: filters are ANDed, the values of one ORed."""
+
+    def __init__(self) -> None:
+        self.terms: list[str] = ["1=1"]
+        self.params: list = []
+
+    def add(self, term: str, *params) -> None:
+        self.terms.append(term)
+        self.params += params
+
+    def one_of(self, column: str, values: list) -> None:
+        self.add(f"{column} IN ({','.join('?' * len(values))})", *values)  # IN (): nothing matches
+
+    def any_of(self, term: str, values: list[tuple]) -> None:
+        self.add("(" + (" OR ".join([term] * len(values)) or "0") + ")", *(p for v in values for p in v))
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.terms)
+
+
 def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _name_pattern(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"name filter {text!r} is not a regular expression: {exc}") from None
+    return text
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def _regexp(pattern: str, value: str | None) -> bool:
+    return value is not None and _compiled(pattern).search(value) is not None
+
+
+_HUB_PREFIXES = ("docker.io/", "index.docker.io/")
+
+
+def _image_forms(ref: str) -> list[str]:
+    """The spellings of one image reference: busybox, busybox:latest, library/busybox and
+    docker.io/library/busybox[:latest] all name one image, so ``ancestor=busybox`` finds a job
+    submitted with any of them. (docker compares image ids; the store has only the reference.)"""
+    name, at, digest = ref.partition("@")
+    repo, tag = name, ""
+    if ":" in name.rsplit("/", 1)[-1]:
+        repo, _, tag = name.rpartition(":")
+    if not at and not tag:
+        tag = "latest"
+    for hub in _HUB_PREFIXES:
+        if repo.startswith(hub):
+            repo = repo[len(hub):]
+            break
+    if repo.startswith("library/") and repo.count("/") == 1:
+        repo = repo[len("library/"):]
+    first = repo.split("/", 1)[0]
+    repos = [repo]
+    if "/" not in repo:
+        repos += ["library/" + repo, "docker.io/library/" + repo]
+    elif not ("." in first or ":" in first or first == "localhost"):
+        repos.append("docker.io/" + repo)
+    tails = [f":{tag}"] + ([""] if tag == "latest" else []) if tag else [""]
+    return [r + t + (at + digest) for r in repos for t in tails]

@@ -64,22 +64,34 @@ async def load_image(
     return {**result, "file": name}
 
 
-@route("list", response_model=JobPage, responses=INVALID)
+@route("list", response_model=JobPage, responses={**INVALID, **NOT_FOUND})
 def list_jobs(
     state: list[JobState] | None = Query(default=None, description="only jobs in these states"),
-    label: list[str] | None = Query(default=None, description="KEY=VALUE; all must match"),
+    label: list[str] | None = Query(default=None, description="KEY=VALUE, or KEY for any value; all must match"),
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0, le=2**62),
+    newest_first: bool = Query(default=False, description="the most recent job first, as docker ps lists"),
+    id: list[str] | None = Query(default=None, description="only jobs whose id starts with one of these"),
+    name: list[str] | None = Query(default=None, description="only jobs whose name (or /name) one of these regular expressions matches"),
+    image: list[str] | None = Query(default=None, description="only jobs of one of these images (busybox and busybox:latest are one)"),
+    exit_code: list[int] | None = Query(default=None, description="only jobs that ended with one of these exit codes"),
+    before: str | None = Query(default=None, description="only jobs created before this one (id, prefix or name)"),
+    since: str | None = Query(default=None, description="only jobs created after this one (id, prefix or name)"),
     ex: Executor = Depends(executor),
 ):
-    labels: dict[str, str] = {}
+    labels: dict[str, str | None] = {}
     for item in label or []:
         key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ApiError(422, "invalid_request", f"label {item!r}: use KEY=VALUE", "label")
-        labels[key] = value
-    page = ex.list(states=state, labels=labels or None, limit=limit, offset=offset)
-    total = ex.count(states=state, labels=labels or None)
+        if not key:
+            raise ApiError(422, "invalid_request", f"label {item!r}: use KEY=VALUE or KEY", "label")
+        labels[key] = value if eq else None
+    filters = dict(states=state, labels=labels or None, ids=id, names=name, images=image, exit_codes=exit_code,
+                   before=before, since=since)
+    try:
+        page = ex.list(**filters, limit=limit, offset=offset, newest_first=newest_first)
+    except ValueError as exc:  # a name that is no regular expression
+        raise ApiError(422, "invalid_request", str(exc), "name") from None
+    total = ex.count(**filters)
     nxt = offset + limit if offset + limit < total else None
     return JSONResponse(
         {"jobs": [j.to_dict() for j in page], "total": total, "offset": offset, "limit": limit, "next_offset": nxt}
