@@ -3,6 +3,7 @@ submitters send it, and the background process the CLI starts when none is runni
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import ConveyorError
-from .home import Home
+from .home import Home, writing
 
 
 class SupervisorLock:
@@ -28,7 +29,8 @@ class SupervisorLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        with writing(self.path.parent):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,8 +71,15 @@ class SupervisorLock:
 
 
 def _wake_address(home: Home) -> str:
-    # Linux abstract socket: no file to clean up and no 108-byte path limit.
-    digest = hashlib.sha256(str(home.root).encode()).hexdigest()[:24]
+    """A Linux abstract socket: no file to clean up and no 108-byte path limit. Named after the
+    directory's path and inode, so a state directory removed and made again at the same path
+    has another name: an agent of the old one that still runs does not hold the new one's."""
+    try:
+        st = os.stat(home.root)
+        identity = f"{home.root}\0{st.st_dev}:{st.st_ino}"
+    except OSError:
+        identity = str(home.root)  # gone: nobody listens for it
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
     return f"\0conveyor-wake-{digest}"
 
 
@@ -78,8 +87,15 @@ class WakeReceiver:
     """The supervisor's end: a datagram socket submitters poke after queueing work."""
 
     def __init__(self, home: Home):
+        address = self._address = _wake_address(home)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(_wake_address(home))
+        try:
+            self._sock.bind(address)
+        except OSError as exc:
+            self._sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise wake_address_taken(home, address) from None
 
     def wait(self, timeout: float) -> bool:
         self._sock.settimeout(timeout)
@@ -98,10 +114,54 @@ class WakeReceiver:
         return True
 
     def poke(self) -> None:
-        wake(None, address=self._sock.getsockname())
+        # By the address kept, not the socket's: a job finalized while the supervisor closes
+        # pokes a closed socket, and getsockname() on it raised EBADF (a traceback in `run`).
+        wake(None, address=self._address)
 
     def close(self) -> None:
         self._sock.close()
+
+
+def wake_address_taken(home: Home, address: str) -> ConveyorError:
+    """Another process holds the wake-up socket of ``home`` without holding its lock: a
+    supervisor whose supervisor.lock was removed, say. Starting a second one would launch the
+    same jobs twice."""
+    pid = _abstract_socket_holder(address)
+    who = f"process {pid} ({_command_of(pid)})" if pid else "another process"
+    fix = f"stop that process (kill {pid})" if pid else "stop the conveyor process that still supervises it"
+    return ConveyorError(
+        f"cannot supervise {home.root}: {who} holds its wake-up socket but not its supervisor.lock "
+        f"(was the lock file removed while it ran?); {fix} and try again"
+    )
+
+
+def _abstract_socket_holder(address: str) -> int | None:
+    """The pid of a process with the abstract unix socket ``address`` open (Linux /proc; only
+    processes this user may look into)."""
+    name = "@" + address.lstrip("\0")
+    try:
+        with open("/proc/net/unix") as table:
+            inodes = {fields[6] for fields in map(str.split, table) if len(fields) > 7 and fields[7] == name}
+    except OSError:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in wanted for fd in fds):
+                return int(pid)
+        except OSError:
+            continue  # gone meanwhile, or not ours to look into
+    return None
+
+
+def _command_of(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = " ".join(a.decode(errors="replace") for a in argv).split()  # one line, whatever the argv holds
+    return " ".join(words)[:120]
 
 
 def wake(home: Home | None, address: str | bytes | None = None) -> None:
@@ -116,13 +176,17 @@ def wake(home: Home | None, address: str | bytes | None = None) -> None:
 
 def ensure_supervisor(home: Home, timeout: float = 15.0) -> int:
     """Start ``conveyor serve`` in the background unless a supervisor already holds the
-    state directory; return the supervisor's pid."""
+    state directory; return the supervisor's pid. One that cannot start raises a
+    ConveyorError with the one line it said why."""
     lock = SupervisorLock(home)
     pid = lock.holder()
     if pid:
         return pid
-    log = open(home.root / "supervisor.log", "ab")
-    subprocess.Popen(
+    log_path = home.root / "supervisor.log"
+    with writing(home.root):
+        log = open(log_path, "ab")
+    said_from = os.fstat(log.fileno()).st_size  # what this start writes comes after
+    proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "--home", str(home.root), "serve"],
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -138,9 +202,24 @@ def ensure_supervisor(home: Home, timeout: float = 15.0) -> int:
         pid = lock.holder()
         if pid and socket_answers(socket_path(home.root)):  # supervising and serving the API
             return pid
+        if not pid and proc.poll() is not None:  # it gave up (and no other process won the race)
+            raise ConveyorError(f"the background agent for {home.root} could not start: {_last_word(log_path, said_from)}")
         time.sleep(0.05)
-    tail = (home.root / "supervisor.log").read_text(errors="replace")[-2000:]
-    raise ConveyorError(f"the background supervisor did not start within {timeout:g}s; its log says:\n{tail}")
+    raise ConveyorError(f"the background agent did not start within {timeout:g}s; see {log_path}")
+
+
+def _last_word(log_path: Path, offset: int) -> str:
+    """The error line a failed ``conveyor serve`` wrote to its log after ``offset``."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    said = [line.removeprefix("conveyor: ") for line in lines if line.startswith("conveyor: ")]
+    if said:
+        return said[-1]
+    return f"{lines[-1] if lines else 'it exited without a word'} (see {log_path})"
 
 
 def stop_supervisor(home: Home, timeout: float = 30.0) -> int | None:
