@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from ..agent import home_root, socket_path
 from ..agent.auth import read_token
+from ..arguments import ARRAY_ID, job_ref, job_spec
 from ..errors import AgentError, ConveyorError
 from ..job import Job
 from ..operations import Verb, with_verbs
@@ -104,11 +105,11 @@ class Client(ReadMixin, WaitMixin, DataMixin):
 
     def ensure_image(self, spec: JobSpec) -> None:
         """Make the spec's image present on the agent's node (its pull policy applies)."""
+        job_spec("ensure_image", spec)
         self._http.call("POST", route("ensure_image"), body={"spec": _spec_json(spec)}, timeout=max(self._http.timeout, LONG))
 
     def submit(self, spec: JobSpec, *, hold: bool = False, idempotency_key: str | None = None, image_ready: bool = False) -> str:
-        if not isinstance(spec, JobSpec):
-            raise TypeError("submit() takes a JobSpec; build one with JobSpec(...) or JobSpec.from_file()")
+        job_spec("submit", spec)
         body = {"spec": _spec_json(spec), "hold": hold, "idempotency_key": idempotency_key}
         # the agent checks (and pulls) the image itself: allow a pull's time
         return self._http.call("POST", route("submit"), body=body, timeout=max(self._http.timeout, LONG))["id"]
@@ -118,6 +119,7 @@ class Client(ReadMixin, WaitMixin, DataMixin):
         *, hold: bool = False, image_ready: bool = False,
     ) -> str:
         """Queue one task per index in ``begin..end`` by ``step``; return the array id."""
+        job_spec("submit_array", spec)
         body = {"spec": _spec_json(spec), "begin": begin, "end": end, "step": step, "max_parallel": max_parallel, "hold": hold}
         return self._http.call("POST", route("submit_array"), body=body, timeout=max(self._http.timeout, LONG))["id"]
 
@@ -132,6 +134,7 @@ class Client(ReadMixin, WaitMixin, DataMixin):
         """Submit and return once the job runs (or failed to start).
 
         ``stdin`` works with an agent on this machine only (it is fed through the local engine)."""
+        job_spec("start", spec)
         feeds_stdin = stdin is not None and spec.stdin_open
         if feeds_stdin and not self.local:
             raise ConveyorError("stdin (-i) cannot be sent to a remote agent; run the job without it")
@@ -148,11 +151,13 @@ class Client(ReadMixin, WaitMixin, DataMixin):
         return job_id
 
     def run(self, spec: JobSpec, timeout: float | None = None) -> Job:
+        job_spec("run", spec)
         return self.wait(self.start(spec), timeout=timeout)
 
     # ------------------------------------------------------------------ verbs (operations.VERBS)
 
     def _perform(self, verb: Verb, ref: str, params: dict[str, Any], wait: bool) -> Job | None:
+        job_ref(verb.name, ref)  # the top of every verb method (operations.job_form)
         timeout = max(self._http.timeout, 120) if verb.method == "DELETE" else None
         path = verb.route.replace("{ref}", quote(str(ref), safe=""))
         answer = self._http.call(verb.method, path, params, timeout=timeout)
@@ -162,6 +167,7 @@ class Client(ReadMixin, WaitMixin, DataMixin):
         return self.wait(job.id) if wait else job
 
     def _apply_to_array(self, verb: Verb, ref: str, params: dict[str, Any]) -> dict:
+        job_ref(f"{verb.name}_array", ref, ARRAY_ID)  # the top of every <verb>_array method
         path = verb.array_route.replace("{ref}", quote(str(ref), safe=""))
         return self._http.call("POST", path, params, timeout=max(self._http.timeout, 600))
 

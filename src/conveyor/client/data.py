@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from ..arguments import job_ref
 from .base import ClientBase, route
 
 LONG = 3600.0  # requests that may hash the whole content store or load a large image
@@ -14,14 +15,17 @@ LONG = 3600.0  # requests that may hash the whole content store or load a large 
 
 class DataMixin(ClientBase):
     def filesets(self, ref: str, role: str = "output") -> dict[str, str]:
+        job_ref("filesets", ref)
         if role != "output":
             return {i.target: i.source for i in self.info(ref).spec.inputs}
         return self._http.call("GET", route("outputs", ref))["filesets"]
 
     def outputs(self, ref: str) -> list[dict]:
+        job_ref("outputs", ref)
         return self._http.call("GET", route("outputs", ref))["files"]
 
     def read_output(self, ref: str, path: str, out: BinaryIO | None = None) -> bytes | int:
+        job_ref("read_output", ref)
         resp = self._http.stream(route("read_output", ref), {"path": path})
         try:
             if out is None:
@@ -37,6 +41,7 @@ class DataMixin(ClientBase):
     def restore_outputs(self, ref: str, target: str | os.PathLike) -> list[str]:
         """Write every output file under ``target`` (output /out lands in target/out), each
         verified by the agent as it is read. Nothing is written outside ``target``."""
+        job_ref("restore_outputs", ref)
         from ..cas import check_path
 
         written = []
@@ -52,6 +57,8 @@ class DataMixin(ClientBase):
         return written
 
     def verify(self, ref: str | None = None) -> dict:
+        if ref is not None:
+            job_ref("verify", ref)
         return self._http.call("POST", route("verify"), {"job": ref}, timeout=max(self._http.timeout, LONG))
 
     def gc(self, dry_run: bool = False, grace: float = 600.0) -> dict:

@@ -7,6 +7,7 @@ import base64
 import json
 from typing import Any, Iterable, Iterator
 
+from ..arguments import ARRAY_ID, job_ref
 from ..errors import AgentError, ConveyorError
 from ..job import Job, Transition
 from ..state import JobState
@@ -17,6 +18,7 @@ STREAMS = ("stdout", "stderr")
 
 class ReadMixin(ClientBase):
     def info(self, ref: str) -> Job:
+        job_ref("info", ref)
         return self._job(self._http.call("GET", route("info", ref)))
 
     def list(
@@ -46,18 +48,22 @@ class ReadMixin(ClientBase):
         return 0 if params is None else self._http.call("GET", route("list"), {**params, "limit": 1, "offset": 0})["total"]
 
     def attempts(self, ref: str) -> list[dict]:
+        job_ref("attempts", ref)
         return self._http.call("GET", route("attempts", ref))
 
     def array(self, ref: str) -> dict:
+        job_ref("array", ref, ARRAY_ID)
         return self._http.call("GET", route("array", ref))
 
     def array_tasks(self, ref: str) -> list[tuple[str, int, JobState]]:
+        job_ref("array_tasks", ref, ARRAY_ID)
         return [(t["id"], t["index"], JobState(t["state"])) for t in self._http.call("GET", route("array_tasks", ref))]
 
     def logs(
         self, ref: str, stream: str = "all", *, tail: int | None = None, follow: bool = False, timestamps: bool = False
     ) -> Iterator[tuple[str, bytes]]:
         """Yield ``(stream, chunk)`` pairs, stdout and stderr kept apart (streamed over HTTP)."""
+        job_ref("logs", ref)
         if stream not in (*STREAMS, "all"):
             raise ValueError("stream must be 'stdout', 'stderr' or 'all'")
         params = {"stream": stream, "tail": tail, "follow": follow, "timestamps": timestamps or None}
@@ -83,6 +89,8 @@ class ReadMixin(ClientBase):
     def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True) -> Iterator[Transition]:
         """State transitions in commit order (Server-Sent Events): from now on, or after ``since``
         (a transition's seq; 0 for the whole history). ``follow=False`` ends at the present."""
+        if job is not None:
+            job_ref("events", job)
         return self._events(self._http.stream(route("events"), {"job": job, "since": since, "follow": follow}))
 
     def _events(self, resp) -> Iterator[Transition]:

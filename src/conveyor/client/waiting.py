@@ -8,6 +8,7 @@ import time
 from concurrent.futures import Future
 from typing import Iterable
 
+from ..arguments import job_ref, job_refs
 from ..errors import WaitTimeout
 from ..job import Job
 from .base import ClientBase, route
@@ -35,13 +36,15 @@ class WaitMixin(ClientBase):
 
     def wait(self, ref: str, timeout: float | None = None) -> Job:
         """Block until the job is Done or Failed; WaitTimeout after ``timeout`` seconds."""
+        job_ref("wait", ref)
         return self._wait(ref, "finished", timeout)
 
     def wait_started(self, ref: str, timeout: float | None = None) -> Job:
+        job_ref("wait_started", ref)
         return self._wait(ref, "started", timeout)
 
     def wait_any(self, refs: Iterable[str], timeout: float | None = None) -> Job:
-        ids = list(refs)
+        ids = job_refs("wait_any", refs)
         if not ids:
             raise ValueError("wait_any needs at least one job")
 
@@ -53,6 +56,7 @@ class WaitMixin(ClientBase):
     def future(self, ref: str, *, until: str = "finished") -> "Future[Job]":
         """A future resolved with the Job once it finished (or started); one thread
         long-polls for it."""
+        job_ref("future", ref)
         fut: Future = Future()
         job_id = self.info(ref).id
 
