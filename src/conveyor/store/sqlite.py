@@ -4,6 +4,7 @@ serialises its use, transactions and migration. What it can do comes from one mi
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin):
 
     def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
         if readonly:
             self._open_readonly()
             return
@@ -71,7 +73,7 @@ class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin):
             def __enter__(self):
                 store._lock.acquire()
                 try:
-                    with writing(store.path.parent):
+                    with store._writing():
                         store._db.execute("BEGIN IMMEDIATE")
                 except BaseException:
                     store._lock.release()
@@ -80,17 +82,22 @@ class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin):
             def __exit__(self, exc_type, exc, tb):
                 try:
                     if exc_type is None:
-                        with writing(store.path.parent):
+                        with store._writing():
                             store._commit()
                         return
                     store._rollback()
-                    error = unusable(store.path.parent, exc)
+                    error = None if store.readonly else unusable(store.path.parent, exc)
                     if error is not None:
                         raise error from exc
                 finally:
                     store._lock.release()
 
         return _Tx()
+
+    def _writing(self):
+        """Errors of writing the state directory as StateDirUnusable; a read-only store's refusal
+        to write is its own (sqlite3's), a mistake of its caller."""
+        return contextlib.nullcontext() if self.readonly else writing(self.path.parent)
 
     def _commit(self) -> None:
         try:
