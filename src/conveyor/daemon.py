@@ -3,6 +3,7 @@ submitters send it, and the agent the CLI starts in the background when none is 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import ConveyorError
-from .home import Home
+from .home import Home, writing
 
 
 class SupervisorLock:
@@ -28,7 +29,8 @@ class SupervisorLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        with writing(self.path.parent):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,8 +71,15 @@ class SupervisorLock:
 
 
 def _wake_address(home: Home) -> str:
-    # Linux abstract socket: no file to clean up and no 108-byte path limit.
-    digest = hashlib.sha256(str(home.root).encode()).hexdigest()[:24]
+    """A Linux abstract socket: no file to clean up and no 108-byte path limit. Named after the
+    directory's path and inode, so a state directory removed and made again at the same path
+    has another name: an agent of the old one that still runs does not hold the new one's."""
+    try:
+        st = os.stat(home.root)
+        identity = f"{home.root}\0{st.st_dev}:{st.st_ino}"
+    except OSError:
+        identity = str(home.root)  # gone: nobody listens for it
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
     return f"\0conveyor-wake-{digest}"
 
 
@@ -78,8 +87,15 @@ class WakeReceiver:
     """The supervisor's end: a datagram socket submitters poke after queueing work."""
 
     def __init__(self, home: Home):
+        address = self._address = _wake_address(home)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(_wake_address(home))
+        try:
+            self._sock.bind(address)
+        except OSError as exc:
+            self._sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise wake_address_taken(home, address) from None
 
     def wait(self, timeout: float) -> bool:
         self._sock.settimeout(timeout)
@@ -98,10 +114,54 @@ class WakeReceiver:
         return True
 
     def poke(self) -> None:
-        wake(None, address=self._sock.getsockname())
+        # By the address kept, not the socket's: a job finalized while the supervisor closes
+        # pokes a closed socket, and getsockname() on it raised EBADF (a traceback in `run`).
+        wake(None, address=self._address)
 
     def close(self) -> None:
         self._sock.close()
+
+
+def wake_address_taken(home: Home, address: str) -> ConveyorError:
+    """Another process holds the wake-up socket of ``home`` without holding its lock: a
+    supervisor whose supervisor.lock was removed, say. Starting a second one would launch the
+    same jobs twice."""
+    pid = _abstract_socket_holder(address)
+    who = f"process {pid} ({_command_of(pid)})" if pid else "another process"
+    fix = f"stop that process (kill {pid})" if pid else "stop the conveyor process that still supervises it"
+    return ConveyorError(
+        f"cannot supervise {home.root}: {who} holds its wake-up socket but not its supervisor.lock "
+        f"(was the lock file removed while it ran?); {fix} and try again"
+    )
+
+
+def _abstract_socket_holder(address: str) -> int | None:
+    """The pid of a process with the abstract unix socket ``address`` open (Linux /proc; only
+    processes this user may look into)."""
+    name = "@" + address.lstrip("\0")
+    try:
+        with open("/proc/net/unix") as table:
+            inodes = {fields[6] for fields in map(str.split, table) if len(fields) > 7 and fields[7] == name}
+    except OSError:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in wanted for fd in fds):
+                return int(pid)
+        except OSError:
+            continue  # gone meanwhile, or not ours to look into
+    return None
+
+
+def _command_of(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = " ".join(a.decode(errors="replace") for a in argv).split()  # one line, whatever the argv holds
+    return " ".join(words)[:120]
 
 
 def wake(home: Home | None, address: str | bytes | None = None) -> None:
@@ -118,14 +178,17 @@ def ensure_agent(root: Path, timeout: float = 30.0) -> None:
     """Make sure the agent of the state directory ``root`` answers on its socket, starting
     `conveyor serve` in the background (detached: it stays, like dockerd) when none does.
     Eight CLIs at once start one agent: the first to take ``agent.start.lock`` starts it,
-    the others wait on that lock and then find it answering."""
+    the others wait on that lock and then find it answering. An agent that cannot start
+    raises a ConveyorError with the one line it said why."""
     from .agent import socket_answers, socket_path
 
     sock = socket_path(root)
     if socket_answers(sock):
         return
     home = Home(root)
-    with open(home.root / "agent.start.lock", "a") as gate:
+    with writing(home.root):
+        gate = open(home.root / "agent.start.lock", "a")
+    with gate:
         fcntl.flock(gate, fcntl.LOCK_EX)
         if socket_answers(sock):
             return
@@ -136,20 +199,25 @@ def ensure_agent(root: Path, timeout: float = 30.0) -> None:
                 f"process {holder} supervises {home.root} but serves no API (an Executor embedded in a "
                 "program): the CLI needs the agent; end that program, or give the CLI another --home"
             )
-        proc = None if holder else _spawn_agent(home)
+        log_path = home.root / "supervisor.log"
+        started = None if holder else _spawn_agent(home, log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if socket_answers(sock):
                 return
-            if proc is not None and proc.poll() is not None:
-                raise ConveyorError(f"the agent exited with code {proc.returncode} at start; {_log_tail(home)}")
+            if started is not None and started[0].poll() is not None:  # it gave up
+                raise ConveyorError(f"the background agent for {home.root} could not start: {_last_word(log_path, started[1])}")
             time.sleep(0.02)
-    raise ConveyorError(f"the agent did not answer within {timeout:g}s; {_log_tail(home)}")
+    raise ConveyorError(f"the background agent for {home.root} did not answer within {timeout:g}s; see {log_path}")
 
 
-def _spawn_agent(home: Home) -> subprocess.Popen:
-    with open(home.root / "supervisor.log", "ab") as log:
-        return subprocess.Popen(
+def _spawn_agent(home: Home, log_path: Path) -> tuple[subprocess.Popen, int]:
+    """`conveyor serve` in the background; with where its log was when it started."""
+    with writing(home.root):
+        log = open(log_path, "ab")
+    with log:
+        said_from = os.fstat(log.fileno()).st_size  # what this start writes comes after
+        proc = subprocess.Popen(
             [sys.executable, "-m", "conveyor", "--home", str(home.root), "serve"],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -157,6 +225,7 @@ def _spawn_agent(home: Home) -> subprocess.Popen:
             start_new_session=True,  # outlives the CLI and its terminal
             close_fds=True,
         )
+    return proc, said_from
 
 
 def _is_agent(pid: int) -> bool:
@@ -169,12 +238,18 @@ def _is_agent(pid: int) -> bool:
     return b"serve" in argv
 
 
-def _log_tail(home: Home) -> str:
+def _last_word(log_path: Path, offset: int) -> str:
+    """The error line a failed ``conveyor serve`` wrote to its log after ``offset``."""
     try:
-        tail = (home.root / "supervisor.log").read_text(errors="replace")[-1500:].strip()
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return "its log (supervisor.log) cannot be read"
-    return f"the end of its log ({home.root / 'supervisor.log'}):\n{tail}" if tail else "its log is empty"
+        lines = []
+    said = [line.removeprefix("conveyor: ") for line in lines if line.startswith("conveyor: ")]
+    if said:
+        return said[-1]
+    return f"{lines[-1] if lines else 'it exited without a word'} (see {log_path})"
 
 
 def stop_supervisor(home: Home, timeout: float = 30.0) -> int | None:

@@ -7,6 +7,7 @@ the agent answers with it and the client raises the same exception from it.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -104,6 +105,36 @@ class WaitTimeout(ConveyorError, TimeoutError):
         return _with_message(cls(details.get("job_id", ""), "finished", 0), message)
 
 
+class StateDirUnusable(ConveyorError):
+    """The state directory cannot be written: not writable for this user, on a full disk or a
+    read-only file system, or gone. Nothing was recorded. ``problem`` is one of PROBLEMS (what
+    happened, what to do); :func:`conveyor.home.unusable` finds out which."""
+
+    code, status = "state_dir_unusable", 507  # Insufficient Storage: it cannot store anything
+    _ELSEWHERE = "use another one with --home or CONVEYOR_HOME"
+    PROBLEMS = {
+        "not_writable": ("is not writable", "make it and its files writable for this user (chmod -R u+w {root}) or " + _ELSEWHERE),
+        "cannot_create": ("cannot be created", "make {parent} writable for this user or " + _ELSEWHERE),
+        "not_a_directory": ("is not a directory", "remove what is there or " + _ELSEWHERE),
+        "full": ("is on a full disk", "free some space on its disk or " + _ELSEWHERE),
+        "read_only": ("is on a read-only file system", _ELSEWHERE),
+        "gone": ("was removed while in use", "run the command again to start afresh"),
+    }
+
+    def __init__(self, root: str, problem: str | None = None):
+        self.root, self.problem = str(root), problem
+        what, fix = self.PROBLEMS.get(problem, ("cannot be written", "check it, or " + self._ELSEWHERE))
+        parent = os.path.dirname(str(root).rstrip("/")) or "/"
+        super().__init__(f"the state directory {root} {what}: {fix.format(root=root, parent=parent)}")
+
+    def details(self) -> dict[str, Any]:
+        return {"root": self.root, "problem": self.problem}
+
+    @classmethod
+    def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "StateDirUnusable":
+        return _with_message(cls(details.get("root", ""), details.get("problem")), message)
+
+
 class PolicyRefused(ConveyorError, PermissionError):
     """The policy a caller's token is bound to does not allow this job (the agent answers 403).
 
@@ -192,9 +223,13 @@ class AgentError(ConveyorError):
 class AgentUnreachable(AgentError):
     """Nothing answers at the agent's address, or the connection to it broke."""
 
-    def __init__(self, url: str, reason: str):
+    def __init__(self, url: str, reason: str, remote: bool = False):
         self.url = url
-        super().__init__(f"cannot reach the agent at {url}: {reason}")
+        fix = (
+            "start one there with 'conveyor serve', or fix CONVEYOR_HOST (unset it to use this machine's agent)"
+            if remote else "the CLI starts it again when needed; its log is supervisor.log in the state directory"
+        )
+        super().__init__(f"cannot reach the agent at {url}: {reason}; {fix}")
 
 
 # Every code the agent answers with, and the exception a client raises for it. Codes not
@@ -204,7 +239,7 @@ ERRORS_BY_CODE: dict[str, type[ConveyorError]] = {
     cls.code: cls
     for cls in (
         InvalidSpec, PolicyRefused, JobNotFound, InvalidState, WaitTimeout, ImageNotFound, EngineUnavailable,
-        NotSupported, ConveyorError,
+        NotSupported, StateDirUnusable, ConveyorError,
     )
 }
 

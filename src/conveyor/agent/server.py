@@ -7,6 +7,7 @@ jobs keep running and the next agent re-attaches them.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -17,12 +18,18 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..errors import ConveyorError
-from ..home import Home
+from ..home import Home, writing
 from . import INFO_NAME, socket_path
 
 log = logging.getLogger("conveyor.agent")
+
+# What a running agent looks at, every WATCH_INTERVAL seconds, to notice that its state
+# directory was removed (or replaced) under it: a few stats, nothing read.
+WATCH_INTERVAL = 2.0
+WATCHED = ("conveyor.db", "supervisor.lock")
 
 
 def parse_tcp(text: str) -> tuple[str, int]:
@@ -57,7 +64,11 @@ def bind_unix(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        sock.bind(str(path))
+        with writing(path.parent):
+            sock.bind(str(path))
+    except BaseException:
+        sock.close()
+        raise
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
@@ -68,17 +79,33 @@ def bind_unix(path: Path) -> socket.socket:
 
 def bind_tcp(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=512, reuse_port=False)
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=512, reuse_port=False)
+    except OSError as exc:
+        raise tcp_refused(host, port, exc) from None
     sock.set_inheritable(True)
     return sock
 
 
+def tcp_refused(host: str, port: int, exc: OSError) -> ConveyorError:
+    """Why ``--tcp HOST:PORT`` cannot be listened on, and what to do instead."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return ConveyorError(f"cannot listen on {where}: another process uses that port; stop it or give --tcp another port")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConveyorError(f"cannot listen on {where}: no network interface of this machine has that address; give --tcp one of its addresses")
+    if exc.errno == errno.EACCES:
+        return ConveyorError(f"cannot listen on {where}: ports below 1024 need privileges; give --tcp a port of 1024 or more")
+    return ConveyorError(f"cannot listen on {where}: {exc.strerror or exc}; give --tcp another address")
+
+
 def _write_info(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    with writing(path.parent):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
 
 
 def read_info(root: Path) -> dict | None:
@@ -86,6 +113,53 @@ def read_info(root: Path) -> dict | None:
         return json.loads((root / INFO_NAME).read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+class StateDirWatch:
+    """Notices, within ``interval`` seconds, that the state directory an agent serves was removed
+    or replaced (the supervisor.lock at its path is no longer this process's), or lost its
+    database; then logs why and calls ``on_gone()`` once.
+
+    Such an agent serves nothing any more: its store is an unlinked file nobody else reads, and
+    the directory now at that path needs an agent of its own, which this one must not stand in
+    for (its socket answers for a path that is no longer its directory)."""
+
+    def __init__(self, home: Home, on_gone: Callable[[], None], interval: float = WATCH_INTERVAL):
+        from ..daemon import SupervisorLock
+
+        self.home, self._on_gone, self.interval = home, on_gone, interval
+        self._lock = SupervisorLock(home)  # a second look at the file: held by this process?
+        self._first = home.identity(home.db.name)
+        self._done = threading.Event()
+
+    def start(self) -> "StateDirWatch":
+        threading.Thread(target=self._watch, name="conveyor-state-dir-watch", daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self._done.set()
+
+    @property
+    def ours(self) -> bool:
+        """The path still names the directory this agent supervises (it holds its lock)."""
+        return self._lock.holder() == os.getpid()
+
+    def what_changed(self) -> str | None:
+        if not self.home.root.is_dir():
+            return f"the state directory {self.home.root} was removed"
+        if not self.ours:
+            return f"the state directory {self.home.root} was replaced, or its {self._lock.path.name} removed"
+        if self._first is None or self.home.identity(self.home.db.name) != self._first:
+            return f"{self.home.db} was removed or replaced"
+        return None
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.interval):
+            why = self.what_changed()
+            if why:
+                log.warning("%s; stopping this agent (its running jobs keep running in the engine)", why)
+                self._on_gone()
+                return
 
 
 def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print, tcp_allow_owner: bool = False) -> None:
@@ -105,7 +179,8 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
     from .tokens import Callers
 
     root = Home(home).root
-    policy = PolicyFile(root)
+    with writing(root):
+        policy = PolicyFile(root)
     if policy.error:  # a broken node policy file stops the start, loudly
         raise ConveyorError(f"policy file: {policy.error}")
     tcp_addr = parse_tcp(tcp) if tcp else None
@@ -130,11 +205,14 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
         holder = SupervisorLock(ex.home).holder()
         ex.close()
         raise ConveyorError(f"process {holder} already supervises {root}; stop it with 'conveyor serve --stop'")
+    # From now on: the state directory removed under this agent stops it as a SIGTERM does.
+    watch = StateDirWatch(ex.home, lambda: on_signal(signal.SIGTERM, None)).start()
     sockets: list[socket.socket] = []
     sock_file = socket_path(root)
     info_file = root / INFO_NAME
     try:
-        callers = Callers(root, policy)
+        with writing(root):
+            callers = Callers(root, policy)
         sockets.append(bind_unix(sock_file))
         url = None
         if tcp_addr:
@@ -166,11 +244,13 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
     finally:
         for s in sockets:
             s.close()
-        for path in (sock_file, info_file):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+        watch.close()
+        if watch.ours:  # else these paths are another agent's now, or gone
+            for path in (sock_file, info_file):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
         ex.close()
     announce("conveyor: agent stopped; running jobs keep running")
     # A request thread may still be blocked for a client that was following a job which

@@ -318,9 +318,9 @@ class AgentAPI:
                     return
                 else:
                     yield frame
-            raise AgentUnreachable(self.url, "the agent closed the stream before its end")
+            raise AgentUnreachable(self.url, "the agent closed the stream before its end", self.http.remote)
         except OSError as exc:
-            raise AgentUnreachable(self.url, f"the stream broke: {exc}") from None
+            raise AgentUnreachable(self.url, f"the stream broke: {exc}", self.http.remote) from None
         finally:
             resp.close()
 

@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, BinaryIO, Iterable, Iterator
 
+from ..arguments import ARRAY_ID, job_ref, job_refs, job_spec
 from ..errors import ConveyorError
 from ..job import Job, Transition
 from ..operations import Verb, with_verbs
@@ -107,16 +108,16 @@ class Client:
     # ------------------------------------------------------------------ submit and run
 
     def ensure_image(self, spec: JobSpec) -> None:
-        self.api.ensure_image(_spec_json(spec))
+        self.api.ensure_image(_spec_json("ensure_image", spec))
 
     def submit(self, spec: JobSpec, *, hold: bool = False, idempotency_key: str | None = None, image_ready: bool = False) -> str:
-        return self.api.submit(_spec_json(spec), hold=hold, idempotency_key=idempotency_key)["id"]
+        return self.api.submit(_spec_json("submit", spec), hold=hold, idempotency_key=idempotency_key)["id"]
 
     def submit_array(
         self, spec: JobSpec, begin: int, end: int, step: int = 1, max_parallel: int | None = None,
         *, hold: bool = False, image_ready: bool = False,
     ) -> str:
-        return self.api.submit_array(_spec_json(spec), begin, end, step, max_parallel, hold=hold)["id"]
+        return self.api.submit_array(_spec_json("submit_array", spec), begin, end, step, max_parallel, hold=hold)["id"]
 
     def start(
         self,
@@ -128,6 +129,7 @@ class Client:
     ) -> str:
         """Submit and return once the job runs (or failed to start); ``stdin`` (with
         ``stdin_open`` in the spec) is streamed to it through the agent."""
+        job_spec("start", spec)
         job_id = self.submit(spec, idempotency_key=idempotency_key, image_ready=image_ready)
         job = self.wait_started(job_id)
         if stdin is not None and spec.stdin_open and not job.state.is_final:
@@ -136,6 +138,7 @@ class Client:
 
     def attach_stdin(self, ref: str, source: BinaryIO) -> None:
         """Copy ``source`` to the job's stdin through the agent, in the background."""
+        job_ref("attach_stdin", ref)
 
         def send() -> None:
             try:
@@ -146,11 +149,12 @@ class Client:
         threading.Thread(target=send, daemon=True, name="conveyor-stdin").start()
 
     def run(self, spec: JobSpec, timeout: float | None = None) -> Job:
-        return self.wait(self.start(spec), timeout=timeout)
+        return self.wait(self.start(job_spec("run", spec)), timeout=timeout)
 
     # ------------------------------------------------------------------ verbs (operations.VERBS)
 
     def _perform(self, verb: Verb, ref: str, params: dict[str, Any], wait: bool) -> Job | None:
+        job_ref(verb.name, ref)  # the top of every verb method (operations.job_form)
         answer = self.api.perform(verb, ref, params)
         if not verb.returns_job:
             return None
@@ -158,12 +162,13 @@ class Client:
         return self.wait(job.id) if wait else job
 
     def _apply_to_array(self, verb: Verb, ref: str, params: dict[str, Any]) -> dict:
+        job_ref(f"{verb.name}_array", ref, ARRAY_ID)  # the top of every <verb>_array method
         return self.api.perform_array(verb, ref, params)
 
     # ------------------------------------------------------------------ reading
 
     def info(self, ref: str) -> Job:
-        return self._job(self.api.info(ref))
+        return self._job(self.api.info(job_ref("info", ref)))
 
     def list(
         self,
@@ -201,18 +206,19 @@ class Client:
         return 0 if params is None else self.api.list({**params, "limit": 1, "offset": 0})["total"]
 
     def attempts(self, ref: str) -> list[dict]:
-        return self.api.attempts(ref)
+        return self.api.attempts(job_ref("attempts", ref))
 
     def array(self, ref: str) -> dict:
-        return self.api.array(ref)
+        return self.api.array(job_ref("array", ref, ARRAY_ID))
 
     def array_tasks(self, ref: str) -> list[tuple[str, int, JobState]]:
-        return [(t["id"], t["index"], JobState(t["state"])) for t in self.api.array_tasks(ref)]
+        return [(t["id"], t["index"], JobState(t["state"])) for t in self.api.array_tasks(job_ref("array_tasks", ref, ARRAY_ID))]
 
     def logs(
         self, ref: str, stream: str = "all", *, tail: int | None = None, follow: bool = False, timestamps: bool = False
     ) -> Iterator[tuple[str, bytes]]:
         """Yield ``(stream, chunk)`` pairs, stdout and stderr kept apart (streamed over HTTP)."""
+        job_ref("logs", ref)
         if stream not in (*STREAMS, "all"):
             raise ValueError("stream must be 'stdout', 'stderr' or 'all'")
         return self.api.logs(ref, stream, tail=tail, follow=follow, timestamps=timestamps)
@@ -220,19 +226,21 @@ class Client:
     def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True) -> Iterator[Transition]:
         """State transitions in commit order (Server-Sent Events): from now on, or after ``since``
         (a transition's seq; 0 for the whole history). ``follow=False`` ends at the present."""
+        if job is not None:
+            job_ref("events", job)
         return (Transition.from_dict(t) for t in self.api.events(job, since=since, follow=follow))
 
     # ------------------------------------------------------------------ waiting (long-polls)
 
     def wait(self, ref: str, timeout: float | None = None) -> Job:
         """Block until the job is Done or Failed; WaitTimeout after ``timeout`` seconds."""
-        return self._job(self.api.wait(ref, "finished", timeout))
+        return self._job(self.api.wait(job_ref("wait", ref), "finished", timeout))
 
     def wait_started(self, ref: str, timeout: float | None = None) -> Job:
-        return self._job(self.api.wait(ref, "started", timeout))
+        return self._job(self.api.wait(job_ref("wait_started", ref), "started", timeout))
 
     def wait_any(self, refs: Iterable[str], timeout: float | None = None) -> Job:
-        ids = list(refs)
+        ids = job_refs("wait_any", refs)
         if not ids:
             raise ValueError("wait_any needs at least one job")
         return self._job(self.api.wait_any(ids, timeout))
@@ -241,7 +249,7 @@ class Client:
         """A future resolved with the Job once it finished (or started); one thread
         long-polls for it."""
         fut: Future = Future()
-        job_id = self.info(ref).id
+        job_id = self.info(job_ref("future", ref)).id
 
         def poll() -> None:
             try:
@@ -268,23 +276,24 @@ class Client:
     # ------------------------------------------------------------------ data (README: Data)
 
     def filesets(self, ref: str, role: str = "output") -> dict[str, str]:
+        job_ref("filesets", ref)
         if role != "output":
             return {i.target: i.source for i in self.info(ref).spec.inputs}
         return self.api.outputs(ref)["filesets"]
 
     def outputs(self, ref: str) -> list[dict]:
-        return self.api.outputs(ref)["files"]
+        return self.api.outputs(job_ref("outputs", ref))["files"]
 
     def read_output(self, ref: str, path: str, out: BinaryIO | None = None) -> bytes | int:
-        return self.api.read_output(ref, path, out)
+        return self.api.read_output(job_ref("read_output", ref), path, out)
 
     def restore_outputs(self, ref: str, target: str | os.PathLike) -> list[str]:
         """Write every output file under ``target`` (output /out lands in target/out), each
         verified by the agent as it is read. Nothing is written outside ``target``."""
-        return self.api.restore_outputs(ref, target)
+        return self.api.restore_outputs(job_ref("restore_outputs", ref), target)
 
     def verify(self, ref: str | None = None) -> dict:
-        return self.api.verify(ref)
+        return self.api.verify(None if ref is None else job_ref("verify", ref))
 
     def gc(self, dry_run: bool = False, grace: float = 600.0) -> dict:
         return self.api.gc(dry_run, grace)
@@ -294,10 +303,8 @@ class Client:
         return self.api.load_image(path)
 
 
-def _spec_json(spec: JobSpec) -> dict:
-    if not isinstance(spec, JobSpec):
-        raise TypeError("a JobSpec is needed; build one with JobSpec(...) or JobSpec.from_file()")
-    return spec.model_dump(mode="json", exclude_defaults=True)
+def _spec_json(method: str, spec: JobSpec) -> dict:
+    return job_spec(method, spec).model_dump(mode="json", exclude_defaults=True)
 
 
 def _state_names(states: Iterable[JobState | str] | None) -> list[str] | None:

@@ -33,6 +33,7 @@ class Transport:
                 raise AgentError(f"agent address {url!r}: use http://HOST:PORT or unix:///path/agent.sock")
             self.address = (parts.hostname, parts.port or 80)
         self.url = url or f"unix://{self.address}"
+        self.remote = url is not None  # given by the caller ($CONVEYOR_HOST), not this state directory's
         self.timeout = timeout
         self.token = token
         self._tls = threading.local()
@@ -86,13 +87,13 @@ class Transport:
                 conn.close()
                 if reused and attempt == 0 and upload is None:
                     continue  # the agent closed an idle kept-alive connection: once more on a fresh one
-                raise AgentUnreachable(self.url, f"the connection broke: {exc}") from None
+                raise AgentUnreachable(self.url, f"the connection broke: {exc}", self.remote) from None
             except TimeoutError:
                 conn.close()
                 raise AgentError(f"the agent at {self.url} did not answer within {conn.timeout:g}s") from None
             except OSError as exc:
                 conn.close()
-                raise AgentUnreachable(self.url, exc.strerror or str(exc)) from None
+                raise AgentUnreachable(self.url, exc.strerror or str(exc), self.remote) from None
             if resp.status >= 400:
                 raise error_from(resp.status, payload)
             if resp.status == 204 or not payload:
@@ -115,7 +116,7 @@ class Transport:
             resp = conn.request(method, self.target(path, params), self.headers(content_type), data)
         except OSError as exc:
             conn.close()
-            raise AgentUnreachable(self.url, getattr(exc, "strerror", None) or str(exc)) from None
+            raise AgentUnreachable(self.url, getattr(exc, "strerror", None) or str(exc), self.remote) from None
         if resp.status >= 400:
             payload = resp.read()
             conn.close()

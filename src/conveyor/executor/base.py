@@ -7,6 +7,7 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
+from ..arguments import job_ref
 from ..errors import InvalidState
 from ..job import Job
 from ..store import JobRecord
@@ -53,4 +54,5 @@ class ExecutorBase:
         self._mode.changed(job_id)
 
     def info(self, ref: str) -> Job:
+        job_ref("info", ref)
         return self._job(self._record(ref))

@@ -11,6 +11,7 @@ import shutil
 import time
 from typing import Any, BinaryIO
 
+from ..arguments import ARRAY_ID, job_ref
 from ..errors import ConveyorError, EngineError, InvalidState
 from ..job import Job
 from ..operations import CANCEL, DISCARD_CONTAINER, HOLD, RELEASE, REMOVE, RESIZE, RESUME, SUSPEND, Verb
@@ -24,25 +25,30 @@ _RELEASED = {held: waiting for waiting, held in _HELD.items()}
 
 class ControlMixin(ExecutorBase):
     def hold(self, ref: str) -> Job:
+        job_ref("hold", ref)
         rec = self._record_for(HOLD, ref)
         self._move(HOLD, rec.id, rec.state, _HELD[rec.state], Substate.HELD, reason="held")
         return self.info(rec.id)
 
     def release(self, ref: str) -> Job:
+        job_ref("release", ref)
         rec = self._record_for(RELEASE, ref)
         self._move(RELEASE, rec.id, rec.state, _RELEASED[rec.state], None, reason="released")
         self._mode.wake()
         return self.info(rec.id)
 
     def suspend(self, ref: str) -> Job:
+        job_ref("suspend", ref)
         return self._pause(SUSPEND, ref, JobState.SUSPENDED)
 
     def resume(self, ref: str) -> Job:
+        job_ref("resume", ref)
         return self._pause(RESUME, ref, JobState.RUNNING)
 
     def cancel(self, ref: str, grace: float | None = None, *, wait: bool = True) -> Job:
         """A waiting job fails at once; a started one gets SIGTERM, then SIGKILL after
         ``grace`` seconds (default: the spec's stop_grace)."""
+        job_ref("cancel", ref)
         rec = self._record_for(CANCEL, ref)
         if rec.state in WAITING_STATES or rec.container_id is None:
             self.store.transition(rec.id, JobState.FAILED, Substate.CANCELLED, reason="cancelled", finished_at=time.time())
@@ -52,6 +58,7 @@ class ControlMixin(ExecutorBase):
         return self.wait(rec.id) if wait else self.info(rec.id)
 
     def remove(self, ref: str, force: bool = False) -> None:
+        job_ref("remove", ref)
         rec = self._record(ref)
         if not REMOVE.allows(rec.state):
             if not force:
@@ -64,11 +71,13 @@ class ControlMixin(ExecutorBase):
         self.store.delete(rec.id)
 
     def discard_container(self, ref: str) -> None:
+        job_ref("discard_container", ref)
         rec = self._record_for(DISCARD_CONTAINER, ref)
         if rec.container_id:
             self.backend.remove(rec.container_id)
 
     def resize(self, ref: str, height: int, width: int) -> None:
+        job_ref("resize", ref)
         self.backend.capabilities.require(self.backend.name, "tty", "resize a job's terminal")
         rec = self._record_for(RESIZE, ref)
         if not rec.spec.tty:
@@ -76,6 +85,7 @@ class ControlMixin(ExecutorBase):
         self.backend.resize(rec.container_id, height, width)
 
     def attach_stdin(self, ref: str, source: BinaryIO) -> None:
+        job_ref("attach_stdin", ref)
         self.backend.capabilities.require(self.backend.name, "stdin", "feed stdin to a job")
         rec = self._record(ref)
         if not rec.spec.stdin_open:
@@ -106,6 +116,7 @@ class ControlMixin(ExecutorBase):
         """The verb on every task of the array in a state it applies to: waiting tasks first,
         so none of them starts while the running ones are handled. Tasks that moved on
         meanwhile are skipped. A verb that ends jobs returns once they have ended."""
+        job_ref(f"{verb.name}_array", ref, ARRAY_ID)
         array_id = self._array_record(ref).id
         act = getattr(self, verb.name)
         if verb.ends_job:

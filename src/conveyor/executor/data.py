@@ -9,6 +9,7 @@ import os
 import time
 from typing import TYPE_CHECKING, BinaryIO
 
+from ..arguments import job_ref
 from ..errors import JobNotFound
 from .base import ExecutorBase
 
@@ -29,11 +30,13 @@ class DataMixin(ExecutorBase):
 
     def filesets(self, ref: str, role: str = "output") -> dict[str, str]:
         """A job's filesets of one role: container path -> fileset digest."""
+        job_ref("filesets", ref)
         rec = self._record(ref)
         return {t: d for _, _, t, d in self.store.filesets(rec.id, role)}
 
     def outputs(self, ref: str) -> list[dict]:
         """Every captured output file: output path, path inside it, size, digest, mode."""
+        job_ref("outputs", ref)
         out = []
         for target, digest in self.filesets(ref).items():
             fs = self.blobs.fileset(digest)
@@ -56,6 +59,7 @@ class DataMixin(ExecutorBase):
 
     def read_output(self, ref: str, path: str, out: BinaryIO | None = None) -> bytes | int:
         """One output file's bytes (verified); written to ``out`` instead when given."""
+        job_ref("read_output", ref)
         entry = self._output_entry(ref, path)
         if out is not None:
             return self.blobs.copy_to(entry.digest, out)
@@ -64,6 +68,7 @@ class DataMixin(ExecutorBase):
     def restore_outputs(self, ref: str, target: str | os.PathLike) -> list[str]:
         """Write every output fileset under ``target``: output /out lands in target/out.
         Nothing is written outside ``target``."""
+        job_ref("restore_outputs", ref)
         written = []
         for out_path, digest in self.filesets(ref).items():
             dest = os.path.join(target, out_path.lstrip("/"))
@@ -74,6 +79,8 @@ class DataMixin(ExecutorBase):
     def verify(self, ref: str | None = None) -> dict:
         """Re-hash blobs (a job's, or every blob with ``ref`` None) and report each corrupt
         or missing one with the jobs that reference it: {"checked": n, "bad": [...]}."""
+        if ref is not None:
+            job_ref("verify", ref)
         from ..cas import CasError
 
         rows = self.store.filesets(self._record(ref).id if ref else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Iterator
 
+from ..arguments import ARRAY_ID, job_ref
 from ..errors import ConveyorError, JobNotFound
 from ..job import Job, Transition
 from ..logfiles import STREAMS, saved_after, saved_logs
@@ -69,6 +70,7 @@ class ReadMixin(ExecutorBase):
     def attempts(self, ref: str) -> list[dict]:
         """Every attempt of a job run with retries: state, exit code, times and where its
         logs are (logs/<job>/attempt-N for earlier ones; the last one's are the job's own)."""
+        job_ref("attempts", ref)
         rec = self._record(ref)
         out = self.store.attempts(rec.id)
         for a in out:
@@ -80,6 +82,7 @@ class ReadMixin(ExecutorBase):
 
     def array(self, ref: str) -> dict:
         """An array's summary: its range, max-parallel and how many tasks are in each state."""
+        job_ref("array", ref, ARRAY_ID)
         array = self._array_record(ref)
         counts = self.store.array_counts(array.id)
         return {
@@ -95,6 +98,7 @@ class ReadMixin(ExecutorBase):
 
     def array_tasks(self, ref: str) -> list[tuple[str, int, JobState]]:
         """(job id, index, state) of each task of an array, in index order."""
+        job_ref("array_tasks", ref, ARRAY_ID)
         return self.store.array_tasks(self._array_record(ref).id)
 
     def _array_record(self, ref: str) -> ArrayRecord:
@@ -121,6 +125,10 @@ class ReadMixin(ExecutorBase):
         ``timestamps`` each line starts with the RFC3339Nano time it was written and a space,
         as ``docker logs --timestamps`` prints it (for finished jobs, the times saved with
         the logs)."""
+        job_ref("logs", ref)  # here, not in the generator: a wrong argument fails at the call
+        return self._logs(ref, stream, tail, follow, timestamps)
+
+    def _logs(self, ref: str, stream: str, tail: int | None, follow: bool, timestamps: bool) -> Iterator[tuple[str, bytes]]:
         if stream not in (*STREAMS, "all"):
             raise ValueError("stream must be 'stdout', 'stderr' or 'all'")
         streams = STREAMS if stream == "all" else (stream,)
@@ -151,6 +159,11 @@ class ReadMixin(ExecutorBase):
         """State transitions in commit order: those after seq ``since`` (0: the whole history;
         None: from now on), then with ``follow`` each new one as it is committed, until the
         executor is closed. The append-only table is polled by seq: one small query a tick."""
+        if job is not None:
+            job_ref("events", job)
+        return self._events(job, since, follow)
+
+    def _events(self, job: str | None, since: int | None, follow: bool) -> Iterator[Transition]:
         job_id = self.store.resolve(job) if job is not None else None
         last = self.last_seq() if since is None else since
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import BinaryIO
 
+from ..arguments import job_spec
 from ..capacity import check_possible, request_for
 from ..errors import EngineError, InvalidSpec, InvalidState, JobNotFound
 from ..job import Job
@@ -28,6 +29,7 @@ class SubmitMixin(ExecutorBase):
 
     def ensure_image(self, spec: JobSpec) -> None:
         """Make the spec's image present on the node, as its pull policy says."""
+        job_spec("ensure_image", spec)
         self.backend.ensure_image(spec)
         self._images_seen[spec.image] = time.monotonic()
 
@@ -45,8 +47,7 @@ class SubmitMixin(ExecutorBase):
         recorded. ``idempotency_key`` ("digest" for the spec's content digest) makes a second
         submit with the same key return the first job instead of running another.
         """
-        if not isinstance(spec, JobSpec):
-            raise TypeError("submit() takes a JobSpec; build one with JobSpec(...) or JobSpec.from_file()")
+        job_spec("submit", spec)
         if idempotency_key == "digest":
             idempotency_key = spec.digest()
         existing = idempotency_key and self.store.by_idempotency_key(idempotency_key)
@@ -85,8 +86,7 @@ class SubmitMixin(ExecutorBase):
         """Queue one task per index in ``begin..end`` (inclusive) by ``step``; return the array
         id. Each task sees its index as CONVEYOR_TASK_ID (and TASK_ID); at most
         ``max_parallel`` tasks run at once. A bad range creates nothing."""
-        if not isinstance(spec, JobSpec):
-            raise TypeError("submit_array() takes a JobSpec")
+        job_spec("submit_array", spec)
         limit = self.scheduling.limits.max_array_size
         text = f"{begin}-{end}:{step}"
         if step <= 0:
@@ -132,6 +132,7 @@ class SubmitMixin(ExecutorBase):
         Failed/start_failed with the engine's message, and no container is left behind.
         With ``stdin`` (and ``stdin_open`` in the spec) the data is fed to the job.
         """
+        job_spec("start", spec)
         feeds_stdin = stdin is not None and spec.stdin_open
         if feeds_stdin:
             self.backend.capabilities.require(self.backend.name, "stdin", "feed stdin to a job")
@@ -148,6 +149,7 @@ class SubmitMixin(ExecutorBase):
 
     def run(self, spec: JobSpec, timeout: float | None = None) -> Job:
         """Start a job and wait for its end. The result carries state, exit code and logs."""
+        job_spec("run", spec)
         return self.wait(self.start(spec), timeout=timeout)
 
     # ------------------------------------------------------------------ admission

@@ -110,4 +110,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (image_id, file_digest)
     );
     """,
+    # 4: listings in creation order (ps, newest first) read a page of this index instead of
+    # sorting the whole history.
+    """
+    CREATE INDEX jobs_created ON jobs(created_at);
+    """,
 ]

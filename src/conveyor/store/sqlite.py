@@ -4,11 +4,13 @@ serialises its use, transactions and migration. What it can do comes from one mi
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
 from urllib.parse import quote
 
+from ..home import unusable, writing
 from .arrays import ArraysMixin
 from .data import DataMixin
 from .jobs import JobsMixin
@@ -22,17 +24,21 @@ class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin):
 
     def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
         if readonly:
             self._open_readonly()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared by the executor's few threads; the lock serialises use.
-        # Other processes (a CLI reading `ps`) open their own and WAL keeps readers unblocked.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        # An unwritable, full or read-only state directory fails here, before anything is
+        # recorded, as StateDirUnusable (and so does any write below: see _tx).
+        with writing(self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One connection shared by the executor's few threads; the lock serialises use.
+            # Other processes (a CLI reading `ps`) open their own and WAL keeps readers unblocked.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
 
     def _open_readonly(self) -> None:
@@ -59,20 +65,52 @@ class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin):
         return self._db.execute("PRAGMA user_version").fetchone()[0]
 
     def _tx(self):
+        """A write transaction. A full disk or an unwritable directory (at BEGIN, any statement
+        or COMMIT) rolls it back and raises StateDirUnusable: nothing of it is recorded."""
         store = self
 
         class _Tx:
             def __enter__(self):
                 store._lock.acquire()
-                store._db.execute("BEGIN IMMEDIATE")
+                try:
+                    with store._writing():
+                        store._db.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    store._lock.release()
+                    raise
 
             def __exit__(self, exc_type, exc, tb):
                 try:
-                    store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                    if exc_type is None:
+                        with store._writing():
+                            store._commit()
+                        return
+                    store._rollback()
+                    error = None if store.readonly else unusable(store.path.parent, exc)
+                    if error is not None:
+                        raise error from exc
                 finally:
                     store._lock.release()
 
         return _Tx()
+
+    def _writing(self):
+        """Errors of writing the state directory as StateDirUnusable; a read-only store's refusal
+        to write is its own (sqlite3's), a mistake of its caller."""
+        return contextlib.nullcontext() if self.readonly else writing(self.path.parent)
+
+    def _commit(self) -> None:
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback()  # a failed COMMIT (disk full) may leave the transaction open
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # SQLite rolled it back itself (after a full disk or an I/O error)
 
     def close(self) -> None:
         with self._lock:
