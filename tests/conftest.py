@@ -224,14 +224,13 @@ def ex(state_dir):
             executor.close()
 
 
-@pytest.fixture
-def cli(state_dir, docker_client, test_image):
-    """The console script on the test's state directory (see helpers.Cli). Afterwards any
-    agent it started is stopped and every container of its executor removed."""
-    from conveyor.daemon import stop_supervisor
+def _cli(state_dir, docker_client, test_image, agent_first: bool):
+    from conveyor.daemon import ensure_agent, stop_supervisor
     from conveyor.home import Home
 
     c = Cli(state_dir, docker_client, test_image)
+    if agent_first:
+        ensure_agent(state_dir)
     yield c
     # Hygiene only (assertions about leftovers are made inside the tests).
     stop_supervisor(Home(state_dir))
@@ -240,3 +239,19 @@ def cli(state_dir, docker_client, test_image):
             container.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
+
+
+@pytest.fixture(params=["no agent yet", "agent running"])
+def cli(request, state_dir, docker_client, test_image):
+    """The console script on the test's state directory (see helpers.Cli), twice: with no
+    agent at first (the first command starts it) and with an agent already running. A CLI
+    test must pass both ways: the CLI gives one answer whether an agent ran or not.
+    Afterwards the agent is stopped and every container of its executor removed."""
+    yield from _cli(state_dir, docker_client, test_image, agent_first=request.param == "agent running")
+
+
+@pytest.fixture
+def fresh_cli(state_dir, docker_client, test_image):
+    """The console script on a state directory where no agent runs yet (for tests that
+    arrange the directory, or start their own agent, before the first command)."""
+    yield from _cli(state_dir, docker_client, test_image, agent_first=False)

@@ -37,8 +37,9 @@ def _kill_agent(cli) -> int:
     return pid
 
 
-def test_eight_clis_at_once_start_one_agent(cli):
+def test_eight_clis_at_once_start_one_agent(fresh_cli):
     """Eight `conveyor run`s on a fresh state directory: one agent, every output intact."""
+    cli = fresh_cli
     assert _agent_pid(cli) is None
 
     def one(i: int) -> subprocess.CompletedProcess:
@@ -104,9 +105,10 @@ def test_wait_and_logs_follow_survive_an_agent_restart(cli):
     assert json.loads(out)["exit_code"] == 2
 
 
-def test_a_command_without_an_agent_starts_it_and_it_stays(cli):
+def test_a_command_without_an_agent_starts_it_and_it_stays(fresh_cli):
     """The first command starts the agent in the background (like dockerd, it stays), so
     jobs submitted by a CLI that has exited are still launched and recorded."""
+    cli = fresh_cli
     assert _agent_pid(cli) is None
     job_id = cli.submit(cli.image, "sh", "-c", "sleep 1; echo later")
     pid = _agent_pid(cli)

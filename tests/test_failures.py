@@ -34,6 +34,13 @@ AGENT_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ conveyor (INFO
 NO_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-dac_override,-dac_read_search"]
 
 
+@pytest.fixture
+def cli(fresh_cli):
+    """These tests arrange the state directory (or start their own agent) before the first
+    command: no agent may run yet."""
+    return fresh_cli
+
+
 def conveyor(cli: Cli, *args: str, env: dict | None = None, prefix: list[str] = (), timeout: float = 60):
     return subprocess.run(
         [*prefix, CONVEYOR, *args], stdin=subprocess.DEVNULL, capture_output=True, env=cli.env(env), timeout=timeout

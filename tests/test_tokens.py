@@ -21,6 +21,13 @@ WAIT = 90
 
 
 @pytest.fixture
+def cli(fresh_cli):
+    """These tests arrange the state directory (or start their own agent) before the first
+    command: no agent may run yet."""
+    return fresh_cli
+
+
+@pytest.fixture
 def agent(state_dir, test_image):
     """An agent whose TCP listener serves named tokens only (the default)."""
     a = AgentProcess(state_dir, tcp_allow_owner=False).start()
