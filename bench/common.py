@@ -57,6 +57,11 @@ class Context:
         if self._sleepers is not None:
             self._sleepers.close()
             self._sleepers = None
+        # Every CLI command starts its state directory's agent (and it stays): stop them all.
+        for home in self.root.iterdir() if self.root.exists() else ():
+            if (home / "supervisor.lock").exists():
+                subprocess.run([CONVEYOR, "--home", str(home), "serve", "--stop"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, check=False)
 
     @property
     def network(self) -> str:
@@ -100,14 +105,20 @@ def ratio(conveyor: float, baseline: float) -> float | None:
     return conveyor / baseline if baseline else None
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1,
+    setup: dict[str, Callable[[], object]] | None = None,
+) -> dict[str, list[float]]:
     """Wall time of each function, run round-robin: ``warmup`` unrecorded rounds, then
-    ``repeat`` recorded ones. The order rotates every round."""
+    ``repeat`` recorded ones. The order rotates every round. ``setup[name]``, if given, runs
+    untimed right before each call of ``fns[name]`` (e.g. stopping an agent for a cold start)."""
     names = list(fns)
     out: dict[str, list[float]] = {n: [] for n in names}
     for round_no in range(warmup + repeat):
         shift = round_no % len(names)
         for name in names[shift:] + names[:shift]:
+            if setup and name in setup:
+                setup[name]()
             t = time.perf_counter()
             fns[name]()
             elapsed = time.perf_counter() - t

@@ -18,7 +18,7 @@ TINY = [
     "--inflight", "2", "--log-mb", "1", "--sizes", "1,6", "--wait-sample", "1", "--idle-window", "0.5",
     "--queue-jobs", "20", "--ps-containers", "3", "--recovery-jobs", "2",
     "--api-clients", "2", "--api-submits", "10", "--api-inspects", "5",
-    "--data-mb", "2", "--data-files", "20",
+    "--data-mb", "2", "--data-files", "20", "--cli-batch", "2",
 ]
 # Every benchmark `python -m bench` has; a module dropped from bench/__main__.py fails here.
 EXPECTED = {"sequential", "concurrent", "cli", "logs", "supervision", "queue", "scheduling", "recovery", "api", "data"}
@@ -70,7 +70,10 @@ def test_every_benchmark_prints_figures_baseline_and_ratio(docker_client, test_i
     assert seq["ratio"]["vs_docker_sdk"] == conveyor_s / _median(seq["baseline"]["docker_sdk_s"])
     assert seq["ratio"]["vs_docker_cli"] == conveyor_s / _median(seq["baseline"]["docker_cli_s"])
     assert "inflight_2" in doc["benchmarks"]["concurrent"]["ratio"]
-    assert doc["benchmarks"]["cli"]["ratio"]["run_vs_docker_run"] > 0
+    cli = doc["benchmarks"]["cli"]["ratio"]
+    assert set(cli) == {"run_warm_vs_docker_run", "run_cold_vs_docker_run", "help_vs_docker_help", "ps_vs_docker_ps",
+                        "batch_vs_docker_loop"}
+    assert all(r > 0 for r in cli.values()), cli
     assert doc["benchmarks"]["logs"]["conveyor"]["mb_per_s"] > 0
 
     sup = doc["benchmarks"]["supervision"]["conveyor"]

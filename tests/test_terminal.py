@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -70,7 +71,28 @@ class Terminal:
         self.tmux("resize-window", "-t", "t", "-x", str(width), "-y", str(height))
 
     def close(self) -> None:
+        """Kill what runs in the window first: a CLI left following its job would start the
+        agent again once the test's teardown stops it (it reconnects, as it should)."""
+        pane = subprocess.run(["tmux", "-S", self.socket, "list-panes", "-F", "#{pane_pid}"], capture_output=True, text=True)
+        for pid in _descendants(int(pane.stdout.split()[0])) if pane.returncode == 0 and pane.stdout.strip() else ():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True, timeout=20)
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry))
+    return [d for child in children for d in (child, *_descendants(child))]
 
 
 @pytest.fixture
@@ -90,12 +112,15 @@ def _run_it(terminal: Terminal, cli, tmp_path, *args: str) -> None:
 
 def test_interactive_shell_has_the_window_size_and_follows_resizes(terminal, cli, tmp_path):
     _run_it(terminal, cli, tmp_path, "sh")
-    terminal.wait_for("/ # ")
+    terminal.wait_for("/ #")  # capture-pane drops the space after it
     terminal.type("stty size")
     terminal.wait_for("30 120")
-    terminal.resize(100, 40)
-    terminal.type("stty size")
-    terminal.wait_for("40 100")
+    terminal.resize(100, 40)  # the CLI's SIGWINCH handler passes it on, asynchronously
+    deadline = time.monotonic() + WAIT
+    while "40 100" not in terminal.screen():
+        assert time.monotonic() < deadline, f"the job's terminal never got the new size:\n{terminal.screen()}"
+        terminal.type("stty size")
+        time.sleep(0.5)
     terminal.type("exit 3")
     terminal.wait_for("EXIT=3")
     assert "Fatal Python error" not in terminal.screen() and "Traceback" not in terminal.screen()
@@ -103,7 +128,7 @@ def test_interactive_shell_has_the_window_size_and_follows_resizes(terminal, cli
 
 def test_keys_go_to_the_job_and_the_terminal_is_restored(terminal, cli, tmp_path):
     _run_it(terminal, cli, tmp_path, "sh")
-    terminal.wait_for("/ # ")
+    terminal.wait_for("/ #")  # capture-pane drops the space after it
     terminal.type("sleep 100")
     time.sleep(1)
     terminal.key("C-c")  # to the job's shell (its sleep ends), not to the CLI

@@ -215,6 +215,11 @@ def _spawn_agent(home: Home, log_path: Path) -> tuple[subprocess.Popen, int]:
     """`conveyor serve` in the background; with where its log was when it started."""
     with writing(home.root):
         log = open(log_path, "ab")
+        # A line of our own first: a full disk or a read-only directory is said here, in one
+        # line, rather than by an agent that dies unable to write its log.
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} conveyor: starting the agent for {home.root}\n".encode())
+        log.flush()
+        os.fsync(log.fileno())
     with log:
         said_from = os.fstat(log.fileno()).st_size  # what this start writes comes after
         proc = subprocess.Popen(

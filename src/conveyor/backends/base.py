@@ -151,6 +151,10 @@ class Backend(Protocol):
     def resize(self, handle: str, height: int, width: int) -> None:
         """Set the job's terminal size (a job made with a tty)."""
 
+    def attach_output(self, handle: str) -> BinaryIO:
+        """A tty job's output from now on, raw, as its terminal writes it (opened before start,
+        nothing is missed); reads return b"" once the job's terminal closes."""
+
     def attach_stdin(self, handle: str, source: BinaryIO) -> None:
         """Copy ``source`` into the job's stdin in the background, closing it at EOF. Raises
         if the attach fails; a failure while copying ends the copy (the job sees EOF)."""

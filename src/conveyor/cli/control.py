@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..errors import WaitTimeout
+from ..errors import JobNotFound, WaitTimeout
 from ..operations import ARRAY_VERBS, OPERATIONS, VERBS, Param, Verb
 from .app import CONVEYOR_ERROR, IDS, JSON_OPTION, cli, connect, each_job, fail, job_id, seconds
 from .render import print_array, state_label
@@ -73,13 +73,13 @@ for _verb in VERBS:
 @IDS
 @click.pass_context
 def wait_cmd(ctx: click.Context, timeout: str | None, as_json: bool, jobs: tuple[str, ...]) -> None:
-    """Wait for jobs to end; print each one's exit code as it ends.
+    """Wait for jobs (or every task of an array) to end; print each one's exit code as it ends.
 
     Exits with the job's exit code, or with the first failure's (125 when a job failed
     without one: cancelled before it started, image missing)."""
     limit = seconds(timeout, "--timeout")
     api = connect(ctx)
-    left = list(dict.fromkeys(job_id(api, ref) for ref in jobs))
+    left = list(dict.fromkeys(i for ref in jobs for i in _job_ids(api, ref)))
     deadline = None if limit is None else time.monotonic() + limit
     code = None
     while left:
@@ -97,6 +97,17 @@ def wait_cmd(ctx: click.Context, timeout: str | None, as_json: bool, jobs: tuple
         else:
             click.echo(f"{job['id']}  {exit_code}  {state_label(job)}")
     sys.exit(code or 0)
+
+
+def _job_ids(api, ref: str) -> list[str]:
+    """A job reference, or an array id meaning every one of its tasks."""
+    try:
+        return [job_id(api, ref)]
+    except JobNotFound:
+        try:
+            return [task["id"] for task in api.array_tasks(ref)]
+        except JobNotFound:
+            raise JobNotFound(ref, "no job or array has this id or name") from None
 
 
 # ----------------------------------------------------------------------------- arrays

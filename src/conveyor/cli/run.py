@@ -179,7 +179,7 @@ class _RawTerminal:
             import tty
 
             self.saved = termios.tcgetattr(0)
-            tty.setraw(0)
+            tty.setraw(0, termios.TCSANOW)  # keep what was typed ahead: it is for the job
         return self
 
     def __exit__(self, *exc):

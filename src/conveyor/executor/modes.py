@@ -8,7 +8,7 @@ holds one of these and never asks which.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..backends.base import ContainerNotFound, ContainerStatus, EngineError
 from ..daemon import SupervisorLock, wake
@@ -42,6 +42,10 @@ class Supervising:
     def stop(self, rec: "JobRecord", reason: str, grace: float) -> None:
         self.runtime.terminate(rec, reason, grace)
 
+    def terminal(self, job_id: str) -> "Iterator[bytes] | None":
+        """A tty job's output as its terminal wrote it, from the first byte (terminals.py)."""
+        return self.runtime.terminals.follow(job_id)
+
     def end_for_cleanup(self, rec: "JobRecord", status: ContainerStatus) -> None:
         if status.alive:
             self.runtime.terminate(rec, Substate.CANCELLED, grace=0)
@@ -69,6 +73,9 @@ class Observing:
 
     def wake(self) -> None:
         wake(self.home)
+
+    def terminal(self, job_id: str) -> None:
+        return None  # only the supervising process reads terminals
 
     def stop(self, rec: "JobRecord", reason: str, grace: float) -> None:
         """The engine itself does SIGTERM, the grace, then SIGKILL; the supervisor (now or

@@ -142,10 +142,16 @@ class ReadMixin(ExecutorBase):
             yield from saved_logs(logs_dir, streams, tail, timestamps)
             return
         sent = dict.fromkeys(streams, 0)  # bytes of the job's output, without the time prefixes
+        terminal = self._mode.terminal(job_id) if follow and tail is None and not timestamps and "stdout" in streams else None
         try:
-            for name, chunk in self.backend.follow_logs(rec.container_id, streams, tail, follow, timestamps=timestamps):
-                sent[name] += len(chunk) - (chunk.find(b" ", 0, 40) + 1 if timestamps else 0)
-                yield name, chunk
+            if terminal is not None:  # a tty job followed from its first byte, prompts included
+                for chunk in terminal:
+                    sent["stdout"] += len(chunk)
+                    yield "stdout", chunk
+            else:
+                for name, chunk in self.backend.follow_logs(rec.container_id, streams, tail, follow, timestamps=timestamps):
+                    sent[name] += len(chunk) - (chunk.find(b" ", 0, 40) + 1 if timestamps else 0)
+                    yield name, chunk
         except ConveyorError:
             pass  # the container went away mid-stream; the saved copy has the rest
         if follow and tail is None:

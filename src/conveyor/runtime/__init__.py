@@ -27,6 +27,7 @@ from .launcher import Launcher
 from .locks import JobLocks
 from .scheduler import Scheduler
 from .stopper import Stopper
+from .terminals import Terminals
 from .watcher import Watcher
 
 __all__ = ["Runtime"]
@@ -47,7 +48,8 @@ class Runtime:
         locks = JobLocks()
         self.finisher = Finisher(store, backend, home, locks, self.notify)
         self.stopper = Stopper(store, backend, self.finisher)
-        self.launcher = Launcher(store, backend, home, locks, self.notify, self.stopper.watch_timeout)
+        self.terminals = Terminals()
+        self.launcher = Launcher(store, backend, home, locks, self.notify, self.stopper.watch_timeout, self.terminals)
         self.scheduler = Scheduler(
             store, executor_id, self.launcher, WakeReceiver(home), self.notify, scheduling, capacity
         )

@@ -22,6 +22,7 @@ from ..state import RUNNABLE_STATES, JobState, Substate
 from ..store import JobRecord, Store
 from .locks import JobLocks
 from .planner import gpu_id_list
+from .terminals import Terminals
 
 log = logging.getLogger("conveyor.scheduler")
 
@@ -63,10 +64,12 @@ class Launcher:
         locks: JobLocks,
         notify: Callable[[str], None],
         on_started: Callable[[JobRecord], None],
+        terminals: Terminals,
     ):
         self.store, self.backend, self.home, self.locks = store, backend, home, locks
         self._notify = notify
         self._on_started = on_started  # the job's timeout starts counting
+        self.terminals = terminals
 
     def launch(self, job_id: str, gpu_ids: tuple[str, ...] | None = None) -> None:
         """Launch one queued job with the GPUs the planner gave it (None: those recorded)."""
@@ -142,6 +145,11 @@ class Launcher:
 
     def _start(self, rec: JobRecord) -> None:
         """Start a claimed (Running) job's created container; record a failure to start."""
+        if rec.spec.tty and self.backend.capabilities.tty:
+            try:  # before the start, so its first prompt is not missed (see terminals.py)
+                self.terminals.open(rec.id, self.backend.attach_output(rec.container_id))
+            except EngineError as exc:
+                log.info("job %s: its terminal is followed through the engine's log (%s)", rec.id, exc)
         try:
             self.backend.start(rec.container_id)
         except EngineUnavailable:

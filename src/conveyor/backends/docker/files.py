@@ -19,6 +19,11 @@ class FilesMixin:
         with engine_errors():
             self.api.resize(handle, height=height, width=width)
 
+    def attach_output(self, handle: str) -> BinaryIO:
+        with engine_errors():
+            attached = self.api.attach_socket(handle, params={"stdout": 1, "stderr": 1, "stream": 1})
+        return _SocketStream(getattr(attached, "_sock", attached))  # unbuffered: each read returns what came
+
     def attach_stdin(self, handle: str, source: BinaryIO) -> None:
         """Copy ``source`` into the container's stdin in a daemon thread; its stdin is closed
         at EOF. Attach before start and the job misses none of it."""
@@ -85,3 +90,24 @@ def _pump_stdin(source: BinaryIO, attached) -> None:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+
+class _SocketStream(io.RawIOBase):
+    """An attached container's raw output socket as a file (a tty job's stream is raw bytes)."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self._sock.recv_into(buffer)
+        except OSError:
+            return 0  # closed under us: the end
+
+    def close(self) -> None:
+        if not self.closed:
+            self._sock.close()
+        super().close()
