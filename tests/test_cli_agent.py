@@ -117,3 +117,18 @@ def test_a_command_without_an_agent_starts_it_and_it_stays(fresh_cli):
     assert cli.ok("logs", job_id) == "later\n"
     assert _agent_pid(cli) == pid
     time.sleep(0.5)
+
+
+def test_an_idle_agent_stops_when_the_operator_asks_for_it(fresh_cli):
+    """With `[agent] idle_exit` in config.toml the agent stops once nothing is live and no
+    request came for that long; a running job or an open follow keeps it."""
+    cli = fresh_cli
+    (cli.home / "config.toml").write_text('[agent]\nidle_exit = "2s"\n')
+    job_id = cli.submit(cli.image, "sh", "-c", "sleep 4; echo kept")
+    pid = _agent_pid(cli)
+    time.sleep(3)
+    assert _agent_pid(cli) == pid  # its job is still live
+    assert cli.until(job_id, "Done", timeout=WAIT)["exit_code"] == 0
+    eventually("the idle agent stopped", lambda: _agent_pid(cli) is None, timeout=30)
+    assert "idle for 2s with no live job" in (cli.home / "supervisor.log").read_text()
+    assert cli.ok("logs", job_id) == "kept\n"  # the next command starts it again

@@ -87,7 +87,17 @@ class LimitsConfig(_Section):
     backfill_window: Seconds = Field(default=300.0, ge=0, description="how long a blocked job lets smaller ones pass")
 
 
+class AgentConfig(_Section):
+    """The agent (`conveyor serve`), started by the CLI on demand, stays like dockerd; an
+    operator can let it go when nothing needs it."""
+
+    idle_exit: Seconds | None = Field(default=None, gt=0, description="stop after this long with no live job and no request")
+
+
 class SchedulingConfig(_Section):
+    """The node's config.toml: capacity and scheduling, and the agent's own settings."""
+
+    agent: AgentConfig = Field(default_factory=AgentConfig)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     reserve: ReserveConfig = Field(default_factory=ReserveConfig)
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)

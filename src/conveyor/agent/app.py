@@ -10,6 +10,7 @@ The routes live in ``routers/`` (one module per resource) and receive what they 
 from __future__ import annotations
 
 import json
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -56,7 +57,27 @@ def create_app(agent: AgentState | None = None) -> FastAPI:
             responses={401: error_doc("missing or wrong token")},
         )
     app.openapi = lambda: _openapi(app)
+    if agent is not None:
+        app.add_middleware(_Activity, state=agent)
     return app
+
+
+class _Activity:
+    """Counts the requests in flight, streams until their last byte, and when the last one
+    ended: the agent's idle exit (config.toml [agent] idle_exit) waits for both to be quiet."""
+
+    def __init__(self, app, state: AgentState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.state.requests += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.requests -= 1
+            self.state.last_activity = time.monotonic()
 
 
 def _openapi(app: FastAPI) -> dict:

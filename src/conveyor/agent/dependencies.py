@@ -32,6 +32,8 @@ class AgentState:
     tcp_allows_owner: bool = False  # `serve --tcp-allow-owner`
     started_at: float = field(default_factory=time.time)
     stopping: bool = False  # set on SIGTERM: foreground streams end without cancelling their jobs
+    requests: int = 0  # in flight now, streams included (for the idle exit)
+    last_activity: float = field(default_factory=time.monotonic)
 
     def listener_admits_owner(self, scope: dict) -> bool:
         """The unix socket (0600: only the owner can connect) serves the owner's token; the TCP

@@ -18,11 +18,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConveyorError
 from ..home import Home, writing
 from . import INFO_NAME, socket_path
+
+if TYPE_CHECKING:
+    from .dependencies import AgentState
 
 log = logging.getLogger("conveyor.agent")
 
@@ -162,6 +165,23 @@ class StateDirWatch:
                 return
 
 
+def _idle_exit(state: "AgentState", after: float, stop: Callable[[], None]) -> None:
+    """Stop the agent once it has had no live job and no request for ``after`` seconds."""
+    from ..state import LIVE_STATES
+
+    def watch() -> None:
+        tick = min(5.0, after / 4)
+        while not state.stopping:
+            time.sleep(tick)
+            quiet = state.requests == 0 and time.monotonic() - state.last_activity >= after
+            if quiet and state.executor.count(states=LIVE_STATES) == 0:
+                log.info("idle for %gs with no live job: stopping ([agent] idle_exit in config.toml)", after)
+                stop()
+                return
+
+    threading.Thread(target=watch, name="conveyor-idle-exit", daemon=True).start()
+
+
 def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print, tcp_allow_owner: bool = False) -> None:
     """Run the agent in the foreground until a signal. Raises ConveyorError when another
     process already supervises the state directory (naming its pid).
@@ -226,6 +246,8 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
         state = server_ref["state"] = AgentState(
             executor=ex, callers=callers, policy=policy, unix_socket=str(sock_file), tcp_allows_owner=tcp_allow_owner,
         )
+        if ex.scheduling.agent.idle_exit:
+            _idle_exit(state, ex.scheduling.agent.idle_exit, lambda: on_signal(signal.SIGTERM, None))
         app = create_app(state)
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on",
