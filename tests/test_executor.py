@@ -547,6 +547,37 @@ def test_pull_from_local_registry(ex, test_image, registry, docker_client):
             pass
 
 
+def test_image_removed_after_it_was_seen_is_pulled_again(ex, test_image, registry, docker_client):
+    """The executor remembers for a while that an image is present; an image removed in that
+    while is still pulled (pull policy 'missing') rather than failing its job, and with
+    'never' it is refused as missing, as it would be without the memory."""
+    repo = f"{registry}/conveyor-repull"
+    ref = f"{repo}:1"
+    assert docker_client.images.get(test_image).tag(repo, tag="1")
+    try:
+        for line in docker_client.images.push(repo, tag="1", stream=True, decode=True):
+            assert "error" not in line, line
+        first = ex.run(JobSpec(image=ref, command=["echo", "one"]), timeout=WAIT)
+        assert (first.state, first.stdout) == (JobState.DONE, "one\n"), first.message
+        ex.cleanup()
+        docker_client.images.remove(ref)
+
+        again = ex.run(JobSpec(image=ref, command=["echo", "two"]), timeout=WAIT)
+        assert (again.state, again.stdout) == (JobState.DONE, "two\n"), again.message
+        ex.cleanup()
+        docker_client.images.remove(ref)
+
+        with pytest.raises(ImageNotFound, match="never"):
+            ex.start(JobSpec(image=ref, command=["true"], pull="never"))
+        assert own_containers(docker_client, ex) == []
+    finally:
+        ex.cleanup()
+        try:
+            docker_client.images.remove(ref)
+        except docker.errors.NotFound:
+            pass
+
+
 # ----------------------------------------------------------------------------- start failures and bad specs
 
 

@@ -398,6 +398,7 @@ def test_queue_view_says_what_each_job_waits_for(make_ex, test_image):
 def test_cli_machine_and_queue_json(cli, test_image, state_dir):
     """The CLI's node views through its agent: capacity from config.toml, a held job's reason."""
     (state_dir / "config.toml").write_text('[capacity]\ncpus = 2\n[reserve]\nmemory = "1g"\n')
+    cli.ok("serve", "--stop")  # the agent reads config.toml when it starts
     cli.ok("submit", "--hold", "--network", "none", test_image, "true")
     conveyor = [sys.executable, "-m", "conveyor", "--home", str(state_dir)]
     machine = json.loads(subprocess.run([*conveyor, "machine", "--json"], capture_output=True, text=True, check=True, timeout=60).stdout)

@@ -65,7 +65,6 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
         self._capacity: Capacity | None = None
         self._events_store: Store | None = None
         self._blobs = None
-        self._images_seen: dict[str, float] = {}
         self._closed = threading.Event()
         self._waiters = Waiters(self.store, self._job, self._closed)
         self._lock = SupervisorLock(self.home)

@@ -6,7 +6,6 @@ which the engine streams.
 
 from __future__ import annotations
 
-import time
 from typing import Iterable, Iterator
 
 from ..arguments import ARRAY_ID, job_ref
@@ -135,8 +134,8 @@ class ReadMixin(ExecutorBase):
         job_id = self.store.resolve(ref)
         logs_dir = self.home.job_logs(job_id)
         rec = self.store.get(job_id)
-        while follow and rec.state in WAITING_STATES:
-            time.sleep(0.2)
+        if follow and rec.state in WAITING_STATES:
+            self.wait_started(job_id)  # woken by the transition itself, not a poll
             rec = self.store.get(job_id)
         if rec.state.is_final or rec.container_id is None:
             yield from saved_logs(logs_dir, streams, tail, timestamps)

@@ -13,25 +13,17 @@ from ..arguments import job_spec
 from ..capacity import check_possible, request_for
 from ..errors import EngineError, InvalidSpec, InvalidState, JobNotFound
 from ..job import Job
-from ..spec import Dependency, JobSpec, PullPolicy
+from ..spec import Dependency, JobSpec
 from ..state import JobState, Substate
 from ..store import ArrayRecord, JobRecord, new_job_id
 from .base import ExecutorBase
 
-# How long an image the engine showed us counts as present without asking again: a burst of
-# submits of one image costs one engine call, not one each. (One removed meanwhile still fails
-# the job at launch, as Failed/image_missing.)
-IMAGE_SEEN_S = 30.0
-
 
 class SubmitMixin(ExecutorBase):
-    _images_seen: dict[str, float]
-
     def ensure_image(self, spec: JobSpec) -> None:
         """Make the spec's image present on the node, as its pull policy says."""
         job_spec("ensure_image", spec)
         self.backend.ensure_image(spec)
-        self._images_seen[spec.image] = time.monotonic()
 
     def submit(
         self,
@@ -55,7 +47,7 @@ class SubmitMixin(ExecutorBase):
             return existing.id
         spec, columns = self._admit(spec)
         if not image_ready:  # the caller may have pulled already (the CLI does, interruptibly)
-            self._check_image(spec)
+            self.ensure_image(spec)
         rec = self.store.insert(
             JobRecord(
                 id=new_job_id(),
@@ -102,7 +94,7 @@ class SubmitMixin(ExecutorBase):
             raise InvalidSpec.single("max_parallel", max_parallel, "at least 1 task must be allowed to run")
         spec, columns = self._admit(spec)
         if not image_ready:
-            self._check_image(spec)
+            self.ensure_image(spec)
         array = ArrayRecord(new_job_id(), self.executor_id, begin, end, step, max_parallel, columns["created_at"])
         state = JobState.QUEUED_HELD if hold else JobState.QUEUED
         tasks = [
@@ -153,14 +145,6 @@ class SubmitMixin(ExecutorBase):
         return self.wait(self.start(spec), timeout=timeout)
 
     # ------------------------------------------------------------------ admission
-
-    def _check_image(self, spec: JobSpec) -> None:
-        """Check (or pull) the image; one the engine showed us in the last IMAGE_SEEN_S seconds
-        is taken as present unless the pull policy is 'always'."""
-        seen = self._images_seen.get(spec.image)
-        if spec.pull is not PullPolicy.ALWAYS and seen is not None and time.monotonic() - seen < IMAGE_SEEN_S:
-            return
-        self.ensure_image(spec)
 
     def _admit(self, spec: JobSpec, now: float | None = None) -> tuple[JobSpec, dict]:
         """Check a job against the node before anything is recorded: a request that can never

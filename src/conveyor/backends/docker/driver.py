@@ -25,6 +25,7 @@ from ..base import (
     EngineEvent,
     EngineUnavailable,
     ExecResult,
+    ImageNotFound,
 )
 from .files import FilesMixin
 from .images import ImagesMixin
@@ -62,6 +63,7 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
             self.api.ping()
         self._events_stream = None
         self._events_lock = threading.Lock()
+        self._images_seen: dict[str, float] = {}
 
     def version(self) -> dict:
         with engine_errors():
@@ -73,6 +75,17 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
     def create(self, job_id: str, spec: JobSpec) -> str:
         """Create the job's container, named ``conveyor-<job id>``: EngineConflict when that
         name is taken (the caller adopts its own container made before a crash)."""
+        try:
+            return self._create(job_id, spec)
+        except ImageNotFound:
+            if self._images_seen.pop(spec.image, None) is None:
+                raise
+        # The image went away since ensure_image last saw it: do what the pull policy says
+        # now, as it would have without the shortcut, and try once more.
+        self.ensure_image(spec, refresh=False)
+        return self._create(job_id, spec)
+
+    def _create(self, job_id: str, spec: JobSpec) -> str:
         labels = conveyor_labels(self.executor_id, job_id, spec.name)
         hc = host_config(spec)
         with engine_errors(image=spec.image):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
 from ...spec import JobSpec, PullPolicy
@@ -10,12 +11,25 @@ from .mapping import split_reference
 from .translate import engine_errors
 
 
+# An image the engine showed us this recently is taken as present when a job is launched (the
+# submit just checked it): a burst of launches of one image costs no engine call each. If one
+# is removed meanwhile, create finds it missing and asks again, so the pull policy decides as
+# it would have.
+SEEN_S = 30.0
+
+
 class ImagesMixin:
-    """Part of DockerBackend: needs ``self.api``."""
+    """Part of DockerBackend: needs ``self.api`` and ``self._images_seen``."""
+
+    _images_seen: dict[str, float]
 
     def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
-        """Make the image present as the pull policy says. ``refresh=False`` does not pull
-        again an image that is present (the submitter already honoured ``always``)."""
+        """Make the image present as the pull policy says. ``refresh=False`` (at launch) does
+        not pull again an image that is present (the submitter already honoured ``always``) and
+        takes one seen in the last SEEN_S seconds as present."""
+        seen = self._images_seen.get(spec.image)
+        if not refresh and seen is not None and time.monotonic() - seen < SEEN_S:
+            return
         present = self._image_present(spec.image)
         if spec.pull is PullPolicy.NEVER and not present:
             raise ImageNotFound(spec.image, "not present on this node and the pull policy is 'never'")
@@ -26,6 +40,7 @@ class ImagesMixin:
                     self.api.pull(repo, tag=tag)
             except EngineError as exc:
                 raise ImageNotFound(spec.image, f"pull failed: {exc}") from None
+        self._images_seen[spec.image] = time.monotonic()
 
     def _image_present(self, image: str) -> bool:
         try:
