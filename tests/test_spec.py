@@ -17,6 +17,7 @@ from docker.types import HostConfig
 from conveyor import InvalidSpec, JobSpec
 from conveyor.backends.base import LABEL_EXECUTOR, LABEL_JOB, LABEL_MANAGED
 from conveyor.backends.docker import container_config, conveyor_labels, gpu_host_config, host_config
+from conveyor.backends.docker.mapping import JOB_LOG_CONFIG
 from conveyor.spec import GpuRequest, GpuVendor, Mount, PortMapping, PullPolicy, Ulimit, parse_bytes, parse_duration
 
 IMAGE = "busybox"
@@ -577,7 +578,7 @@ def test_nano_cpus_exact(cpus, nano):
 
 def test_host_config_minimal():
     hc = host_config(spec())
-    assert hc == {"network_mode": "bridge", "privileged": False}
+    assert hc == {"network_mode": "bridge", "privileged": False, "log_config": JOB_LOG_CONFIG}
     assert "restart_policy" not in hc and "ulimits" not in hc and "mem_limit" not in hc
 
 
@@ -732,3 +733,16 @@ def test_bad_scheduling_fields_name_the_field(kw, field, hint):
         spec(**kw)
     (problem,) = err.value.problems
     assert problem[0] == field and hint in problem[2], problem
+
+
+def test_digest_leaves_out_fields_at_their_defaults():
+    # A spec that does not use a field has the digest it had before the field existed:
+    # a digest-keyed resubmit after an upgrade still finds its first job.
+    plain = spec(command=["echo", "hi"])
+    assert plain.digest() == spec(command=["echo", "hi"], read_only=False, init=False, stop_grace=10).digest()
+    assert plain.digest() != spec(command=["echo", "hi"], read_only=True).digest()
+
+
+def test_host_config_read_only_root_and_init():
+    hc = host_config(spec(read_only=True, init=True))
+    assert hc["read_only"] is True and hc["init"] is True

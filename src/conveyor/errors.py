@@ -11,6 +11,11 @@ import os
 from typing import Any
 
 
+# docker run's exit code when the failure is the tool's, not the job's (bad input, engine down,
+# image missing): every Conveyor command exits with it for a ConveyorError.
+EXIT_CONVEYOR_ERROR = 125
+
+
 class ConveyorError(Exception):
     """Base class for all errors raised by Conveyor."""
 

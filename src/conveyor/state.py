@@ -91,3 +91,20 @@ def can_move(src: JobState, dst: JobState) -> bool:
     if dst is JobState.UNDETERMINED:
         return not src.is_final
     return dst in TRANSITIONS[src]
+
+
+# docker's status words: the job states each stands for (removing and dead: none ever is)
+DOCKER_STATUS: dict[str, frozenset[JobState]] = {
+    "created": frozenset({JobState.QUEUED, JobState.QUEUED_HELD}),
+    "restarting": frozenset({JobState.REQUEUED, JobState.REQUEUED_HELD}),
+    "running": frozenset({JobState.RUNNING}),
+    "paused": frozenset({JobState.SUSPENDED}),
+    "exited": FINAL_STATES,
+    "removing": frozenset(),
+    "dead": frozenset(),
+}
+
+
+def docker_status(state: JobState) -> str:
+    """docker's State word (created, running, paused, restarting, exited) for a job state."""
+    return next((word for word, states in DOCKER_STATUS.items() if state in states), state.value.lower())

@@ -7,19 +7,18 @@ do what was asked (bad input, engine down, image missing).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from ..errors import ConveyorError, ImageNotFound, InvalidSpec
+from ..errors import EXIT_CONVEYOR_ERROR, ConveyorError, ImageNotFound, InvalidSpec
 from .render import error_line, print_jobs
 
 if TYPE_CHECKING:
     from ..client.api import AgentAPI
 
-CONVEYOR_ERROR = 125
+CONVEYOR_ERROR = EXIT_CONVEYOR_ERROR
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 IDS = click.argument("jobs", nargs=-1, required=True, metavar="JOB...")
@@ -79,20 +78,11 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 
 def connect(ctx: click.Context) -> "AgentAPI":
-    """The CLI's one path: the agent of the state directory, started in the background when
-    none runs (it stays, like dockerd), or the agent at $CONVEYOR_HOST. Every command goes
-    through it, so a command gives the same answer whether an agent was running or not."""
+    """The CLI's one path: the state directory's agent (client.api.command_line_agent)."""
     if ctx.obj.get("api") is None:
-        from ..agent import home_root
-        from ..client.api import AgentAPI
-        from ..daemon import ensure_agent
+        from ..client.api import command_line_agent
 
-        if os.environ.get("CONVEYOR_HOST"):
-            ctx.obj["api"] = AgentAPI(ctx.obj["home"])  # a remote agent supervises its own node
-        else:
-            root = home_root(ctx.obj["home"])
-            ensure_agent(root)
-            ctx.obj["api"] = AgentAPI(root, recover=lambda: ensure_agent(root))
+        ctx.obj["api"] = command_line_agent(ctx.obj["home"])
     return ctx.obj["api"]
 
 

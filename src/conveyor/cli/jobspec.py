@@ -6,9 +6,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import click
-
 from ..errors import InvalidSpec
+
+
+class FlagError(ValueError):
+    """Flags that cannot make a job whatever the agent says (no image at all, say). Each
+    front end reports it its own way: `conveyor` as a usage error, the docker stand-in as
+    docker does."""
 
 # Where a spec field came from on the command line, so errors name the flag the user typed.
 FLAG_FOR_FIELD = {
@@ -29,6 +33,8 @@ FLAG_FOR_FIELD = {
     "uts_mode": "--uts",
     "pid_mode": "--pid",
     "shm_size": "--shm-size",
+    "read_only": "--read-only",
+    "init": "--init",
     "ulimits": "--ulimit",
     "restart": "--restart",
     "auto_remove": "--rm",
@@ -60,6 +66,8 @@ def flag_for(field: str) -> str | None:
 
 def job_options(fn):
     """The docker-like flags that describe a job, shared by `run` and `submit`."""
+    import click  # here, not at the top: the docker stand-in uses build_spec without click
+
     options = [
         click.option("-f", "--file", "spec_file", type=click.Path(dir_okay=False), help="Job spec in YAML or JSON; flags override it."),
         click.option("-e", "--env", multiple=True, help="KEY=VALUE, or KEY to pass this shell's value."),
@@ -80,6 +88,8 @@ def job_options(fn):
         click.option("--pid", help="PID namespace: host or container:ID."),
         click.option("--privileged", is_flag=True, default=None, help="Give the job extended privileges."),
         click.option("--shm-size", help="Size of /dev/shm, e.g. 64m."),
+        click.option("--read-only", is_flag=True, default=None, help="Mount the container's root filesystem read-only."),
+        click.option("--init", is_flag=True, default=None, help="Run an init inside the container that forwards signals and reaps processes."),
         click.option("--ulimit", multiple=True, help="NAME=SOFT[:HARD], e.g. nofile=1024:2048."),
         click.option("--restart", help="no, on-failure[:N], always, unless-stopped."),
         click.option("--rm", "auto_remove", is_flag=True, default=None, help="Remove the container once results are saved."),
@@ -108,7 +118,8 @@ def job_options(fn):
 
 
 def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
-    """CLI flags (over an optional job file) -> the job's fields as plain data. The agent
+    """CLI flags (over an optional job file) -> the job's fields as plain data. ``o`` has
+    one key per option of :func:`job_options` (None or () when not given). The agent
     validates them (its errors name the fields, which `report_error` turns into flags):
     the CLI never loads the job model, so it starts fast."""
     data: dict[str, Any] = {}
@@ -122,7 +133,7 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
         data["command"] = list(command)
         data.pop("args", None)
     elif "image" not in data:
-        raise click.UsageError("an IMAGE (or -f FILE with an image) is required")
+        raise FlagError("an IMAGE (or -f FILE with an image) is required")
     if o["env"]:
         data["env"] = {**_mapping(data.get("env")), **_env_pairs(o["env"])}
     if o["label"]:
@@ -142,7 +153,7 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
         data["entrypoint"] = [] if o["entrypoint"] == "" else [o["entrypoint"]]
     simple = {
         "workdir": "workdir", "user": "user", "hostname": "hostname", "name": "name", "network": "network",
-        "ipc": "ipc_mode", "uts": "uts_mode", "pid": "pid_mode", "privileged": "privileged",
+        "ipc": "ipc_mode", "uts": "uts_mode", "pid": "pid_mode", "privileged": "privileged", "read_only": "read_only", "init": "init",
         "shm_size": "shm_size", "restart": "restart", "auto_remove": "auto_remove", "timeout": "timeout",
         "stop_grace": "stop_grace", "pull": "pull", "tty": "tty", "interactive": "stdin_open",
         "priority": "priority", "retries": "retries", "retry_backoff": "retry_backoff",
@@ -158,7 +169,7 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
         if o[flag] is not None:
             resources[flag] = o[flag]
     if o["gpu_vendor"] is not None and o["gpus"] is None:
-        raise click.UsageError("--gpu-vendor needs --gpus")
+        raise FlagError("--gpu-vendor needs --gpus")
     if o["gpus"] is not None:
         resources["gpus"] = f"{o['gpu_vendor']}:{o['gpus']}" if o["gpu_vendor"] else o["gpus"]
     if resources:

@@ -1,31 +1,33 @@
 """Running jobs: `run` in the foreground and `submit` to the background.
 
-`run` is one exchange with the agent (POST /v1/run): the job's output comes back on that
-connection as it is written and its exit code at the end, which is the CLI's exit code. The job
-belongs to the run: Ctrl-C, SIGTERM or a closed pipe cancel it (SIGTERM, then SIGKILL after its
-grace; a second signal kills at once), and a killed CLI's job is cancelled by the agent, which
-sees the connection go. With -i the CLI's stdin streams to the job; with -t the job gets a
-terminal of the caller's size that follows every resize, and the caller's terminal is in raw
-mode (keys, Ctrl-C included, go to the job) and restored on every exit. If the agent goes away
-meanwhile, the CLI picks the job up again from the next agent (started if need be).
+`run` follows the job as `docker run` follows a container (foreground.py: output as it is
+written, the job's exit code at the end, Ctrl-C and a killed CLI cancel it, -i and -t as with
+docker). One thing differs from docker, for tools that use `conveyor run` as their docker
+(cwltool's --user-space-docker-cmd, udocker's convention): when the CLI's stdin is a regular
+file (a ``< file`` redirect), the job reads that file as its stdin without -i. A pipe or a
+terminal still needs -i, as with docker, so a job never eats input it was not given.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
-import threading
 from typing import Any
 
 import click
 
-from ..errors import AgentUnreachable, ConveyorError, InvalidSpec
-from ..operations import CANCEL, DISCARD_CONTAINER, RESIZE
-from .app import CONVEYOR_ERROR, JSON_OPTION, cli, connect
-from .jobspec import build_spec, job_options
+from ..errors import InvalidSpec
+from .app import JSON_OPTION, cli, connect
+from .foreground import Foreground, ended_badly, exit_code, stdin_file_offset
+from .jobspec import FlagError, build_spec, job_options
 from .render import error_line
+
+
+def _spec(image: str | None, command: tuple[str, ...], options: dict[str, Any]) -> dict:
+    try:
+        return build_spec(image, command, options)
+    except FlagError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
@@ -40,153 +42,19 @@ def run(ctx: click.Context, image: str | None, command: tuple[str, ...], **optio
     conveyor run conveyor/busybox:latest echo hello
     conveyor run --memory 512m --cpus 1.5 -v /data:/data:ro IMAGE CMD ARGS...
     conveyor run -it IMAGE sh
+    conveyor run IMAGE sort < names.txt     # a redirected file is the job's stdin
     conveyor run -f job.yaml
     """
-    spec = build_spec(image, command, options)
-    foreground = Foreground(connect(ctx), spec)
-    sys.exit(foreground.run())
-
-
-class Foreground:
-    """One foreground job: its stream, its signals, its stdin and its terminal."""
-
-    def __init__(self, api, spec: dict):
-        self.api, self.spec = api, spec
-        self.tty = bool(spec.get("tty"))
-        self.interactive = bool(spec.get("stdin_open"))
-        self.job: str | None = None
-        self.sent = {"stdout": 0, "stderr": 0}  # output bytes written out: where to resume
-        self.signals = 0
-        self.cancelled = False
-        self.closed = False  # our stdout or stderr reader went away
-        self.out = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
-
-    def run(self) -> int:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
-        size = _terminal_size() if self.tty else None
-        if size is not None:
-            signal.signal(signal.SIGWINCH, self._on_resize)
-        with _RawTerminal(self.tty and self.interactive):
-            end = self._follow(self.api.run(self.spec, console_size=size))
-        if self.cancelled and end.get("container_id"):
-            _quietly(self.api.perform, DISCARD_CONTAINER, end["id"], {})  # interrupted: leave nothing behind
-        if end["substate"] not in ("exited", None) or end["exit_code"] is None:
-            error_line(f"job {end['id']} {end['state']}/{end['substate']}: {end['message']}")
-        return end["exit_code"] if end["exit_code"] is not None else CONVEYOR_ERROR
-
-    def _follow(self, frames) -> dict:
-        """The frames of the run (or, after the agent went away, of an attach) to the end."""
-        while True:
-            try:
-                for frame in frames:
-                    if "job" in frame:
-                        self._started(frame["job"]["id"])
-                    elif "data" in frame:
-                        self._write(frame["stream"], frame["data"])
-                    elif "end" in frame:
-                        return frame["end"]
-            except AgentUnreachable:
-                if self.job is None:
-                    raise
-                # The agent went away (stopped, restarted, killed); the job goes on in the
-                # engine. The next agent has it: follow it from where the output broke off.
-                frames = self.api.patiently(lambda: self.api.attach(self.job, self.sent))
-
-    def _started(self, job: str) -> None:
-        self.job = job
-        if self.interactive:
-            threading.Thread(target=self._send_stdin, daemon=True, name="conveyor-stdin").start()
-
-    def _write(self, stream: str, data: bytes) -> None:
-        self.sent[stream] += len(data)
-        if self.closed:
-            return
-        try:
-            _write_all(self.out[stream], data)
-        except BrokenPipeError:  # nobody reads our output any more: the job has no one either
-            self.closed = True
-            self.signals += 1
-            self._cancel()
-
-    def _send_stdin(self) -> None:
-        def chunks():
-            # os.read, not sys.stdin: a thread blocked in a buffered read holds its lock, and
-            # the interpreter then dies at exit ("could not acquire lock for <stdin>").
-            while data := os.read(0, 65536):
-                yield data
-
-        try:
-            self.api.send_stdin(self.job, chunks())
-        except (ConveyorError, OSError):
-            pass  # the job ended first
-
-    def _on_signal(self, signum, frame) -> None:
-        self.signals += 1
-        if self.job is None:
-            # Nothing to cancel yet (the image is being pulled, say): stop here; the agent
-            # sees the connection go and cancels the job if it was made meanwhile.
-            raise KeyboardInterrupt
-        self._cancel()
-
-    def _cancel(self) -> None:
-        self.cancelled = True
-        grace = 0 if self.signals > 1 else None  # a second signal: kill now
-        threading.Thread(target=_quietly, args=(self.api.perform, CANCEL, self.job, {"grace": grace}), daemon=True).start()
-
-    def _on_resize(self, signum, frame) -> None:
-        size = _terminal_size()
-        if self.job is not None and size is not None:
-            threading.Thread(target=_quietly, daemon=True,
-                             args=(self.api.perform, RESIZE, self.job, {"height": size[0], "width": size[1]})).start()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _quietly(action, *args) -> None:
-    try:
-        action(*args)
-    except ConveyorError:
-        pass  # it ended on its own meanwhile
-
-
-def _terminal_size() -> tuple[int, int] | None:
-    """(rows, columns) of the terminal the CLI writes to, if it writes to one."""
-    for fd in (1, 0, 2):
-        try:
-            size = os.get_terminal_size(fd)
-            return size.lines, size.columns
-        except OSError:
-            continue
-    return None
-
-
-class _RawTerminal:
-    """The caller's terminal in raw mode for `-it` (every key goes to the job), restored on
-    every exit."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and os.isatty(0)
-        self.saved = None
-
-    def __enter__(self):
-        if self.enabled:
-            import termios
-            import tty
-
-            self.saved = termios.tcgetattr(0)
-            tty.setraw(0, termios.TCSANOW)  # keep what was typed ahead: it is for the job
-        return self
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            import termios
-
-            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+    spec = _spec(image, command, options)
+    offset = None
+    if not spec.get("stdin_open") and not spec.get("tty"):
+        offset = stdin_file_offset()
+        if offset is not None:
+            spec["stdin_open"] = True
+    end = Foreground(connect(ctx), spec, stdin_from_offset=offset).run()
+    if ended_badly(end):
+        error_line(f"job {end['id']} {end['state']}/{end['substate']}: {end['message']}")
+    sys.exit(exit_code(end))
 
 
 # ----------------------------------------------------------------------------- submit
@@ -217,7 +85,7 @@ def submit(
         raise click.UsageError("give --idempotency-key KEY or --digest-key, not both")
     if options["interactive"]:
         raise click.UsageError("-i/--interactive needs a client attached to the job; use 'conveyor run -i'")
-    spec = build_spec(image, command, options)
+    spec = _spec(image, command, options)
     api = connect(ctx)
     if array_range is not None or max_parallel is not None:
         _submit_array(api, spec, array_range, max_parallel, hold, as_json, idempotency_key or digest_key)

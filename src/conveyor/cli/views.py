@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from ..state import FINAL_STATES, JobState
+from ..state import DOCKER_STATUS, FINAL_STATES, JobState, docker_status
 from .app import cli, connect, fail, job_id
+from .format import ellipsis, go_time, human_duration  # noqa: F401 - human_duration: tests
 from .render import Console, Table, columns, escape, size, state_label, timestamp
 
 if TYPE_CHECKING:
@@ -70,16 +71,6 @@ def _ps_row(job: dict, no_trunc: bool) -> tuple[str, ...]:
             exit_code, timestamp(job["created_at"]))
 
 
-# docker's status words: the job states each stands for (removing and dead: none ever is)
-DOCKER_STATUS: dict[str, frozenset[JobState]] = {
-    "created": frozenset({JobState.QUEUED, JobState.QUEUED_HELD}),
-    "restarting": frozenset({JobState.REQUEUED, JobState.REQUEUED_HELD}),
-    "running": frozenset({JobState.RUNNING}),
-    "paused": frozenset({JobState.SUSPENDED}),
-    "exited": FINAL_STATES,
-    "removing": frozenset(),
-    "dead": frozenset(),
-}
 # docker ps --filter keys -> the list() parameter each fills (label, status, before and since apart)
 _FILTER_LISTS = {"id": "ids", "name": "names", "ancestor": "images", "image": "images", "exited": "exit_codes"}
 FILTER_KEYS = ("id", "name", "label", "status", "state", "exited", "ancestor", "image", "before", "since")
@@ -161,41 +152,6 @@ def _print_formatted(fmt: "Template", jobs: list[dict], no_trunc: bool) -> None:
         fail(f"--format: {exc}")
 
 
-def human_duration(seconds: float) -> str:
-    """docker's (go-units) HumanDuration: "5 seconds", "About a minute", "3 hours", "2 weeks"."""
-    hours = int(seconds / 3600 + 0.5)
-    for limit, text in ((1, "Less than a second"), (2, "1 second"), (60, f"{int(seconds)} seconds"),
-                        (120, "About a minute"), (3600, f"{int(seconds / 60)} minutes")):
-        if seconds < limit:
-            return text
-    for limit, text in ((2, "About an hour"), (48, f"{hours} hours"), (24 * 14, f"{hours // 24} days"),
-                        (24 * 60, f"{hours // 24 // 7} weeks"), (24 * 730, f"{hours // 24 // 30} months")):
-        if hours < limit:
-            return text
-    return f"{int(seconds / 3600) // 24 // 365} years"
-
-
-def _go_time(stamp: float | None) -> str:
-    """Go's time.Unix(t, 0).String(), docker's CreatedAt: 2026-01-02 15:04:05 +0100 CET."""
-    return datetime.fromtimestamp(int(stamp)).astimezone().strftime("%Y-%m-%d %H:%M:%S %z %Z") if stamp else ""
-
-
-def _ellipsis(text: str, width: int) -> str:
-    """docker's Ellipsis: at most ``width`` columns, the last one "…" when cut (an East Asian
-    wide character takes two)."""
-    if text.isascii():
-        return text if len(text) <= width else text[: width - 1] + "…"
-    import unicodedata
-
-    widths = [2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text]
-    used = 0
-    for i, w in enumerate(widths):
-        if used + w > width - 1 and sum(widths) > width:
-            return text[:i] + "…"
-        used += w
-    return text
-
-
 def _status(job: dict, now: float) -> str:
     """docker's Status of a job: "Up 5 seconds", "Up 2 hours (Paused)", "Exited (3) 2 minutes
     ago"; one that has no container says so: "Queued", "Queued (held)", "Requeued"."""
@@ -217,9 +173,7 @@ def _state_text(state: JobState, substate: str | None) -> str:
 
 
 def _docker_state(job: dict) -> str:
-    """docker's State word (created, running, paused, restarting, exited) for a job's state."""
-    state = JobState(job["state"])
-    return next((word for word, states in DOCKER_STATUS.items() if state in states), state.value.lower())
+    return docker_status(JobState(job["state"]))
 
 
 def _ports(job: dict) -> str:
@@ -234,7 +188,7 @@ def _command(job: dict, trunc: bool) -> str:
     from .format import go_quote
 
     command = " ".join(job["command"] or [])
-    return go_quote(_ellipsis(command, 20) if trunc else command)
+    return go_quote(ellipsis(command, 20) if trunc else command)
 
 
 # The fields of `ps --format`: docker ps's, then conveyor's own. name -> (column title, value of
@@ -243,7 +197,7 @@ PS_FIELDS: dict[str, tuple[Any, Callable[[dict, float, bool], Any]]] = {
     "ID": ("CONTAINER ID", lambda j, now, trunc: j["id"]),
     "Image": ("IMAGE", lambda j, now, trunc: j["image"]),
     "Command": ("COMMAND", lambda j, now, trunc: _command(j, trunc)),
-    "CreatedAt": ("CREATED AT", lambda j, now, trunc: _go_time(j["created_at"])),
+    "CreatedAt": ("CREATED AT", lambda j, now, trunc: go_time(j["created_at"])),
     "RunningFor": ("CREATED", lambda j, now, trunc: human_duration(now - j["created_at"]) + " ago"),
     "Ports": ("PORTS", lambda j, now, trunc: _ports(j)),
     "State": ("STATE", lambda j, now, trunc: _docker_state(j)),
@@ -256,8 +210,8 @@ PS_FIELDS: dict[str, tuple[Any, Callable[[dict, float, bool], Any]]] = {
     "JobState": ("JOB STATE", lambda j, now, trunc: j["state"]),
     "Substate": ("SUBSTATE", lambda j, now, trunc: j["substate"] or ""),
     "ExitCode": ("EXIT CODE", lambda j, now, trunc: "" if j["exit_code"] is None else j["exit_code"]),
-    "StartedAt": ("STARTED AT", lambda j, now, trunc: _go_time(j["started_at"])),
-    "FinishedAt": ("FINISHED AT", lambda j, now, trunc: _go_time(j["finished_at"])),
+    "StartedAt": ("STARTED AT", lambda j, now, trunc: go_time(j["started_at"])),
+    "FinishedAt": ("FINISHED AT", lambda j, now, trunc: go_time(j["finished_at"])),
     "Message": ("MESSAGE", lambda j, now, trunc: j["message"] or ""),
 }
 

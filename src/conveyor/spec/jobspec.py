@@ -42,6 +42,10 @@ _NAMESPACE_MODES = {
     "pid_mode": {"", "host"},
 }
 RESERVED_LABEL_PREFIX = "conveyor."
+# The one conveyor.* label a client sets: the tool that submitted the job (the docker stand-in
+# names the program that ran `docker`), so `conveyor ps --filter label=conveyor.client=cwltool`
+# finds a tool's jobs. The others are Conveyor's own bookkeeping on the engine's objects.
+LABEL_CLIENT = "conveyor.client"
 
 
 def _split_command(value: Any) -> Any:
@@ -96,6 +100,8 @@ class JobSpec(SpecModel):
     uts_mode: str | None = None
     pid_mode: str | None = None
     privileged: bool = False
+    read_only: bool = Field(default=False, description="mount the container's root filesystem read-only")
+    init: bool = Field(default=False, description="run an init process as PID 1 that reaps zombies and forwards signals")
     shm_size: Bytes | None = None
     ulimits: Annotated[list[Annotated[Ulimit, _from_text(Ulimit.parse)]], BeforeValidator(_ulimits)] = Field(
         default_factory=list
@@ -167,8 +173,9 @@ class JobSpec(SpecModel):
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if not key or key.startswith(RESERVED_LABEL_PREFIX):
-                raise ValueError(f"label {key!r}: keys must be non-empty and not start with '{RESERVED_LABEL_PREFIX}'")
+            if not key or (key.startswith(RESERVED_LABEL_PREFIX) and key != LABEL_CLIENT):
+                raise ValueError(f"label {key!r}: keys must be non-empty and not start with '{RESERVED_LABEL_PREFIX}' "
+                                 f"(but {LABEL_CLIENT}, the submitting tool's name)")
         return v
 
     @field_validator("network")
@@ -263,8 +270,10 @@ class JobSpec(SpecModel):
         return [*(self.command or []), *self.args]
 
     def digest(self) -> str:
-        """A stable content digest of the spec, usable as an idempotency key."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """A stable content digest of the spec, usable as an idempotency key. Fields left at
+        their defaults are left out, so a field added in a later version keeps the digests
+        of the specs that do not use it."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import grp
 import os
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -53,6 +54,14 @@ def container_config(spec: JobSpec, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
+# The engine keeps each job's output with the `local` driver: it stores the bytes as written,
+# where json-file stores JSON strings and turns bytes that are not UTF-8 into U+FFFD (a job
+# writing gzip to stdout would get its output back corrupted). One file that in practice never
+# rotates, as json-file's default: Conveyor saves the whole output when the job ends. (max-size
+# 0 is no "unlimited" here: the driver then rotates at every write and keeps the last lines.)
+JOB_LOG_CONFIG = {"type": "local", "config": {"max-size": "1000g", "max-file": "1", "compress": "false"}}
+
+
 def host_config(spec: JobSpec) -> dict[str, Any]:
     """Keyword arguments for ``APIClient.create_host_config``. Never sets auto_remove:
     Conveyor removes containers itself, after their results are stored."""
@@ -65,6 +74,8 @@ def host_config(spec: JobSpec) -> dict[str, Any]:
         "uts_mode": spec.uts_mode or None,
         "pid_mode": spec.pid_mode or None,
         "privileged": spec.privileged,
+        "read_only": spec.read_only or None,
+        "init": spec.init or None,
         "shm_size": spec.shm_size,
         "ulimits": [DockerUlimit(name=u.name, soft=u.soft, hard=u.hard) for u in spec.ulimits] or None,
         "restart_policy": (
@@ -76,6 +87,7 @@ def host_config(spec: JobSpec) -> dict[str, Any]:
         "mem_limit": res.memory,
         "memswap_limit": res.memory_swap,
         "pids_limit": res.pids_limit,
+        "log_config": JOB_LOG_CONFIG,
     }
     if res.gpus is not None:
         cfg.update(gpu_host_config(res.gpus))
@@ -163,6 +175,24 @@ def split_reference(image: str) -> tuple[str, str | None]:
     if colon > slash:
         return image[:colon], image[colon + 1 :]
     return image, "latest"
+
+
+# docker's reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest]; an
+# image id or its prefix fits it too.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?",
+    re.ASCII,
+)
+
+
+def is_reference(name: str) -> bool:
+    """True when ``name`` is an image reference by docker's grammar. A name that goes into an
+    engine URL's path must be one: ``../containers/x`` would reach another endpoint."""
+    return len(name) <= 512 and _REFERENCE.fullmatch(name) is not None
 
 
 def numeric_user(user: str | None) -> tuple[int | None, int | None]:

@@ -1,0 +1,131 @@
+"""docker's command-line syntax (spf13/pflag, as the docker CLI uses it), stdlib only.
+
+What tools that shell out to docker write, and click does not read the same way:
+``--rm=true``/``--read-only=false`` (a bool flag takes ``=value`` but never a separate word),
+``-it`` and ``-ePATH=x`` (short flags grouped, a value glued on), ``--env=K=V``, and for
+``docker run`` the first positional word ends the flags (the image; everything after it is the
+job's command). Errors are pflag's words; the caller prints them in docker's shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+BOOL, VALUE, LIST = "bool", "value", "list"
+
+_TRUE = {"1", "t", "T", "TRUE", "true", "True"}  # Go's strconv.ParseBool
+_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One flag: ``--long`` (and ``-s``), its kind and where its value goes.
+
+    ``unsupported`` names why the stand-in refuses a flag that docker has: such a flag parses
+    (so the error is about the flag, not a confusing "unknown flag") and is then refused."""
+
+    long: str
+    short: str | None = None
+    kind: str = VALUE
+    dest: str | None = None
+    unsupported: str | None = None
+    help: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.dest or self.long.replace("-", "_")
+
+
+class FlagProblem(Exception):
+    """pflag's complaint about the command line, in pflag's words."""
+
+
+class FlagSet:
+    def __init__(self, flags: Iterable[Flag]):
+        self.flags = tuple(flags)
+        self.by_long = {f.long: f for f in self.flags}
+        self.by_short = {f.short: f for f in self.flags if f.short}
+
+    def defaults(self) -> dict[str, Any]:
+        return {f.key: [] if f.kind == LIST else None for f in self.flags}
+
+    def parse(self, argv: list[str], interspersed: bool = True) -> tuple[dict[str, Any], list[str], list[Flag]]:
+        """(values by key, positional words, flags given). With ``interspersed=False`` the
+        first positional word ends the flags, as for ``docker run IMAGE CMD -x``."""
+        values, positional, given = self.defaults(), [], []
+        i = 0
+        while i < len(argv):
+            word = argv[i]
+            i += 1
+            if word == "--":
+                positional.extend(argv[i:])
+                break
+            if word.startswith("--") and len(word) > 2:
+                i = self._long(word[2:], argv, i, values, given)
+            elif word.startswith("-") and len(word) > 1:
+                i = self._shorts(word[1:], argv, i, values, given)
+            else:
+                positional.append(word)
+                if not interspersed:
+                    positional.extend(argv[i:])
+                    break
+        return values, positional, given
+
+    def _long(self, text: str, argv: list[str], i: int, values: dict, given: list) -> int:
+        name, eq, inline = text.partition("=")
+        flag = self.by_long.get(name)
+        if flag is None:
+            raise FlagProblem(f"unknown flag: --{name}")
+        if flag.kind == BOOL:
+            self._set(flag, _bool(inline, f"--{name}") if eq else True, values, given)
+            return i
+        if eq:
+            value = inline
+        elif i < len(argv):
+            value, i = argv[i], i + 1
+        else:
+            raise FlagProblem(f"flag needs an argument: --{name}")
+        self._set(flag, value, values, given)
+        return i
+
+    def _shorts(self, group: str, argv: list[str], i: int, values: dict, given: list) -> int:
+        j = 0
+        while j < len(group):
+            letter = group[j]
+            flag = self.by_short.get(letter)
+            if flag is None:
+                raise FlagProblem(f"unknown shorthand flag: {letter!r} in -{group}")
+            rest = group[j + 1:]
+            if flag.kind == BOOL:
+                if rest.startswith("="):
+                    self._set(flag, _bool(rest[1:], f"-{letter}"), values, given)
+                    return i
+                self._set(flag, True, values, given)
+                j += 1
+                continue
+            if rest:  # -ePATH=x, -e=PATH=x: the rest of the word is the value
+                self._set(flag, rest[1:] if rest.startswith("=") else rest, values, given)
+            elif i < len(argv):
+                self._set(flag, argv[i], values, given)
+                i += 1
+            else:
+                raise FlagProblem(f"flag needs an argument: {letter!r} in -{letter}")
+            return i
+        return i
+
+    @staticmethod
+    def _set(flag: Flag, value: Any, values: dict, given: list) -> None:
+        if flag.kind == LIST:
+            values[flag.key].append(value)
+        else:
+            values[flag.key] = value
+        given.append(flag)
+
+
+def _bool(text: str, flag: str) -> bool:
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise FlagProblem(f'invalid argument "{text}" for "{flag}" flag: strconv.ParseBool: parsing "{text}": invalid syntax')
