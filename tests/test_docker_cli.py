@@ -249,3 +249,97 @@ def test_jobs_a_tool_ran_are_listed_with_their_logs(standin, test_image):
         logs = standin.cli.run("logs", job["id"])
         assert logs.stderr.decode().startswith("step ") and logs.stdout == b""
     assert time.time() - jobs[0]["created_at"] < 600
+
+
+# ----------------------------------------------------------------------------- the verbs around a run
+
+
+@pytest.fixture
+def in_registry(docker_client, test_image, registry):
+    """The test image in the local registry as REPO:1, and not on the node."""
+    repo = f"{registry}/conveyor-standin"
+    docker_client.images.get(test_image).tag(repo, tag="1")
+    for line in docker_client.images.push(repo, tag="1", stream=True, decode=True):
+        assert "error" not in line, line
+    docker_client.images.remove(f"{repo}:1")
+    yield f"{repo}:1"
+    try:
+        docker_client.images.remove(f"{repo}:1")
+    except Exception:  # noqa: BLE001 - hygiene only
+        pass
+
+
+def test_inspect_of_an_image_is_dockers_byte_for_byte(standin, test_image):
+    standin.same("inspect", test_image)
+    standin.same("image", "inspect", test_image)
+    standin.same("inspect", "--format", "{{.Id}} {{.Config.Cmd}} {{json .Config.Env}} {{.Os}}/{{.Architecture}}", test_image)
+    standin.same("inspect", "--type=image", "-f", "{{index .RepoTags 0}}", test_image)
+    standin.same("inspect", "no-such-image:7")
+    standin.same("image", "inspect", "no-such-image:7")
+
+
+def test_pull_prints_what_docker_prints(standin, in_registry, docker_client):
+    first = standin.run("pull", in_registry)  # not on the node: downloaded
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.decode().splitlines()
+    assert lines[0] == f"1: Pulling from {in_registry.rsplit(':', 1)[0].split('/', 1)[1]}"
+    assert lines[-2:] == [f"Status: Downloaded newer image for {in_registry}", in_registry]
+    assert docker_client.images.get(in_registry)
+    standin.same("pull", in_registry)  # present: "Image is up to date", word for word
+    standin.same("pull", "-q", in_registry)
+    standin.same("pull", in_registry.rsplit(":", 1)[0] + ":no-such-tag")  # the registry's words, exit 1
+
+
+def test_images_lists_what_docker_lists(standin, test_image):
+    def rows(proc):
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.decode().splitlines()
+        return lines[0], sorted(lines[1:])  # docker orders one image's tags at random
+
+    fmt = "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}} {{.Digest}}"
+    assert rows(standin.run("images")) == rows(standin.real("images"))
+    assert sorted(standin.run("images", "--format", fmt).stdout.split(b"\n")) == sorted(standin.real("images", "--format", fmt).stdout.split(b"\n"))
+    standin.same("images", "-q", test_image)
+    standin.same("images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}", test_image)
+    standin.same("image", "ls", "--filter", f"reference={test_image}", "--format", "{{.Repository}} {{.Tag}}")
+
+
+def test_version_and_info_answer_the_templates_tools_use(standin):
+    standin.same("version", "--format", "{{.Server.Version}} {{.Server.APIVersion}} {{.Server.Os}}/{{.Server.Arch}}")
+    standin.same("info", "--format", "{{.OSType}} {{.NCPU}} {{.ServerVersion}} {{.Driver}}")
+    out = standin.run("--version")
+    assert out.returncode == 0 and out.stdout.startswith(b"Docker version ")
+
+
+def test_load_reads_a_docker_save_archive(standin, docker_client, test_image, tmp_path):
+    archive = tmp_path / "image.tar"
+    with open(archive, "wb") as f:
+        for chunk in docker_client.images.get(test_image).save(named=True):
+            f.write(chunk)
+    loaded = standin.same("load", "-i", str(archive)).stdout
+    assert loaded.startswith(b"Loaded image: ")
+    with open(archive, "rb") as f:
+        assert standin.run("load", stdin=f).stdout == loaded
+    standin.same("load", "-i", str(tmp_path / "missing.tar"))
+
+
+def test_stats_of_a_running_job_and_cwltools_memory_probe(standin, test_image, tmp_path):
+    cidfile = tmp_path / "cid"
+    proc = subprocess.Popen([standin.docker, "run", "--rm", f"--cidfile={cidfile}", test_image, "sh", "-c",
+                             "echo up; sleep 4"], stdout=subprocess.PIPE, env=standin.env())
+    assert proc.stdout.readline() == b"up\n"
+    job = cidfile.read_text()
+    table = standin.run("stats", "--no-stream", job)
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.decode().splitlines()
+    assert header.split() == ["CONTAINER", "ID", "NAME", "CPU", "%", "MEM", "USAGE", "/", "LIMIT", "MEM", "%",
+                              "NET", "I/O", "BLOCK", "I/O", "PIDS"]
+    assert row.startswith(job) and "MiB" in row or "KiB" in row
+    # cwltool's probe: a stream of MemPerc lines until the container stops
+    probe = standin.run("stats", "--no-trunc", "--format", "{{.MemPerc}}", job, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    lines = probe.stdout.decode().split()
+    assert lines and all(line.endswith("%") and float(line[:-1]) >= 0 for line in lines)
+    assert proc.wait(timeout=30) == 0
+    none = standin.run("stats", "--no-stream", "no-such-job")
+    assert none.returncode == 1 and none.stderr == b"Error response from daemon: No such container: no-such-job\n"

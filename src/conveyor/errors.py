@@ -185,14 +185,16 @@ class ImageNotFound(ConveyorError):
 
     def __init__(self, image: str, detail: str, job_id: str | None = None):
         self.image, self.job_id = image, job_id
+        self.detail = detail  # the engine's (or registry's) own words: the docker stand-in prints them
         super().__init__(f"image {image!r} not available: {detail}")
 
     def details(self) -> dict[str, Any]:
-        return {"image": self.image, "job_id": self.job_id}
+        return {"image": self.image, "job_id": self.job_id, "detail": self.detail}
 
     @classmethod
     def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "ImageNotFound":
-        return _with_message(cls(details.get("image", ""), message, details.get("job_id")), message)
+        exc = cls(details.get("image", ""), details.get("detail") or message, details.get("job_id"))
+        return _with_message(exc, message)
 
 
 class EngineError(ConveyorError):

@@ -12,7 +12,7 @@ import click
 
 from ..state import DOCKER_STATUS, FINAL_STATES, JobState, docker_status
 from .app import cli, connect, fail, job_id
-from .format import ellipsis, go_time, human_duration  # noqa: F401 - human_duration: tests
+from .humanize import ellipsis, go_time, human_duration  # noqa: F401 - human_duration: tests
 from .render import Console, Table, columns, escape, size, state_label, timestamp
 
 if TYPE_CHECKING:

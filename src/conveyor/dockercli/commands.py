@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from ..cli.format import Fields, Template, TemplateError
 from ..errors import AgentUnreachable, ConveyorError
 from .flags import BOOL, LIST, Flag, FlagProblem, FlagSet
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from ..client.api import AgentAPI
 
 EXIT_FAILED = 1  # docker's exit code for a verb that failed (run's own failures are 125)
+FORMAT = Flag("format", "f", "value", help="Format output using a custom template ('json', or a Go template)")
 
 
 class DockerError(Exception):
@@ -116,8 +118,8 @@ MANAGEMENT = {"image", "container"}  # `docker image ls`, `docker container rm`,
 
 
 def main(argv: list[str]) -> int:
-    from . import run, verbs  # noqa: F401 - each registers its commands
-
+    """Run ``docker ARGV...``; the exit code. The verb modules must be imported (they
+    register their commands): the package's main does that."""
     session = Session(os.environ.get("CONVEYOR_HOME"))
     try:
         values, rest, given = GLOBAL_FLAGS.parse(argv, interspersed=False)
@@ -238,3 +240,21 @@ def _help(cmd: Command) -> str:
     if refused:
         lines.append("\nNot supported by the stand-in: " + " ".join(refused))
     return "\n".join(lines) + "\n"
+
+
+def print_table(session: Session, fmt: str, rows: list[dict], fields: dict[str, tuple[str, Callable]]) -> None:
+    """Rows through a --format template (a `table ...` one aligned under its header, docker's
+    default); ``fields``: template field -> (header, getter of a row)."""
+    getters = {name: (lambda row, get=get: get(row)) for name, (_, get) in fields.items()}
+    try:
+        template = Template(fmt)
+        session.out(template.render([Fields(r, getters) for r in rows], {n: h for n, (h, _) in fields.items()}))
+    except TemplateError as exc:
+        raise DockerError(f"template parsing error: {exc.problem}") from None
+
+
+def print_template(session: Session, fmt: str, data: Any) -> None:
+    try:
+        session.out(Template(fmt).execute(data) + "\n")
+    except TemplateError as exc:
+        raise DockerError(f"template parsing error: {exc.problem}") from None

@@ -1,150 +1,29 @@
-"""The verbs tools call around `docker run`, answered by the agent, printed as docker prints.
+"""Containers, which are Conveyor jobs: `inspect` (of a job or an image), `stats`, `kill`,
+`stop`, `rm`, `wait`, `logs`.
 
-Images are the engine's (the agent passes its documents through); containers are Conveyor
-jobs, named by job id, unique id prefix or job name (--cidfile wrote the job id). A job keeps
-its record after its container is gone, so `inspect`, `wait` and `logs` answer for it still.
+A job is named by job id (what --cidfile and `run -d` give), unique id prefix or job name. It
+keeps its record after its container is gone, so `inspect`, `wait` and `logs` answer for it
+still.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ..cli.format import Fields, Template, TemplateError, binary_size, human_duration, human_size
+from ..cli.format import Template, TemplateError
+from ..cli.humanize import binary_size, human_size
 from ..errors import ConveyorError, ImageNotFound, JobNotFound
 from ..state import FINAL_STATES, JobState, docker_status
-from .commands import EXIT_FAILED, DockerError, Session, command, one_line
-from .flags import BOOL, LIST, VALUE, Flag
+from .commands import EXIT_FAILED, FORMAT, DockerError, Session, command, one_line, print_table
+from .flags import BOOL, VALUE, Flag
+from .images import has_tag_or_digest
 
-FORMAT = Flag("format", "f", VALUE, help="Format output using a custom template ('json', or a Go template)")
-
-# ----------------------------------------------------------------------------- images
-
-
-@command("pull", "pull [OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry", (
-    Flag("quiet", "q", BOOL, help="Suppress verbose output"),
-    Flag("disable-content-trust", kind=BOOL, help="Skip image verification (always skipped)"),
-    Flag("all-tags", "a", BOOL, unsupported="pull each tag by name"),
-    Flag("platform", kind=VALUE, unsupported="images are pulled for the node's own platform"),
-), aliases=("image pull",), min_args=1, max_args=1)
-def pull(session: Session, values: dict, args: list[str]) -> int:
-    name = args[0]
-    if not _has_tag_or_digest(name) and not values["quiet"]:
-        session.out("Using default tag: latest\n")
-    for message in session.api.pull(name):
-        if message.get("error"):
-            raise DockerError(f"Error response from daemon: {one_line(message['error'])}")
-        if not values["quiet"] and not message.get("progress"):
-            # docker prints a non-terminal pull without its progress bars
-            session.out((f"{message['id']}: " if message.get("id") else "") + message.get("status", "") + "\n")
-    session.out(canonical_reference(name) + "\n")
-    return 0
-
-
-@command("images", "images [OPTIONS] [REPOSITORY[:TAG]]", "List images", (
-    Flag("all", "a", BOOL, help="Show all images (default hides intermediate images)"),
-    Flag("quiet", "q", BOOL, help="Only show image IDs"),
-    Flag("no-trunc", kind=BOOL, help="Don't truncate output"),
-    Flag("digests", kind=BOOL, help="Show digests"),
-    Flag("filter", "f", LIST, help="Filter output: reference=PATTERN, dangling=true|false"),
-    FORMAT,
-    Flag("tree", kind=BOOL, unsupported="list images with their tags instead"),
-), aliases=("image ls", "image list"), max_args=1)
-def images(session: Session, values: dict, args: list[str]) -> int:
-    now = time.time()
-    rows = [row for image in session.api.images() for row in _image_rows(image)]
-    wanted = _image_filters(values["filter"], args)
-    rows = [r for r in rows if all(test(r) for test in wanted)]
-    rows.sort(key=lambda r: -r["Created"])
-    trunc = not values["no_trunc"]
-    if values["quiet"]:
-        ids = dict.fromkeys(_short_image_id(r["Id"], trunc) for r in rows)
-        session.out("".join(f"{i}\n" for i in ids))
-        return 0
-    fields = {
-        "Repository": ("REPOSITORY", lambda r: r["Repository"]),
-        "Tag": ("TAG", lambda r: r["Tag"]),
-        "Digest": ("DIGEST", lambda r: r["Digest"]),
-        "ID": ("IMAGE ID", lambda r: _short_image_id(r["Id"], trunc)),
-        "CreatedSince": ("CREATED", lambda r: human_duration(now - r["Created"]) + " ago"),
-        "CreatedAt": ("CREATED AT", lambda r: _go_local_time(r["Created"])),
-        "Size": ("SIZE", lambda r: human_size(r["Size"])),
-        "VirtualSize": ("SIZE", lambda r: human_size(r["Size"])),
-        "SharedSize": ("SHARED SIZE", lambda r: "N/A" if r["SharedSize"] < 0 else human_size(r["SharedSize"])),
-        "UniqueSize": ("UNIQUE SIZE", lambda r: "N/A" if r["SharedSize"] < 0 else human_size(r["Size"] - r["SharedSize"])),
-        "Containers": ("CONTAINERS", lambda r: "N/A" if r["Containers"] < 0 else str(r["Containers"])),
-    }
-    default = "table {{.Repository}}\t{{.Tag}}\t" + ("{{.Digest}}\t" if values["digests"] else "") + "{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
-    _print_table(session, values["format"] or default, rows, fields)
-    return 0
-
-
-def _image_rows(image: dict) -> list[dict]:
-    """docker images' rows of one image: one per tag (<none> when it has none)."""
-    base = {"Id": image["Id"], "Created": image.get("Created", 0), "Size": image.get("Size", 0),
-            "SharedSize": image.get("SharedSize", -1), "Containers": image.get("Containers", -1)}
-    digests = [d.partition("@")[2] for d in image.get("RepoDigests") or []]
-    tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
-    if not tags:
-        repo = (image.get("RepoDigests") or ["<none>@"])[0].partition("@")[0]
-        return [{**base, "Repository": repo, "Tag": "<none>", "Digest": digests[0] if digests else "<none>"}]
-    rows = []
-    for tag in tags:
-        repo, _, name = tag.rpartition(":")
-        rows.append({**base, "Repository": repo, "Tag": name, "Digest": digests[0] if digests else "<none>"})
-    return rows
-
-
-def _image_filters(filters: list[str], args: list[str]) -> list[Callable[[dict], bool]]:
-    tests = []
-    patterns = [*args, *(f.partition("=")[2] for f in filters if f.partition("=")[0] == "reference")]
-    for f in filters:
-        key, eq, value = f.partition("=")
-        if not eq or key not in ("reference", "dangling"):
-            raise DockerError(f"invalid filter {f!r}: the stand-in filters images by reference=PATTERN and dangling=true|false")
-        if key == "dangling":
-            dangling = value.lower() in ("1", "true")
-            tests.append(lambda r, d=dangling: (r["Tag"] == "<none>") == d)
-    if patterns:
-        tests.append(lambda r: any(_reference_matches(p, r) for p in patterns))
-    return tests
-
-
-def _reference_matches(pattern: str, row: dict) -> bool:
-    import fnmatch
-
-    name = f"{row['Repository']}:{row['Tag']}"
-    if ":" in pattern.rpartition("/")[2]:
-        return fnmatch.fnmatchcase(name, pattern)
-    return fnmatch.fnmatchcase(row["Repository"], pattern)
-
-
-def _short_image_id(image_id: str, trunc: bool) -> str:
-    return image_id.removeprefix("sha256:")[:12] if trunc else image_id
-
-
-@command("load", "load [OPTIONS]", "Load an image from a tar archive or STDIN", (
-    Flag("input", "i", VALUE, help="Read from tar archive file, instead of STDIN"),
-    Flag("quiet", "q", BOOL, help="Suppress the load output"),
-    Flag("platform", kind=LIST, unsupported="an archive is loaded whole"),
-), aliases=("image load",), max_args=0)
-def load(session: Session, values: dict, args: list[str]) -> int:
-    path = values["input"]
-    if path is None and sys.stdin.isatty():
-        raise DockerError("requested load from stdin, but stdin is empty")
-    if path is not None and not os.path.isfile(path):
-        raise DockerError(f"open {path}: no such file or directory")
-    result = session.api.load_image(path if path is not None else sys.stdin.buffer)
-    for image in result["images"]:
-        for tag in image["tags"] or [image["image_id"]]:
-            kind = "image" if tag in image["tags"] else "image ID"
-            session.out(f"Loaded {kind}: {tag}\n")
-    return 0
-
+_JOB_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # what a job id, id prefix or job name looks like
 
 # ----------------------------------------------------------------------------- inspect
 
@@ -188,13 +67,22 @@ def _inspect(session: Session, fmt: str | None, names: list[str], kind: str | No
     else:
         session.out(go_json(found) + "\n")
     for name in missing:
-        what = {"container": "container", "image": "image"}.get(kind or "", "object")
-        session.err(f"Error: No such {what}: {name}\n")
+        session.err(_no_such(kind, name) + "\n")
     return EXIT_FAILED if missing else 0
 
 
+def _no_such(kind: str | None, name: str) -> str:
+    """docker's words for a missing object, which depend on what was asked for."""
+    if kind == "container":
+        return f"Error response from daemon: No such container: {name}"
+    if kind == "image":
+        full = name if has_tag_or_digest(name) else name + ":latest"
+        return f"Error response from daemon: no such image: {name}: No such image: {full}"
+    return f"Error: No such object: {name}"
+
+
 def _find(session: Session, name: str, kind: str | None) -> dict | None:
-    if kind != "image":
+    if kind != "image" and _JOB_REF.fullmatch(name):  # busybox:1.36 or a/b is no job's id or name
         try:
             return container_document(session.api.info(name))
         except JobNotFound:
@@ -269,10 +157,6 @@ def _rfc3339(stamp: float | None) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _go_local_time(stamp: float) -> str:
-    return datetime.fromtimestamp(int(stamp)).astimezone().strftime("%Y-%m-%d %H:%M:%S %z %Z")
-
-
 def go_json(value: Any) -> str:
     """JSON as docker prints an inspect: four-space indents, and Go's escapes of <, > and &."""
     text = json.dumps(value, indent=4, ensure_ascii=False)
@@ -314,7 +198,7 @@ def stats(session: Session, values: dict, args: list[str]) -> int:
     refs = args or [j["id"] for j in jobs]
     while True:
         rows = [_stats_row(ref, job, api.stats(job["id"])["stats"]) for ref, job in zip(refs, jobs)]
-        _print_table(session, fmt, rows, fields)
+        print_table(session, fmt, rows, fields)
         if values["no_stream"]:
             return 0
         # docker streams until every named container has stopped (or forever, for all running)
@@ -428,50 +312,6 @@ def logs(session: Session, values: dict, args: list[str]) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- the engine
-
-
-@command("version", "version [OPTIONS]", "Show the Docker version information", (FORMAT,), max_args=0)
-def version(session: Session, values: dict, args: list[str]) -> int:
-    from .. import __version__
-
-    engine = session.api.engine()["version"]
-    client = {"Platform": {"Name": "Conveyor docker stand-in"}, "Version": __version__,
-              "ApiVersion": engine.get("ApiVersion", ""), "GoVersion": "", "GitCommit": "", "Os": sys.platform,
-              "Arch": engine.get("Arch", ""), "BuildTime": "", "Context": "conveyor"}
-    data = {"Client": client, "Server": engine}
-    if values["format"]:
-        _print_template(session, values["format"], data)
-        return 0
-    lines = [
-        "Client:", f" Version:           {__version__} (Conveyor docker stand-in)", f" API version:       {client['ApiVersion']}",
-        f" OS/Arch:           {client['Os']}/{client['Arch']}", f" Context:           {client['Context']}", "",
-        f"Server: {engine.get('Platform', {}).get('Name', '')}".rstrip(),
-    ]
-    for component in engine.get("Components") or []:
-        lines.append(f" {component.get('Name')}:")
-        lines.append(f"  Version:          {component.get('Version')}")
-        for key, value in (component.get("Details") or {}).items():
-            lines.append(f"  {key + ':':<18}{value}")
-    session.out("\n".join(lines) + "\n")
-    return 0
-
-
-@command("info", "info [OPTIONS]", "Display system-wide information", (FORMAT,), aliases=("system info",), max_args=0)
-def info(session: Session, values: dict, args: list[str]) -> int:
-    engine = session.api.engine()["info"]
-    if values["format"]:
-        _print_template(session, values["format"], engine)
-        return 0
-    keys = ("ID", "Containers", "ContainersRunning", "ContainersPaused", "ContainersStopped", "Images",
-            "ServerVersion", "Driver", "CgroupDriver", "CgroupVersion", "KernelVersion", "OperatingSystem",
-            "OSType", "Architecture", "NCPU", "MemTotal", "DockerRootDir", "Name")
-    lines = ["Client:", " Context:    conveyor", " Debug Mode: false", "", "Server:"]
-    lines += [f" {key}: {engine.get(key)}" for key in keys if key in engine]
-    session.out("\n".join(lines) + "\n")
-    return 0
-
-
 # ----------------------------------------------------------------------------- shared
 
 
@@ -502,41 +342,8 @@ def _each(session: Session, refs: list[str], action: Callable[[str], Any], prefi
     return EXIT_FAILED if failed else 0
 
 
-def _print_table(session: Session, fmt: str, rows: list[dict], fields: dict[str, tuple[str, Callable]]) -> None:
-    getters = {name: (lambda row, get=get: get(row)) for name, (_, get) in fields.items()}
-    try:
-        template = Template(fmt)
-        session.out(template.render([Fields(r, getters) for r in rows], {n: h for n, (h, _) in fields.items()}))
-    except TemplateError as exc:
-        raise DockerError(f"template parsing error: {exc.problem}") from None
-
-
-def _print_template(session: Session, fmt: str, data: Any) -> None:
-    try:
-        session.out(Template(fmt).execute(data) + "\n")
-    except TemplateError as exc:
-        raise DockerError(f"template parsing error: {exc.problem}") from None
-
-
 def _int_arg(value: str, flag: str) -> int:
     try:
         return int(value)
     except ValueError:
         raise DockerError(f'invalid argument "{value}" for "{flag}" flag: strconv.ParseInt: parsing "{value}": invalid syntax') from None
-
-
-def _has_tag_or_digest(name: str) -> bool:
-    return "@" in name or ":" in name.rpartition("/")[2]
-
-
-def canonical_reference(name: str) -> str:
-    """docker's fully qualified name: busybox -> docker.io/library/busybox:latest."""
-    if not _has_tag_or_digest(name):
-        name += ":latest"
-    first, slash, _ = name.partition("/")
-    if not slash or not (("." in first or ":" in first) or first == "localhost"):
-        name = "docker.io/" + ("library/" if not slash else "") + name
-    return name
-
-
-__all__ = ["canonical_reference", "container_document", "go_json"]
