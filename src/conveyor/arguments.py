@@ -18,6 +18,16 @@ from .spec import JobSpec
 
 JOB_ID = "a job id (str)"
 ARRAY_ID = "an array id (str)"
+IMAGE = "an image reference (str), e.g. busybox:1.36"
+
+# The signal names a Linux container knows (the kernel in the container decides, not the
+# caller's), as docker spells them; RTMIN+n and RTMAX-n are checked apart. Numbers are kept as
+# numbers: a name looked up on the caller's system could mean another signal in the container.
+SIGNALS = frozenset(
+    "ABRT ALRM BUS CHLD CLD CONT FPE HUP ILL INT IO IOT KILL PIPE POLL PROF PWR QUIT SEGV STKFLT "
+    "STOP SYS TERM TRAP TSTP TTIN TTOU URG USR1 USR2 VTALRM WINCH XCPU XFSZ RTMIN RTMAX".split()
+)
+MAX_SIGNAL = 64
 
 
 def job_ref(method: str, ref: object, takes: str = JOB_ID) -> str:
@@ -34,6 +44,28 @@ def job_refs(method: str, refs: object) -> list[str]:
     if isinstance(refs, (str, bytes, JobSpec, Job)) or not isinstance(refs, Iterable):
         raise TypeError(f"{method}() takes job ids (a list of str): {_given(refs)}; put the ids in a list")
     return [job_ref(method, ref) for ref in refs]
+
+
+def signal_name(value: object) -> str:
+    """A signal as the engine takes it: ``SIGKILL`` for KILL, kill, SIGKILL; ``9`` for 9. None
+    means the default, KILL. Anything else is a ValueError that names the parameter and says
+    what it takes."""
+    if value is None:
+        return "SIGKILL"
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 3:
+        if 1 <= int(text) <= MAX_SIGNAL:
+            return str(int(text))
+    elif text.isascii():
+        name = text.upper().removeprefix("SIG")
+        base, sep, offset = name.partition("+" if "+" in name else "-")
+        realtime = (base, sep) in (("RTMIN", "+"), ("RTMAX", "-")) and offset in {str(n) for n in range(1, 16)}
+        if name in SIGNALS or realtime:
+            return "SIG" + name
+    raise ValueError(
+        f"signal {value if not isinstance(value, str) else value[:40]!r} is not valid: give a signal name (KILL, TERM, HUP, INT, USR1, ...; "
+        f"with or without SIG, any case) or a number from 1 to {MAX_SIGNAL}"
+    )
 
 
 def job_spec(method: str, spec: object) -> JobSpec:

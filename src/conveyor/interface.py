@@ -92,6 +92,7 @@ class ExecutorInterface(Protocol):
     def remove(self, ref: str, force: bool = False) -> None: ...
     def discard_container(self, ref: str) -> None: ...
     def resize(self, ref: str, height: int, width: int) -> None: ...
+    def signal(self, ref: str, signal: str = "KILL") -> "Job": ...
 
     def attach_stdin(self, ref: str, source: BinaryIO) -> None:
         """Copy ``source`` to a running job's stdin in the background (the job sees EOF at its
@@ -110,6 +111,18 @@ class ExecutorInterface(Protocol):
     def queue(self, limit: int | None = None) -> dict: ...
     def machine(self) -> dict: ...
     def cleanup(self) -> dict[str, int]: ...
+
+    # ---- the engine's own documents (Docker: its Engine API's), passed through
+    def images(self) -> list[dict]:
+        """The engine's image summaries (Docker: GET /images/json)."""
+    def image_inspect(self, name: str) -> dict:
+        """One image as the engine describes it; ImageNotFound when it has none."""
+    def pull(self, name: str) -> Iterator[dict]:
+        """Pull an image: the engine's progress messages as they come."""
+    def engine(self) -> dict:
+        """{"version": ..., "info": ...}: the engine as it describes itself."""
+    def stats(self, ref: str) -> dict:
+        """{"job": id, "stats": one sample of its resource usage, or None unless it runs}."""
 
     # ---- data
     def filesets(self, ref: str, role: str = "output") -> dict[str, str]: ...

@@ -150,7 +150,17 @@ RESIZE = Verb(
     command=None, refusal="resize the terminal of", returns_job=False,
 )
 
-VERBS: tuple[Verb, ...] = (HOLD, RELEASE, SUSPEND, RESUME, CANCEL, REMOVE, DISCARD_CONTAINER, RESIZE)
+# No array form: `cancel_array` ends a whole array; a signal fanned out to its tasks would report
+# only how many were sent one, not what it did to them (docker kill has none either).
+SIGNAL = Verb(
+    "signal", "Send a signal to a running job's processes (default SIGKILL), as `docker kill` does",
+    frozenset({JobState.RUNNING, JobState.SUSPENDED}),
+    params=(Param("signal", str, "The signal: a name (KILL, TERM, HUP, USR1, ...; SIG optional) or a number.",
+                  default="KILL", flags=("-s", "--signal")),),
+    command="kill", refusal="send a signal to",
+)
+
+VERBS: tuple[Verb, ...] = (HOLD, RELEASE, SUSPEND, RESUME, CANCEL, REMOVE, DISCARD_CONTAINER, RESIZE, SIGNAL)
 ARRAY_VERBS: tuple[Verb, ...] = tuple(v for v in VERBS if v.array_summary)
 
 
@@ -206,10 +216,20 @@ OPERATIONS: dict[str, Operation] = _ops(
               "/data/verify", "verify", tags=("data",)),
     Operation("gc", "Remove blobs no job references (never one a queued or running job needs)", "POST", "/data/gc",
               "gc", tags=("data",)),
+    Operation("images", "The engine's images, as its API lists them (Docker: GET /images/json)", "GET", "/images",
+              tags=("images",)),
+    Operation("image_inspect", "One image as the engine describes it (Docker: GET /images/{name}/json); 404 when it "
+              "has none", "GET", "/images/inspect", tags=("images",)),
+    Operation("pull", "Pull an image (no tag: latest; a digest works too), streaming the engine's progress "
+              "messages as they come", "POST", "/images/pull", tags=("images",)),
+    Operation("stats", "One sample of a running job's resource usage, the engine's own document (null once it "
+              "is not running)", "GET", "/jobs/{ref}/stats"),
     Operation("queue", "The queue as the scheduler sees it, and what each waiting job waits for", "GET", "/queue",
               "queue", tags=("agent",)),
     Operation("machine", "This node: CPUs, memory, GPUs, load, engine, capacity in use", "GET", "/machine",
               "machine", tags=("agent",)),
+    Operation("engine", "The engine as it describes itself: its version and info documents", "GET", "/engine",
+              tags=("agent",)),
     Operation("cleanup", "Remove every container, volume and network this executor made", "POST", "/cleanup",
               "cleanup", tags=("control",)),
     Operation("token_create", "Create a named token bound to a policy; the answer holds the token, shown only once (owner only)",

@@ -45,6 +45,7 @@ class Capabilities:
     recover: bool = False  # find its jobs again after the agent restarts (list by label, events)
     files: bool = False  # read files out of a job (output capture)
     image_load: bool = False  # load image tarballs
+    images: bool = False  # list, inspect and pull images by name (the engine's own documents)
     stats: bool = False  # resource usage of a running job
     tty: bool = False  # give a job a terminal, and resize it
 
@@ -116,6 +117,24 @@ class Backend(Protocol):
 
     def image_tags(self, image_id: str) -> list[str]: ...
 
+    # The engine's own documents, passed through as it wrote them (Docker: its Engine API's), for
+    # callers that speak that engine's language (a docker stand-in); nothing here interprets them.
+    def images(self) -> list[dict]:
+        """The engine's image summaries (Docker: GET /images/json)."""
+
+    def image_inspect(self, name: str) -> dict | None:
+        """One image as the engine describes it (Docker: GET /images/{name}/json); None when
+        it has no such image."""
+
+    def pull(self, name: str) -> Iterator[dict]:
+        """Pull ``name`` (no tag means ``:latest``; a digest reference works too), yielding the
+        engine's progress messages as they come. A failure, before the first message or
+        after, raises ImageNotFound (no such image there) or EngineError, in the engine's words."""
+
+    def engine(self) -> dict:
+        """The engine as it describes itself: ``{"version": ..., "info": ...}`` (Docker: GET
+        /version and GET /info)."""
+
     # ---- lifecycle
     def create(self, job_id: str, spec: JobSpec) -> str:
         """Create (not start) the job's container, named after the job; its handle.
@@ -140,7 +159,10 @@ class Backend(Protocol):
     def remove(self, handle: str) -> None:
         """Remove the container (and its anonymous volumes); one already gone is fine."""
 
-    def stats(self, handle: str) -> dict: ...
+    def stats(self, handle: str) -> dict:
+        """One sample of the container's resource usage, the engine's own document (Docker: GET
+        /containers/{id}/stats?stream=false, whose precpu_stats holds the sample before, so CPU
+        use can be computed from it alone); ContainerNotFound when it is gone."""
 
     def exec(self, handle: str, command: list[str], *, user: str | None = None,
              workdir: str | None = None, env: dict[str, str] | None = None) -> ExecResult:

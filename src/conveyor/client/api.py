@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 
 from ..agent import home_root, socket_path
 from ..agent.auth import read_token
-from ..errors import AgentError, AgentUnreachable, ConveyorError, WaitTimeout
+from ..errors import AgentError, AgentUnreachable, ConveyorError, WaitTimeout, error_from_wire
 from ..operations import OPERATIONS
 from .transport import Transport, quoted
 
@@ -38,7 +38,34 @@ def route(name: str, ref: str | None = None) -> str:
     return path if ref is None else path.replace("{ref}", quoted(ref))
 
 
-class AgentAPI:
+class EngineDocuments:
+    """The engine's own documents, passed through by the agent as the engine wrote them
+    (routers/engine.py): its images, itself, a job's resource usage. Part of AgentAPI: needs
+    its ``call``, ``http`` and ``_frames``."""
+
+    def images(self) -> list[dict]:
+        return self.call("GET", route("images"))
+
+    def image_inspect(self, name: str) -> dict:
+        """The engine's document of one image; ImageNotFound when it has none."""
+        return self.call("GET", route("image_inspect"), {"name": name})
+
+    def pull(self, name: str) -> Iterator[dict]:
+        """Pull an image: the engine's progress messages as they come. ImageNotFound,
+        PolicyRefused or the engine's words (ConveyorError) when it fails, before or during."""
+        stream = self.http.stream(route("pull"), {"name": name}, method="POST")
+        return (message for message in self._frames(stream) if "end" not in message)
+
+    def engine(self) -> dict:
+        """{"version": ..., "info": ...}: the engine as it describes itself."""
+        return self.call("GET", route("engine"))
+
+    def stats(self, ref: str) -> dict:
+        """{"job": id, "stats": one sample of its resource usage, or None unless it runs}."""
+        return self.call("GET", route("stats", ref))
+
+
+class AgentAPI(EngineDocuments):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
     The token is ``token``, else ``$CONVEYOR_TOKEN``, else the state directory's agent.token."""
@@ -312,7 +339,11 @@ class AgentAPI:
                     frame["data"] = base64.b64decode(frame["data"])
                     yield frame
                 elif "error" in frame:
-                    raise ConveyorError(frame["error"].get("message", "the stream failed"))
+                    # the exception the agent would have answered with, had the stream not begun
+                    error = frame["error"]
+                    raise error_from_wire(500, error.get("code", ConveyorError.code),
+                                          error.get("message", "the stream failed"),
+                                          error.get("field"), error.get("details") or {})
                 elif "end" in frame:
                     yield frame
                     return

@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from ..arguments import ARRAY_ID, job_ref, job_refs, job_spec
+from ..arguments import ARRAY_ID, IMAGE, job_ref, job_refs, job_spec
 from ..errors import ConveyorError
 from ..job import Job, Transition
 from ..operations import Verb, with_verbs
@@ -272,6 +272,23 @@ class Client:
 
     def cleanup(self) -> dict[str, int]:
         return self.api.cleanup()
+
+    # ------------------------------------------------------------------ the engine's own documents
+
+    def images(self) -> list[dict]:
+        return self.api.images()
+
+    def image_inspect(self, name: str) -> dict:
+        return self.api.image_inspect(job_ref("image_inspect", name, IMAGE))
+
+    def pull(self, name: str) -> Iterator[dict]:
+        return self.api.pull(job_ref("pull", name, IMAGE))
+
+    def engine(self) -> dict:
+        return self.api.engine()
+
+    def stats(self, ref: str) -> dict:
+        return self.api.stats(job_ref("stats", ref))
 
     # ------------------------------------------------------------------ data (README: Data)
 

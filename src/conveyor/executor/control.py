@@ -11,10 +11,10 @@ import shutil
 import time
 from typing import Any, BinaryIO
 
-from ..arguments import ARRAY_ID, job_ref
+from ..arguments import ARRAY_ID, job_ref, signal_name
 from ..errors import ConveyorError, EngineError, InvalidState
 from ..job import Job
-from ..operations import CANCEL, DISCARD_CONTAINER, HOLD, RELEASE, REMOVE, RESIZE, RESUME, SUSPEND, Verb
+from ..operations import CANCEL, DISCARD_CONTAINER, HOLD, RELEASE, REMOVE, RESIZE, RESUME, SIGNAL, SUSPEND, Verb
 from ..state import WAITING_STATES, JobState, Substate
 from .base import ExecutorBase
 
@@ -83,6 +83,21 @@ class ControlMixin(ExecutorBase):
         if not rec.spec.tty:
             raise ConveyorError(f"job {rec.id} has no terminal to resize (submit it with -t/tty)")
         self.backend.resize(rec.container_id, height, width)
+
+    def signal(self, ref: str, signal: str = "KILL") -> Job:
+        """Send ``signal`` to the job's processes and return at once, as ``docker kill`` does. A
+        signal that ends the job ends it as the watcher sees it die (SIGKILL: Failed, exited,
+        exit code 137; with retries left it is run again, as for any exit code but 0). The
+        engine thaws a suspended job to deliver the signal (Docker does, unless the image sets
+        a stop signal other than this one); one that lives on is recorded Running again."""
+        job_ref("signal", ref)
+        sig = signal_name(signal)
+        rec = self._record_for(SIGNAL, ref)
+        try:
+            self.backend.signal(rec.container_id, sig)
+        except EngineError as exc:  # it ended meanwhile
+            raise InvalidState(rec.id, self.store.get(rec.id).state.value, f"{SIGNAL.action} ({exc})") from None
+        return self.info(rec.id)
 
     def attach_stdin(self, ref: str, source: BinaryIO) -> None:
         job_ref("attach_stdin", ref)

@@ -1,5 +1,6 @@
-"""The node: the queue as the scheduler sees it, the machine and its capacity, cleanup, and
-the containers the engine has that the store does not know."""
+"""The node: the queue as the scheduler sees it, the machine and its capacity, cleanup, the
+containers the engine has that the store does not know, and the engine's own documents (its
+images, itself, a job's stats) passed through as it wrote them."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import os
 import platform
 import socket
 import time
+from typing import Iterator
 
-from ..backends.base import LABEL_JOB, ContainerStatus
+from ..arguments import IMAGE, job_ref
+from ..backends.base import LABEL_JOB, ContainerNotFound, ContainerStatus
 from ..capacity import Request, discover
-from ..errors import ConveyorError, JobNotFound
+from ..errors import ConveyorError, ImageNotFound, JobNotFound
 from ..runtime.planner import Planner
 from ..state import ACTIVE_STATES, FINAL_STATES, HELD_STATES, WAITING_STATES, JobState, Substate, sql_in
 from ..store import JobRecord
@@ -89,6 +92,50 @@ class NodeMixin(ExecutorBase):
             "in_use": in_use,
             "free": {"cpus": (cap.cpus_m - in_use["cpus"] * 1000) / 1000, "memory": cap.memory - in_use["memory"]},
         }
+
+    # ------------------------------------------------------------------ the engine's own documents
+    # For callers that speak the engine's language (a docker stand-in): nothing here reads them.
+
+    def images(self) -> list[dict]:
+        """The engine's image summaries, as its API lists them (Docker: GET /images/json)."""
+        self.backend.capabilities.require(self.backend.name, "images", "list images")
+        return self.backend.images()
+
+    def image_inspect(self, name: str) -> dict:
+        """One image as the engine describes it (Docker: GET /images/{name}/json);
+        ImageNotFound when it has none."""
+        job_ref("image_inspect", name, IMAGE)
+        self.backend.capabilities.require(self.backend.name, "images", "inspect images")
+        found = self.backend.image_inspect(name)
+        if found is None:
+            raise ImageNotFound(name, "no such image on this node")
+        return found
+
+    def pull(self, name: str) -> Iterator[dict]:
+        """Pull an image (no tag: latest; a digest reference works too): the engine's progress
+        messages as they come; ImageNotFound or EngineError, in the engine's words, if it fails."""
+        job_ref("pull", name, IMAGE)
+        self.backend.capabilities.require(self.backend.name, "images", "pull images")
+        return self.backend.pull(name)
+
+    def engine(self) -> dict:
+        """The engine as it describes itself: {"version": ..., "info": ...} (Docker: GET
+        /version and GET /info)."""
+        return self.backend.engine()
+
+    def stats(self, ref: str) -> dict:
+        """One sample of a job's resource usage: {"job": id, "stats": the engine's document}, or
+        stats None unless the job is running or suspended and its container is there."""
+        job_ref("stats", ref)
+        self.backend.capabilities.require(self.backend.name, "stats", "report a job's resource usage")
+        rec = self._record(ref)
+        sample = None
+        if rec.state in (JobState.RUNNING, JobState.SUSPENDED) and rec.container_id:
+            try:
+                sample = self.backend.stats(rec.container_id)
+            except ContainerNotFound:
+                pass  # it ended and was removed meanwhile
+        return {"job": rec.id, "stats": sample}
 
     # ------------------------------------------------------------------ cleanup
 

@@ -49,6 +49,7 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
         recover=True,
         files=True,
         image_load=True,
+        images=True,
         stats=True,
         tty=True,
     )
@@ -164,6 +165,8 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
                 raise
 
     def stats(self, handle: str) -> dict:
+        """One sample; stream=False without one-shot makes the engine wait for a second one,
+        so precpu_stats is filled (about a second)."""
         with engine_errors():
             return self.api.stats(handle, stream=False)
 

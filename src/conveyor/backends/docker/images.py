@@ -1,14 +1,15 @@
-"""Images for jobs: present as the pull policy says, or loaded from a tarball."""
+"""Images: present for jobs as the pull policy says, loaded from a tarball, and the engine's
+own documents about them (list, inspect, pull) passed through."""
 
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ...spec import JobSpec, PullPolicy
 from ..base import EngineError, ImageNotFound
-from .mapping import split_reference
-from .translate import engine_errors
+from .mapping import is_reference, split_reference
+from .translate import engine_errors, pull_failure
 
 
 # An image the engine showed us this recently is taken as present when a job is launched (the
@@ -67,3 +68,35 @@ class ImagesMixin:
     def image_tags(self, image_id: str) -> list[str]:
         with engine_errors(image=image_id):
             return self.api.inspect_image(image_id).get("RepoTags") or []
+
+    # ------------------------------------------------------------------ the engine's documents
+
+    def images(self) -> list[dict]:
+        with engine_errors():
+            return self.api.images()
+
+    def image_inspect(self, name: str) -> dict | None:
+        """GET /images/{name}/json; None when the engine has no such image (or ``name`` is no
+        reference, which goes into the URL's path and could name another endpoint)."""
+        if not is_reference(name):
+            return None
+        try:
+            with engine_errors(image=name):
+                return self.api.inspect_image(name)
+        except ImageNotFound:
+            return None
+
+    def pull(self, name: str) -> Iterator[dict]:
+        """The engine's progress messages as it pulls ``name``; an ``error`` message becomes
+        ImageNotFound or EngineError (translate.pull_failure) and ends the pull."""
+        repo, tag = split_reference(name)
+        with engine_errors(image=name, pulling=True):
+            for message in self.api.pull(repo, tag=tag, stream=True, decode=True):
+                if "error" in message:
+                    detail = message.get("errorDetail") or {}
+                    raise pull_failure(name, detail.get("message") or str(message["error"]))
+                yield message
+
+    def engine(self) -> dict:
+        with engine_errors():
+            return {"version": self.api.version(), "info": self.api.info()}

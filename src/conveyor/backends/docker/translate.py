@@ -27,22 +27,28 @@ _UNREACHABLE = (
 _SDK_ERRORS = (docker.errors.DockerException, *_UNREACHABLE)
 
 
+# How the engine says, in a pull's progress messages, that there is no such image to pull.
+_NO_SUCH_IMAGE = ("not found", "does not exist", "manifest unknown", "no matching manifest", "does not match the specified platform")
+
+
 @contextlib.contextmanager
-def engine_errors(image: str | None = None) -> Iterator[None]:
+def engine_errors(image: str | None = None, pulling: bool = False) -> Iterator[None]:
     """Raise Conveyor's engine errors for the SDK's in the block (see `translate`)."""
     try:
         yield
     except _SDK_ERRORS as exc:
-        raise translate(exc, image) from exc
+        raise translate(exc, image, pulling) from exc
 
 
-def translate(exc: Exception, image: str | None = None) -> ConveyorError:
+def translate(exc: Exception, image: str | None = None, pulling: bool = False) -> ConveyorError:
     """The engine-neutral error for one the SDK raised, with the engine's own words:
 
     ==========================================  =========================================
     HTTP 404                                    ContainerNotFound
     HTTP 404 in a call about ``image``          ImageNotFound(image) when the engine says
                                                 the image is missing, else EngineError
+    HTTP 404 of a pull of ``image``             ImageNotFound(image): the registry has no
+                                                such repository, tag or digest
     HTTP 409                                    EngineConflict (name in use, not running,
                                                 already paused, ...)
     any other APIError                          EngineError
@@ -56,7 +62,7 @@ def translate(exc: Exception, image: str | None = None) -> ConveyorError:
         if exc.status_code == 404:
             if image is None:
                 return ContainerNotFound(message)
-            if isinstance(exc, docker.errors.ImageNotFound):  # the SDK's reading of the message
+            if pulling or isinstance(exc, docker.errors.ImageNotFound):  # the SDK's reading of the message
                 return ImageNotFound(image, message)
             return EngineError(message)  # e.g. create: a network of the spec is missing
         if exc.status_code == 409:
@@ -66,6 +72,15 @@ def translate(exc: Exception, image: str | None = None) -> ConveyorError:
     if isinstance(exc, _UNREACHABLE) or type(exc) is docker.errors.DockerException:
         return EngineUnavailable(f"cannot reach the Docker engine ({exc}); start dockerd or set DOCKER_HOST")
     return EngineError(str(exc))  # the SDK refused the request itself
+
+
+def pull_failure(image: str, message: str) -> ConveyorError:
+    """The error for a pull that the engine failed mid-stream (an ``error`` message, after
+    the answer's status was sent), with its words: ImageNotFound when it says there is no such
+    image to pull, else EngineError."""
+    if any(words in message.lower() for words in _NO_SUCH_IMAGE):
+        return ImageNotFound(image, message)
+    return EngineError(message)
 
 
 def _explanation(exc: docker.errors.APIError) -> str:
