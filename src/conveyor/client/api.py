@@ -380,3 +380,17 @@ def list_query(
         return None
     return {k: v for k, v in {**params, "before": before, "since": since, "newest_first": newest_first or None}.items()
             if v is not None}
+
+
+def command_line_agent(home: str | os.PathLike | None) -> AgentAPI:
+    """The agent a command line speaks to (`conveyor` and the docker stand-in alike): the
+    agent of the state directory, started in the background when none runs (it stays, like
+    dockerd), or the agent at $CONVEYOR_HOST. Every command goes through it, so a command
+    gives the same answer whether an agent was running or not."""
+    from ..daemon import ensure_agent
+
+    if os.environ.get("CONVEYOR_HOST"):
+        return AgentAPI(home)  # a remote agent supervises its own node
+    root = home_root(home)
+    ensure_agent(root)
+    return AgentAPI(root, recover=lambda: ensure_agent(root))
