@@ -224,6 +224,20 @@ def ex(state_dir):
             executor.close()
 
 
+@pytest.fixture
+def agent(state_dir, test_image):
+    """A `conveyor serve` on the test's state directory (helpers.AgentProcess); stopped
+    afterwards, and whatever its jobs left in the engine removed."""
+    from conveyor import Executor
+    from helpers import AgentProcess
+
+    a = AgentProcess(state_dir).start()
+    yield a
+    a.stop()
+    with Executor(state_dir) as ex:
+        ex.cleanup()
+
+
 def _cli(state_dir, docker_client, test_image, agent_first: bool):
     from conveyor.daemon import ensure_agent, stop_supervisor
     from conveyor.home import Home

@@ -30,15 +30,6 @@ CONVEYOR = [sys.executable, "-m", "conveyor"]
 WAIT = 90
 
 
-@pytest.fixture
-def agent(state_dir, test_image):
-    a = AgentProcess(state_dir).start()
-    yield a
-    a.stop()
-    with Executor(state_dir) as ex:  # whatever a test left behind
-        ex.cleanup()
-
-
 def conveyor(home: Path, *args: str, env: dict | None = None, timeout: float = WAIT, **kw) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k not in ("CONVEYOR_HOST", "CONVEYOR_TOKEN")}
     full_env.update({"CONVEYOR_HOME": str(home), **(env or {})})

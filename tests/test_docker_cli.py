@@ -343,3 +343,21 @@ def test_stats_of_a_running_job_and_cwltools_memory_probe(standin, test_image, t
     assert proc.wait(timeout=30) == 0
     none = standin.run("stats", "--no-stream", "no-such-job")
     assert none.returncode == 1 and none.stderr == b"Error response from daemon: No such container: no-such-job\n"
+
+
+def test_ps_lists_jobs_as_docker_lists_containers(standin, test_image):
+    running = standin.run("run", "-d", "--name", "sleeper", "--net=none", test_image, "sleep", "60").stdout.decode().strip()
+    assert standin.run("run", "--rm", "--name", "quick", "--net=none", test_image, "true").returncode == 0
+    done = standin.cli.info("quick")["id"]
+    eventually("the sleeper runs", lambda: standin.cli.info(running)["state"] == "Running", timeout=30)
+    table = standin.run("ps").stdout.decode().splitlines()
+    assert table[0].split() == standin.real("ps").stdout.decode().splitlines()[0].split()  # docker's columns
+    assert [line.split()[0] for line in table[1:]] == [running]  # by default, running ones only
+    assert table[1].split()[-1] == "sleeper" and '"sleep 60"' in table[1] and "Up " in table[1]
+    assert set(standin.run("ps", "-a", "-q").stdout.decode().split()) == {done, running}
+    assert standin.run("ps", "-q", "--filter", "status=exited").stdout.decode().split() == [done]
+    assert standin.run("ps", "-n", "1", "--format", "{{.Names}} {{.State}}").stdout == b"quick exited\n"
+    assert standin.run("container", "ls", "--format", "{{.Names}}: {{.Status}}").stdout.decode().startswith("sleeper: Up ")
+    bad = standin.run("ps", "--filter", "colour=red")
+    assert bad.returncode == 1 and b"unknown filter 'colour'" in bad.stderr
+    assert standin.run("kill", "sleeper").returncode == 0

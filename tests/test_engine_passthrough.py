@@ -7,7 +7,6 @@ what the docker SDK gets from the same engine: passed through means the same doc
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import docker.errors
@@ -17,20 +16,11 @@ from conveyor import Client, Executor, JobState
 from conveyor.client import AgentAPI
 from conveyor.errors import AgentError, ImageNotFound, InvalidState, JobNotFound, PolicyRefused
 from conveyor.operations import SIGNAL
-from helpers import AgentProcess, eventually, sh
+from helpers import eventually, sh
 
 WAIT = 90
 # Traps TERM (PID 1 of a container ignores a signal it has no handler for) and says when it has.
 TRAPS_TERM = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.2; done"
-
-
-@pytest.fixture
-def agent(state_dir, test_image):
-    a = AgentProcess(state_dir).start()
-    yield a
-    a.stop()
-    with Executor(state_dir) as ex:  # whatever a test left behind
-        ex.cleanup()
 
 
 @pytest.fixture

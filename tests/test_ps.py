@@ -339,7 +339,7 @@ def test_age_reads_as_dockers():
 def test_status_of_every_state_is_honest(state, substate, exit_code, expected):
     """docker's Status words where a container exists; a job without one says what it is
     instead of pretending ("Created" for a job that failed before it started would lie)."""
-    from conveyor.cli.views import _status
+    from conveyor.cli.psview import _status
 
     now = 1e9
     job = {"state": state, "substate": substate, "exit_code": exit_code, "created_at": now - 600,

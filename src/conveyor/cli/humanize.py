@@ -43,20 +43,17 @@ def ellipsis(text: str, width: int) -> str:
 
 def human_size(size: float) -> str:
     """docker's (go-units) HumanSizeWithPrecision(size, 3), decimal units: "1.98MB", "512kB"."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.3g}{units[i]}"
+    return _scaled(size, 1000.0, ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"), 3)
 
 
 def binary_size(size: float) -> str:
     """docker's (go-units) BytesSize, binary units as `docker stats` prints: "1.5MiB"."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"]
-    i = 0
-    while size >= 1024 and i < len(units) - 1:
-        size /= 1024.0
-        i += 1
-    return f"{size:.4g}{units[i]}"
+    return _scaled(size, 1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"), 4)
 
+
+def _scaled(size: float, base: float, units: tuple[str, ...], digits: int) -> str:
+    i = 0
+    while size >= base and i < len(units) - 1:
+        size /= base
+        i += 1
+    return f"{size:.{digits}g}{units[i]}"

@@ -10,8 +10,8 @@ docker CLI parses them (flags.py), a command's output is docker's, and errors ha
 shape and exit code (125 for `run`'s own failures, the job's code otherwise, 1 for the other
 verbs). A flag or verb the stand-in does not support is refused in that shape, naming it.
 
-The verbs: run (run.py); pull, images, load, version, info (images.py); inspect, stats, kill,
-stop, rm, wait, logs (containers.py); also under ``docker image ...`` and ``docker
+The verbs: run (run.py); pull, images, load, version, info (images.py); inspect, ps, stats,
+kill, stop, rm, wait, logs (containers.py); also under ``docker image ...`` and ``docker
 container ...``. commands.py declares, finds and runs them; flags.py parses their flags.
 Stdlib only, like the Conveyor client it speaks through: a workflow step pays no import of
 click, pydantic or the docker SDK.

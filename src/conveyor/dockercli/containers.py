@@ -1,5 +1,5 @@
-"""Containers, which are Conveyor jobs: `inspect` (of a job or an image), `stats`, `kill`,
-`stop`, `rm`, `wait`, `logs`.
+"""Containers, which are Conveyor jobs: `inspect` (of a job or an image), `ps`, `stats`,
+`kill`, `stop`, `rm`, `wait`, `logs`.
 
 A job is named by job id (what --cidfile and `run -d` give), unique id prefix or job name. It
 keeps its record after its container is gone, so `inspect`, `wait` and `logs` answer for it
@@ -20,7 +20,7 @@ from ..cli.humanize import binary_size, human_size
 from ..errors import ConveyorError, ImageNotFound, JobNotFound
 from ..state import FINAL_STATES, JobState, docker_status
 from .commands import EXIT_FAILED, FORMAT, DockerError, Session, command, one_line, print_table
-from .flags import BOOL, VALUE, Flag
+from .flags import BOOL, LIST, VALUE, Flag
 from .images import has_tag_or_digest
 
 _JOB_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # what a job id, id prefix or job name looks like
@@ -166,6 +166,43 @@ def go_json(value: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- containers (jobs)
+
+
+@command("ps", "ps [OPTIONS]", "List containers", (
+    Flag("all", "a", BOOL, help="Show all containers (default shows just running)"),
+    Flag("filter", "f", LIST, help="Filter output: id, name, label, status, exited, ancestor, before, since"),
+    FORMAT,
+    Flag("last", "n", VALUE, help="Show n last created containers (includes all states)"),
+    Flag("latest", "l", BOOL, help="Show the latest created container (includes all states)"),
+    Flag("no-trunc", kind=BOOL, help="Don't truncate output"),
+    Flag("quiet", "q", BOOL, help="Only display container IDs"),
+    Flag("size", "s", BOOL, unsupported="a job's container is removed once its results are stored"),
+), aliases=("container ls", "container list", "container ps"), max_args=0)
+def ps(session: Session, values: dict, args: list[str]) -> int:
+    from ..cli.jobspec import FlagError
+    from ..cli.psview import PS_FIELDS, list_jobs, ps_filters
+    from ..state import DOCKER_STATUS
+
+    try:
+        wanted = ps_filters(tuple(values["filter"]), (), ())
+    except FlagError as exc:
+        raise DockerError(f"Error response from daemon: invalid filter: {exc}") from None
+    last = _int_arg(values["last"], "--last") if values["last"] is not None else -1
+    limit = 1 if values["latest"] else last if last > 0 else None
+    if wanted["states"] is None and not (values["all"] or limit):  # docker's default: running ones
+        wanted["states"] = sorted(DOCKER_STATUS["running"] | DOCKER_STATUS["paused"] | DOCKER_STATUS["restarting"],
+                                  key=list(JobState).index)
+    jobs = list_jobs(session.api, wanted, limit)
+    if values["quiet"]:
+        session.out("".join(f"{job['id']}\n" for job in jobs))
+        return 0
+    now, trunc = time.time(), not values["no_trunc"]
+    fields = {name: (title, lambda job, get=get: get(job, now, trunc)) for name, (title, get) in PS_FIELDS.items()}
+    print_table(session, values["format"] or _PS_TABLE, jobs, fields)
+    return 0
+
+
+_PS_TABLE = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
 
 
 @command("stats", "stats [OPTIONS] [CONTAINER...]", "Display a live stream of container(s) resource usage statistics", (
