@@ -361,3 +361,14 @@ def test_ps_lists_jobs_as_docker_lists_containers(standin, test_image):
     bad = standin.run("ps", "--filter", "colour=red")
     assert bad.returncode == 1 and b"unknown filter 'colour'" in bad.stderr
     assert standin.run("kill", "sleeper").returncode == 0
+
+
+def test_help_and_management_commands(standin, test_image):
+    overview = standin.run("--help")
+    assert overview.returncode == 0 and b"Management Commands:" in overview.stdout and b"  run " in overview.stdout
+    for group in ("image", "container", "system"):
+        listing = standin.run(group)
+        assert listing.returncode == 0 and listing.stdout.startswith(f"\nUsage:  docker {group} COMMAND".encode())
+    assert standin.run("system", "info", "--format", "{{.OSType}}").stdout == b"linux\n"
+    run_help = standin.run("run", "--help")
+    assert run_help.returncode == 0 and b"--cidfile" in run_help.stdout and b"Not supported by the stand-in: " in run_help.stdout

@@ -114,7 +114,7 @@ GLOBAL_FLAGS = FlagSet((
     Flag("help", kind=BOOL),
 ))
 
-MANAGEMENT = {"image", "container"}  # `docker image ls`, `docker container rm`, ...
+MANAGEMENT = {"image", "container", "system"}  # `docker image ls`, `docker container rm`, `docker system info`
 
 
 def main(argv: list[str]) -> int:
@@ -216,12 +216,15 @@ def _count_problem(cmd: Command, n: int) -> tuple[str, str] | None:
 
 
 def _overview(prefix: str = "") -> str:
-    names = sorted({c.name for c in COMMANDS.values() if c.name.startswith(prefix)})
+    # one line per name a user can type here: `docker images`, or under `docker image`, `ls`
+    names = sorted(k for k in COMMANDS if k.startswith(prefix) and " " not in k[len(prefix):])
+    width = max(len(n) - len(prefix) for n in [*names, *MANAGEMENT]) + 2
     lines = [f"\nUsage:  docker {prefix}COMMAND\n",
-             "Conveyor's docker stand-in: each container is a supervised Conveyor job.\n", "Commands:"]
-    width = max(len(n) - len(prefix) for n in names) + 2
-    for name in names:
-        lines.append(f"  {name[len(prefix):]:<{width}}{COMMANDS[name].summary}")
+             "Conveyor's docker stand-in: each container is a supervised Conveyor job.\n"]
+    if not prefix:
+        lines += ["Management Commands:", *(f"  {group:<{width}}Manage {group}s" for group in sorted(MANAGEMENT)), ""]
+    lines.append("Commands:")
+    lines += [f"  {name[len(prefix):]:<{width}}{COMMANDS[name].summary}" for name in names]
     lines.append(f"\nRun 'docker {prefix}COMMAND --help' for more information on a command.\n")
     return "\n".join(lines)
 
