@@ -372,3 +372,19 @@ def test_help_and_management_commands(standin, test_image):
     assert standin.run("system", "info", "--format", "{{.OSType}}").stdout == b"linux\n"
     run_help = standin.run("run", "--help")
     assert run_help.returncode == 0 and b"--cidfile" in run_help.stdout and b"Not supported by the stand-in: " in run_help.stdout
+
+
+def test_a_cidfile_that_cannot_be_made_fails_before_any_job(standin, test_image, tmp_path):
+    cidfile = tmp_path / "no-such-dir" / "job.cid"
+    ours, theirs = (f("run", "--rm", f"--cidfile={cidfile}", test_image, "true") for f in (standin.run, standin.real))
+    assert ours.returncode == theirs.returncode == 127  # docker's: "no such file or directory" is 127
+    assert ours.stderr == theirs.stderr  # docker's words: failed to create the container ID file: open ...
+    assert standin.cli.jobs() == []
+    refused = standin.run("run", "--rm", f"--cidfile={tmp_path / 'kept.cid'}", "--memory=lots", test_image, "true")
+    assert refused.returncode == 125 and not (tmp_path / "kept.cid").exists()  # no job: no cidfile left
+
+
+def test_bad_numbers_are_flag_errors_not_tracebacks(standin):
+    out = standin.run("stop", "-t", "soon", "nothing")
+    assert out.returncode == 1 and b"Traceback" not in out.stderr
+    assert out.stderr == b'invalid argument "soon" for "--time" flag: strconv.ParseInt: parsing "soon": invalid syntax\n'

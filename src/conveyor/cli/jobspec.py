@@ -119,14 +119,14 @@ def job_options(fn):
 
 def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
     """CLI flags (over an optional job file) -> the job's fields as plain data. ``o`` has
-    one key per option of :func:`job_options` (None or () when not given). The agent
+    the options of :func:`job_options` by name; one left out counts as not given. The agent
     validates them (its errors name the fields, which `report_error` turns into flags):
     the CLI never loads the job model, so it starts fast."""
     data: dict[str, Any] = {}
-    if o["spec_file"]:
+    if o.get("spec_file"):
         from ..jobfile import read_job_file
 
-        data = read_job_file(o["spec_file"])
+        data = read_job_file(o.get("spec_file"))
     if image:
         data["image"] = image
     if command:
@@ -134,23 +134,23 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
         data.pop("args", None)
     elif "image" not in data:
         raise FlagError("an IMAGE (or -f FILE with an image) is required")
-    if o["env"]:
-        data["env"] = {**_mapping(data.get("env")), **_env_pairs(o["env"])}
-    if o["label"]:
-        data["labels"] = {**_mapping(data.get("labels")), **dict(_split_pair(x, "--label") for x in o["label"])}
-    mounts = [*map(_absolutise, o["volume"]), *o["mount_long"], *map(_tmpfs_mount, o["tmpfs"])]
+    if o.get("env"):
+        data["env"] = {**_mapping(data.get("env")), **_env_pairs(o.get("env"))}
+    if o.get("label"):
+        data["labels"] = {**_mapping(data.get("labels")), **dict(_split_pair(x, "--label") for x in o.get("label"))}
+    mounts = [*map(_absolutise, o.get("volume")), *o.get("mount_long"), *map(_tmpfs_mount, o.get("tmpfs"))]
     if mounts:
         data["mounts"] = [*data.get("mounts", []), *mounts]
     if o.get("inputs"):
-        data["inputs"] = [*data.get("inputs", []), *map(_absolutise_input, o["inputs"])]
+        data["inputs"] = [*data.get("inputs", []), *map(_absolutise_input, o.get("inputs"))]
     if o.get("outputs"):
-        data["outputs"] = [*data.get("outputs", []), *o["outputs"]]
-    if o["publish"]:
-        data["ports"] = [*data.get("ports", []), *o["publish"]]
-    if o["ulimit"]:
-        data["ulimits"] = [*data.get("ulimits", []), *o["ulimit"]]
-    if o["entrypoint"] is not None:
-        data["entrypoint"] = [] if o["entrypoint"] == "" else [o["entrypoint"]]
+        data["outputs"] = [*data.get("outputs", []), *o.get("outputs")]
+    if o.get("publish"):
+        data["ports"] = [*data.get("ports", []), *o.get("publish")]
+    if o.get("ulimit"):
+        data["ulimits"] = [*data.get("ulimits", []), *o.get("ulimit")]
+    if o.get("entrypoint") is not None:
+        data["entrypoint"] = [] if o.get("entrypoint") == "" else [o.get("entrypoint")]
     simple = {
         "workdir": "workdir", "user": "user", "hostname": "hostname", "name": "name", "network": "network",
         "ipc": "ipc_mode", "uts": "uts_mode", "pid": "pid_mode", "privileged": "privileged", "read_only": "read_only", "init": "init",
@@ -159,19 +159,19 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
         "priority": "priority", "retries": "retries", "retry_backoff": "retry_backoff",
         "start_deadline": "start_deadline",
     }
-    if o["after"]:
-        data["after"] = [*data.get("after", []), *o["after"]]
+    if o.get("after"):
+        data["after"] = [*data.get("after", []), *o.get("after")]
     for flag, field in simple.items():
-        if o[flag] is not None:
-            data[field] = o[flag]
+        if o.get(flag) is not None:
+            data[field] = o.get(flag)
     resources = dict(data.get("resources") or {})
     for flag in ("cpus", "memory", "memory_swap", "pids_limit"):
-        if o[flag] is not None:
-            resources[flag] = o[flag]
-    if o["gpu_vendor"] is not None and o["gpus"] is None:
+        if o.get(flag) is not None:
+            resources[flag] = o.get(flag)
+    if o.get("gpu_vendor") is not None and o.get("gpus") is None:
         raise FlagError("--gpu-vendor needs --gpus")
-    if o["gpus"] is not None:
-        resources["gpus"] = f"{o['gpu_vendor']}:{o['gpus']}" if o["gpu_vendor"] else o["gpus"]
+    if o.get("gpus") is not None:
+        resources["gpus"] = f"{o['gpu_vendor']}:{o['gpus']}" if o.get("gpu_vendor") else o.get("gpus")
     if resources:
         data["resources"] = resources
     return data

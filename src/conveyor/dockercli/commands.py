@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..cli.format import Fields, Template, TemplateError
-from ..errors import AgentUnreachable, ConveyorError
-from .flags import BOOL, LIST, Flag, FlagProblem, FlagSet
+from ..errors import EXIT_CONVEYOR_ERROR, AgentUnreachable, ConveyorError
+from .flags import BOOL, LIST, VALUE, Flag, FlagProblem, FlagSet
 
 if TYPE_CHECKING:
     from ..client.api import AgentAPI
 
 EXIT_FAILED = 1  # docker's exit code for a verb that failed (run's own failures are 125)
-FORMAT = Flag("format", "f", "value", help="Format output using a custom template ('json', or a Go template)")
+FORMAT = Flag("format", "f", VALUE, help="Format output using a custom template ('json', or a Go template)")
 
 
 class DockerError(Exception):
@@ -100,16 +100,16 @@ class Session:
 # docker's global options (before the command). Those that point the CLI at another daemon
 # are refused: the stand-in's daemon is its state directory's agent.
 GLOBAL_FLAGS = FlagSet((
-    Flag("config", kind="value"),
+    Flag("config", kind=VALUE),
     Flag("debug", "D", BOOL),
-    Flag("log-level", "l", "value"),
+    Flag("log-level", "l", VALUE),
     Flag("host", "H", LIST, unsupported="the stand-in talks to its state directory's agent; set CONVEYOR_HOST for a remote one"),
-    Flag("context", "c", "value", unsupported="the stand-in has no contexts; set CONVEYOR_HOME or CONVEYOR_HOST"),
+    Flag("context", "c", VALUE, unsupported="the stand-in has no contexts; set CONVEYOR_HOME or CONVEYOR_HOST"),
     Flag("tls", kind=BOOL, unsupported="the agent is reached by its unix socket or CONVEYOR_HOST"),
     Flag("tlsverify", kind=BOOL, unsupported="the agent is reached by its unix socket or CONVEYOR_HOST"),
-    Flag("tlscacert", kind="value", unsupported="the agent is reached by its unix socket or CONVEYOR_HOST"),
-    Flag("tlscert", kind="value", unsupported="the agent is reached by its unix socket or CONVEYOR_HOST"),
-    Flag("tlskey", kind="value", unsupported="the agent is reached by its unix socket or CONVEYOR_HOST"),
+    Flag("tlscacert", kind=VALUE, unsupported="the agent is reached by its unix socket or CONVEYOR_HOST"),
+    Flag("tlscert", kind=VALUE, unsupported="the agent is reached by its unix socket or CONVEYOR_HOST"),
+    Flag("tlskey", kind=VALUE, unsupported="the agent is reached by its unix socket or CONVEYOR_HOST"),
     Flag("version", "v", BOOL),
     Flag("help", kind=BOOL),
 ))
@@ -125,11 +125,11 @@ def main(argv: list[str]) -> int:
         values, rest, given = GLOBAL_FLAGS.parse(argv, interspersed=False)
     except FlagProblem as exc:
         session.err(f"{exc}\n\nUsage:  docker [OPTIONS] COMMAND\n\nRun 'docker --help' for more information\n")
-        return 125
+        return EXIT_CONVEYOR_ERROR
     for flag in given:
         if flag.unsupported:
-            session.err(f"docker: {_unsupported(flag, 'docker')}\n\nRun 'docker --help' for more information\n")
-            return 125
+            session.err(f"docker: {_unsupported(flag)}\n\nRun 'docker --help' for more information\n")
+            return EXIT_CONVEYOR_ERROR
     if values["version"]:
         rest = ["version", "--format", "Docker version {{.Server.Version}}, build conveyor-{{.Client.Version}}"]
     if not rest or values["help"] or rest[0] == "help":
@@ -154,14 +154,14 @@ def run_command(session: Session, cmd: Command, args: list[str]) -> int:
         values, positional, given = cmd.flagset.parse(args, cmd.interspersed)
     except FlagProblem as exc:
         session.err(f"{exc}{where}")
-        return 125
+        return EXIT_CONVEYOR_ERROR
     if values.pop("help"):
         session.out(_help(cmd))
         return 0
     for flag in given:
         if flag.unsupported:
-            session.err(f"docker: {_unsupported(flag, cmd.name)}{where}")
-            return 125
+            session.err(f"docker: {_unsupported(flag)}{where}")
+            return EXIT_CONVEYOR_ERROR
     count = _count_problem(cmd, len(positional))
     if count:
         problem, verb = count
@@ -181,6 +181,11 @@ def run_command(session: Session, cmd: Command, args: list[str]) -> int:
         return EXIT_FAILED
     except BrokenPipeError:
         return EXIT_FAILED
+    except KeyboardInterrupt:  # interrupted before a job existed (a run cancels its own job)
+        return 130
+    except OSError as exc:  # a file the user named (load -i, --env-file read later, ...)
+        session.err(f"docker: {exc}\n")
+        return EXIT_FAILED
     finally:
         if session._api is not None:
             session._api.close()
@@ -190,7 +195,7 @@ def one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _unsupported(flag: Flag, where: str) -> str:
+def _unsupported(flag: Flag) -> str:
     return f"--{flag.long} is not supported by Conveyor's docker stand-in ({flag.unsupported})"
 
 

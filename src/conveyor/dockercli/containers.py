@@ -294,7 +294,7 @@ def kill(session: Session, values: dict, args: list[str]) -> int:
 def stop(session: Session, values: dict, args: list[str]) -> int:
     from ..operations import CANCEL
 
-    params = {"grace": float(values["time"])} if values["time"] is not None else {}
+    params = {"grace": _int_arg(values["time"], "--time")} if values["time"] is not None else {}
 
     def stop_one(ref: str) -> None:
         job = _job(session.api, ref)

@@ -42,8 +42,6 @@ def pull(session: Session, values: dict, args: list[str]) -> int:
 
 def _pulled(session: Session, name: str, quiet: bool):
     for message in session.api.pull(name):
-        if message.get("error"):
-            raise DockerError(f"Error response from daemon: {one_line(message['error'])}")
         if not quiet and not message.get("progress"):
             # docker prints a non-terminal pull without its progress bars
             yield (f"{message['id']}: " if message.get("id") else "") + message.get("status", "") + "\n"

@@ -16,18 +16,18 @@ Where docker and Conveyor differ, on purpose:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from typing import Any
 
 from ..cli.foreground import Foreground, ended_badly, exit_code
 from ..cli.jobspec import FlagError, build_spec
-from ..errors import ConveyorError, InvalidSpec
-from .commands import Session, command, one_line
+from ..errors import EXIT_CONVEYOR_ERROR, ConveyorError, InvalidSpec
+from .commands import DockerError, Session, command, one_line
 from .flags import BOOL, LIST, VALUE, Flag
 
 LABEL_CLIENT = "conveyor.client"  # the tool that ran `docker` (spec.jobspec.LABEL_CLIENT; not imported: pydantic)
-EXIT_RUN = 125  # docker run's exit code when docker itself failed
 
 
 _NET = "container networking beyond --network/-p is not part of the job spec"
@@ -151,19 +151,22 @@ def run(session: Session, values: dict[str, Any], args: list[str]) -> int:
     except (FlagError, InvalidSpec, OSError) as exc:
         return _run_failed(session, _described(exc))
     spec["labels"] = {LABEL_CLIENT: calling_tool(), **spec.get("labels", {})}
-    cidfile = values["cidfile"]
-    if cidfile and os.path.exists(cidfile):
-        return _run_failed(session, f"container ID file found, make sure the other container isn't running or delete {cidfile}")
+    try:
+        cidfile = CidFile(values["cidfile"])
+    except DockerError as exc:
+        return _run_failed(session, str(exc), exc.code)
     try:
         api = session.api
         if values["detach"]:
             job = api.submit(spec)
-            _write_cidfile(cidfile, job["id"])
+            cidfile.write(job["id"])
             session.out(job["id"] + "\n")
             return 0
-        end = Foreground(api, spec, on_started=lambda job: _write_cidfile(cidfile, job)).run()
+        end = Foreground(api, spec, on_started=cidfile.write).run()
     except ConveyorError as exc:
         return _run_failed(session, _described(exc))
+    finally:
+        cidfile.close()
     if ended_badly(end) and end["substate"] == "start_failed":
         # the engine could not start the process: docker says so, and exits 126/127 as a shell
         session.err(f"docker: Error response from daemon: {end['message']}\n\nRun 'docker run --help' for more information\n")
@@ -172,9 +175,9 @@ def run(session: Session, values: dict[str, Any], args: list[str]) -> int:
     return exit_code(end)
 
 
-def _run_failed(session: Session, message: str) -> int:
+def _run_failed(session: Session, message: str, code: int = EXIT_CONVEYOR_ERROR) -> int:
     session.err(f"docker: {message}\n\nRun 'docker run --help' for more information\n")
-    return EXIT_RUN
+    return code
 
 
 def _described(exc: Exception) -> str:
@@ -198,8 +201,6 @@ def _conveyor_options(v: dict[str, Any]) -> dict[str, Any]:
     env = [line for path in v["env_file"] for line in _read_lines(path, "--env-file")] + v["env"]
     labels = [line for path in v["label_file"] for line in _read_lines(path, "--label-file")] + v["label"]
     return {
-        "spec_file": None, "inputs": (), "outputs": (), "timeout": None, "priority": None, "after": (),
-        "retries": None, "retry_backoff": None, "start_deadline": None, "gpu_vendor": None,
         "env": tuple(env), "label": tuple(_label_item(x) for x in labels),
         "volume": tuple(v["volume"]), "mount_long": tuple(map(_docker_mount, v["mount_long"])), "tmpfs": tuple(v["tmpfs"]),
         "publish": tuple(v["publish"]), "ulimit": tuple(v["ulimit"]),
@@ -251,10 +252,36 @@ def _int(value: str | None, flag: str) -> int | None:
         raise FlagError(f'invalid argument "{value}" for "{flag}" flag: strconv.ParseInt: parsing "{value}": invalid syntax') from None
 
 
-def _write_cidfile(path: str | None, job: str) -> None:
-    if path:
-        with open(path, "x", encoding="utf-8") as f:  # "x": docker refuses to overwrite one too
-            f.write(job)
+class CidFile:
+    """docker's --cidfile: made before the job (never over another file), so a bad path fails
+    before anything runs; the job id is written once the job exists, and the file goes again
+    if no job came to be."""
+
+    def __init__(self, path: str | None):
+        self.path, self.fd, self.written = path, None, False
+        if path is None:
+            return
+        if os.path.exists(path):
+            raise DockerError(f"container ID file found, make sure the other container isn't running or delete {path}",
+                              EXIT_CONVEYOR_ERROR)
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            # docker run's rule for a failure before the start: "no such file" 127, "permission denied" 126
+            code = {errno.ENOENT: 127, errno.EACCES: 126}.get(exc.errno, EXIT_CONVEYOR_ERROR)
+            raise DockerError(f"failed to create the container ID file: open {path}: {exc.strerror.lower()}", code) from None
+
+    def write(self, job: str) -> None:
+        if self.fd is not None and not self.written:
+            os.write(self.fd, job.encode())
+            self.written = True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            if not self.written:
+                os.remove(self.path)
 
 
 def calling_tool() -> str:
