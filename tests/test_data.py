@@ -162,7 +162,7 @@ def test_output_of_failing_job_captured_and_restored(ex, test_image, tmp_path, d
     assert (dest / "out" / "d" / "x.bin").read_bytes() == b"deep"
     assert not (dest / "out" / "link").exists()
     # the container goes (auto_remove, right after the result is recorded), the outputs stay
-    eventually("the container removed", lambda: not docker_client.containers.list(all=True, filters={"name": f"conveyor-{job_id}"}))
+    eventually("the container removed", lambda: not docker_client.containers.list(all=True, sparse=True, filters={"name": f"conveyor-{job_id}"}))
     assert ex.read_output(job_id, "/out/d/x.bin") == b"deep"
 
 
@@ -281,7 +281,7 @@ def test_sigkill_between_capture_record_and_remove_loses_no_output(state_dir, tm
         sup.start()  # finalizes again: captures again (same digest), records, then removes
         eventually("job recorded and container removed",
                    lambda: client.info(job_id).state.is_final
-                   and not docker_client.containers.list(all=True, filters={"name": f"conveyor-{job_id}"}))
+                   and not docker_client.containers.list(all=True, sparse=True, filters={"name": f"conveyor-{job_id}"}))
         job = client.info(job_id)
         assert (job.state, job.exit_code) == (JobState.FAILED, 4)
         assert client.filesets(job_id) == first
