@@ -94,10 +94,28 @@ class AgentConfig(_Section):
     idle_exit: Seconds | None = Field(default=None, gt=0, description="stop after this long with no live job and no request")
 
 
+class EngineConfig(_Section):
+    """The node's container engine: Docker, or Podman through its Docker-compatible API, or
+    none (a machine without one runs process jobs only). ``$CONVEYOR_ENGINE`` (``--engine`` on
+    ``conveyor serve``) overrides ``name``."""
+
+    name: str = Field(default="docker", description="docker, podman or none")
+    url: str | None = Field(default=None, description="the engine's API address; default: DOCKER_HOST or the "
+                            "local socket for docker, unix:///run/conveyor-podman/podman.sock for podman")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in ("docker", "podman", "none"):
+            raise ValueError("the container engine is docker, podman or none")
+        return v
+
+
 class SchedulingConfig(_Section):
     """The node's config.toml: capacity and scheduling, and the agent's own settings."""
 
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     reserve: ReserveConfig = Field(default_factory=ReserveConfig)
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
@@ -131,6 +149,8 @@ class SchedulingConfig(_Section):
                 raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         if isinstance(overrides, SchedulingConfig):
             overrides = overrides.model_dump(exclude_unset=True)
+        if os.environ.get("CONVEYOR_ENGINE"):  # the environment over the file, the caller over both
+            data = _merge(data, {"engine": {"name": os.environ["CONVEYOR_ENGINE"]}})
         data = _merge(data, overrides or {})
         try:
             return cls.model_validate(data)

@@ -5,8 +5,8 @@ engine (``backends/docker``); nothing else imports an engine's SDK or catches it
 A driver reports failures with the engine-neutral errors below, and says what it can do in
 its :class:`Capabilities`, so what it cannot do is refused with a clear error, never faked.
 
-A *handle* is the driver's id for one job's container (the store keeps it as the job's
-``container_id``).
+A *handle* is the driver's id for one job's container or process (the store keeps it as the
+job's ``container_id``). The router (router.py) puts a node's drivers behind this same interface.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..errors import (  # noqa: F401 - the errors every driver raises, named wit
     EngineError,
     EngineUnavailable,
     ImageNotFound,
+    InvalidSpec,
     NotSupported,
 )
 from ..spec import JobSpec
@@ -134,6 +135,13 @@ class Backend(Protocol):
     def engine(self) -> dict:
         """The engine as it describes itself: ``{"version": ..., "info": ...}`` (Docker: GET
         /version and GET /info)."""
+
+    def runtimes(self) -> dict[str, dict]:
+        """The OCI runtimes a container engine offers, by name (e.g. runc, runsc)."""
+
+    def check(self, spec: JobSpec) -> None:
+        """Refuse, before anything is made, a spec that asks for what this driver cannot do:
+        InvalidSpec naming the field and the fix (its backend options are validated already)."""
 
     # ---- lifecycle
     def create(self, job_id: str, spec: JobSpec) -> str:

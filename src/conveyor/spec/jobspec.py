@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from .backend import BackendChoice
 from .base import SpecModel, _bad, _from_text
 from .parts import (
     Dependency,
@@ -83,7 +84,8 @@ def _ulimits(value: Any) -> Any:
 class JobSpec(SpecModel):
     """Everything Conveyor needs to run one job."""
 
-    image: str
+    # required, except by the process backend, which runs the command on the host
+    image: str | None = None
     command: Annotated[list[str] | None, BeforeValidator(_split_command)] = None
     args: Annotated[list[str], BeforeValidator(_split_command)] = Field(default_factory=list)
     entrypoint: Annotated[list[str] | None, BeforeValidator(_split_command)] = None
@@ -123,13 +125,15 @@ class JobSpec(SpecModel):
     # data (README: Data): staged in read-only at start, captured into the content store at the end
     inputs: list[Annotated[Input, _from_text(Input.parse)]] = Field(default_factory=list)
     outputs: list[Annotated[str, BeforeValidator(_output_path)]] = Field(default_factory=list)
+    # which backend runs it (README: Backends); None: the node's container engine
+    backend: BackendChoice | None = None
 
     # ---- field checks
 
     @field_validator("image")
     @classmethod
-    def _image(cls, v: str) -> str:
-        if not _IMAGE_RE.match(v) and not re.match(r"^(sha256:)?[a-f0-9]{12,64}$", v):
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and not _IMAGE_RE.match(v) and not re.match(r"^(sha256:)?[a-f0-9]{12,64}$", v):
             raise ValueError("use an image reference like busybox, repo/name:tag or host:5000/name@sha256:...")
         return v
 
@@ -256,11 +260,24 @@ class JobSpec(SpecModel):
             raise _bad("outputs", overlap, "an output cannot be an input path (inputs are read-only); write results elsewhere, e.g. /out")
         if self.auto_remove and self.restart.name != "no":
             raise _bad("auto_remove", True, f"auto_remove conflicts with restart policy {self.restart.name!r}; drop one of them")
-        if self.image.startswith("sha256:") and self.pull is PullPolicy.ALWAYS:
+        if self.image is None and (self.backend is None or self.backend.name != "process"):
+            raise _bad("image", None, "this field is required: containers run an image, e.g. busybox "
+                       "(to run the command on the host instead, choose backend process)")
+        if self.image is not None and self.backend is not None and self.backend.name == "process":
+            raise _bad("image", self.image, "the process backend runs the command on the host, not in an image: "
+                       "leave the image out, or choose a container backend")
+        if self.image is None and not self.command and not self.entrypoint:
+            raise _bad("command", None, "a host process has no image to take a command from: give one")
+        if self.image and self.image.startswith("sha256:") and self.pull is PullPolicy.ALWAYS:
             raise _bad("pull", "always", "an image id cannot be pulled; use pull=if-missing or never")
         return self
 
     # ---- helpers
+
+    @property
+    def backend_name(self) -> str | None:
+        """The backend the job asked for; None: the node's container engine."""
+        return self.backend.name if self.backend is not None else None
 
     @property
     def full_command(self) -> list[str] | None:

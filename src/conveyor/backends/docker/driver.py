@@ -26,6 +26,7 @@ from ..base import (
     EngineUnavailable,
     ExecResult,
     ImageNotFound,
+    InvalidSpec,
 )
 from .files import FilesMixin
 from .images import ImagesMixin
@@ -65,11 +66,31 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
         self._events_stream = None
         self._events_lock = threading.Lock()
         self._images_seen: dict[str, float] = {}
+        self._runtimes: dict[str, dict] = {}
 
     def version(self) -> dict:
         with engine_errors():
             v = self.api.version()
         return {"name": self.name, "version": v.get("Version"), "api_version": v.get("ApiVersion")}
+
+    def runtimes(self) -> dict[str, dict]:
+        with engine_errors():
+            return self.api.info().get("Runtimes") or {}
+
+    def check(self, spec: JobSpec) -> None:
+        """Every field of the job spec is Docker's; what is left to check is that the engine
+        has the runtime the job names (asked again on a miss: an operator may have added it)."""
+        runtime = spec.backend.options.get("runtime") if spec.backend is not None else None
+        if runtime is None:
+            return
+        if runtime not in self._runtimes:
+            self._runtimes = self.runtimes()
+        if runtime not in self._runtimes:
+            raise InvalidSpec.single(
+                "backend.options.runtime", runtime,
+                f"the {self.name} engine has no such runtime; it offers {', '.join(sorted(self._runtimes)) or 'none'} "
+                "('conveyor machine' lists them; an operator registers more in the engine's configuration)",
+            )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,0 +1,93 @@
+"""A job's choice of backend, ``backend: {name, options}``, and the options each backend
+accepts (DRMAA2's implementation-specific extensions, DMS's engine spec): one model per backend.
+
+The declarations live with the job spec, not in the drivers, so that every path (embedded, CLI,
+agent) validates options with the same clear errors without importing an engine's SDK.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from ..errors import InvalidSpec
+from .base import SpecModel
+
+CONTAINER_ENGINES = ("docker", "podman")  # driven through the Docker Engine API
+BACKEND_NAMES = (*CONTAINER_ENGINES, "process")
+
+_RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ContainerOptions(SpecModel):
+    """Options of the container backends (docker, podman)."""
+
+    runtime: str | None = Field(
+        default=None,
+        description="the OCI runtime that runs the container, as registered with the engine "
+        "(e.g. runsc for gVisor); default: the engine's default runtime",
+    )
+    cgroup_parent: str | None = Field(default=None, description="the cgroup the container's cgroup is made under")
+    security_opt: list[str] = Field(default_factory=list, description="e.g. no-new-privileges, seccomp=unconfined")
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, v: str | None) -> str | None:
+        if v is not None and not _RUNTIME_RE.match(v):
+            raise ValueError("a runtime is a name the engine knows, e.g. runc or runsc ('conveyor machine' lists them)")
+        return v
+
+
+class ProcessOptions(SpecModel):
+    """Options of the process backend (a job as a host process group)."""
+
+    cgroup: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="auto: CPU, memory and pids limits through cgroups when they are writable, else "
+        "refuse a job that sets them; required: refuse to start without cgroups; off: no cgroup "
+        "(a job that sets limits is refused)",
+    )
+    nice: int = Field(default=0, ge=0, le=19, description="the job's scheduling niceness (0-19)")
+    umask: str = Field(default="022", pattern=r"^0?[0-7]{3}$", description="the job's umask, octal (e.g. 027)")
+
+
+OPTIONS: dict[str, type[SpecModel]] = {"docker": ContainerOptions, "podman": ContainerOptions, "process": ProcessOptions}
+
+
+class BackendChoice(SpecModel):
+    """Which backend runs the job, and that backend's own options. Written as a name alone
+    (``backend: process``) or as ``{name: docker, options: {runtime: runsc}}``."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in OPTIONS:
+            raise ValueError(f"unknown backend; use one of {', '.join(BACKEND_NAMES)} ('conveyor backends' lists them)")
+        return v
+
+    @model_validator(mode="after")
+    def _options(self) -> "BackendChoice":
+        try:
+            validated = OPTIONS[self.name].model_validate(self.options)
+        except InvalidSpec as exc:
+            accepted = ", ".join(OPTIONS[self.name].model_fields)
+            raise InvalidSpec([(f"options.{field}", value, f"{hint} (the {self.name} backend's options: {accepted})")
+                               for field, value, hint in exc.problems]) from None
+        # Keep only what was set: the digest of a spec must not change when a default does.
+        object.__setattr__(self, "options", validated.model_dump(mode="json", exclude_defaults=True))
+        return self
+
+    def parsed_options(self) -> SpecModel:
+        return OPTIONS[self.name].model_validate(self.options)
