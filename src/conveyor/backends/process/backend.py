@@ -531,6 +531,6 @@ def _signal_number(name: str) -> int:
     if text.isdigit():
         return int(text)
     try:
-        return int(signals.Signals(text if text.startswith("SIG") else f"SIG{text}"))
-    except ValueError:
+        return int(signals.Signals[text if text.startswith("SIG") else f"SIG{text}"])
+    except KeyError:
         raise EngineError(f"unknown signal {name!r}; use a name like SIGTERM or HUP, or a number") from None

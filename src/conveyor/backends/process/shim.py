@@ -26,6 +26,7 @@ import selectors
 import signal
 import sys
 import time
+import warnings  # noqa: F401 - os.execvpe imports it; after the user switch the stdlib may be out of reach
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 1, 32, 4096, 8192, 16384, 1 << 18
@@ -200,12 +201,14 @@ def child(plan: dict, out_w: int, err_w: int, ready_w: int) -> None:
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
+        # As root, before the user switch: the default work directory lies in the state
+        # directory, whose parents (e.g. /root) the job's user may not be allowed to cross.
+        os.chdir(plan["cwd"])
         user = plan["user"]
         if user:
             os.setgroups(user["groups"])
             os.setgid(user["gid"])
             os.setuid(user["uid"])
-        os.chdir(plan["cwd"])
         for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         os.closerange(3, ready_w)
