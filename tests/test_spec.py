@@ -746,3 +746,51 @@ def test_digest_leaves_out_fields_at_their_defaults():
 def test_host_config_read_only_root_and_init():
     hc = host_config(spec(read_only=True, init=True))
     assert hc["read_only"] is True and hc["init"] is True
+
+
+# ----------------------------------------------------------------------------- the backend field
+
+
+def test_a_backend_is_named_alone_or_with_options_validated_against_that_backend():
+    assert JobSpec(backend="process", command=["true"]).backend_name == "process"
+    gvisor = spec(backend={"name": "docker", "options": {"runtime": "runsc"}})
+    assert (gvisor.backend_name, gvisor.backend.options) == ("docker", {"runtime": "runsc"})
+    engine_only = spec(backend={"options": {"runtime": "runsc"}})  # `--runtime runsc` alone
+    assert engine_only.backend_name is None and engine_only.backend.parsed_options().runtime == "runsc"
+    # options left at their defaults are not kept: they would change the digest
+    assert spec(backend={"name": "docker", "options": {"security_opt": []}}).backend.options == {}
+
+
+@pytest.mark.parametrize(
+    "kw, field, hint",
+    [
+        ({"backend": "kubernetes"}, "backend.name", "unknown backend; use one of docker, podman, process"),
+        ({"backend": {"name": "docker", "options": {"nice": 5}}}, "backend.options.nice", "runtime, cgroup_parent, security_opt"),
+        ({"backend": {"name": "docker", "options": {"runtime": "run sc"}}}, "backend.options.runtime", "conveyor machine"),
+        ({"backend": {"name": "process", "options": {"nice": 40}}, "image": None}, "backend.options.nice", "less than or equal to 19"),
+        ({"backend": {"name": "process", "options": {"umask": "999"}}, "image": None}, "backend.options.umask", "pattern"),
+        ({"backend": "process"}, "image", "leave the image out"),
+        ({"image": None}, "image", "choose backend process"),
+    ],
+)
+def test_bad_backend_fields_name_the_field_and_the_fix(kw, field, hint):
+    fields = {"image": "busybox", "command": ["true"], **kw}
+    with pytest.raises(InvalidSpec) as err:
+        JobSpec(**fields)
+    (problem,) = err.value.problems
+    assert problem[0] == field and hint in problem[2], problem
+
+
+def test_a_process_job_needs_a_command():
+    with pytest.raises(InvalidSpec, match="command"):
+        JobSpec(backend="process")
+
+
+def test_cli_flags_make_the_backend_field():
+    from conveyor.cli.jobspec import build_spec
+
+    process = build_spec("echo", ("hi",), {"backend": "process", "backend_opt": ("nice=5",)})
+    assert process == {"backend": {"name": "process", "options": {"nice": "5"}}, "command": ["echo", "hi"]}
+    assert JobSpec(**process).backend.options == {"nice": 5}
+    runsc = build_spec("busybox", ("true",), {"runtime": "runsc", "security_opt": ("no-new-privileges",)})
+    assert runsc["backend"] == {"options": {"runtime": "runsc", "security_opt": ["no-new-privileges"]}}

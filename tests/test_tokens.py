@@ -293,3 +293,27 @@ def test_tcp_serves_named_tokens_and_the_owner_only_with_the_flag(state_dir, cli
         agent.stop()
         with Executor(state_dir) as ex:
             ex.cleanup()
+
+
+def test_policy_backend_rules_name_the_rule(tmp_path):
+    from conveyor.agent.policy import Policy
+    from conveyor.errors import PolicyRefused
+    from conveyor.spec import JobSpec
+
+    def refused(policy: dict, **spec) -> str | None:
+        try:
+            Policy.model_validate(policy).check(JobSpec(**spec), tmp_path)
+        except PolicyRefused as exc:
+            return exc.rule
+        return None
+
+    container = dict(image="busybox", command=["true"])
+    process = dict(backend="process", command=["true"])
+    gvisor = dict(container, backend={"options": {"runtime": "runsc"}})
+    assert refused({}, **container) is None
+    assert refused({}, **process) == "backends.allowed"  # a host process: never by default
+    assert refused({"backends": {"allowed": ["docker", "process"]}}, **process) is None
+    assert refused({"backends": {"sandbox": "runsc"}}, **container) == "backends.sandbox"
+    assert refused({"backends": {"sandbox": "runsc"}}, **gvisor) is None
+    assert refused({"backends": {"runtimes": ["runc"]}}, **gvisor) == "backends.runtimes"
+    assert refused({"backends": {"allowed": ["process"]}}, **container) == "backends.allowed"

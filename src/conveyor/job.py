@@ -29,7 +29,7 @@ class Job:
     logs_dir: Path
 
     @property
-    def image(self) -> str:
+    def image(self) -> str | None:  # None: a process job
         return self.spec.image
 
     @property

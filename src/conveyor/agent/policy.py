@@ -65,6 +65,13 @@ class ImageRules(_Strict):
     registries: list[str] | None = None
 
 
+class BackendRules(_Strict):
+    # A process job runs its command on the host, as the agent's user: never by default.
+    allowed: list[str] = Field(default_factory=lambda: ["docker", "podman"], description="backends a job may use")
+    runtimes: list[str] | None = Field(default=None, description="OCI runtimes a job may name; None: any the engine has")
+    sandbox: str | None = Field(default=None, description="every container job must run under this runtime, e.g. runsc")
+
+
 class MaxResources(_Strict):
     cpus: float | None = Field(default=None, gt=0)
     memory: Bytes | None = None
@@ -83,13 +90,16 @@ class Policy(_Strict):
     host_uts: bool = False
     container_namespaces: bool = False
     images: ImageRules = Field(default_factory=ImageRules)
+    backends: BackendRules = Field(default_factory=BackendRules)
     max_resources: MaxResources = Field(default_factory=MaxResources)
 
     # ------------------------------------------------------------------ checking
 
     def check(self, spec: JobSpec, jobs_area: Path) -> None:
         """Raise PolicyRefused for the first rule ``spec`` breaks."""
-        self.check_image(spec.image)
+        self._check_backend(spec)
+        if spec.image is not None:
+            self.check_image(spec.image)
         roots = [jobs_area, *map(Path, self.mounts.allowed_host_paths)]
         real_roots = [Path(os.path.realpath(r)) for r in roots]
         for i, m in enumerate(spec.mounts):
@@ -125,6 +135,24 @@ class Policy(_Strict):
             if value and value.startswith("container:") and not self.container_namespaces:
                 raise PolicyRefused("container_namespaces", field, f"joining another container's namespace ({value}) is not allowed")
         self._check_resources(spec)
+
+    def _check_backend(self, spec: JobSpec) -> None:
+        rules = self.backends
+        name = spec.backend_name
+        if name is None:  # the node's container engine, whichever it is
+            if not set(rules.allowed) & {"docker", "podman"}:
+                raise PolicyRefused("backends.allowed", "backend", f"container jobs are not allowed; allowed backends: {rules.allowed}")
+        elif name not in rules.allowed:
+            raise PolicyRefused("backends.allowed", "backend.name", f"the {name} backend is not allowed; allowed backends: {rules.allowed}")
+        if name == "process":
+            return
+        runtime = spec.backend.options.get("runtime") if spec.backend is not None else None
+        if rules.sandbox is not None and runtime != rules.sandbox:
+            raise PolicyRefused("backends.sandbox", "backend.options.runtime",
+                                f"container jobs must run under the {rules.sandbox} runtime here; set backend options runtime={rules.sandbox}")
+        if runtime is not None and rules.runtimes is not None and runtime not in rules.runtimes:
+            raise PolicyRefused("backends.runtimes", "backend.options.runtime",
+                                f"runtime {runtime!r} is not in the allowed runtimes {rules.runtimes}")
 
     def check_image(self, image: str) -> None:
         rules = self.images

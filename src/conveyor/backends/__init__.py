@@ -15,6 +15,23 @@ from .base import Backend
 BACKENDS = ("docker", "podman", "process")
 
 
+def backend_class(name: str) -> type:
+    """The driver class of ``name`` (its capabilities are class attributes), not connected."""
+    if name == "docker":
+        from .docker import DockerBackend
+
+        return DockerBackend
+    if name == "podman":
+        from .docker.podman import PodmanBackend
+
+        return PodmanBackend
+    if name == "process":
+        from .process import ProcessBackend
+
+        return ProcessBackend
+    raise ConveyorError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+
+
 def open_backend(name: str, executor_id: str, *, url: str | None = None, root: Path | None = None) -> Backend:
     """Connect the driver ``name`` for the executor ``executor_id``. ``url``: a container
     engine's address (default: DOCKER_HOST or the local socket for docker, Conveyor's podman

@@ -42,6 +42,11 @@ FLAG_FOR_FIELD = {
     "stop_grace": "--stop-timeout",
     "pull": "--pull",
     "entrypoint": "--entrypoint",
+    "backend.options.runtime": "--runtime",
+    "backend.options.security_opt": "--security-opt",
+    "backend.options.cgroup_parent": "--cgroup-parent",
+    "backend.options": "--backend-opt",
+    "backend": "--backend",
     "resources.cpus": "--cpus",
     "resources.memory": "-m/--memory",
     "resources.memory_swap": "--memory-swap",
@@ -105,6 +110,12 @@ def job_options(fn):
         click.option("--gpus", help="all, a count, or device=ID[,ID]."),
         click.option("--gpu-vendor", type=click.Choice(["nvidia", "amd", "intel"]), help="GPU vendor (default nvidia)."),
         click.option("--entrypoint", help="Override the image's entrypoint ('' clears it)."),
+        # the backend (README: Backends)
+        click.option("--backend", help="docker, podman or process (a host process: no IMAGE, the command follows); default: the node's engine."),
+        click.option("--backend-opt", "backend_opt", multiple=True, metavar="KEY=VALUE", help="An option of the job's backend ('conveyor backends' lists them)."),
+        click.option("--runtime", help="OCI runtime for the container, e.g. runsc (gVisor); 'conveyor machine' lists the engine's."),
+        click.option("--security-opt", "security_opt", multiple=True, help="Security option for the container, e.g. no-new-privileges."),
+        click.option("--cgroup-parent", "cgroup_parent", help="Parent cgroup for the container."),
         # scheduling (README: Scheduling)
         click.option("--priority", type=int, help="Higher starts first (-1000..1000, default 0)."),
         click.option("--after", multiple=True, metavar="ID[:ok|:any]", help="Start after this job or array ended (ok: successfully, the default; any: at all)."),
@@ -127,18 +138,24 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
         from ..jobfile import read_job_file
 
         data = read_job_file(o.get("spec_file"))
+    backend = _backend(data.get("backend"), o)
+    if backend:
+        data["backend"] = backend
+    if backend.get("name") == "process" and image:
+        command = (image, *command)  # a host process has no image: every word is the command
+        image = None
     if image:
         data["image"] = image
     if command:
         data["command"] = list(command)
         data.pop("args", None)
-    elif "image" not in data:
+    elif "image" not in data and backend.get("name") != "process":
         raise FlagError("an IMAGE (or -f FILE with an image) is required")
     if o.get("env"):
         data["env"] = {**_mapping(data.get("env")), **_env_pairs(o.get("env"))}
     if o.get("label"):
         data["labels"] = {**_mapping(data.get("labels")), **dict(_split_pair(x, "--label") for x in o.get("label"))}
-    mounts = [*map(_absolutise, o.get("volume")), *o.get("mount_long"), *map(_tmpfs_mount, o.get("tmpfs"))]
+    mounts = [*map(_absolutise, o.get("volume") or ()), *(o.get("mount_long") or ()), *map(_tmpfs_mount, o.get("tmpfs") or ())]
     if mounts:
         data["mounts"] = [*data.get("mounts", []), *mounts]
     if o.get("inputs"):
@@ -175,6 +192,26 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
     if resources:
         data["resources"] = resources
     return data
+
+
+def _backend(from_file: Any, o: dict[str, Any]) -> dict[str, Any]:
+    """The job's ``backend`` from the file's with the flags laid over it."""
+    backend = {"name": from_file} if isinstance(from_file, str) else dict(from_file or {})
+    if o.get("backend"):
+        backend["name"] = o.get("backend")
+    options = dict(backend.get("options") or {})
+    for pair in o.get("backend_opt") or ():
+        key, value = _split_pair(pair, "--backend-opt")
+        options[key] = value
+    if o.get("runtime"):
+        options["runtime"] = o.get("runtime")
+    if o.get("security_opt"):
+        options["security_opt"] = [*options.get("security_opt", []), *o.get("security_opt")]
+    if o.get("cgroup_parent"):
+        options["cgroup_parent"] = o.get("cgroup_parent")
+    if options:
+        backend["options"] = options
+    return backend
 
 
 def _mapping(value: Any) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -12,11 +13,13 @@ from .render import err_console, escape
 @cli.command("serve")
 @click.option("--tcp", metavar="[HOST:]PORT", help="Also serve the API on TCP: PORT is on 127.0.0.1; another HOST must be given explicitly.")
 @click.option("--tcp-allow-owner", is_flag=True, help="Accept the owner's token (agent.token) on --tcp too; by default TCP serves named tokens only (conveyor token create).")
+@click.option("--engine", type=click.Choice(["docker", "podman", "none"]), help="The node's container engine (default: config.toml [engine] name, or $CONVEYOR_ENGINE, or docker); none runs process jobs only.")
 @click.option("--status", is_flag=True, help="Say whether an agent runs for this state directory (exit 0 if so, 3 if not).")
 @click.option("--stop", is_flag=True, help="Stop the running agent; its jobs keep running.")
 @click.option("--rotate-token", is_flag=True, help="Replace the API token (a running agent takes the new one at once).")
 @click.pass_context
-def serve(ctx: click.Context, tcp: str | None, tcp_allow_owner: bool, status: bool, stop: bool, rotate_token: bool) -> None:
+def serve(ctx: click.Context, tcp: str | None, tcp_allow_owner: bool, engine: str | None, status: bool, stop: bool,
+          rotate_token: bool) -> None:
     """Run the agent in the foreground until SIGTERM or Ctrl-C: supervise this state directory
     and serve the API on its unix socket agent.sock (and on --tcp).
 
@@ -53,6 +56,8 @@ def serve(ctx: click.Context, tcp: str | None, tcp_allow_owner: bool, status: bo
         return
     import logging
 
+    if engine:  # read with config.toml, as the environment is (capacity.SchedulingConfig.load)
+        os.environ["CONVEYOR_ENGINE"] = engine
     # The supervisor's log (stderr; supervisor.log when started in the background) is where
     # a user sees reconcile results, orphan containers and engine reconnects.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s conveyor %(levelname)s %(message)s")

@@ -170,6 +170,23 @@ def events_cmd(ctx: click.Context, since: str | None, follow: bool, job: str | N
         pass  # Ctrl-C is how a follower ends
 
 
+@cli.command("backends")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def backends_cmd(ctx: click.Context, as_json: bool) -> None:
+    """The backends: which this node runs, what each can do, the options a job may give it."""
+    found = connect(ctx).backends()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    table = Table("BACKEND", "STATUS", "CAN", "OPTIONS")
+    for b in found:
+        status = ("available" + (" (default)" if b["default"] else "")) if b["available"] else f"not here: {b['error']}"
+        can = ", ".join(k if v is True else f"{k}={','.join(v)}" for k, v in b["capabilities"].items() if v)
+        table.add_row(b["name"], status, can, ", ".join(b["options"]))
+    Console().print(table)
+
+
 @cli.command("machine")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
@@ -188,7 +205,10 @@ def machine_cmd(ctx: click.Context, as_json: bool) -> None:
         ("memory", size(m["memory"])),
         ("gpus", gpus),
         ("load", " ".join(f"{x:.2f}" for x in m["load"])),
-        ("engine", f"{m['engine']['name']} {m['engine']['version'] or '(not reachable)'}"),
+        ("engine", f"{m['engine']['name']} {m['engine']['version'] or '(not reachable)'}"
+                   if m["engine"]["name"] != "none" else "none (process jobs only)"),
+        ("runtimes", ", ".join(sorted(m["engine"].get("runtimes") or {})) or "-"),
+        ("backends", ", ".join(m.get("backends") or [])),
         ("capacity", f"{cap['cpus']:g} CPUs, {size(cap['memory'])}, GPUs {cap_gpus} "
                      f"(reserve {cap['reserve']['cpus']:g} CPUs, {size(cap['reserve']['memory'])})"),
         ("in use", f"{used['cpus']:g} CPUs, {size(used['memory'])}, GPUs {', '.join(used['gpus']) or 'none'} "

@@ -276,6 +276,9 @@ class AgentAPI(EngineDocuments):
     def machine(self) -> dict:
         return self.call("GET", route("machine"))
 
+    def backends(self) -> list[dict]:
+        return self.call("GET", route("backends"))
+
     def cleanup(self) -> dict[str, int]:
         return self.call("POST", route("cleanup"), timeout=max(self.http.timeout, 600))
 

@@ -270,6 +270,9 @@ class Client:
     def machine(self) -> dict:
         return self.api.machine()
 
+    def backends(self) -> list[dict]:
+        return self.api.backends()
+
     def cleanup(self) -> dict[str, int]:
         return self.api.cleanup()
 

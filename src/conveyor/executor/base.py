@@ -15,7 +15,7 @@ from ..store import JobRecord
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "logs_dir")
 
 if TYPE_CHECKING:
-    from ..backends.base import Backend
+    from ..backends.router import BackendRouter
     from ..capacity import Capacity, SchedulingConfig
     from ..home import Home
     from ..operations import Verb
@@ -32,7 +32,7 @@ class ExecutorBase:
     _mode: "Supervising | Observing"
     _waiters: "Waiters"
     _closed: threading.Event
-    backend: "Backend"  # properties of Executor: made on first use
+    backend: "BackendRouter"  # the node's backends; each connects on first use
     capacity: "Capacity"
 
     def _job(self, rec: JobRecord) -> Job:

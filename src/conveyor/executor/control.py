@@ -78,8 +78,8 @@ class ControlMixin(ExecutorBase):
 
     def resize(self, ref: str, height: int, width: int) -> None:
         job_ref("resize", ref)
-        self.backend.capabilities.require(self.backend.name, "tty", "resize a job's terminal")
         rec = self._record_for(RESIZE, ref)
+        self.backend.require(rec.spec, "tty", "resize a job's terminal")
         if not rec.spec.tty:
             raise ConveyorError(f"job {rec.id} has no terminal to resize (submit it with -t/tty)")
         self.backend.resize(rec.container_id, height, width)
@@ -101,8 +101,8 @@ class ControlMixin(ExecutorBase):
 
     def attach_stdin(self, ref: str, source: BinaryIO) -> None:
         job_ref("attach_stdin", ref)
-        self.backend.capabilities.require(self.backend.name, "stdin", "feed stdin to a job")
         rec = self._record(ref)
+        self.backend.require(rec.spec, "stdin", "feed stdin to a job")
         if not rec.spec.stdin_open:
             raise ConveyorError(f"job {rec.id} takes no input: submit it with -i/stdin_open to stream stdin to it")
         if rec.state not in (JobState.RUNNING, JobState.SUSPENDED):
@@ -118,8 +118,8 @@ class ControlMixin(ExecutorBase):
 
     def _pause(self, verb: Verb, ref: str, dst: JobState) -> Job:
         """Freeze or thaw with the engine's pause (the cgroup freezer); the state follows."""
-        self.backend.capabilities.require(self.backend.name, "pause", f"{verb.name} a job")
         rec = self._record_for(verb, ref)
+        self.backend.require(rec.spec, "pause", f"{verb.name} a job")
         try:
             (self.backend.pause if dst is JobState.SUSPENDED else self.backend.unpause)(rec.container_id)
         except EngineError as exc:

@@ -165,7 +165,7 @@ class DataMixin(ExecutorBase):
 
     def load_image(self, path: str | os.PathLike) -> dict:
         """Load an image tarball (docker save) into the engine and record its digests."""
-        self.backend.capabilities.require(self.backend.name, "image_load", "load image tarballs")
+        self.backend.require(None, "image_load", "load image tarballs")
         h = hashlib.sha256()
 
         def chunks(f):

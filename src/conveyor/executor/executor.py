@@ -18,8 +18,8 @@ import os
 import threading
 from typing import Iterator
 
-from ..backends import open_backend
 from ..backends.base import Backend, Capabilities
+from ..backends.router import BackendRouter
 from ..capacity import Capacity, SchedulingConfig, node_capacity
 from ..daemon import SupervisorLock
 from ..home import Home
@@ -59,16 +59,19 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
         self.scheduling = SchedulingConfig.load(self.home.root, scheduling)
         self.store = Store(self.home.db)
         self.executor_id = self.home.executor_id()
-        self.backend_name = "docker"
-        self._docker_url = docker_url
-        self._backend = backend
+        # The node's backends as one: its container engine (config.toml [engine]; ``backend``
+        # replaces the engine's driver) and the process backend.
+        self.backend = BackendRouter(
+            self.executor_id, self.home.root, self.scheduling.engine.name,
+            docker_url or self.scheduling.engine.url, engine_backend=backend,
+        )
         self._capacity: Capacity | None = None
         self._events_store: Store | None = None
         self._blobs = None
         self._closed = threading.Event()
         self._waiters = Waiters(self.store, self._job, self._closed)
         self._lock = SupervisorLock(self.home)
-        self._observing = Observing(self.home, self.store, self._waiters, lambda: self.backend)
+        self._observing = Observing(self.home, self.store, self._waiters, self.backend)
         self._set_mode(self._observing)
         if supervise:
             self._try_to_supervise()
@@ -116,14 +119,8 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
 
     # ------------------------------------------------------------------ plumbing
 
-    @property
-    def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = open_backend(self.backend_name, self.executor_id, url=self._docker_url)
-        return self._backend
-
     def capabilities(self) -> Capabilities:
-        """What this node's backend can do."""
+        """What this node's default backend (its container engine) can do."""
         return self.backend.capabilities
 
     @property

@@ -8,14 +8,14 @@ holds one of these and never asks which.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..backends.base import ContainerNotFound, ContainerStatus, EngineError
 from ..daemon import SupervisorLock, wake
 from ..state import JobState, Substate
 
 if TYPE_CHECKING:
-    from ..backends.base import Backend
+    from ..backends.router import BackendRouter as Backend
     from ..home import Home
     from ..runtime import Runtime
     from ..store import JobRecord, Store
@@ -64,9 +64,9 @@ class Observing:
     supervising = False
     poll_interval = 0.2
 
-    def __init__(self, home: "Home", store: "Store", waiters: "Waiters", backend: Callable[[], "Backend"]):
+    def __init__(self, home: "Home", store: "Store", waiters: "Waiters", backend: "Backend"):
         self.home, self.store, self.waiters = home, store, waiters
-        self._backend = backend  # made on first use: read-only views never need the engine
+        self.backend = backend  # connects on first use: read-only views never need the engine
 
     def changed(self, job_id: str) -> None:
         self.waiters.changed(job_id)
@@ -81,7 +81,7 @@ class Observing:
         """The engine itself does SIGTERM, the grace, then SIGKILL; the supervisor (now or
         when one starts) sees the container die and records the job with ``reason``."""
         self.store.update(rec.id, stop_reason=reason)
-        backend = self._backend()
+        backend = self.backend
         if backend.inspect(rec.container_id) and self.store.get(rec.id).state is JobState.SUSPENDED:
             backend.signal(rec.container_id, "SIGTERM")
             backend.unpause(rec.container_id)  # a frozen process cannot handle the signal
@@ -96,7 +96,7 @@ class Observing:
         if not status.alive:
             return
         self.store.update(rec.id, stop_reason=Substate.CANCELLED)
-        backend = self._backend()
+        backend = self.backend
         try:
             backend.signal(status.id, "SIGKILL")
             if status.status == "paused":

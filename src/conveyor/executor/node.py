@@ -69,10 +69,13 @@ class NodeMixin(ExecutorBase):
         """This node: host, OS, CPUs, memory, GPUs, load, engine version, and the capacity
         jobs may use with what is in use now."""
         m = discover()
+        engine: dict = {"name": self.backend.engine_name, "version": None, "runtimes": {}}
         try:
-            engine = {"name": self.backend.name, "version": self.backend.version().get("version")}
+            if self.backend.engine_name != "none":
+                engine["version"] = self.backend.container_engine().version().get("version")
+                engine["runtimes"] = {name: r.get("path") for name, r in self.backend.runtimes().items()}
         except ConveyorError:  # the view still answers without the engine
-            engine = {"name": self.backend_name, "version": None}
+            pass
         cap = self.capacity
         in_use = self._planner().ledger().in_use()
         return {
@@ -84,6 +87,7 @@ class NodeMixin(ExecutorBase):
             "gpus": {v: list(ids) for v, ids in m.gpus.items()},
             "load": list(os.getloadavg()),
             "engine": engine,
+            "backends": self.backend.members(),
             "capacity": {
                 **cap.to_dict(),
                 "reserve": {"cpus": cap.reserve[0], "memory": cap.reserve[1]},
@@ -93,19 +97,47 @@ class NodeMixin(ExecutorBase):
             "free": {"cpus": (cap.cpus_m - in_use["cpus"] * 1000) / 1000, "memory": cap.memory - in_use["memory"]},
         }
 
+    def backends(self) -> list[dict]:
+        """Every backend Conveyor has: whether this node runs it (``available``, or the
+        ``error`` that says why not), whether it is the default, what it can do, and the
+        options a job may give it (``backend: {name, options}``)."""
+        from ..backends import BACKENDS, backend_class
+        from ..spec.backend import OPTIONS
+
+        members = self.backend.members()
+        out = []
+        for name in BACKENDS:
+            entry: dict = {"name": name, "default": name == self.backend.name, "available": False, "error": None}
+            if name not in members:
+                entry["error"] = (f"this node's container engine is {self.backend.engine_name}"
+                                  if self.backend.engine_name != "none" else "this node has no container engine")
+            else:
+                try:
+                    (self.backend.process() if name == "process" else self.backend.container_engine()).version()
+                    entry["available"] = True
+                except ConveyorError as exc:
+                    entry["error"] = str(exc)
+            entry["capabilities"] = backend_class(name).capabilities.to_dict()
+            entry["options"] = {
+                key: {"default": f.default if f.default_factory is None else f.default_factory(), "description": f.description}
+                for key, f in OPTIONS[name].model_fields.items()
+            }
+            out.append(entry)
+        return out
+
     # ------------------------------------------------------------------ the engine's own documents
     # For callers that speak the engine's language (a docker stand-in): nothing here reads them.
 
     def images(self) -> list[dict]:
         """The engine's image summaries, as its API lists them (Docker: GET /images/json)."""
-        self.backend.capabilities.require(self.backend.name, "images", "list images")
+        self.backend.require(None, "images", "list images")
         return self.backend.images()
 
     def image_inspect(self, name: str) -> dict:
         """One image as the engine describes it (Docker: GET /images/{name}/json);
         ImageNotFound when it has none."""
         job_ref("image_inspect", name, IMAGE)
-        self.backend.capabilities.require(self.backend.name, "images", "inspect images")
+        self.backend.require(None, "images", "inspect images")
         found = self.backend.image_inspect(name)
         if found is None:
             raise ImageNotFound(name, "no such image on this node")
@@ -115,7 +147,7 @@ class NodeMixin(ExecutorBase):
         """Pull an image (no tag: latest; a digest reference works too): the engine's progress
         messages as they come; ImageNotFound or EngineError, in the engine's words, if it fails."""
         job_ref("pull", name, IMAGE)
-        self.backend.capabilities.require(self.backend.name, "images", "pull images")
+        self.backend.require(None, "images", "pull images")
         return self.backend.pull(name)
 
     def engine(self) -> dict:
@@ -127,8 +159,8 @@ class NodeMixin(ExecutorBase):
         """One sample of a job's resource usage: {"job": id, "stats": the engine's document}, or
         stats None unless the job is running or suspended and its container is there."""
         job_ref("stats", ref)
-        self.backend.capabilities.require(self.backend.name, "stats", "report a job's resource usage")
         rec = self._record(ref)
+        self.backend.require(rec.spec, "stats", "report a job's resource usage")
         sample = None
         if rec.state in (JobState.RUNNING, JobState.SUSPENDED) and rec.container_id:
             try:

@@ -127,7 +127,7 @@ class SubmitMixin(ExecutorBase):
         job_spec("start", spec)
         feeds_stdin = stdin is not None and spec.stdin_open
         if feeds_stdin:
-            self.backend.capabilities.require(self.backend.name, "stdin", "feed stdin to a job")
+            self.backend.require(spec, "stdin", "feed stdin to a job")
         job_id = self.submit(spec, idempotency_key=idempotency_key, image_ready=image_ready)
         if not self._mode.supervising and not feeds_stdin:
             return job_id  # launched by the supervising process, whenever one runs
@@ -150,6 +150,7 @@ class SubmitMixin(ExecutorBase):
         """Check a job against the node before anything is recorded: a request that can never
         fit is an InvalidSpec naming the field; ``after`` references become job ids. Returns
         the spec to store and its scheduling columns."""
+        self.backend.check(spec)  # the job's backend can do what it asks (InvalidSpec if not)
         req = request_for(spec, self.scheduling)
         check_possible(req, self.capacity)
         if spec.after:

@@ -14,7 +14,8 @@ import time
 from typing import Callable
 
 from .. import faults
-from ..backends.base import Backend, EngineConflict, EngineError, EngineUnavailable, ImageNotFound
+from ..backends.base import EngineConflict, EngineError, EngineUnavailable, ImageNotFound
+from ..backends.router import BackendRouter
 from ..errors import ConveyorError, JobNotFound
 from ..home import Home
 from ..spec import JobSpec
@@ -59,7 +60,7 @@ class Launcher:
     def __init__(
         self,
         store: Store,
-        backend: Backend,
+        backend: BackendRouter,
         home: Home,
         locks: JobLocks,
         notify: Callable[[str], None],
@@ -145,7 +146,7 @@ class Launcher:
 
     def _start(self, rec: JobRecord) -> None:
         """Start a claimed (Running) job's created container; record a failure to start."""
-        if rec.spec.tty and self.backend.capabilities.tty:
+        if rec.spec.tty and self.backend.for_job(rec.spec).capabilities.tty:
             try:  # before the start, so its first prompt is not missed (see terminals.py)
                 self.terminals.open(rec.id, self.backend.attach_output(rec.container_id))
             except EngineError as exc:

@@ -60,9 +60,10 @@ OPTIONS: dict[str, type[SpecModel]] = {"docker": ContainerOptions, "podman": Con
 
 class BackendChoice(SpecModel):
     """Which backend runs the job, and that backend's own options. Written as a name alone
-    (``backend: process``) or as ``{name: docker, options: {runtime: runsc}}``."""
+    (``backend: process``) or as ``{name: docker, options: {runtime: runsc}}``; without a name,
+    the options are for the node's container engine (``--runtime runsc`` alone)."""
 
-    name: str
+    name: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -72,22 +73,28 @@ class BackendChoice(SpecModel):
 
     @field_validator("name")
     @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in OPTIONS:
+    def _known(cls, v: str | None) -> str | None:
+        if v is not None and v not in OPTIONS:
             raise ValueError(f"unknown backend; use one of {', '.join(BACKEND_NAMES)} ('conveyor backends' lists them)")
         return v
 
     @model_validator(mode="after")
     def _options(self) -> "BackendChoice":
+        model = self.options_model
         try:
-            validated = OPTIONS[self.name].model_validate(self.options)
+            validated = model.model_validate(self.options)
         except InvalidSpec as exc:
-            accepted = ", ".join(OPTIONS[self.name].model_fields)
-            raise InvalidSpec([(f"options.{field}", value, f"{hint} (the {self.name} backend's options: {accepted})")
+            accepted = ", ".join(model.model_fields)
+            whose = f"the {self.name} backend's" if self.name else "a container engine's"
+            raise InvalidSpec([(f"options.{field}", value, f"{hint} ({whose} options: {accepted})")
                                for field, value, hint in exc.problems]) from None
         # Keep only what was set: the digest of a spec must not change when a default does.
         object.__setattr__(self, "options", validated.model_dump(mode="json", exclude_defaults=True))
         return self
 
+    @property
+    def options_model(self) -> type[SpecModel]:
+        return OPTIONS[self.name] if self.name else ContainerOptions
+
     def parsed_options(self) -> SpecModel:
-        return OPTIONS[self.name].model_validate(self.options)
+        return self.options_model.model_validate(self.options)

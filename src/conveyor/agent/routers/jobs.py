@@ -33,7 +33,8 @@ def submit(body: SubmitRequest, ex: Executor = Depends(executor), rules: PolicyF
 
 @route("ensure_image", responses={**REFUSED, **INVALID})
 def ensure_image(body: ImageRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy)) -> dict:
-    rules.check_image(body.spec.image)
+    if body.spec.image is not None:
+        rules.check_image(body.spec.image)
     ex.ensure_image(body.spec)
     return {"image": body.spec.image, "present": True}
 

@@ -39,6 +39,11 @@ def machine(ex: Executor = Depends(executor)) -> dict:
     return ex.machine()
 
 
+@operation(router, "backends")
+def backends(ex: Executor = Depends(executor)) -> list[dict]:
+    return ex.backends()
+
+
 @operation(router, "cleanup")
 def cleanup(ex: Executor = Depends(executor)) -> dict[str, int]:
     return ex.cleanup()
