@@ -109,7 +109,7 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
 
     def _create(self, job_id: str, spec: JobSpec) -> str:
         labels = conveyor_labels(self.executor_id, job_id, spec.name)
-        hc = host_config(spec)
+        hc = self._host_config(spec)
         with engine_errors(image=spec.image):
             self._prepare_mounts(spec)
             self._prepare_network(spec)
@@ -119,6 +119,11 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
                 name=_container_name(job_id),
             )
         return created["Id"]
+
+    def _host_config(self, spec: JobSpec) -> dict:
+        """``create_host_config``'s keyword arguments for the job: the override point of
+        engines that speak this API with differences (podman.py)."""
+        return host_config(spec)
 
     def _prepare_mounts(self, spec: JobSpec) -> None:
         uid, gid = numeric_user(spec.user)

@@ -91,7 +91,23 @@ def host_config(spec: JobSpec) -> dict[str, Any]:
     }
     if res.gpus is not None:
         cfg.update(gpu_host_config(res.gpus))
+    cfg.update(backend_host_config(spec))
     return {k: v for k, v in cfg.items() if v not in (None, [], {})}
+
+
+def backend_host_config(spec: JobSpec) -> dict[str, Any]:
+    """The container backends' own options (``backend: {name: docker, options: {...}}``,
+    spec/backend.py ContainerOptions) as host config: the OCI runtime (e.g. runsc for gVisor),
+    the parent cgroup and security options."""
+    choice = getattr(spec, "backend", None)
+    if choice is None:
+        return {}
+    opts = choice.parsed_options()
+    return {
+        "runtime": getattr(opts, "runtime", None),
+        "cgroup_parent": getattr(opts, "cgroup_parent", None),
+        "security_opt": list(getattr(opts, "security_opt", None) or []) or None,
+    }
 
 
 def _mount(m) -> DockerMount:

@@ -6,13 +6,14 @@ become Conveyor's engine-neutral errors. Every engine call of the driver runs in
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterator
 
 import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from ...errors import ConveyorError
+from ...errors import ConveyorError, InvalidSpec
 from ..base import ContainerNotFound, EngineConflict, EngineError, EngineUnavailable, ImageNotFound
 
 # The connection failed (or never came up). APIError is a requests HTTPError too: it is told
@@ -49,6 +50,8 @@ def translate(exc: Exception, image: str | None = None, pulling: bool = False) -
                                                 the image is missing, else EngineError
     HTTP 404 of a pull of ``image``             ImageNotFound(image): the registry has no
                                                 such repository, tag or digest
+    the engine knows no such runtime (create)   InvalidSpec on backend.options.runtime,
+                                                naming where the runtimes are listed
     HTTP 409                                    EngineConflict (name in use, not running,
                                                 already paused, ...)
     any other APIError                          EngineError
@@ -59,6 +62,13 @@ def translate(exc: Exception, image: str | None = None, pulling: bool = False) -
     """
     if isinstance(exc, docker.errors.APIError):
         message = _explanation(exc)
+        if runtime := _unknown_runtime(message):
+            return InvalidSpec.single(
+                "backend.options.runtime",
+                runtime,
+                f"the engine has no such runtime ({message}); use one of the engine's runtimes "
+                "('conveyor machine' lists them), or leave the option out for its default",
+            )
         if exc.status_code == 404:
             if image is None:
                 return ContainerNotFound(message)
@@ -81,6 +91,17 @@ def pull_failure(image: str, message: str) -> ConveyorError:
     if any(words in message.lower() for words in _NO_SUCH_IMAGE):
         return ImageNotFound(image, message)
     return EngineError(message)
+
+
+# How dockerd refuses a container whose HostConfig.Runtime it does not know: 20.10 says
+# "Unknown runtime specified X", later versions "unknown or invalid runtime name: X".
+_UNKNOWN_RUNTIME = re.compile(r"(?:unknown runtime specified|unknown or invalid runtime name:)\s*(\S+)", re.IGNORECASE)
+
+
+def _unknown_runtime(message: str) -> str | None:
+    """The runtime name when ``message`` is the engine refusing an unknown runtime."""
+    found = _UNKNOWN_RUNTIME.search(message)
+    return found.group(1) if found else None
 
 
 def _explanation(exc: docker.errors.APIError) -> str:
