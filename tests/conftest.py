@@ -269,3 +269,35 @@ def fresh_cli(state_dir, docker_client, test_image):
     """The console script on a state directory where no agent runs yet (for tests that
     arrange the directory, or start their own agent, before the first command)."""
     yield from _cli(state_dir, docker_client, test_image, agent_first=False)
+
+
+PODMAN_URL = "unix:///run/conveyor-podman/podman.sock"
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_podman():
+    try:
+        client = docker.APIClient(base_url=PODMAN_URL, version="auto", timeout=30)
+        client.ping()
+        client.inspect_image(TEST_IMAGE)
+    except Exception as exc:  # any failure means "not usable"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def podman_url() -> str:
+    """The URL of Conveyor's podman service (Docker-compatible API), with the test image in it."""
+    error = _probe_podman()
+    if error is not None:
+        _fail_or_skip(f"podman service not usable at {PODMAN_URL} ({error}); start it with scripts/ensure-podman")
+    return PODMAN_URL
+
+
+@pytest.fixture(scope="session")
+def runsc_runtime(docker_client, test_image) -> str:
+    """"runsc": gVisor registered with the local dockerd (scripts/ensure-docker does it)."""
+    runtimes = docker_client.info().get("Runtimes") or {}
+    if "runsc" not in runtimes:
+        _fail_or_skip(f"the Docker engine has no runtime runsc (it has {', '.join(sorted(runtimes))}); run scripts/ensure-docker")
+    return "runsc"
