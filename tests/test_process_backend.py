@@ -4,7 +4,6 @@ user switching), as the agent does to run such jobs."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets

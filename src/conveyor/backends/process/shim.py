@@ -221,6 +221,10 @@ def child(plan: dict, out_w: int, err_w: int, ready_w: int) -> None:
             os._exit(127)
 
 
+def _c(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
 def _rlim(value: int) -> int:
     return resource.RLIM_INFINITY if value == -1 else value
 
@@ -238,8 +242,7 @@ class Namespace:
         self.scratch, self.used = scratch, 0
 
     def mount(self, source, target, fstype, flags, data=None) -> None:
-        enc = lambda s: None if s is None else s.encode()  # noqa: E731
-        if self.libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        if self.libc.mount(_c(source), _c(target), _c(fstype), flags, _c(data)) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"mount {source or fstype} on {target}: {os.strerror(err)}")
 

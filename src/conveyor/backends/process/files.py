@@ -1,0 +1,64 @@
+"""A process job's output: its logs and its files; and the calls it does not support."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ..base import ContainerNotFound, ExecResult, NotSupported
+from . import logs, plan
+
+
+class FilesMixin:
+    """Part of ProcessBackend: needs ``root``, ``inspect``, ``_meta`` and ``_rundir``."""
+
+    def stats(self, handle: str) -> dict:
+        raise NotSupported("the process backend does not report resource usage (capability 'stats')")
+
+    def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
+             env: dict[str, str] | None = None) -> ExecResult:
+        raise NotSupported("the process backend cannot run a command inside a job (capability 'exec')")
+
+    def resize(self, handle: str, height: int, width: int) -> None:
+        raise NotSupported("the process backend gives jobs no terminal (capability 'tty')")
+
+    def attach_output(self, handle: str) -> BinaryIO:
+        raise NotSupported("the process backend gives jobs no terminal (capability 'tty')")
+
+    def attach_stdin(self, handle: str, source: BinaryIO) -> None:
+        raise NotSupported("the process backend gives jobs no stdin (capability 'stdin')")
+
+    # ------------------------------------------------------------------ logs and files
+
+    def save_logs(self, handle: str, paths: dict[str, Path]) -> dict[str, int]:
+        rundir = self._rundir(handle)
+        return {name: logs.save(rundir / name, Path(path)) for name, path in paths.items()}
+
+    def follow_logs(self, handle: str, streams: tuple[str, ...], tail: int | None = None, follow: bool = True,
+                    timestamps: bool = False) -> Iterator[tuple[str, bytes]]:
+        rundir = self._rundir(handle)
+
+        def ended() -> bool:
+            status = self.inspect(handle)
+            return status is None or not (status.alive or status.status == "created")
+
+        return logs.follow(rundir, streams, tail, follow, timestamps, ended)
+
+    def read_archive(self, handle: str, path: str) -> BinaryIO | None:
+        """A tar of ``path`` as the job saw it (through its bind mounts, else the host's
+        path), its top entry named after the path's last part, as docker's archive; None
+        when absent. Built in a temporary file, so the caller reads a plain file."""
+        meta = self._meta(handle)
+        if meta is None:
+            raise ContainerNotFound(f"no such process job: {handle}")
+        host = plan.host_path(meta["mounts"], path.rstrip("/") or "/")
+        if not os.path.lexists(host):
+            return None
+        out = tempfile.TemporaryFile(dir=self.root)
+        with tarfile.open(fileobj=out, mode="w|") as tar:
+            tar.add(host, arcname=os.path.basename(path.rstrip("/")) or ".")
+        out.seek(0)
+        return out
