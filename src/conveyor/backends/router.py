@@ -159,7 +159,27 @@ class BackendRouter:
     # ------------------------------------------------------------------ by the job's spec
 
     def check(self, spec: JobSpec) -> None:
-        self.for_job(spec).check(spec)
+        """Refuse a spec its backend cannot run: what its capabilities lack (one rule for every
+        backend, here), then the driver's own checks."""
+        backend = self.for_job(spec)
+        caps = backend.capabilities
+        gpus = spec.resources.gpus
+        lacking = [
+            (field, value, capability, what)
+            for field, value, capability, what in (
+                ("ports", [p.container_port for p in spec.ports], "ports", "publish ports"),
+                ("tty", spec.tty, "tty", "give a job a terminal"),
+                ("stdin_open", spec.stdin_open, "stdin", "feed stdin to a job"),
+                ("outputs", spec.outputs, "files", "capture outputs"),
+                ("resources.gpus", gpus and gpus.vendor.value, "gpus", f"give a job {gpus and gpus.vendor.value} GPUs"),
+            )
+            if value and not (capability == "gpus" and gpus.vendor.value in caps.gpus or capability != "gpus" and getattr(caps, capability))
+        ]
+        if lacking:
+            field, value, capability, what = lacking[0]
+            raise InvalidSpec.single(field, value, f"the {backend.name} backend cannot {what} (capability {capability!r}); "
+                                                   "leave it out, or choose a backend that can ('conveyor backends' shows each one's)")
+        backend.check(spec)
 
     def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
         self.for_job(spec).ensure_image(spec, refresh)
