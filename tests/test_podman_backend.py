@@ -330,3 +330,45 @@ def test_security_opt_and_cgroup_parent_pass_through(backend, podman_api):
     backend.start(handle)
     assert _wait_finished(backend, handle).exit_code == 0
     assert podman_api.logs(handle).split() == [b"NoNewPrivs:", b"1"]
+
+
+def test_conflicts_are_engine_conflicts_as_on_docker(backend):
+    """podman answers 500 where dockerd answers 409 (a name in use, a state that does not
+    allow the call): the executor still sees EngineConflict, and adopts its own container."""
+    from conveyor.backends.base import EngineConflict
+
+    job_id = f"j{_uid()}"
+    spec = _spec(["sleep", "60"])
+    handle = backend.create(job_id, spec)
+    with pytest.raises(EngineConflict):
+        backend.create(job_id, spec)
+    with pytest.raises(EngineConflict):
+        backend.exec(handle, ["true"])
+    backend.start(handle)
+    backend.pause(handle)
+    with pytest.raises(EngineConflict):
+        backend.pause(handle)
+    backend.unpause(handle)
+    backend.signal(handle, "KILL")
+    _wait_finished(backend, handle)
+    with pytest.raises(EngineConflict):
+        backend.signal(handle, "KILL")
+
+
+def test_a_tty_job_is_attached_saved_and_followed(backend, tmp_path):
+    """A tty job's output comes through attach, is saved raw, and is followed as bytes
+    (podman calls a tty log text, the SDK decodes it)."""
+    handle = backend.create(f"j{_uid()}", _spec(["sh", "-c", "echo one; tty"], tty=True))
+    out = backend.attach_output(handle)
+    backend.start(handle)
+    attached = b""
+    while chunk := out.read(4096):
+        attached += chunk
+    out.close()
+    assert attached == b"one\r\n/dev/pts/0\r\n"
+    _wait_finished(backend, handle)
+    backend.save_logs(handle, {"stdout": tmp_path / "stdout"})
+    assert (tmp_path / "stdout").read_bytes() == attached
+    followed = list(backend.follow_logs(handle, ("stdout",), None, False))
+    assert all(isinstance(c, bytes) for _, c in followed)
+    assert b"".join(c for _, c in followed) == attached

@@ -167,6 +167,13 @@ def whole_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield rest
 
 
+def _as_bytes(chunks: Iterator[bytes | str]) -> Iterator[bytes]:
+    """The SDK's log stream as bytes: for a TTY job it decodes the body when the engine calls
+    it text (podman answers text/plain; charset=utf-8, where dockerd sends a raw stream)."""
+    for chunk in chunks:
+        yield chunk.encode() if isinstance(chunk, str) else chunk
+
+
 class LogsMixin:
     """Part of DockerBackend: saving and following a container's log. Needs ``self.api``."""
 
@@ -239,7 +246,8 @@ class LogsMixin:
                         timestamps=timestamps,
                     )
                     handles.append(stream)
-                    for chunk in whole_lines(stream) if by_line else stream:
+                    chunks_of = _as_bytes(stream)
+                    for chunk in whole_lines(chunks_of) if by_line else chunks_of:
                         chunks.put((name, chunk))
             except Exception as exc:  # noqa: BLE001 - handed to the consumer below
                 chunks.put((name, exc))

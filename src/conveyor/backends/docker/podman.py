@@ -15,6 +15,12 @@ cgroupfs, runc, netavark), set up by scripts/ensure-podman:
   ``oom`` event: ``die`` comes after the exit code and OOMKilled are recorded.
 - OOMKilled: set only with the conmon wrapper scripts/ensure-podman installs (conmon 2.1.6
   writes its oom file into its working directory, podman 4.3 looks in the bundle).
+- Conflicts: a container name in use, or a state that does not allow the call ("container
+  state improper": pause of a paused one, exec or kill of a stopped one) is HTTP 500 where
+  dockerd says 409; translate.py makes both EngineConflict by podman's words.
+- TTY logs: podman calls them text/plain; charset=utf-8, so the SDK decodes a followed TTY
+  log (logs.py turns it back into bytes; bytes that are not UTF-8 become U+FFFD there; the
+  saved log is read raw and stays exact).
 - Times: StartedAt is taken when the runtime's start returns, so a short job can finish
   "before" it started by a few ms; the start is clamped to the finish.
 - Pause under cgroup v1: works (the freezer). Stop with grace, exit codes, separate

@@ -52,8 +52,8 @@ def translate(exc: Exception, image: str | None = None, pulling: bool = False) -
                                                 such repository, tag or digest
     the engine knows no such runtime (create)   InvalidSpec on backend.options.runtime,
                                                 naming where the runtimes are listed
-    HTTP 409                                    EngineConflict (name in use, not running,
-                                                already paused, ...)
+    HTTP 409, or podman's 500 with words of a   EngineConflict (name in use, not running,
+    conflict                                    already paused, ...)
     any other APIError                          EngineError
     connection refused/reset/broken, timeout,   EngineUnavailable, naming the fix
     no API version (bare DockerException)
@@ -75,7 +75,7 @@ def translate(exc: Exception, image: str | None = None, pulling: bool = False) -
             if pulling or isinstance(exc, docker.errors.ImageNotFound):  # the SDK's reading of the message
                 return ImageNotFound(image, message)
             return EngineError(message)  # e.g. create: a network of the spec is missing
-        if exc.status_code == 409:
+        if exc.status_code == 409 or any(words in message for words in _PODMAN_CONFLICTS):
             return EngineConflict(message)
         return EngineError(message)
     # from_env/APIClient raise a bare DockerException when they cannot fetch the API version.
@@ -92,6 +92,10 @@ def pull_failure(image: str, message: str) -> ConveyorError:
         return ImageNotFound(image, message)
     return EngineError(message)
 
+
+# podman's compat API answers 500 where dockerd answers 409, with these words: a state that
+# does not allow the call (not running, already paused, ...) and a container name in use.
+_PODMAN_CONFLICTS = ("container state improper", "that name is already in use")
 
 # How dockerd refuses a container whose HostConfig.Runtime it does not know: 20.10 says
 # "Unknown runtime specified X", later versions "unknown or invalid runtime name: X".
