@@ -205,6 +205,17 @@ def test_pause_and_unpause_visible(backend):
     assert actions == ["start", "pause", "unpause", "die"]
 
 
+def test_events_since_replays_what_was_missed(backend):
+    """A subscriber that reconnects with ``since`` gets the events it missed, and only those."""
+    _, first = run(backend, job("true"))
+    since = first.finished_at + 0.001
+    handle, _ = run(backend, job("true"))
+    events = backend.events(since)
+    got = [next(events) for _ in range(2)]
+    assert [(e.action, e.container_id) for e in got] == [("start", handle), ("die", handle)]
+    backend.close_events()
+
+
 def test_events_close_ends_iteration(backend):
     events = backend.events(None)
     threading.Timer(0.3, backend.close_events).start()

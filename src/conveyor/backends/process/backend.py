@@ -179,7 +179,7 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
             if (rundir / "shim.json").exists() or (rundir / "exit.json").exists():
                 raise EngineConflict(f"the process job {handle} was started already") from None
         else:
-            subprocess.run([sys.executable, SHIM, str(rundir)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            subprocess.run([sys.executable, "-I", SHIM, str(rundir)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, close_fds=True, check=False)  # returns at the shim's first fork
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
