@@ -69,6 +69,8 @@ def translate(exc: Exception, image: str | None = None, pulling: bool = False) -
                 f"the engine has no such runtime ({message}); use one of the engine's runtimes "
                 "('conveyor machine' lists them), or leave the option out for its default",
             )
+        if exc.status_code == 500 and image is None and message.endswith("no such container"):
+            return ContainerNotFound(message)  # podman, for one removed while it answered
         if exc.status_code == 404:
             if image is None:
                 return ContainerNotFound(message)
