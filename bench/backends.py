@@ -14,11 +14,10 @@ import statistics
 import subprocess
 from pathlib import Path
 
-import docker
-
 from conveyor import Executor, JobSpec
 
-from .common import BENCH_LABEL, IMAGE, Context, interleaved, ratio, summary
+from .common import IMAGE, Context, interleaved, ratio, summary
+from .throughput import sdk_job
 
 PODMAN_URL = "unix:///run/conveyor-podman/podman.sock"
 
@@ -29,21 +28,6 @@ KINDS = {
     "podman": ("podman", PODMAN_URL, None, None),
     "process": ("docker", None, {"name": "process"}, None),
 }
-
-
-def _sdk_job(ctx: Context, url: str | None, runtime: str | None):
-    api = docker.APIClient(base_url=url, version="auto") if url else docker.APIClient(version="auto")
-
-    def job() -> None:
-        hc = api.create_host_config(network_mode=ctx.network, runtime=runtime)
-        cid = api.create_container(IMAGE, ["true"], labels={BENCH_LABEL: "1"}, host_config=hc)["Id"]
-        api.start(cid)
-        api.wait(cid)
-        api.logs(cid, stdout=True, stderr=False)
-        api.logs(cid, stdout=False, stderr=True)
-        api.remove_container(cid, force=True)
-
-    return job
 
 
 def _process_job() -> None:
@@ -60,7 +44,7 @@ def _one(ctx: Context, kind: str) -> dict:
         baseline, baseline_name = _process_job, "subprocess_run"
     else:
         spec = JobSpec(image=IMAGE, command=["true"], network=ctx.network, backend=backend, auto_remove=True)
-        baseline, baseline_name = _sdk_job(ctx, url, runtime), "docker_sdk" if engine == "docker" else "podman_api"
+        baseline, baseline_name = sdk_job(ctx, url, runtime), "docker_sdk" if engine == "docker" else "podman_api"
     try:
         with Executor(home) as ex:
 

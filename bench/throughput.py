@@ -26,18 +26,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=1, help="concurrent: jobs per measurement = BATCH x in-flight (default 1)")
 
 
-def _sdk_job(ctx: Context):
+def sdk_job(ctx: Context, url: str | None = None, runtime: str | None = None):
     """What a caller of the docker SDK does for one job: the same work Conveyor does
-    (create, start, wait, read both log streams, remove)."""
+    (create, start, wait, read both log streams, remove). ``url``: another engine's API
+    (podman's); ``runtime``: an OCI runtime (runsc)."""
     local = threading.local()  # one client per thread, as a concurrent SDK caller has
 
     def job() -> None:
         api = getattr(local, "api", None)
         if api is None:
-            api = local.api = docker.APIClient(version="auto")
-        cid = api.create_container(
-            IMAGE, ["true"], labels={BENCH_LABEL: "1"}, host_config=api.create_host_config(network_mode=ctx.network)
-        )["Id"]
+            api = local.api = docker.APIClient(base_url=url, version="auto") if url else docker.APIClient(version="auto")
+        hc = api.create_host_config(network_mode=ctx.network, runtime=runtime)
+        cid = api.create_container(IMAGE, ["true"], labels={BENCH_LABEL: "1"}, host_config=hc)["Id"]
         api.start(cid)
         api.wait(cid)
         api.logs(cid, stdout=True, stderr=False)
@@ -60,7 +60,7 @@ def sequential(ctx: Context) -> dict:
         samples = interleaved(
             {
                 "conveyor": lambda: _check(ex.run(spec)),
-                "docker_sdk": _sdk_job(ctx),
+                "docker_sdk": sdk_job(ctx),
                 "docker_cli": lambda: subprocess.run(cli, check=True, stdout=subprocess.DEVNULL),
             },
             ctx.repeat,
@@ -106,7 +106,7 @@ def concurrent(ctx: Context) -> dict:
     """K `true` jobs in flight at a time."""
     levels = [int(x) for x in ctx.args.inflight.split(",")]
     cli = ctx.docker_run("true")
-    sdk = _sdk_job(ctx)
+    sdk = sdk_job(ctx)
     out: dict = {"unit": "seconds per batch of BATCH x K jobs with K in flight; jobs_per_s = batch / median",
                  "conveyor": {}, "baseline": {}, "ratio": {}}
     with Executor(ctx.home("concurrent")) as ex:

@@ -19,6 +19,8 @@ from .finisher import Finisher
 
 log = logging.getLogger("conveyor.supervisor")
 
+VERIFY_AFTER = 5.0  # seconds after a SIGKILL before the engine is asked whether the job ended
+
 
 class Stopper:
     def __init__(self, store: Store, backend: Backend, finisher: Finisher):
@@ -65,3 +67,10 @@ class Stopper:
                 self.backend.signal(rec.container_id, "SIGKILL")
             except EngineError as exc:  # it exited in the meantime
                 log.debug("SIGKILL to job %s: %s", job_id, exc)
+            self._timer.add(time.time() + VERIFY_AFTER, "verify", job_id)
+        elif kind == "verify":
+            # Killed a while ago and still not recorded: its die event may be lost (an engine's
+            # event log can drop one under load). Look for ourselves, and again later while it
+            # stays unrecorded, so a stopped job never hangs on an event that never comes.
+            self.finisher.finalize_later(job_id)
+            self._timer.add(time.time() + VERIFY_AFTER, "verify", job_id)

@@ -46,7 +46,7 @@ from typing import Iterator
 
 from ...errors import InvalidSpec
 from ...spec import JobSpec
-from ..base import Capabilities, ContainerStatus, EngineEvent, EngineUnavailable
+from ..base import ContainerStatus, EngineEvent, EngineUnavailable
 from .driver import DockerBackend
 from .mapping import host_config
 
@@ -64,19 +64,9 @@ class PodmanBackend(DockerBackend):
     socket from scripts/ensure-podman; ``base_url`` for another)."""
 
     name = "podman"
-    capabilities = Capabilities(
-        pause=True,
-        exec=True,
-        gpus=frozenset(),
-        ports=False,
-        stdin=True,
-        recover=True,
-        files=True,
-        image_load=True,
-        images=True,
-        stats=True,
-        tty=True,
-    )
+    # Docker's, less ports (reachable only in the service's network namespace) and GPUs (no
+    # device requests in podman 4.3's compat API).
+    capabilities = dataclasses.replace(DockerBackend.capabilities, gpus=frozenset(), ports=False)
 
     def __init__(self, executor_id: str, base_url: str | None = None, timeout: int = 120):
         url = base_url or DEFAULT_URL
@@ -94,17 +84,19 @@ class PodmanBackend(DockerBackend):
         info["name"] = self.name
         return info
 
-    def _host_config(self, spec: JobSpec) -> dict:
-        choice = getattr(spec, "backend", None)
-        runtime = getattr(choice.parsed_options(), "runtime", None) if choice is not None else None
+    def check(self, spec: JobSpec) -> None:
+        runtime = spec.backend.options.get("runtime") if spec.backend is not None else None
         if runtime:
-            # The compat API would ignore it and run the job under runc.
+            # The compat API would ignore it and run the job under runc: refused, not unsandboxed.
             raise InvalidSpec.single(
                 "backend.options.runtime",
                 runtime,
                 "podman's Docker-compatible API ignores the runtime (the job would run under runc); "
                 "run it on the docker backend, whose engine lists its runtimes in 'conveyor machine'",
             )
+
+    def _host_config(self, spec: JobSpec) -> dict:
+        self.check(spec)  # a create without a submit (the driver used on its own) is refused too
         hc = host_config(spec)
         hc["log_config"] = PODMAN_LOG_CONFIG
         return hc
