@@ -240,6 +240,29 @@ def test_oom_and_plain_sigkill_are_told_apart(ex, kind):
     assert (killed.state, killed.substate, killed.exit_code) == (JobState.FAILED, Substate.EXITED, 137)
 
 
+def test_retries_requeue_a_failed_job_and_a_dependent_of_a_failure_fails(ex, kind):
+    job = ex.run(kind.spec("echo try; exit 9", retries=1))
+    assert (job.state, job.exit_code) == (JobState.FAILED, 9)
+    moves = [t.to_state for t in ex.store.transitions(job.id)]
+    assert moves == [JobState.QUEUED, JobState.RUNNING, JobState.REQUEUED, JobState.RUNNING, JobState.FAILED]
+    dependent = ex.wait(ex.submit(kind.spec("echo never", after=[job.id])), timeout=WAIT)
+    assert (dependent.state, dependent.substate, dependent.stdout) == (JobState.FAILED, Substate.DEPENDENCY_FAILED, "")
+
+
+def test_a_command_that_cannot_start_and_a_run_removed_underneath(ex, kind):
+    missing = ex.run(kind.spec("true", entrypoint=["/no/such/program"]))
+    assert (missing.state, missing.substate) == (JobState.FAILED, Substate.START_FAILED), missing
+    assert missing.exit_code in (None, 127)  # podman's compat API records no exit code for it
+    assert "/no/such/program" in missing.message, missing
+
+    job_id = ex.submit(kind.spec("echo alive; sleep 30"))
+    eventually("job running", lambda: b"alive" in _live_output(ex, job_id))
+    ex.backend.remove(ex.store.get(job_id).container_id)  # someone removes it behind our back
+    job = ex.wait(job_id, timeout=WAIT)
+    assert job.state is JobState.FAILED and job.substate in (Substate.CONTAINER_LOST, Substate.EXITED), job
+    assert _made(ex, job_id) is None
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -326,7 +349,8 @@ def client(home):
 def test_recovery_after_sigkill_at_every_named_fault_point(supervisor, client, kind):
     # after-create, then after-claim: one container or process, started once.
     supervisor.start(fault="after-create")
-    job_id = client.submit(kind.spec("echo ran; echo err >&2; exit 4"))
+    job_id = client.submit(kind.spec("mkdir -p /out && echo kept > /out/result; echo ran; echo err >&2; exit 4",
+                                     outputs=["/out"]))
     supervisor.wait_fault("after-create", job_id)
     supervisor.kill()
     made = client.backend.find(job_id)
@@ -339,11 +363,16 @@ def test_recovery_after_sigkill_at_every_named_fault_point(supervisor, client, k
     supervisor.wait_fault("after-logs", job_id)
     supervisor.kill()
     assert client.info(job_id).state is JobState.RUNNING  # logs saved, result not yet recorded
+    supervisor.start(fault="after-outputs")
+    supervisor.wait_fault("after-outputs", job_id)
+    supervisor.kill()
+    assert client.info(job_id).state is JobState.RUNNING  # outputs captured, result not yet recorded
     supervisor.start(fault="after-record")
     supervisor.wait_fault("after-record", job_id)
     supervisor.kill()
     job = client.info(job_id)
     assert (job.state, job.exit_code, job.stdout, job.stderr) == (JobState.FAILED, 4, "ran\n", "err\n")
+    assert client.read_output(job_id, "/out/result") == b"kept\n"
 
     # A job running while the supervisor is killed keeps running, and its end is recorded once.
     supervisor.start()
