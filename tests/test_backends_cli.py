@@ -85,3 +85,32 @@ def test_a_tokens_policy_rules_on_backends_and_runtimes(agent, cli, tmp_path, te
     job = guest.run(JobSpec(image=test_image, command=["cat", "/proc/version"], network="none",
                             backend={"options": {"runtime": "runsc"}}), timeout=WAIT)
     assert (job.state, "4.4.0" in job.stdout) == (JobState.DONE, True)
+
+
+def test_the_engine_is_chosen_by_conveyor_engine_and_never_switched_silently(fresh_cli, state_dir, test_image, podman_url):
+    import docker
+
+    from conveyor.daemon import stop_supervisor
+    from conveyor.home import Home
+
+    podman = docker.APIClient(base_url=podman_url, version="auto")
+    try:
+        on_podman = {"CONVEYOR_ENGINE": "podman"}
+        found = {b["name"]: b for b in json.loads(fresh_cli.ok("backends", "--json", env=on_podman))}
+        assert found["podman"]["default"] and found["podman"]["available"] and not found["docker"]["available"]
+        out = fresh_cli.ok("run", "--name", "where", "--network", "none", test_image, "sh", "-c", "echo on podman",
+                           env=on_podman)
+        assert out == "on podman\n"
+        job = fresh_cli.only_job()
+        assert podman.inspect_container(job["container_id"])["Config"]["Labels"]["conveyor.job"] == job["id"]
+        assert fresh_cli.containers() == []  # nothing in docker
+
+        # The agent runs on podman: a command asking for docker is refused, not run on podman.
+        wrong = fresh_cli.run("run", test_image, "true", env={"CONVEYOR_ENGINE": "docker"})
+        assert wrong.returncode == 125
+        assert "CONVEYOR_ENGINE=docker, but the agent of" in wrong.stderr.decode() and "podman" in wrong.stderr.decode()
+    finally:
+        stop_supervisor(Home(state_dir))
+        for c in podman.containers(all=True, filters={"label": "conveyor.managed"}):
+            if c["Labels"].get("conveyor.executor") == Home(state_dir).executor_id():
+                podman.remove_container(c["Id"], force=True)

@@ -395,5 +395,15 @@ def command_line_agent(home: str | os.PathLike | None) -> AgentAPI:
     if os.environ.get("CONVEYOR_HOST"):
         return AgentAPI(home)  # a remote agent supervises its own node
     root = home_root(home)
-    ensure_agent(root)
-    return AgentAPI(root, recover=lambda: ensure_agent(root))
+    ensure_agent(root)  # one started here inherits $CONVEYOR_ENGINE
+    api = AgentAPI(root, recover=lambda: ensure_agent(root))
+    wanted = os.environ.get("CONVEYOR_ENGINE")
+    if wanted:
+        running = api.agent_info().get("engine")
+        if running != wanted:
+            # Never run a job on another engine than the one asked for.
+            raise ConveyorError(
+                f"CONVEYOR_ENGINE={wanted}, but the agent of {root} runs with the engine {running}; "
+                f"stop it ('conveyor serve --stop', its jobs keep running) to change engines, or unset CONVEYOR_ENGINE"
+            )
+    return api

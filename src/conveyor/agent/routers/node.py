@@ -26,6 +26,7 @@ def info(agent: AgentState = Depends(agent_state)) -> dict:
         "started_at": agent.started_at,
         "policy": agent.policy.describe(),
         "backend": {"name": ex.backend.name, "capabilities": ex.capabilities().to_dict()},
+        "engine": ex.backend.engine_name,
     }
 
 
