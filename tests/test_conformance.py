@@ -26,9 +26,7 @@ from conveyor.backends.base import Capabilities
 from conveyor.errors import ConveyorError, InvalidSpec, NotSupported
 from helpers import SupervisorProcess, eventually
 
-from conftest import TEST_IMAGE, _fail_or_skip
-
-PODMAN_URL = os.environ.get("CONVEYOR_PODMAN_URL", "unix:///run/conveyor-podman/podman.sock")
+from conftest import PODMAN_URL, TEST_IMAGE, _fail_or_skip, _probe_docker, _probe_podman
 WAIT = 60
 
 
@@ -70,17 +68,15 @@ KINDS = {
 
 def _engine_ready(kind: Kind) -> str | None:
     """Why this backend cannot run here, or None when it can."""
-    import docker
-
     if kind.name == "process":
         return None if os.geteuid() == 0 else "the process backend's tests run as root (cgroups, user switching)"
-    url = PODMAN_URL if kind.engine == "podman" else None
-    try:
-        client = docker.APIClient(base_url=url, version="auto", timeout=10) if url else docker.from_env(version="auto").api
-        runtimes = client.info().get("Runtimes") or {}
-    except Exception as exc:  # noqa: BLE001 - any failure: not usable
-        start = "scripts/ensure-podman" if kind.engine == "podman" else "scripts/ensure-docker"
-        return f"{kind.engine} engine not reachable ({exc}); start it with {start}"
+    if kind.engine == "podman":
+        error = _probe_podman()
+        return error and f"podman service not usable at {PODMAN_URL} ({error}); start it with scripts/ensure-podman"
+    client, error = _probe_docker()
+    if client is None:
+        return f"Docker engine not reachable ({error}); start it with scripts/ensure-docker"
+    runtimes = client.info().get("Runtimes") or {}
     if kind.id == "docker+runsc" and "runsc" not in runtimes:
         return f"dockerd has no runsc runtime (it has {sorted(runtimes)}); scripts/ensure-docker registers it"
     return None
