@@ -86,6 +86,11 @@ class BackendRouter:
     def _default(self) -> Backend:
         return self.process() if self.engine_name == "none" else self.container_engine()
 
+    def connect(self) -> None:
+        """Connect every member now: a supervisor without its engine says so at once, in one
+        line (EngineUnavailable), rather than retrying its event subscription."""
+        self._open_members()
+
     def _open_members(self) -> list[tuple[str, Backend]]:
         """Every backend that can hold this executor's jobs, each with its handle prefix."""
         found = [("", self.container_engine())] if self.engine_name != "none" else []

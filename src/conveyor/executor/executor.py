@@ -85,6 +85,7 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
         from ..runtime import Runtime  # the supervising process's machinery only
 
         try:
+            self.backend.connect()
             runtime = Runtime(
                 self.store, self.backend, self.home, self.executor_id, self.scheduling, self.capacity,
                 on_change=self._waiters.changed,

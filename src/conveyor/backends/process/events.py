@@ -22,7 +22,10 @@ class EventsMixin:
     def events(self, since: float | None = None) -> Iterator[EngineEvent]:
         """Events from the event log: subscribed on return (the log's end is taken now; with
         ``since``, earlier lines from that time are replayed first)."""
-        f = open(self.events_log, "rb")
+        try:
+            f = open(self.events_log, "rb")
+        except OSError as exc:  # the state directory went away under us
+            raise EngineUnavailable(f"cannot read the process backend's event log: {exc}") from None
         if since is None:
             f.seek(0, os.SEEK_END)
         closed = threading.Event()
