@@ -34,7 +34,7 @@ def test_backends_lists_each_backend_with_its_capabilities_and_options(cli, runs
 
 
 def test_run_on_the_process_backend_from_flags_and_from_a_job_file(cli, tmp_path):
-    out = cli.ok("run", "--rm", "--backend", "process", "--backend-opt", "nice=7", "-e", "WHO=host",
+    out = cli.ok("run", "--backend", "process", "--backend-opt", "nice=7", "-e", "WHO=host",
                  "sh", "-c", "echo $WHO $(hostname); cut -d' ' -f19 /proc/self/stat")
     who, nice = out.splitlines()
     assert who == f"host {socket.gethostname()}" and nice == "7"
@@ -42,6 +42,11 @@ def test_run_on_the_process_backend_from_flags_and_from_a_job_file(cli, tmp_path
     job_file = tmp_path / "job.yaml"
     job_file.write_text("backend: {name: process, options: {umask: '077'}}\ncommand: [sh, -c, 'umask']\n")
     assert cli.ok("run", "-f", str(job_file)).strip() == "0077"
+    # the views show a job without an image as such, docker's ps too
+    table = cli.ok("ps", "-a").splitlines()
+    assert len(table) == 3 and all(" - " in row for row in table[1:]), table
+    assert cli.ok("ps", "-a", "--format", "{{.Image}}|{{.Command}}").splitlines()[0] == '-|"sh -c umask"'
+    assert cli.ok("docker", "ps", "-a", "--format", "{{.Image}}").splitlines() == ["-", "-"]
 
 
 def test_run_under_gvisor_with_runtime(cli, test_image, runsc_runtime):

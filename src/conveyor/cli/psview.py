@@ -125,7 +125,7 @@ def _command(job: dict, trunc: bool) -> str:
 # a job's wire form, given the time now and whether to truncate)
 PS_FIELDS: dict[str, tuple[Any, Callable[[dict, float, bool], Any]]] = {
     "ID": ("CONTAINER ID", lambda j, now, trunc: j["id"]),
-    "Image": ("IMAGE", lambda j, now, trunc: j["image"]),
+    "Image": ("IMAGE", lambda j, now, trunc: j["image"] or "-"),  # "-": a process job
     "Command": ("COMMAND", lambda j, now, trunc: _command(j, trunc)),
     "CreatedAt": ("CREATED AT", lambda j, now, trunc: go_time(j["created_at"])),
     "RunningFor": ("CREATED", lambda j, now, trunc: human_duration(now - j["created_at"]) + " ago"),

@@ -63,7 +63,7 @@ def ps(ctx: click.Context, show_all: bool, last: int, latest: bool, filters: tup
 def _ps_row(job: dict, no_trunc: bool) -> tuple[str, ...]:
     command = " ".join(job["command"] or [])
     exit_code = "" if job["exit_code"] is None else str(job["exit_code"])
-    return (job["id"], job["name"] or "", job["image"], command if no_trunc else command[:30], state_label(job),
+    return (job["id"], job["name"] or "", job["image"] or "-", command if no_trunc else command[:30], state_label(job),
             exit_code, timestamp(job["created_at"]))
 
 

@@ -123,7 +123,7 @@ def container_document(job: dict) -> dict:
             "StartedAt": _rfc3339(job["started_at"]),
             "FinishedAt": _rfc3339(job["finished_at"]) if state in FINAL_STATES else "0001-01-01T00:00:00Z",
         },
-        "Image": job["image"],
+        "Image": job["image"] or "",
         "Name": "/" + (job["name"] or job["id"]),
         "RestartCount": 0,
         "HostConfig": {
@@ -139,7 +139,7 @@ def container_document(job: dict) -> dict:
             "OpenStdin": bool(spec.get("stdin_open")),
             "Env": [f"{k}={v}" for k, v in (spec.get("env") or {}).items()],
             "Cmd": [*command, *spec.get("args", [])] or None,
-            "Image": job["image"],
+            "Image": job["image"] or "",
             "WorkingDir": spec.get("workdir") or "",
             "Entrypoint": entrypoint,
             "Labels": job.get("labels") or {},
