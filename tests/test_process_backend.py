@@ -4,6 +4,7 @@ user switching), as the agent does to run such jobs."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -378,7 +379,6 @@ def test_reused_pid_is_not_adopted(backend):
     ({"hostname": "box"}, "hostname", "drop hostname"),
     ({"pid_mode": "container:abcdefabcdef"}, "pid_mode", "use host"),
     ({"tty": True}, "tty", "drop tty"),
-    ({"stdin_open": True}, "stdin_open", "drop -i"),
     ({"mounts": [{"type": "tmpfs", "target": "/scratch"}]}, "mounts[0].type", "bind mount"),
     ({"restart": "always"}, "restart", "does not restart"),
     ({"resources": {"gpus": "all"}}, "resources.gpus", "no GPUs"),
@@ -410,3 +410,109 @@ def test_no_images_and_version(backend):
         backend.images()
     with pytest.raises(ContainerNotFound):
         backend.save_logs("nope", {})
+
+
+# ----------------------------------------------------------------------------- stdin
+
+
+class Endless(io.RawIOBase):
+    """A source that never ends; remembers the thread that reads it."""
+
+    def __init__(self):
+        self.reader = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        self.reader = threading.current_thread()
+        buffer[:] = b"y" * len(buffer)
+        return len(buffer)
+
+
+def test_stdin_fed_byte_exact(backend, tmp_path):
+    """What is attached reaches the job byte for byte (binary, no trailing newline, more than a
+    pipe holds), and the job sees EOF after it."""
+    data = bytes(range(256)) * 4096 + b"\r\n\x00end"
+    handle = backend.create(new_id(), job("sh", "-c", "cat; echo eof >&2", stdin_open=True))
+    backend.start(handle)
+    backend.attach_stdin(handle, io.BytesIO(data))
+    assert wait_end(backend, handle).exit_code == 0
+    assert saved(backend, handle, tmp_path) == {"stdout": data, "stderr": b"eof\n"}
+
+
+def test_stdin_streams_and_takes_one_attach(backend, tmp_path):
+    """Input reaches the job as it comes, not at EOF; a second attach, or one to a job without
+    stdin_open or no longer running, is refused."""
+    handle = backend.create(new_id(), job("cat", stdin_open=True))
+    backend.start(handle)
+    r, w = os.pipe()
+    backend.attach_stdin(handle, os.fdopen(r, "rb", buffering=0))
+    with pytest.raises(EngineConflict, match="attached already"):
+        backend.attach_stdin(handle, io.BytesIO(b"second"))
+    os.write(w, b"line one\n")
+    wait_for(lambda: (backend.runs / handle / "stdout").read_bytes() == b"line one\n")
+    assert backend.inspect(handle).status == "running"
+    os.close(w)
+    assert wait_end(backend, handle).exit_code == 0
+    with pytest.raises(EngineConflict):
+        backend.attach_stdin(handle, io.BytesIO(b"late"))
+    plain = backend.create(new_id(), job("sleep", "30"))
+    backend.start(plain)
+    with pytest.raises(EngineConflict, match="stdin_open"):
+        backend.attach_stdin(plain, io.BytesIO(b"x"))
+
+
+def test_stdin_open_waits_until_attached(backend):
+    """Nobody attaches: the job's stdin stays open and empty, so cat waits, as under docker run -i."""
+    handle = backend.create(new_id(), job("cat", stdin_open=True))
+    backend.start(handle)
+    time.sleep(1)
+    assert backend.inspect(handle).status == "running"
+    backend.stop(handle, grace=5)
+    assert backend.inspect(handle).exit_code == 128 + signal.SIGTERM
+    assert not (backend.runs / handle / "stdin.sock").exists()
+
+
+@pytest.mark.parametrize("script, out", [
+    ("head -c 10", b"y" * 10),  # reads a little, then exits
+    ("echo out; sleep 0.5; echo more", b"out\nmore\n"),  # never reads; its output is still captured
+])
+def test_job_ending_while_fed_ends_the_copy(backend, tmp_path, script, out):
+    """A job that exits before all its input was delivered: the shim drops the rest and records
+    the end; the copy (fed by a source that never ends) stops; attach never blocks."""
+    handle = backend.create(new_id(), job("sh", "-c", script, stdin_open=True))
+    backend.start(handle)
+    source = Endless()
+    began = time.monotonic()
+    backend.attach_stdin(handle, io.BufferedReader(source))
+    assert time.monotonic() - began < 2
+    status = wait_end(backend, handle)
+    assert (status.status, status.exit_code) == ("exited", 0)
+    assert saved(backend, handle, tmp_path)["stdout"] == out
+    wait_for(lambda: source.reader is not None and not source.reader.is_alive())
+    shim = json.loads((backend.runs / handle / "shim.json").read_text())
+    wait_for(lambda: proc_start_time(shim["shim_pid"]) is None)
+
+
+def test_without_stdin_open_stdin_is_devnull(backend, tmp_path):
+    handle, status = run(backend, job("sh", "-c", "cat; echo eof"))
+    assert status.exit_code == 0
+    assert saved(backend, handle, tmp_path)["stdout"] == b"eof\n"
+    assert not (backend.runs / handle / "stdin.sock").exists()
+
+
+def test_executor_start_feeds_stdin(tmp_path):
+    """End to end: Executor.start(spec, stdin=...) feeds the process job, wait gives its output."""
+    from conveyor import Executor
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text('[defaults]\ncpus = 0\n[engine]\nname = "none"\n')  # process jobs only: no engine needed
+    data = b"first line\nsecond \xff\x00 no newline"
+    with Executor(home) as ex:
+        spec = JobSpec(backend="process", command=["sh", "-c", "cat; echo done >&2"], stdin_open=True)
+        job_id = ex.start(spec, stdin=io.BytesIO(data))
+        result = ex.wait(job_id, timeout=30)
+    assert result.exit_code == 0
+    assert (result.stdout_bytes, result.stderr) == (data, "done\n")

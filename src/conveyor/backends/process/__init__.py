@@ -6,6 +6,7 @@ Layout under ``root`` (``<state dir>/process``)::
     runs/<handle>/          one job run; the handle is the job id (a second create conflicts)
         meta.json plan.json   labels and mounts; what the shim applies (written at create)
         started shim.json     start claimed; the shim's and the job's pid + start time
+        stdin.sock            while a stdin_open job runs and nobody has attached its stdin
         exit.json             exit code (128+signal), oom_killed, finished_at (write-then-rename)
         paused                present while the group is stopped (SIGSTOP)
         stdout stderr *.idx   the job's bytes as written, and a "<bytes> <epoch ns>" line per chunk
@@ -36,9 +37,12 @@ the cgroup's ``oom_kill`` counter. Where neither is writable: ``cgroup: auto`` (
 ``off`` refuse a job that sets limits, ``required`` refuses every job, all at ``check``/``create``.
 
 **Other choices.** The job's environment is PATH, HOME (the user's) and the spec's env, never the
-agent's. Its stdin is /dev/null (no stdin, tty or exec capability). When the job's first process
-exits, the rest of its group and cgroup is killed, as in a container. Pause is SIGSTOP of the
-group (SIGCONT to resume; ``stop`` sends SIGCONT after SIGTERM so a paused job can act on it).
+agent's. With ``stdin_open`` its stdin is a pipe the shim holds open: a reader waits (as under
+``docker run -i``) until one ``attach_stdin`` feeds it through the shim's ``stdin.sock``, and
+sees EOF when that source ends or fails (see shim.Stdin); without, it is /dev/null. No tty or
+exec capability. When the job's first process exits, the rest of its group and cgroup is
+killed, as in a container. Pause is SIGSTOP of the group (SIGCONT to resume; ``stop`` sends
+SIGCONT after SIGTERM so a paused job can act on it).
 The event log is never truncated (a line per event, ~100 bytes).
 """
 

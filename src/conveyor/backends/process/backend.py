@@ -44,7 +44,7 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
     per job run, ``events.log`` for every run's events."""
 
     name = "process"
-    capabilities = Capabilities(pause=True, recover=True, files=True)
+    capabilities = Capabilities(pause=True, recover=True, files=True, stdin=True)
 
     def __init__(self, executor_id: str, root: Path):
         self.executor_id = executor_id
@@ -134,7 +134,7 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
             (tmp / stream).touch()  # there from the start: a follower or a save before start reads them empty
         write_json(str(tmp / "plan.json"), {
             "handle": handle, "job_id": job_id, "events": str(self.events_log),
-            "argv": plan.command(spec), "env": plan.environment(spec, user), "cwd": cwd,
+            "argv": plan.command(spec), "env": plan.environment(spec, user), "cwd": cwd, "stdin": spec.stdin_open,
             "user": user, "rlimits": plan.rlimits(spec), "nice": opts.nice, "umask": int(opts.umask, 8),
             "mounts": mounts, "scratch": str(final / "ns"),
             "cgroup_procs": group.procs if group else [], "oom_counter": group.oom_counter if group else None,

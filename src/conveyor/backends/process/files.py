@@ -8,12 +8,14 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..base import ContainerNotFound, ExecResult, NotSupported
-from . import logs, plan
+from ..base import ContainerNotFound, EngineConflict, ExecResult, NotSupported
+from . import logs, plan, stdin
+from .runs import read_json
 
 
 class FilesMixin:
-    """Part of ProcessBackend: needs ``root``, ``inspect``, ``_meta`` and ``_rundir``."""
+    """Part of ProcessBackend: needs ``root``, ``inspect``, ``_meta``, ``_rundir`` and
+    ``_require_alive``."""
 
     def stats(self, handle: str) -> dict:
         raise NotSupported("the process backend does not report resource usage (capability 'stats')")
@@ -29,7 +31,14 @@ class FilesMixin:
         raise NotSupported("the process backend gives jobs no terminal (capability 'tty')")
 
     def attach_stdin(self, handle: str, source: BinaryIO) -> None:
-        raise NotSupported("the process backend gives jobs no stdin (capability 'stdin')")
+        """Copy ``source`` into the running job's stdin in a daemon thread; its stdin is closed
+        at EOF. One attach per job (its shim takes one); ContainerNotFound or EngineConflict when
+        it cannot be made (not running, no stdin_open, attached already)."""
+        self._require_alive(handle)
+        rundir = self._rundir(handle)
+        if not (read_json(rundir / "plan.json") or {}).get("stdin"):
+            raise EngineConflict(f"the process job {handle} was created without stdin_open: its stdin is /dev/null")
+        stdin.attach(rundir, handle, source)
 
     # ------------------------------------------------------------------ logs and files
 

@@ -58,8 +58,6 @@ def _refusals(spec: JobSpec, cgroup_version: int | None):
         yield "resources.gpus", str(spec.resources.gpus), "the process backend gives no GPUs; use a container backend"
     if spec.tty:
         yield "tty", True, "the process backend gives no terminal; drop tty (-t)"
-    if spec.stdin_open:
-        yield "stdin_open", True, "the process backend gives jobs no stdin (it reads /dev/null); drop -i"
     if spec.read_only:
         yield "read_only", True, "a host process has no root filesystem of its own to make read-only; drop read_only"
     if spec.init:

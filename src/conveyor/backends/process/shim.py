@@ -14,6 +14,9 @@ already resolved everything into ``RUNDIR/plan.json``; the shim only applies it:
    the job, kills what is left of its group and cgroup, and records ``exit.json`` (exit code,
    128+signal, OOM from the cgroup's counter) with write-then-rename.
 
+A job whose spec keeps stdin open reads a pipe whose write end the shim holds, fed through one
+attach connection on ``RUNDIR/stdin.sock`` (see Stdin); any other job's stdin is /dev/null.
+
 Events (start, oom, die) are appended to the backend's event log, one short line per write
 (O_APPEND makes such a write atomic).
 """
@@ -24,12 +27,14 @@ import os
 import resource
 import selectors
 import signal
+import socket
 import sys
 import time
 import warnings  # noqa: F401 - os.execvpe imports it; after the user switch the stdlib may be out of reach
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 1, 32, 4096, 8192, 16384, 1 << 18
+STDIN_SOCKET, STDIN_ACK = "stdin.sock", b"\x01"
 
 
 def main(rundir: str) -> None:
@@ -53,6 +58,12 @@ def proc_start_time(pid: int) -> int | None:
             return int(f.read().rsplit(b")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def socket_address(dir_fd: int) -> str:
+    """The stdin socket's address through an open fd of its run directory: a unix socket path
+    is limited to 108 bytes, a state directory's path is not (conmon does the same)."""
+    return f"/proc/self/fd/{dir_fd}/{STDIN_SOCKET}"
 
 
 def write_json(path: str, data: dict) -> None:
@@ -79,18 +90,27 @@ class Shim:
     def run(self) -> None:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        try:
+            stdin = Stdin(self.dir) if self.plan.get("stdin") else None  # listening before shim.json
+        except OSError as exc:
+            self.finish(127 << 8, error=f"cannot open the job's stdin: {exc}")
+            return
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             os.close(out_r), os.close(err_r), os.close(ready_r)
-            child(self.plan, out_w, err_w, ready_w)  # never returns
+            child(self.plan, out_w, err_w, ready_w, stdin.job_end if stdin else None)  # never returns
         for fd in (out_w, err_w, ready_w):
             os.close(fd)
+        if stdin:
+            os.close(stdin.job_end)  # the job's alone: its exit makes a write fail (EPIPE)
         failure = b""
         while chunk := os.read(ready_r, 4096):
             failure += chunk
         os.close(ready_r)
         if failure:
+            if stdin:
+                stdin.close()
             _, status = os.waitpid(pid, 0)
             self.finish(status, error=failure.decode(errors="replace"))
             return
@@ -100,12 +120,13 @@ class Shim:
             "pid": pid, "pid_start": proc_start_time(pid), "started_at": now,
         })
         self.event("start")
-        status = self.pump(pid, out_r, err_r)
+        status = self.pump(pid, out_r, err_r, stdin)
         self.finish(status)
 
-    def pump(self, pid: int, out_r: int, err_r: int) -> int:
+    def pump(self, pid: int, out_r: int, err_r: int, stdin: "Stdin | None") -> int:
         """Copy output until the job's leader has exited and its pipes are closed (or, once it
-        has exited and the rest of its group is killed, 2 s more at most)."""
+        has exited and the rest of its group is killed, 2 s more at most), and input while any
+        comes; what is left of the input is dropped at the end."""
         files = {}
         for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
             data = os.open(os.path.join(self.dir, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -114,9 +135,14 @@ class Shim:
         sel = selectors.DefaultSelector()
         for fd in files:
             sel.register(fd, selectors.EVENT_READ)
+        if stdin:
+            stdin.watch_for_attach(sel)
         status, deadline = None, None
         while files and (deadline is None or time.monotonic() < deadline):
             for key, _ in sel.select(timeout=0.2):
+                if key.fd not in files:
+                    stdin.ready(key.data)
+                    continue
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
                     sel.unregister(key.fd)
@@ -132,6 +158,8 @@ class Shim:
                     status = st
                     self.kill_rest(pid)
                     deadline = time.monotonic() + 2.0
+        if stdin:
+            stdin.close()
         if status is None:
             _, status = os.waitpid(pid, 0)
         return status
@@ -180,10 +208,124 @@ class Shim:
             self.event("die")
 
 
+class Stdin:
+    """The job's stdin when its spec keeps it open: a pipe whose write end the shim holds, so
+    the job waits for input (as under ``docker run -i``) until ONE attach connection on
+    ``RUNDIR/stdin.sock`` feeds it. The run directory is the agent's alone (mode 0700), which keeps
+    other users and the job's own user from attaching. The shim acks the connection with one byte,
+    copies what comes into the pipe, and closes the pipe (EOF for the job) when the sender shuts its
+    side down or the connection fails. Nothing blocks the shim's loop: socket and pipe are
+    non-blocking, and the socket is read only while nothing waits for the pipe (a job that does not
+    read holds back the sender, never the output). A job that closes its stdin or ends makes the
+    write fail (EPIPE): the rest is dropped and the connection closed, which ends the sender's copy."""
+
+    def __init__(self, rundir: str):
+        self.path = os.path.join(rundir, STDIN_SOCKET)
+        self.job_end, self.pipe = os.pipe()
+        os.set_blocking(self.pipe, False)
+        self.listener, self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), None
+        dir_fd = os.open(rundir, os.O_PATH | os.O_DIRECTORY)
+        try:
+            self.listener.bind(socket_address(dir_fd))
+        finally:
+            os.close(dir_fd)
+        self.listener.listen(8)
+        self.listener.setblocking(False)
+        self.sel, self.watching, self.pending = None, None, b""
+
+    def watch_for_attach(self, sel: selectors.BaseSelector) -> None:
+        self.sel = sel
+        sel.register(self.listener, selectors.EVENT_READ, "listener")
+
+    def ready(self, what: str) -> None:
+        if what == "listener":
+            self._accept()
+        elif what == "conn":
+            self._receive()
+        else:
+            self._flush()
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:  # nothing after all, or the caller gave up
+            return
+        self._close_listener()  # one attach: later ones find no socket
+        self.conn = conn
+        try:
+            conn.setblocking(False)
+            conn.send(STDIN_ACK)
+        except OSError:
+            self.close()
+            return
+        self._watch("conn")
+
+    def _receive(self) -> None:
+        try:
+            chunk = self.conn.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:  # the sender is done (or gone): EOF for the job
+            self.close()
+            return
+        self.pending = chunk
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            written = os.write(self.pipe, self.pending)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # EPIPE: nobody reads the job's stdin any more; drop the rest
+            self.close()
+            return
+        self.pending = self.pending[written:]
+        self._watch("pipe" if self.pending else "conn")
+
+    def _watch(self, what: str) -> None:
+        """Wait for the connection to be readable or the pipe writable, never both."""
+        if self.watching == what:
+            return
+        if self.watching:
+            self.sel.unregister(self.conn if self.watching == "conn" else self.pipe)
+        self.watching = what
+        if what == "conn":
+            self.sel.register(self.conn, selectors.EVENT_READ, "conn")
+        else:
+            self.sel.register(self.pipe, selectors.EVENT_WRITE, "pipe")
+
+    def _close_listener(self) -> None:
+        if self.listener is None:
+            return
+        if self.sel is not None:
+            self.sel.unregister(self.listener)
+        self.listener.close()
+        self.listener = None
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """The job's stdin ends here (EOF), whatever was attached or not."""
+        if self.watching:
+            self.sel.unregister(self.conn if self.watching == "conn" else self.pipe)
+            self.watching = None
+        self._close_listener()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.pipe is not None:
+            os.close(self.pipe)
+            self.pipe = None
+
+
 # ----------------------------------------------------------------------------- the job's side
 
 
-def child(plan: dict, out_w: int, err_w: int, ready_w: int) -> None:
+def child(plan: dict, out_w: int, err_w: int, ready_w: int, stdin_r: int | None) -> None:
     """Become the job; on any failure before exec, report it through ``ready_w`` and exit 127."""
     try:
         os.setpgid(0, 0)
@@ -197,8 +339,7 @@ def child(plan: dict, out_w: int, err_w: int, ready_w: int) -> None:
         os.umask(plan["umask"])
         for number, soft, hard in plan["rlimits"]:
             resource.setrlimit(number, (_rlim(soft), _rlim(hard)))
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        os.dup2(os.open(os.devnull, os.O_RDONLY) if stdin_r is None else stdin_r, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         # As root, before the user switch: the default work directory lies in the state
