@@ -259,6 +259,17 @@ def test_a_command_that_cannot_start_and_a_run_removed_underneath(ex, kind):
     assert _made(ex, job_id) is None
 
 
+def test_stdin_reaches_the_job_byte_exact(ex, kind):
+    if not kind.capabilities.stdin:  # declared: then asking for it is refused, naming it
+        with pytest.raises((NotSupported, InvalidSpec), match="stdin"):
+            ex.start(kind.spec("cat", stdin_open=True), stdin=io.BytesIO(b"x"))
+        return
+    data = bytes(range(256)) * 64 + b"no newline at the end"
+    job_id = ex.start(kind.spec("cat; echo read all >&2", stdin_open=True), stdin=io.BytesIO(data))
+    job = ex.wait(job_id, timeout=WAIT)
+    assert (job.state, job.stdout_bytes, job.stderr) == (JobState.DONE, data, "read all\n")
+
+
 # ----------------------------------------------------------------------------- data
 
 
