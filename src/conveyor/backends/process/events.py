@@ -1,17 +1,19 @@
 """A process job's events: one append-only log (``events.log``) that the shims and the
-backend write a JSON line to (O_APPEND: each short write lands whole), followed by polling."""
+backend write a JSON line to (O_APPEND: each short write lands whole), followed by a reader that
+waits on the log's bell (a FIFO the writer rings after each line) and polls as a fallback."""
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import threading
-import time
 from typing import Iterator
 
 from ..base import EngineEvent, EngineUnavailable
+from .shim import append_event, ring
 
-POLL = 0.2  # an idle events() wakes 5 times a second: one read of the event log
+POLL = 0.2  # an idle events() wakes 5 times a second even without a ring (a missed one, a second reader)
 LIVENESS_EVERY = 10  # ... and every 2 s looks for shims that died without a word
 
 
@@ -33,8 +35,21 @@ class EventsMixin:
             self._closers.add(closed)
         return self._read_events(f, since, closed)
 
+    @property
+    def events_bell(self) -> str:
+        return str(self.events_log) + ".bell"
+
+    def _open_bell(self) -> int:
+        try:
+            os.mkfifo(self.events_bell, 0o600)
+        except FileExistsError:
+            pass
+        # read-write: opening never blocks, and the reader never sees EOF when a writer leaves
+        return os.open(self.events_bell, os.O_RDWR | os.O_NONBLOCK)
+
     def _read_events(self, f, since: float | None, closed: threading.Event) -> Iterator[EngineEvent]:
         rest, polls = b"", 0
+        bell = self._open_bell()
         try:
             while not closed.is_set():
                 data = f.read()
@@ -48,9 +63,14 @@ class EventsMixin:
                 polls += 1
                 if polls % LIVENESS_EVERY == 0:
                     self._notice_dead_shims()
-                closed.wait(POLL)
+                if select.select([bell], [], [], POLL)[0]:
+                    try:
+                        os.read(bell, 4096)
+                    except BlockingIOError:
+                        pass
             raise EngineUnavailable("the process backend's event stream was closed")
         finally:
+            os.close(bell)
             f.close()
             with self._lock:
                 self._closers.discard(closed)
@@ -65,17 +85,13 @@ class EventsMixin:
         with self._lock:
             for closed in self._closers:
                 closed.set()
+        ring(self.events_bell)
 
     def _event(self, action: str, handle: str, job_id: str | None = None) -> None:
         if job_id is None:
             meta = self._meta(handle)
             job_id = meta["job_id"] if meta else None
-        line = json.dumps({"t": time.time(), "a": action, "h": handle, "j": job_id}) + "\n"
-        fd = os.open(self.events_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        append_event(str(self.events_log), action, handle, job_id)
 
 
 def _parse_event(line: bytes) -> EngineEvent | None:

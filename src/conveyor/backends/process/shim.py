@@ -75,17 +75,37 @@ def write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def append_event(events: str, action: str, handle: str, job_id: str | None) -> None:
+    """Append one event line to the log, then ring its bell (a FIFO beside it) so a reader
+    waiting there wakes at once; with no reader, or a full bell, the reader's poll finds it."""
+    line = json.dumps({"t": time.time(), "a": action, "h": handle, "j": job_id}) + "\n"
+    fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    ring(events + ".bell")
+
+
+def ring(bell: str) -> None:
+    try:
+        fd = os.open(bell, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no reader
+    except OSError:
+        return
+    try:
+        os.write(fd, b"!")
+    except OSError:
+        pass  # full: the reader has a wake-up pending anyway
+    finally:
+        os.close(fd)
+
+
 class Shim:
     def __init__(self, rundir: str, plan: dict):
         self.dir, self.plan = rundir, plan
 
     def event(self, action: str) -> None:
-        line = json.dumps({"t": time.time(), "a": action, "h": self.plan["handle"], "j": self.plan["job_id"]}) + "\n"
-        fd = os.open(self.plan["events"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        append_event(self.plan["events"], action, self.plan["handle"], self.plan["job_id"])
 
     def run(self) -> None:
         out_r, out_w = os.pipe()
