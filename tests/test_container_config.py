@@ -394,3 +394,13 @@ def test_intel_all_devices(ex, docker_client, test_image):
         assert _devices(info) == [("/dev/dri", "/dev/dri", "rwm")]
         assert not info["HostConfig"]["GroupAdd"]
         assert not info["HostConfig"]["DeviceRequests"]
+
+
+def test_backend_options_reach_the_host_config(ex, docker_client, test_image):
+    spec = JobSpec(image=test_image, command=["sleep", "30"], network="none",
+                   backend={"name": "docker", "options": {"security_opt": ["no-new-privileges"], "cgroup_parent": "/conveyor-test"}})
+    with running(ex, docker_client, spec) as (job_id, info):
+        hc = info["HostConfig"]
+        assert (hc["SecurityOpt"], hc["CgroupParent"], hc["Runtime"]) == (["no-new-privileges"], "/conveyor-test", "runc")
+        status = open(f"/proc/{info['State']['Pid']}/status").read()
+        assert "NoNewPrivs:\t1" in status  # in force, not only recorded

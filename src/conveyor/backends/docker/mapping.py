@@ -99,15 +99,10 @@ def backend_host_config(spec: JobSpec) -> dict[str, Any]:
     """The container backends' own options (``backend: {name: docker, options: {...}}``,
     spec/backend.py ContainerOptions) as host config: the OCI runtime (e.g. runsc for gVisor),
     the parent cgroup and security options."""
-    choice = getattr(spec, "backend", None)
-    if choice is None:
+    if spec.backend is None:
         return {}
-    opts = choice.parsed_options()
-    return {
-        "runtime": getattr(opts, "runtime", None),
-        "cgroup_parent": getattr(opts, "cgroup_parent", None),
-        "security_opt": list(getattr(opts, "security_opt", None) or []) or None,
-    }
+    opts = spec.backend.parsed_options()  # ContainerOptions: a container backend's job
+    return {"runtime": opts.runtime, "cgroup_parent": opts.cgroup_parent, "security_opt": opts.security_opt or None}
 
 
 def _mount(m) -> DockerMount:
