@@ -255,7 +255,7 @@ def test_a_command_that_cannot_start_and_a_run_removed_underneath(ex, kind):
     eventually("job running", lambda: b"alive" in _live_output(ex, job_id))
     ex.backend.remove(ex.store.get(job_id).container_id)  # someone removes it behind our back
     job = ex.wait(job_id, timeout=WAIT)
-    assert job.state is JobState.FAILED and job.substate in (Substate.CONTAINER_LOST, Substate.EXITED), job
+    assert (job.state, job.substate) == (JobState.FAILED, Substate.CONTAINER_LOST), job
     assert _made(ex, job_id) is None
 
 

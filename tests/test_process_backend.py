@@ -20,6 +20,7 @@ import pytest
 
 from conveyor.backends.base import ContainerNotFound, EngineConflict, EngineError, EngineUnavailable, NotSupported
 from conveyor.backends.process import ProcessBackend
+from conveyor.backends.process.runs import same_process
 from conveyor.backends.process.shim import proc_start_time
 from conveyor.errors import InvalidSpec
 from conveyor.logtimes import read_times, times_path
@@ -516,3 +517,17 @@ def test_executor_start_feeds_stdin(tmp_path):
         result = ex.wait(job_id, timeout=30)
     assert result.exit_code == 0
     assert (result.stdout_bytes, result.stderr) == (data, "done\n")
+
+
+def test_a_run_being_removed_is_gone_at_once_and_a_cut_short_removal_is_finished(backend):
+    """As `docker rm -f`: inspect says the run is gone from the first step of a removal (its
+    job is lost, not recorded as a plain exit of the kill), and a removal an agent crash cut
+    short is finished by the next backend on the root."""
+    handle = backend.create(new_id(), job("sleep", "30"))
+    backend.start(handle)
+    shim = json.loads((backend.runs / handle / "shim.json").read_text())
+    (backend.runs / handle / "removing").touch()  # the first step of remove(), then a crash
+    assert backend.inspect(handle) is None and backend.list() == []
+    ProcessBackend("exec-test", backend.root)  # the next agent's backend finishes it
+    assert not (backend.runs / handle).exists()
+    wait_for(lambda: not same_process(shim["pid"], shim["pid_start"]))  # the job was killed

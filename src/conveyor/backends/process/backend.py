@@ -56,6 +56,10 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
         self.cgroup_version = cgroups.detect()
         self._closers: set[threading.Event] = set()
         self._lock = threading.Lock()
+        for marker in self.runs.glob("*/removing"):  # removals a crash cut short
+            meta = self._meta(marker.parent.name)
+            if meta is not None:
+                self._finish_removal(marker.parent.name, meta)
 
     def version(self) -> dict:
         return {"name": self.name, "version": platform.release(), "api_version": None}
@@ -192,8 +196,12 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
         raise EngineError(f"the process job {handle}'s supervisor did not start within 15 s")
 
     def inspect(self, handle: str) -> ContainerStatus | None:
-        if not _HANDLE_RE.match(handle):
-            return None
+        if not _HANDLE_RE.match(handle) or (self.runs / handle / "removing").exists():
+            return None  # being removed: gone, as a container is from the start of `docker rm -f`
+        return self._status(handle)
+
+    def _status(self, handle: str) -> ContainerStatus | None:
+        """The run's status, also while it is being removed."""
         rundir = self.runs / handle
         meta = read_json(rundir / "meta.json")
         if meta is None:
@@ -239,10 +247,19 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
 
     def remove(self, handle: str) -> None:
         """Kill the job if it lives, then remove its cgroups and run directory (renamed away
-        first, so it disappears at once); one already gone is fine."""
+        first, so it disappears at once); one already gone is fine. The run is gone for
+        inspect from the first step, as a container is for ``docker rm -f``: a job removed
+        while it ran is lost, whatever its processes said while they were being killed."""
         meta = self._meta(handle)
         if meta is None:
             return
+        try:
+            (self.runs / handle / "removing").touch()
+        except FileNotFoundError:
+            return
+        self._finish_removal(handle, meta)
+
+    def _finish_removal(self, handle: str, meta: dict) -> None:
         if self._alive(handle):
             self._kill_all(handle)
             self._wait_end(handle, 10)
@@ -300,7 +317,7 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
         return read_json(self.runs / handle / "meta.json") if _HANDLE_RE.match(handle) else None
 
     def _alive(self, handle: str) -> bool:
-        status = self.inspect(handle)
+        status = self._status(handle)
         return status is not None and status.alive
 
     def _require_alive(self, handle: str) -> ContainerStatus:
