@@ -209,8 +209,10 @@ def test_pause_and_unpause_visible(backend):
 
 def test_events_since_replays_what_was_missed(backend):
     """A subscriber that reconnects with ``since`` gets the events it missed, and only those."""
-    _, first = run(backend, job("true"))
-    since = first.finished_at + 0.001
+    first, _ = run(backend, job("true"))
+    # its die event is written just after its exit status: since is after both
+    wait_for(lambda: f'"a": "die", "h": "{first}"' in backend.events_log.read_text())
+    since = time.time()
     handle, _ = run(backend, job("true"))
     events = backend.events(since)
     got = [next(events) for _ in range(2)]
