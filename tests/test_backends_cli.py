@@ -59,7 +59,7 @@ def test_run_under_gvisor_with_runtime(cli, test_image, runsc_runtime):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (("--backend", "kubernetes", "IMAGE", "true"), "backend.name (--backend): 'kubernetes' is not valid; unknown backend"),
+        (("--backend", "kubernetes", "IMAGE", "true"), "backend.name (--backend): 'kubernetes' is not valid; unknown backend; use one of docker, podman, swarm, process"),
         (("--backend", "podman", "IMAGE", "true"), "this node has the container engine docker"),
         (("--runtime", "nosuch", "IMAGE", "true"), "no such runtime; it offers runc, runsc"),
         (("--backend", "process", "-p", "8080", "true"), "the process backend cannot publish ports (capability 'ports')"),

@@ -764,12 +764,14 @@ def test_a_backend_is_named_alone_or_with_options_validated_against_that_backend
 @pytest.mark.parametrize(
     "kw, field, hint",
     [
-        ({"backend": "kubernetes"}, "backend.name", "unknown backend; use one of docker, podman, process"),
+        ({"backend": "kubernetes"}, "backend.name", "unknown backend; use one of docker, podman, swarm, process"),
         ({"backend": {"name": "docker", "options": {"nice": 5}}}, "backend.options.nice", "runtime, cgroup_parent, security_opt"),
         ({"backend": {"name": "docker", "options": {"runtime": "run sc"}}}, "backend.options.runtime", "conveyor machine"),
         ({"backend": {"name": "process", "options": {"nice": 40}}, "image": None}, "backend.options.nice", "less than or equal to 19"),
         ({"backend": {"name": "process", "options": {"umask": "999"}}, "image": None}, "backend.options.umask", "pattern"),
         ({"backend": "process"}, "image", "leave the image out"),
+        ({"backend": {"name": "swarm", "options": {"constraints": ["pool=gpu"]}}}, "backend.options.constraints", "ATTRIBUTE==VALUE"),
+        ({"backend": {"name": "swarm", "options": {"preferences": ["zone"]}}}, "backend.options.preferences", "spread=ATTRIBUTE"),
         ({"image": None}, "image", "choose backend process"),
     ],
 )

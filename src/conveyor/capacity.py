@@ -99,15 +99,15 @@ class EngineConfig(_Section):
     none (a machine without one runs process jobs only). ``$CONVEYOR_ENGINE`` (``--engine`` on
     ``conveyor serve``) overrides ``name``."""
 
-    name: str = Field(default="docker", description="docker, podman or none")
+    name: str = Field(default="docker", description="docker, podman, swarm (a Docker Swarm manager) or none")
     url: str | None = Field(default=None, description="the engine's API address; default: DOCKER_HOST or the "
                             "local socket for docker, unix:///run/conveyor-podman/podman.sock for podman")
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in ("docker", "podman", "none"):
-            raise ValueError("the container engine is docker, podman or none")
+        if v not in ("docker", "podman", "swarm", "none"):
+            raise ValueError("the container engine is docker, podman, swarm or none")
         return v
 
 

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from ..errors import InvalidSpec
 from .base import SpecModel
 
-CONTAINER_ENGINES = ("docker", "podman")  # driven through the Docker Engine API
+CONTAINER_ENGINES = ("docker", "podman", "swarm")  # driven through the Docker Engine API
 BACKEND_NAMES = (*CONTAINER_ENGINES, "process")
 
 _RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -42,6 +42,29 @@ class ContainerOptions(SpecModel):
         return v
 
 
+class SwarmOptions(SpecModel):
+    """Options of the swarm backend (a job as a one-task service on a Docker Swarm)."""
+
+    constraints: list[str] = Field(default_factory=list, description="placement constraints, e.g. node.labels.pool==gpu")
+    preferences: list[str] = Field(default_factory=list, description="placement preferences, e.g. spread=node.labels.zone")
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if "==" not in c and "!=" not in c:
+                raise ValueError(f"{c!r}: a constraint is ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE, e.g. node.labels.pool==gpu")
+        return v
+
+    @field_validator("preferences")
+    @classmethod
+    def _preferences(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.startswith("spread=") or p == "spread=":
+                raise ValueError(f"{p!r}: a preference is spread=ATTRIBUTE, e.g. spread=node.labels.zone")
+        return v
+
+
 class ProcessOptions(SpecModel):
     """Options of the process backend (a job as a host process group)."""
 
@@ -55,7 +78,9 @@ class ProcessOptions(SpecModel):
     umask: str = Field(default="022", pattern=r"^0?[0-7]{3}$", description="the job's umask, octal (e.g. 027)")
 
 
-OPTIONS: dict[str, type[SpecModel]] = {"docker": ContainerOptions, "podman": ContainerOptions, "process": ProcessOptions}
+OPTIONS: dict[str, type[SpecModel]] = {
+    "docker": ContainerOptions, "podman": ContainerOptions, "swarm": SwarmOptions, "process": ProcessOptions,
+}
 
 
 class BackendChoice(SpecModel):
