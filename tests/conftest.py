@@ -301,3 +301,154 @@ def runsc_runtime(docker_client, test_image) -> str:
     if "runsc" not in runtimes:
         _fail_or_skip(f"the Docker engine has no runtime runsc (it has {', '.join(sorted(runtimes))}); run scripts/ensure-docker")
     return "runsc"
+
+
+SWARM_SCRIPT = REPO_ROOT / "scripts" / "swarm-cluster"
+SWARM_NODES = ("n1", "n2", "n3")
+SWARM_MANAGED_LABEL = "conveyor.managed"
+
+
+def _swarm_node_url(name: str) -> str:
+    return f"unix:///run/conveyor-swarm/{name}.sock"
+
+
+class SwarmCluster:
+    """The three-node Swarm of scripts/swarm-cluster: n1 manager, n2 and n3 workers, each a
+    dockerd in its own network namespace with the test image loaded.
+
+    ``manager_url`` / ``node_urls`` (name -> unix URL), ``node_ids`` and ``hostnames``
+    (name -> Swarm node id / host name); ``client(name)`` a docker SDK client for a node
+    (the manager by default). Helpers change the cluster for a test: ``label`` / ``unlabel``
+    a node, ``stop_node`` (a worker dying: its dockerd, containerd and containers killed) and
+    ``start_node``. What they change is put back at session end."""
+
+    def __init__(self) -> None:
+        self.node_urls = {name: _swarm_node_url(name) for name in SWARM_NODES}
+        self.manager_url = self.node_urls["n1"]
+        self._clients: dict[str, docker.DockerClient] = {}
+        self._labels_added: set[tuple[str, str]] = set()
+        self._stopped: set[str] = set()
+        self.node_ids = {
+            name: self.client(name).info()["Swarm"]["NodeID"] for name in SWARM_NODES
+        }
+        self.hostnames = {
+            name: self.client().nodes.get(node_id).attrs["Description"]["Hostname"]
+            for name, node_id in self.node_ids.items()
+        }
+
+    def client(self, name: str = "n1") -> docker.DockerClient:
+        if name not in self._clients:
+            self._clients[name] = docker.DockerClient(
+                base_url=self.node_urls[name], version="auto", timeout=60
+            )
+        return self._clients[name]
+
+    def _node(self, name: str):
+        return self.client().nodes.get(self.node_ids.get(name, name))
+
+    def _update_labels(self, name: str, change) -> None:
+        for _attempt in range(5):  # the node's version moves on with every heartbeat update
+            node = self._node(name)
+            spec = dict(node.attrs["Spec"])
+            labels = dict(spec.get("Labels") or {})
+            change(labels)
+            spec["Labels"] = labels
+            try:
+                node.update(spec)
+                return
+            except docker.errors.APIError as exc:
+                if "update out of sequence" not in str(exc):
+                    raise
+        raise RuntimeError(f"could not update the labels of node {name}")
+
+    def label(self, node: str, key: str, value: str) -> None:
+        """Add (or set) a node label, like `docker node update --label-add key=value`."""
+        self._labels_added.add((node, key))
+        self._update_labels(node, lambda labels: labels.__setitem__(key, value))
+
+    def unlabel(self, node: str, key: str) -> None:
+        """Remove a node label, like `docker node update --label-rm key`."""
+        self._labels_added.discard((node, key))
+        self._update_labels(node, lambda labels: labels.pop(key, None))
+
+    def _run_script(self, *args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            ["bash", str(SWARM_SCRIPT), *args], capture_output=True, text=True, timeout=300
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"scripts/swarm-cluster {' '.join(args)} failed (exit {proc.returncode}):\n"
+                f"{proc.stdout}{proc.stderr}"
+            )
+        return proc
+
+    def node_state(self, name: str) -> str:
+        """The node's state as the manager sees it: "ready", "down", "unknown", ..."""
+        return self._node(name).attrs["Status"]["State"]
+
+    def wait_node_state(self, name: str, state: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.node_state(name) != state:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {name} not {state} within {timeout} s (it is {self.node_state(name)})")
+            time.sleep(0.2)
+
+    def stop_node(self, name: str) -> None:
+        """Kill a worker outright (dockerd, containerd, its containers' processes), as if the
+        machine died. The manager marks it down after its heartbeat runs out (~8 s here)."""
+        if name == "n1":
+            raise ValueError("n1 is the only manager; stopping it stops the whole swarm")
+        self._stopped.add(name)
+        self._clients.pop(name, None)
+        self._run_script("stop-node", name)
+
+    def start_node(self, name: str) -> None:
+        """Start a stopped node's dockerd again; returns once the manager sees it Ready."""
+        self._run_script("start-node", name)
+        self._stopped.discard(name)
+
+    def remove_managed_services(self) -> None:
+        for service in self.client().services.list(filters={"label": SWARM_MANAGED_LABEL}):
+            try:
+                service.remove()
+            except docker.errors.NotFound:
+                pass
+
+    def restore(self) -> None:
+        """Put back what the helpers changed: stopped nodes started, labels added removed."""
+        for name in sorted(self._stopped):
+            self.start_node(name)
+        for node, key in sorted(self._labels_added):
+            self.unlabel(node, key)
+
+
+@pytest.fixture(scope="session")
+def swarm(test_image) -> SwarmCluster:
+    """A real three-node Docker Swarm on this machine (scripts/swarm-cluster up: reused when
+    it is already up, and left running afterwards; `scripts/swarm-cluster down` is for
+    humans). At session end, services labelled conveyor.managed are removed, stopped nodes
+    started again and node labels added through the helpers removed."""
+    lock_path = Path(tempfile.gettempdir()) / "conveyor-swarm-cluster.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel workers (pytest-xdist) set it up once
+        try:
+            proc = subprocess.run(
+                ["bash", str(SWARM_SCRIPT), "up"], capture_output=True, text=True, timeout=300
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _fail_or_skip(f"scripts/swarm-cluster up did not finish: {exc}")
+        if proc.returncode != 0:
+            _fail_or_skip(
+                f"scripts/swarm-cluster up failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+            )
+    try:
+        cluster = SwarmCluster()
+    except Exception as exc:
+        _fail_or_skip(f"the swarm of scripts/swarm-cluster is not usable: {type(exc).__name__}: {exc}")
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.remove_managed_services()
+        finally:
+            cluster.restore()
