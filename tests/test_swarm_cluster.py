@@ -57,6 +57,14 @@ def _logs(service, *, stdout: bool, stderr: bool) -> str:
     return b"".join(service.logs(stdout=stdout, stderr=stderr, follow=False)).decode()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _remove(service):
     try:
         service.remove()
@@ -185,3 +193,26 @@ def test_task_containers_stay_after_service_removal_and_are_pruned_by_label(swar
         c.remove(force=True)
     with pytest.raises(docker.errors.NotFound):
         n3.containers.get(container_id)
+
+
+def test_stop_node_kills_a_worker_and_start_node_brings_it_back(swarm):
+    service = _job(
+        swarm, "sleep 300", constraints=[f"node.hostname=={swarm.hostnames['n3']}"], name_hint="death"
+    )
+    try:
+        task = _wait_task(service, {"running"})
+        container = swarm.client("n3").containers.get(task["Status"]["ContainerStatus"]["ContainerID"])
+        pid = container.attrs["State"]["Pid"]
+        # The task's processes are in the node's own cgroup parent (dockerd --cgroup-parent).
+        with open(f"/proc/{pid}/cgroup") as f:
+            assert "/conveyor-swarm-n3/" in f.read()
+
+        swarm.stop_node("n3")
+        assert not _alive(pid)  # the job's process died with its node
+        swarm.wait_node_state("n3", "down", timeout=30)
+        assert swarm.node_state("n2") == "ready"
+    finally:
+        _remove(service)
+        swarm.start_node("n3")
+    assert swarm.node_state("n3") == "ready"
+    assert swarm.client("n3").ping()
