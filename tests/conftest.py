@@ -312,6 +312,15 @@ def _swarm_node_url(name: str) -> str:
     return f"unix:///run/conveyor-swarm/{name}.sock"
 
 
+def _swarm_time(stamp: str) -> float:
+    """Seconds since the epoch of a Swarm time stamp ("2026-12-02T07:23:51.467825511Z")."""
+    from datetime import datetime, timezone
+
+    whole, _, frac = stamp.rstrip("Z").partition(".")
+    seconds = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return seconds + float(f"0.{frac or 0}")
+
+
 class SwarmCluster:
     """The three-node Swarm of scripts/swarm-cluster: n1 manager, n2 and n3 workers, each a
     dockerd in its own network namespace with the test image loaded.
@@ -325,6 +334,7 @@ class SwarmCluster:
     def __init__(self) -> None:
         self.node_urls = {name: _swarm_node_url(name) for name in SWARM_NODES}
         self.manager_url = self.node_urls["n1"]
+        self.started = time.time()
         self._clients: dict[str, docker.DockerClient] = {}
         self._labels_added: set[tuple[str, str]] = set()
         self._stopped: set[str] = set()
@@ -407,12 +417,18 @@ class SwarmCluster:
         self._run_script("start-node", name)
         self._stopped.discard(name)
 
-    def remove_managed_services(self) -> None:
+    def remove_managed_services(self, stale_after: float = 3600) -> None:
+        """Remove services labelled conveyor.managed that this session made (created since the
+        fixture started) or that a session which died left (older than `stale_after` s). The
+        cluster is shared by every test session on the machine: another session's services in
+        use are left alone."""
         for service in self.client().services.list(filters={"label": SWARM_MANAGED_LABEL}):
-            try:
-                service.remove()
-            except docker.errors.NotFound:
-                pass
+            created = _swarm_time(service.attrs["CreatedAt"])
+            if created >= self.started - 1 or created < time.time() - stale_after:
+                try:
+                    service.remove()
+                except docker.errors.NotFound:
+                    pass
 
     def restore(self) -> None:
         """Put back what the helpers changed: stopped nodes started, labels added removed."""
@@ -426,8 +442,10 @@ class SwarmCluster:
 def swarm(test_image) -> SwarmCluster:
     """A real three-node Docker Swarm on this machine (scripts/swarm-cluster up: reused when
     it is already up, and left running afterwards; `scripts/swarm-cluster down` is for
-    humans). At session end, services labelled conveyor.managed are removed, stopped nodes
-    started again and node labels added through the helpers removed."""
+    humans). At session end, services labelled conveyor.managed that this session made (or
+    that a dead session left, over an hour old) are removed, stopped nodes started again and
+    node labels added through the helpers removed. Other sessions may share the cluster at the
+    same time: tests use unique service names and label keys."""
     lock_path = Path(tempfile.gettempdir()) / "conveyor-swarm-cluster.lock"
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel workers (pytest-xdist) set it up once
