@@ -271,3 +271,29 @@ def test_not_supported_is_said(backend):
         backend.pause("x")
     with pytest.raises(NotSupported):
         backend.signal("x", "SIGHUP")
+
+
+def test_signal_term_as_the_stopper_sends_it_and_follow_logs(backend, tmp_path):
+    spec = _spec(command=["sh", "-c", "trap 'echo term; exit 5' TERM; echo up; while true; do sleep 0.1; done"],
+                 backend={"name": "swarm", "options": {"constraints": ["node.role==worker"]}})
+    h = backend.create(_job(), spec)
+    backend.start(h)
+    _wait(backend, h, lambda s: s.status == "running" and s.started_at is not None)
+    followed = backend.follow_logs(h, ("stdout",), follow=True)
+    assert next(followed) == ("stdout", b"up\n")
+    backend.signal(h, "SIGTERM")  # returns at once; the stop goes on in the background
+    backend.signal(h, "SIGKILL")  # while stopping: Swarm's own SIGKILL after the grace
+    s = _wait(backend, h, lambda s: s.finished)
+    assert s.exit_code == 5
+    assert list(followed) == [("stdout", b"term\n")]
+    backend.save_logs(h, {"stdout": tmp_path / "stdout"})
+    assert (tmp_path / "stdout").read_bytes() == b"up\nterm\n"
+
+
+def test_stop_of_a_job_waiting_for_a_node(backend):
+    h = backend.create(_job(), _spec(backend={"name": "swarm", "options": {"constraints": ["node.labels.sbt.never==1"]}}))
+    backend.start(h)
+    _wait(backend, h, lambda s: s.error and "no suitable node" in s.error)
+    backend.stop(h, 1)
+    s = backend.inspect(h)
+    assert s.finished and s.exit_code is None

@@ -6,8 +6,8 @@ Every engine call runs inside docker's `engine_errors`, so callers see only Conv
 
 from __future__ import annotations
 
-import json
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -268,7 +268,7 @@ class SwarmBackend(ImagesMixin):
                     break
                 time.sleep(0.05)
             time.sleep(0.3)  # the last lines reach the log stream after the task's end
-            res.close()
+            _hang_up(res)
             reader.join(timeout=5)
             out.close()
             os.replace(tmp, frames)
@@ -280,7 +280,7 @@ class SwarmBackend(ImagesMixin):
             pass  # removed meanwhile
         finally:
             if res is not None:
-                res.close()
+                _hang_up(res)
             with self._stops_lock:
                 self._stops.pop(handle, None)
 
@@ -446,10 +446,7 @@ class SwarmBackend(ImagesMixin):
                     yield name, item
         finally:
             for res in responses:
-                try:
-                    res.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                _hang_up(res)
         if error is not None and not isinstance(error, ContainerNotFound):
             raise error if isinstance(error, EngineError | EngineUnavailable) else EngineError(str(error))
 
@@ -525,3 +522,18 @@ class SwarmBackend(ImagesMixin):
             except EngineUnavailable:
                 continue
         return {"containers": removed}
+
+
+def _hang_up(res) -> None:
+    """End a streamed response that another thread is reading: shutting its socket down makes
+    that read return, where ``close()`` would wait for the reader's lock (Swarm never ends a
+    followed service log)."""
+    try:
+        sock = res.raw._fp.fp.raw._sock
+        sock.shutdown(socket.SHUT_RDWR)
+    except (AttributeError, OSError):
+        pass
+    try:
+        res.close()
+    except Exception:  # noqa: BLE001 - already closed
+        pass
