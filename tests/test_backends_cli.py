@@ -18,7 +18,7 @@ WAIT = 60
 
 def test_backends_lists_each_backend_with_its_capabilities_and_options(cli, runsc_runtime):
     found = {b["name"]: b for b in json.loads(cli.ok("backends", "--json"))}
-    assert sorted(found) == ["docker", "podman", "process"]
+    assert sorted(found) == ["docker", "podman", "process", "swarm"]
     assert found["docker"]["available"] and found["docker"]["default"]
     assert found["process"]["available"] and not found["process"]["default"]
     assert not found["podman"]["available"] and "container engine is docker" in found["podman"]["error"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import ConveyorError
 from .base import Backend
 
-BACKENDS = ("docker", "podman", "process")
+BACKENDS = ("docker", "podman", "swarm", "process")
 
 
 def backend_class(name: str) -> type:
@@ -25,6 +25,10 @@ def backend_class(name: str) -> type:
         from .docker.podman import PodmanBackend
 
         return PodmanBackend
+    if name == "swarm":
+        from .swarm import SwarmBackend
+
+        return SwarmBackend
     if name == "process":
         from .process import ProcessBackend
 
@@ -35,7 +39,8 @@ def backend_class(name: str) -> type:
 def open_backend(name: str, executor_id: str, *, url: str | None = None, root: Path | None = None) -> Backend:
     """Connect the driver ``name`` for the executor ``executor_id``. ``url``: a container
     engine's address (default: DOCKER_HOST or the local socket for docker, Conveyor's podman
-    service socket for podman); ``root``: the directory the process backend keeps its runs in."""
+    service socket for podman, the manager's for swarm); ``root``: a directory the backend may
+    keep its own state in (the process backend's runs, the swarm backend's logs of stopping jobs)."""
     if name == "docker":
         from .docker import DockerBackend
 
@@ -44,6 +49,13 @@ def open_backend(name: str, executor_id: str, *, url: str | None = None, root: P
         from .docker.podman import PodmanBackend
 
         return PodmanBackend(executor_id, base_url=url)
+    if name == "swarm":
+        from .swarm import SwarmBackend
+
+        if not url:
+            raise ConveyorError("the swarm backend needs its manager's address: set [engine] url in config.toml, "
+                                "e.g. unix:///run/conveyor-swarm/n1.sock or tcp://manager:2376")
+        return SwarmBackend(executor_id, base_url=url, cache_dir=root)
     if name == "process":
         from .process import ProcessBackend
 

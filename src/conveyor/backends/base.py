@@ -49,6 +49,8 @@ class Capabilities:
     images: bool = False  # list, inspect and pull images by name (the engine's own documents)
     stats: bool = False  # resource usage of a running job
     tty: bool = False  # give a job a terminal, and resize it
+    signals: bool = False  # send a job any signal (kill -s); without it only cancel (TERM, grace, KILL) stops it
+    oom: bool = False  # tell an OOM kill from other ends (without it, an OOM kill is a plain exit 137)
 
     def to_dict(self) -> dict:
         return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in self.__dict__.items()}
@@ -71,6 +73,9 @@ class ContainerStatus:
     finished_at: float | None
     error: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # The engine could not start the job's process (``error`` says why): an engine that starts
+    # jobs asynchronously (swarm) reports it here, where docker's start call raises it.
+    start_failed: bool = False
 
     @property
     def alive(self) -> bool:

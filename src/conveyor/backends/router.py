@@ -72,7 +72,8 @@ class BackendRouter:
             if self._engine is None:
                 from . import open_backend
 
-                self._engine = open_backend(self.engine_name, self.executor_id, url=self._url)
+                self._engine = open_backend(self.engine_name, self.executor_id, url=self._url,
+                                            root=self._root / self.engine_name)
             return self._engine
 
     def process(self) -> Backend:

@@ -93,6 +93,7 @@ class ControlMixin(ExecutorBase):
         job_ref("signal", ref)
         sig = signal_name(signal)
         rec = self._record_for(SIGNAL, ref)
+        self.backend.require(rec.spec, "signals", f"send a job {sig}")
         try:
             self.backend.signal(rec.container_id, sig)
         except EngineError as exc:  # it ended meanwhile

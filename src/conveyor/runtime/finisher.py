@@ -31,6 +31,8 @@ def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState
     """Final state, substate and message from what the engine saw. OOM comes only from the
     engine's own flag: exit code 137 alone means SIGKILL, not out-of-memory."""
     code = status.exit_code
+    if status.start_failed:
+        return JobState.FAILED, Substate.START_FAILED, status.error
     if status.oom_killed and code != 0:
         return JobState.FAILED, Substate.OOM_KILLED, "killed by the out-of-memory killer (memory limit reached)"
     if stop_reason == Substate.TIMEOUT:

@@ -53,6 +53,8 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
         images=True,
         stats=True,
         tty=True,
+        signals=True,
+        oom=True,
     )
 
     def __init__(self, executor_id: str, base_url: str | None = None, timeout: int = 120):

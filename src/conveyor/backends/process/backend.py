@@ -44,7 +44,7 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
     per job run, ``events.log`` for every run's events."""
 
     name = "process"
-    capabilities = Capabilities(pause=True, recover=True, files=True, stdin=True)
+    capabilities = Capabilities(pause=True, recover=True, files=True, stdin=True, signals=True, oom=True)
 
     def __init__(self, executor_id: str, root: Path):
         self.executor_id = executor_id

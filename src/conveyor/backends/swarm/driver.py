@@ -7,13 +7,11 @@ Every engine call runs inside docker's `engine_errors`, so callers see only Conv
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import threading
 import time
-import types
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import docker
 import docker.errors
@@ -21,40 +19,35 @@ import docker.errors
 from ...spec import JobSpec
 from ..base import (
     LABEL_EXECUTOR,
-    LABEL_JOB,
     Capabilities,
     ContainerNotFound,
     ContainerStatus,
     EngineConflict,
     EngineError,
-    EngineEvent,
     EngineUnavailable,
     ExecResult,
     NotSupported,
 )
 from ..docker.images import ImagesMixin
-from ..docker.logs import AtomicLog, STREAM_FD, _body_blocks, save_frames
 from ..docker.translate import engine_errors
 from . import mapping
+from .logs import LogsMixin
+from .stopping import StopMixin
+from .watch import WatchMixin
 from .mapping import (
-    LABEL_FINAL,
     LABEL_PHASE,
     PHASE_CREATED,
     PHASE_STARTED,
-    PHASE_STOPPED,
-    PHASE_STOPPING,
-    final_label,
     job_mode,
     service_args,
     service_name,
     service_status,
 )
 
-POLL_S = 0.25  # how often events() looks at the tasks
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.id"  # on every task container, set by Swarm
 
 
-class SwarmBackend(ImagesMixin):
+class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
     """The Backend for a Docker Swarm, through its manager (``base_url``). ``node_urls``: the
     engines of the other nodes, when this agent can reach them, for removing the task
     containers Swarm leaves behind there and for loading images on every node."""
@@ -188,105 +181,6 @@ class SwarmBackend(ImagesMixin):
     def find(self, job_id: str) -> ContainerStatus | None:
         return self.inspect(service_name(job_id))
 
-    def stop(self, handle: str, grace: float) -> None:
-        """Stop the job (see `signal`) and return once its end is recorded on the service."""
-        self._begin_stop(handle, grace)
-        with self._stops_lock:
-            thread = self._stops.get(handle)
-        if thread is not None:
-            thread.join()
-
-    def signal(self, handle: str, signal: str) -> None:
-        """SIGTERM (then SIGKILL after the job's stop_grace) is the only signal Swarm sends:
-        SIGTERM begins the stop; SIGKILL begins it with no grace, or, once it is stopping, is
-        what Swarm sends itself at the end of the grace period. Others: NotSupported."""
-        sig = signal.upper().removeprefix("SIG")
-        if sig not in ("TERM", "KILL", "15", "9"):
-            raise NotSupported(f"the swarm backend cannot send {signal} (Swarm stops a task with SIGTERM, then SIGKILL)")
-        self._begin_stop(handle, 0.0 if sig in ("KILL", "9") else None)
-
-    def _begin_stop(self, handle: str, grace: float | None) -> None:
-        status = self.inspect(handle)
-        if status is None:
-            raise ContainerNotFound(f"no such service: {handle}")
-        handle = status.id
-        with self._stops_lock:
-            if handle in self._stops:
-                return
-            phase = status.labels.get(LABEL_PHASE)
-            if phase == PHASE_STOPPED or (status.finished and phase != PHASE_STOPPING):
-                return
-            if not status.alive and phase == PHASE_CREATED:
-                # Never started: nothing runs; it ends here with no exit code.
-                self._update(handle, None, {LABEL_PHASE: PHASE_STOPPED, LABEL_FINAL: final_label(
-                    ContainerStatus(handle, "exited", None, False, None, time.time(), "stopped before it started"))})
-                return
-            thread = threading.Thread(target=self._stop_and_keep, args=(handle, grace), daemon=True,
-                                      name=f"swarm-stop-{handle[:12]}")
-            self._stops[handle] = thread
-        thread.start()
-
-    def _stop_and_keep(self, handle: str, grace: float | None) -> None:
-        """Stopping a Swarm job removes its task, and with it the service's log and the exit
-        code. So: follow the log into this driver's cache first, scale the job to zero (SIGTERM,
-        then SIGKILL after the task's StopGracePeriod), watch the task until it ends, and write
-        the end it saw on the service (phase stopped) before the task is gone."""
-        frames = self._frames_path(handle)
-        res = None
-        reader = None
-        try:
-            with engine_errors():
-                res = self.api._get(self.api._url("/services/{0}/logs", handle),
-                                    params={"stdout": 1, "stderr": 1, "timestamps": 1, "follow": 1}, stream=True)
-                self.api._raise_for_status(res)
-            tmp = frames.with_name(frames.name + ".partial")
-            out = open(tmp, "wb")
-
-            def copy() -> None:
-                try:
-                    for block in _body_blocks(res):
-                        out.write(block)
-                        out.flush()
-                except Exception:  # noqa: BLE001 - closed under the reader once the task ended
-                    pass
-
-            reader = threading.Thread(target=copy, daemon=True, name=f"swarm-stop-logs-{handle[:12]}")
-            reader.start()
-            self._update(handle, 0, {LABEL_PHASE: PHASE_STOPPING}, grace=grace)
-            last: ContainerStatus | None = None
-            while True:
-                with engine_errors():
-                    tasks = self.api.tasks(filters={"service": handle})
-                    nodes = {n["ID"]: n for n in self.api.nodes()} if tasks else {}
-                self._note_started(tasks)
-                if not tasks:
-                    break
-                with engine_errors():
-                    svc = self.api.inspect_service(handle)
-                last = service_status(svc, tasks, nodes, self._started)
-                if last.finished:
-                    break
-                time.sleep(0.05)
-            time.sleep(0.3)  # the last lines reach the log stream after the task's end
-            _hang_up(res)
-            reader.join(timeout=5)
-            out.close()
-            os.replace(tmp, frames)
-            if last is None or not last.finished:
-                last = ContainerStatus(handle, "exited", None, False, last.started_at if last else None, time.time(),
-                                       "stopped; its exit code was not seen before Swarm removed its task")
-            self._update(handle, None, {LABEL_PHASE: PHASE_STOPPED, LABEL_FINAL: final_label(last)})
-        except ContainerNotFound:
-            pass  # removed meanwhile
-        finally:
-            if res is not None:
-                _hang_up(res)
-            with self._stops_lock:
-                self._stops.pop(handle, None)
-
-    def _frames_path(self, handle: str) -> Path:
-        return self.cache / f"{handle}.frames"
-
     def pause(self, handle: str) -> None:
         raise NotSupported("the swarm backend cannot pause a job (Swarm has no pause; capability pause)")
 
@@ -353,157 +247,6 @@ class SwarmBackend(ImagesMixin):
     def read_archive(self, handle: str, path: str):
         raise NotSupported("the swarm backend cannot read files out of a job (capability files)")
 
-    def save_logs(self, handle: str, paths: dict[str, Path]) -> dict[str, int]:
-        """Each stream from the service's log (fetched apart, timestamps on) or, for a stopped
-        job, from what its stop kept; written atomically with its times index (logtimes)."""
-        files = {name: AtomicLog(path) for name, path in paths.items()}
-        try:
-            sid = self._service_id(handle)
-            kept = self._frames_path(sid)
-            if kept.exists():
-                with open(kept, "rb") as raw:
-                    save_frames(types.SimpleNamespace(raw=raw), {STREAM_FD[n]: log for n, log in files.items()})
-            else:
-                for name, log in files.items():
-                    with engine_errors():
-                        res = self._log_response(sid, name, follow=False)
-                    with engine_errors():
-                        save_frames(res, {1: log, 2: log})  # one stream asked for: every frame is its
-            for log in files.values():
-                log.commit()
-        finally:
-            for log in files.values():
-                log.discard()
-        return {name: log.written for name, log in files.items()}
-
-    def _service_id(self, handle: str) -> str:
-        with engine_errors():
-            return self.api.inspect_service(handle)["ID"]
-
-    def _log_response(self, sid: str, stream: str, follow: bool, tail: int | None = None, timestamps: bool = True):
-        params = {"stdout": int(stream == "stdout"), "stderr": int(stream == "stderr"),
-                  "timestamps": int(timestamps), "follow": int(follow), "tail": "all" if tail is None else tail}
-        res = self.api._get(self.api._url("/services/{0}/logs", sid), params=params, stream=True)
-        self.api._raise_for_status(res)
-        return res
-
-    def follow_logs(self, handle: str, streams: tuple[str, ...], tail: int | None = None, follow: bool = True,
-                    timestamps: bool = False) -> Iterator[tuple[str, bytes]]:
-        """``(stream, message)`` from the service's log, one reader per stream; a followed log
-        ends when the job has finished (Swarm keeps following a finished service)."""
-        import queue
-
-        sid = self._service_id(handle)
-        chunks: queue.Queue = queue.Queue(maxsize=256)
-        done = object()
-        responses = []
-
-        def pump(name: str) -> None:
-            try:
-                with engine_errors():
-                    res = self._log_response(sid, name, follow, tail, timestamps)
-                    responses.append(res)
-                    buf = b""
-                    for block in _body_blocks(res):
-                        buf += block
-                        pos = 0
-                        while pos + 8 <= len(buf):
-                            end = pos + 8 + int.from_bytes(buf[pos + 4:pos + 8], "big")
-                            if end > len(buf):
-                                break
-                            chunks.put((name, buf[pos + 8:end]))
-                            pos = end
-                        buf = buf[pos:]
-            except Exception as exc:  # noqa: BLE001 - handed to the consumer
-                chunks.put((name, exc))
-            finally:
-                chunks.put((name, done))
-
-        readers = [threading.Thread(target=pump, args=(s,), daemon=True) for s in streams]
-        for r in readers:
-            r.start()
-        open_streams, error = len(readers), None
-        try:
-            while open_streams:
-                try:
-                    name, item = chunks.get(timeout=1.0)
-                except queue.Empty:
-                    if follow:
-                        status = self.inspect(sid)
-                        if status is None or status.finished:
-                            time.sleep(0.5)
-                            while not chunks.empty():
-                                name, item = chunks.get()
-                                if isinstance(item, bytes):
-                                    yield name, item
-                            return
-                    continue
-                if item is done:
-                    open_streams -= 1
-                elif isinstance(item, Exception):
-                    error = error or item
-                else:
-                    yield name, item
-        finally:
-            for res in responses:
-                _hang_up(res)
-        if error is not None and not isinstance(error, ContainerNotFound):
-            raise error if isinstance(error, EngineError | EngineUnavailable) else EngineError(str(error))
-
-    # ------------------------------------------------------------------ recover and watch
-
-    def list(self) -> list[ContainerStatus]:
-        """Every service this executor made, with its status from its tasks."""
-        with engine_errors():
-            services = self.api.services(filters={"label": f"{LABEL_EXECUTOR}={self.executor_id}"})
-            tasks = self.api.tasks(filters={"service": [s["ID"] for s in services]}) if services else []
-            nodes = {n["ID"]: n for n in self.api.nodes()} if tasks else {}
-        self._note_started(tasks)
-        by_service: dict[str, list[dict]] = {}
-        for t in tasks:
-            by_service.setdefault(t.get("ServiceID", ""), []).append(t)
-        return [service_status(s, by_service.get(s["ID"], []), nodes, self._started) for s in services]
-
-    def events(self, since: float | None = None) -> Iterator[EngineEvent]:
-        """Swarm sends no task events through /events (20.10 has service create/update/remove
-        only), so this polls this executor's services and tasks every POLL_S seconds, from a
-        snapshot taken here (subscribed when this returns): ``start`` when a task runs,
-        ``die`` when a job reaches its end, ``destroy`` when its service is gone. ``since`` is
-        not replayed: the watcher's reconcile after subscribing covers what came before."""
-        stop = threading.Event()
-        with self._events_lock:
-            if self._events_stop is not None:
-                self._events_stop.set()
-            self._events_stop = stop
-        snapshot = {s.id: s for s in self.list()}
-        return self._poll(stop, snapshot)
-
-    def _poll(self, stop: threading.Event, seen: dict[str, ContainerStatus]) -> Iterator[EngineEvent]:
-        while True:
-            if stop.wait(POLL_S):
-                raise EngineUnavailable("the swarm event poll was closed")
-            now = time.time()
-            current = {s.id: s for s in self.list()}
-            for sid, s in current.items():
-                before = seen.get(sid)
-                job = s.labels.get(LABEL_JOB)
-                running = s.status == "running" and s.started_at is not None and not s.error
-                was_running = before is not None and before.status == "running" and before.started_at is not None
-                if running and not was_running:
-                    yield EngineEvent("start", sid, job, s.started_at or now)
-                if s.finished and not (before is not None and before.finished):
-                    yield EngineEvent("die", sid, job, s.finished_at or now)
-            for sid, before in seen.items():
-                if sid not in current:
-                    yield EngineEvent("destroy", sid, before.labels.get(LABEL_JOB), now)
-            seen = current
-
-    def close_events(self) -> None:
-        with self._events_lock:
-            stop, self._events_stop = self._events_stop, None
-        if stop is not None:
-            stop.set()
-
     # ------------------------------------------------------------------ cleanup
 
     def cleanup(self) -> dict[str, int]:
@@ -521,19 +264,4 @@ class SwarmBackend(ImagesMixin):
                             removed += 1
             except EngineUnavailable:
                 continue
-        return {"containers": removed}
-
-
-def _hang_up(res) -> None:
-    """End a streamed response that another thread is reading: shutting its socket down makes
-    that read return, where ``close()`` would wait for the reader's lock (Swarm never ends a
-    followed service log)."""
-    try:
-        sock = res.raw._fp.fp.raw._sock
-        sock.shutdown(socket.SHUT_RDWR)
-    except (AttributeError, OSError):
-        pass
-    try:
-        res.close()
-    except Exception:  # noqa: BLE001 - already closed
-        pass
+        return {"task_containers": removed}  # "containers" is the services NodeMixin.cleanup removed

@@ -215,9 +215,9 @@ def service_status(service: dict, tasks: list[dict], nodes: dict[str, dict] | No
     started = started or {}
 
     def status(state: str, code: int | None = None, start: float | None = None, end: float | None = None,
-               error: str | None = None) -> ContainerStatus:
+               error: str | None = None, start_failed: bool = False) -> ContainerStatus:
         return ContainerStatus(id=sid, status=state, exit_code=code, oom_killed=False, started_at=start,
-                               finished_at=end, error=error, labels=labels)
+                               finished_at=end, error=error, labels=labels, start_failed=start_failed)
 
     if phase == PHASE_CREATED:
         return status("created")
@@ -249,10 +249,11 @@ def service_status(service: dict, tasks: list[dict], nodes: dict[str, dict] | No
         return status("running", start=start)
     if state == "complete":
         return status("exited", code or 0, start, when)
-    if state == "failed":
-        return status("exited", code, start, when, st.get("Err"))
+    if state == "failed":  # "starting container failed: ...": the container's process never ran
+        err = st.get("Err") or ""
+        return status("exited", code, start, when, err, start_failed=err.startswith("starting container failed"))
     if state == "rejected":
-        return status("exited", None, start, when, f"rejected on node {node_name}: {reason}")
+        return status("exited", None, start, when, f"rejected on node {node_name}: {reason}", start_failed=True)
     if state in GONE and phase in (PHASE_STOPPING, PHASE_STOPPED):
         return status("exited", code if code is not None and code >= 0 else None, start, when)
     if state in GONE:

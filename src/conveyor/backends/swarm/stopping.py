@@ -1,0 +1,129 @@
+"""Part of the swarm driver: stopping a job. Swarm cannot signal a task, and any update of a
+job service deletes its task with its log and exit code; so a stop first follows the service log
+into the driver's cache, then lowers the job to zero completions (Swarm sends SIGTERM, then
+SIGKILL after the service's stop grace period), watches the task to its end, and keeps that exit
+code and those times on the service as a label (see the package docstring)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from ..base import ContainerNotFound, ContainerStatus, NotSupported
+from ..docker.logs import _body_blocks
+from ..docker.translate import engine_errors
+from .logs import hang_up
+from .mapping import (
+    LABEL_FINAL,
+    LABEL_PHASE,
+    PHASE_CREATED,
+    PHASE_STOPPED,
+    PHASE_STOPPING,
+    final_label,
+    service_status,
+)
+
+
+class StopMixin:
+    """Part of SwarmBackend: needs ``api``, ``cache``, ``inspect``, ``_update`` and the log calls."""
+
+    def stop(self, handle: str, grace: float) -> None:
+        """Stop the job (see `signal`) and return once its end is recorded on the service."""
+        self._begin_stop(handle, grace)
+        with self._stops_lock:
+            thread = self._stops.get(handle)
+        if thread is not None:
+            thread.join()
+
+    def signal(self, handle: str, signal: str) -> None:
+        """SIGTERM (then SIGKILL after the job's stop_grace) is the only signal Swarm sends:
+        SIGTERM begins the stop; SIGKILL begins it with no grace, or, once it is stopping, is
+        what Swarm sends itself at the end of the grace period. Others: NotSupported."""
+        sig = signal.upper().removeprefix("SIG")
+        if sig not in ("TERM", "KILL", "15", "9"):
+            raise NotSupported(f"the swarm backend cannot send {signal} (Swarm stops a task with SIGTERM, then SIGKILL)")
+        self._begin_stop(handle, 0.0 if sig in ("KILL", "9") else None)
+
+    def _begin_stop(self, handle: str, grace: float | None) -> None:
+        status = self.inspect(handle)
+        if status is None:
+            raise ContainerNotFound(f"no such service: {handle}")
+        handle = status.id
+        with self._stops_lock:
+            if handle in self._stops:
+                return
+            phase = status.labels.get(LABEL_PHASE)
+            if phase == PHASE_STOPPED or (status.finished and phase != PHASE_STOPPING):
+                return
+            if not status.alive and phase == PHASE_CREATED:
+                # Never started: nothing runs; it ends here with no exit code.
+                self._update(handle, None, {LABEL_PHASE: PHASE_STOPPED, LABEL_FINAL: final_label(
+                    ContainerStatus(handle, "exited", None, False, None, time.time(), "stopped before it started"))})
+                return
+            thread = threading.Thread(target=self._stop_and_keep, args=(handle, grace), daemon=True,
+                                      name=f"swarm-stop-{handle[:12]}")
+            self._stops[handle] = thread
+        thread.start()
+
+    def _stop_and_keep(self, handle: str, grace: float | None) -> None:
+        """Stopping a Swarm job removes its task, and with it the service's log and the exit
+        code. So: follow the log into this driver's cache first, scale the job to zero (SIGTERM,
+        then SIGKILL after the task's StopGracePeriod), watch the task until it ends, and write
+        the end it saw on the service (phase stopped) before the task is gone."""
+        frames = self._frames_path(handle)
+        res = None
+        reader = None
+        try:
+            with engine_errors():
+                res = self.api._get(self.api._url("/services/{0}/logs", handle),
+                                    params={"stdout": 1, "stderr": 1, "timestamps": 1, "follow": 1}, stream=True)
+                self.api._raise_for_status(res)
+            tmp = frames.with_name(frames.name + ".partial")
+            out = open(tmp, "wb")
+
+            def copy() -> None:
+                try:
+                    for block in _body_blocks(res):
+                        out.write(block)
+                        out.flush()
+                except Exception:  # noqa: BLE001 - closed under the reader once the task ended
+                    pass
+
+            reader = threading.Thread(target=copy, daemon=True, name=f"swarm-stop-logs-{handle[:12]}")
+            reader.start()
+            self._update(handle, 0, {LABEL_PHASE: PHASE_STOPPING}, grace=grace)
+            last: ContainerStatus | None = None
+            while True:
+                with engine_errors():
+                    tasks = self.api.tasks(filters={"service": handle})
+                    nodes = {n["ID"]: n for n in self.api.nodes()} if tasks else {}
+                self._note_started(tasks)
+                if not tasks:
+                    break
+                with engine_errors():
+                    svc = self.api.inspect_service(handle)
+                last = service_status(svc, tasks, nodes, self._started)
+                if last.finished:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.3)  # the last lines reach the log stream after the task's end
+            hang_up(res)
+            reader.join(timeout=5)
+            out.close()
+            os.replace(tmp, frames)
+            if last is None or not last.finished:
+                last = ContainerStatus(handle, "exited", None, False, last.started_at if last else None, time.time(),
+                                       "stopped; its exit code was not seen before Swarm removed its task")
+            self._update(handle, None, {LABEL_PHASE: PHASE_STOPPED, LABEL_FINAL: final_label(last)})
+        except ContainerNotFound:
+            pass  # removed meanwhile
+        finally:
+            if res is not None:
+                hang_up(res)
+            with self._stops_lock:
+                self._stops.pop(handle, None)
+
+    def _frames_path(self, handle: str) -> Path:
+        return self.cache / f"{handle}.frames"
