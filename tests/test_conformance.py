@@ -29,6 +29,7 @@ from helpers import SupervisorProcess, eventually
 from conftest import PODMAN_URL, TEST_IMAGE, _fail_or_skip, _probe_docker, _probe_podman
 
 SWARM_MANAGER = "unix:///run/conveyor-swarm/n1.sock"
+SWARM_NODES = [f"unix:///run/conveyor-swarm/n{k}.sock" for k in (1, 2, 3)]
 WAIT = 60
 
 
@@ -50,7 +51,7 @@ class Kind:
         return backend_class(self.name).capabilities
 
     def config(self) -> str:
-        url = {"podman": f'url = "{PODMAN_URL}"\n', "swarm": f'url = "{SWARM_MANAGER}"\n'}.get(self.engine, "")
+        url = {"podman": f'url = "{PODMAN_URL}"\n', "swarm": f'url = "{SWARM_MANAGER}"\nnodes = {SWARM_NODES}\n'}.get(self.engine, "")
         return f'[defaults]\ncpus = 0\n[engine]\nname = "{self.engine}"\n{url}'
 
     def spec(self, script: str, **fields) -> JobSpec:
@@ -421,6 +422,12 @@ def test_cleanup_leaves_nothing(ex, kind):
     removed = ex.cleanup()
     assert removed["containers"] >= 2
     assert ex.backend.list() == []
+    if kind.engine == "swarm":  # Swarm leaves task containers on the nodes: gone too
+        import docker
+
+        for url in SWARM_NODES:
+            left = docker.APIClient(base_url=url).containers(all=True, filters={"label": f"conveyor.executor={ex.executor_id}"})
+            assert left == [], (url, left)
     job = ex.info(live)
     assert (job.state, job.substate) == (JobState.FAILED, Substate.CANCELLED)
     assert ex.info(done.id).stdout == "done\n"  # logs outlive the container

@@ -102,6 +102,8 @@ class EngineConfig(_Section):
     name: str = Field(default="docker", description="docker, podman, swarm (a Docker Swarm manager) or none")
     url: str | None = Field(default=None, description="the engine's API address; default: DOCKER_HOST or the "
                             "local socket for docker, unix:///run/conveyor-podman/podman.sock for podman")
+    nodes: list[str] = Field(default_factory=list, description="swarm: each node's Engine API address, so Conveyor "
+                             "can load images on every node and remove task containers Swarm leaves behind")
 
     @field_validator("name")
     @classmethod

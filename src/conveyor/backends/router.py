@@ -38,9 +38,10 @@ class BackendRouter:
         engine: str = "docker",
         url: str | None = None,
         *,
+        nodes: list[str] | tuple[str, ...] = (),
         engine_backend: Backend | None = None,
     ):
-        self.executor_id, self._root, self._url = executor_id, Path(root), url
+        self.executor_id, self._root, self._url, self._nodes = executor_id, Path(root), url, nodes
         self.engine_name = engine
         self._engine = engine_backend
         self._process: Backend | None = None
@@ -73,7 +74,7 @@ class BackendRouter:
                 from . import open_backend
 
                 self._engine = open_backend(self.engine_name, self.executor_id, url=self._url,
-                                            root=self._root / self.engine_name)
+                                            root=self._root / self.engine_name, nodes=self._nodes)
             return self._engine
 
     def process(self) -> Backend:

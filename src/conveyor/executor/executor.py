@@ -63,7 +63,7 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
         # replaces the engine's driver) and the process backend.
         self.backend = BackendRouter(
             self.executor_id, self.home.root, self.scheduling.engine.name,
-            docker_url or self.scheduling.engine.url, engine_backend=backend,
+            docker_url or self.scheduling.engine.url, nodes=self.scheduling.engine.nodes, engine_backend=backend,
         )
         self._capacity: Capacity | None = None
         self._events_store: Store | None = None

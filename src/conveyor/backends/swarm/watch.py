@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Iterator
 
+import docker.errors
+
 from ..base import LABEL_EXECUTOR, LABEL_JOB, ContainerStatus, EngineEvent, EngineUnavailable
 from ..docker.translate import engine_errors
 from .mapping import service_status
@@ -20,10 +22,17 @@ class WatchMixin:
 
     def list(self) -> list[ContainerStatus]:
         """Every service this executor made, with its status from its tasks."""
-        with engine_errors():
-            services = self.api.services(filters={"label": f"{LABEL_EXECUTOR}={self.executor_id}"})
-            tasks = self.api.tasks(filters={"service": [s["ID"] for s in services]}) if services else []
-            nodes = {n["ID"]: n for n in self.api.nodes()} if tasks else {}
+        for attempt in range(5):
+            with engine_errors():
+                services = self.api.services(filters={"label": f"{LABEL_EXECUTOR}={self.executor_id}"})
+                try:
+                    tasks = self.api.tasks(filters={"service": [s["ID"] for s in services]}) if services else []
+                except docker.errors.NotFound:  # a service went between the two calls: list again
+                    if attempt == 4:
+                        raise
+                    continue
+                nodes = {n["ID"]: n for n in self.api.nodes()} if tasks else {}
+            break
         self._note_started(tasks)
         by_service: dict[str, list[dict]] = {}
         for t in tasks:
