@@ -14,7 +14,7 @@ import math
 import pytest
 from docker.types import HostConfig
 
-from conveyor import InvalidSpec, JobSpec
+from conveyor import InvalidSpec, JobSpec, JobState, Substate
 from conveyor.backends.base import LABEL_EXECUTOR, LABEL_JOB, LABEL_MANAGED
 from conveyor.backends.docker import container_config, conveyor_labels, gpu_host_config, host_config
 from conveyor.backends.docker.mapping import JOB_LOG_CONFIG
@@ -796,3 +796,21 @@ def test_cli_flags_make_the_backend_field():
     assert JobSpec(**process).backend.options == {"nice": 5}
     runsc = build_spec("busybox", ("true",), {"runtime": "runsc", "security_opt": ("no-new-privileges",)})
     assert runsc["backend"] == {"options": {"runtime": "runsc", "security_opt": ["no-new-privileges"]}}
+
+
+def test_a_run_that_died_without_an_exit_code_is_lost_and_one_that_never_started_is_start_failed():
+    """classify: what the engine saw -> final state. A dead run with no exit code (its node or
+    supervisor died) is container_lost with the engine's words, not 'exited with code None'."""
+    from conveyor.backends.base import ContainerStatus
+    from conveyor.runtime.finisher import classify
+
+    def seen(**kw):
+        return ContainerStatus(**{"id": "x", "status": "exited", "exit_code": 0, "oom_killed": False,
+                                  "started_at": 1.0, "finished_at": 2.0, **kw})
+
+    assert classify(seen(status="dead", exit_code=None, error="node n3 is down"), None) == (
+        JobState.FAILED, Substate.CONTAINER_LOST, "node n3 is down")
+    assert classify(seen(exit_code=127, error="starting container failed: no such file", start_failed=True), None) == (
+        JobState.FAILED, Substate.START_FAILED, "starting container failed: no such file")
+    assert classify(seen(exit_code=137, oom_killed=True), None)[1] == Substate.OOM_KILLED
+    assert classify(seen(exit_code=3), None) == (JobState.FAILED, Substate.EXITED, "exited with code 3")

@@ -202,7 +202,11 @@ def _backend(from_file: Any, o: dict[str, Any]) -> dict[str, Any]:
     options = dict(backend.get("options") or {})
     for pair in o.get("backend_opt") or ():
         key, value = _split_pair(pair, "--backend-opt")
-        options[key] = value
+        if key in options:  # given again: a list (constraints=A --backend-opt constraints=B)
+            before = options[key]
+            options[key] = [*(before if isinstance(before, list) else [before]), value]
+        else:
+            options[key] = value
     if o.get("runtime"):
         options["runtime"] = o.get("runtime")
     if o.get("security_opt"):

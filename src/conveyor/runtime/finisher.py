@@ -33,6 +33,8 @@ def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState
     code = status.exit_code
     if status.start_failed:
         return JobState.FAILED, Substate.START_FAILED, status.error
+    if status.status == "dead" and code is None:  # its node or supervisor died: no exit code to tell
+        return JobState.FAILED, Substate.CONTAINER_LOST, status.error or "the engine lost the job before it ended"
     if status.oom_killed and code != 0:
         return JobState.FAILED, Substate.OOM_KILLED, "killed by the out-of-memory killer (memory limit reached)"
     if stop_reason == Substate.TIMEOUT:

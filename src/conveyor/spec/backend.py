@@ -48,6 +48,11 @@ class SwarmOptions(SpecModel):
     constraints: list[str] = Field(default_factory=list, description="placement constraints, e.g. node.labels.pool==gpu")
     preferences: list[str] = Field(default_factory=list, description="placement preferences, e.g. spread=node.labels.zone")
 
+    @field_validator("constraints", "preferences", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v  # `--backend-opt constraints=...` gives one string
+
     @field_validator("constraints")
     @classmethod
     def _constraints(cls, v: list[str]) -> list[str]:
