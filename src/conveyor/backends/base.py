@@ -144,6 +144,11 @@ class Backend(Protocol):
     def runtimes(self) -> dict[str, dict]:
         """The OCI runtimes a container engine offers, by name (e.g. runc, runsc)."""
 
+    def nodes(self) -> list[dict] | None:
+        """The nodes of an engine that places jobs on several machines (swarm): each one's
+        ``name``, ``id``, ``role``, ``state``, ``availability``, ``address``, ``labels``,
+        ``cpus``, ``memory`` and this executor's ``running`` jobs there; None for one machine."""
+
     def check(self, spec: JobSpec) -> None:
         """Refuse, before anything is made, a spec that asks for what this driver cannot do:
         InvalidSpec naming the field and the fix (its backend options are validated already)."""

@@ -157,6 +157,10 @@ class BackendRouter:
     def engine(self) -> dict:
         return self.container_engine().engine()
 
+    def nodes(self) -> list[dict] | None:
+        """The engine's nodes when it spans several machines (swarm); None for this one."""
+        return None if self.engine_name == "none" else self.container_engine().nodes()
+
     def runtimes(self) -> dict[str, dict]:
         """The OCI runtimes the node's engine offers (empty without an engine)."""
         if self.engine_name == "none":

@@ -218,6 +218,14 @@ def machine_cmd(ctx: click.Context, as_json: bool) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+    if m.get("nodes"):  # an engine over several machines (swarm)
+        click.echo("")
+        click.echo(columns([("NODE", "ROLE", "STATE", "AVAILABILITY", "ADDRESS", "CPUS", "MEMORY", "RUNNING", "LABELS")] + [
+            (n["name"] or n["id"][:12], n["role"] or "", n["state"] or "", n["availability"] or "", n["address"] or "",
+             f"{n['cpus']:g}", size(n["memory"]), str(n["running"]),
+             ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())) or "-")
+            for n in m["nodes"]
+        ]))
 
 
 @cli.command("queue")

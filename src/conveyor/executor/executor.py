@@ -20,7 +20,7 @@ from typing import Iterator
 
 from ..backends.base import Backend, Capabilities
 from ..backends.router import BackendRouter
-from ..capacity import Capacity, SchedulingConfig, node_capacity
+from ..capacity import Capacity, Machine, SchedulingConfig, node_capacity
 from ..daemon import SupervisorLock
 from ..home import Home
 from ..operations import with_array_forms
@@ -128,8 +128,16 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
     def capacity(self) -> Capacity:
         """What jobs may use on this node (the machine minus the reserve, or configured)."""
         if self._capacity is None:
-            self._capacity = node_capacity(self.scheduling)
+            self._capacity = node_capacity(self.scheduling, self._cluster_machine())
         return self._capacity
+
+    def _cluster_machine(self) -> Machine | None:
+        """What a multi-node engine (swarm) holds: its ready, active nodes' CPUs and memory
+        added up, so admission counts the cluster, not the manager's machine."""
+        if self.scheduling.engine.name != "swarm":
+            return None
+        nodes = [n for n in self.backend.nodes() or () if n["state"] == "ready" and n["availability"] == "active"]
+        return Machine(cpus=sum(n["cpus"] for n in nodes), memory=sum(n["memory"] for n in nodes), gpus={})
 
     def close(self) -> None:
         """Stop supervising. Running jobs keep running; a later Executor picks them up."""

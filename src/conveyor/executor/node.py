@@ -88,6 +88,7 @@ class NodeMixin(ExecutorBase):
             "load": list(os.getloadavg()),
             "engine": engine,
             "backends": self.backend.members(),
+            "nodes": self._nodes(),
             "capacity": {
                 **cap.to_dict(),
                 "reserve": {"cpus": cap.reserve[0], "memory": cap.reserve[1]},
@@ -96,6 +97,12 @@ class NodeMixin(ExecutorBase):
             "in_use": in_use,
             "free": {"cpus": (cap.cpus_m - in_use["cpus"] * 1000) / 1000, "memory": cap.memory - in_use["memory"]},
         }
+
+    def _nodes(self) -> list[dict] | None:
+        try:
+            return self.backend.nodes()
+        except ConveyorError:  # the view still answers without the engine
+            return None
 
     def backends(self) -> list[dict]:
         """Every backend Conveyor has: whether this node runs it (``available``, or the

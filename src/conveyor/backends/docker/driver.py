@@ -79,6 +79,9 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
         with engine_errors():
             return self.api.info().get("Runtimes") or {}
 
+    def nodes(self) -> None:
+        return None  # one machine: this one
+
     def check(self, spec: JobSpec) -> None:
         """Every field of the job spec is Docker's; what is left to check is that the engine
         has the runtime the job names (asked again on a miss: an operator may have added it)."""

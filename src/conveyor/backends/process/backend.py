@@ -64,6 +64,9 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
     def version(self) -> dict:
         return {"name": self.name, "version": platform.release(), "api_version": None}
 
+    def nodes(self) -> None:
+        return None  # this machine
+
     # ------------------------------------------------------------------ images: none
 
     def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:

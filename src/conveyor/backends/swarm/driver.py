@@ -87,6 +87,29 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
     def runtimes(self) -> dict[str, dict]:
         return {}  # a task runs with its node's default runtime: Swarm's spec has no runtime field
 
+    def nodes(self) -> list[dict]:
+        """The swarm's nodes, and how many of this executor's jobs run on each."""
+        with engine_errors():
+            nodes = self.api.nodes()
+            services = self.api.services(filters={"label": f"{LABEL_EXECUTOR}={self.executor_id}"})
+            tasks = self.api.tasks(filters={"service": [s["ID"] for s in services], "desired-state": "running"}) \
+                if services else []
+        running: dict[str, int] = {}
+        for t in tasks:
+            if (t.get("Status") or {}).get("State") == "running":
+                running[t.get("NodeID", "")] = running.get(t.get("NodeID", ""), 0) + 1
+        out = []
+        for n in nodes:
+            desc, spec, status = n.get("Description") or {}, n.get("Spec") or {}, n.get("Status") or {}
+            res = desc.get("Resources") or {}
+            out.append({
+                "name": desc.get("Hostname"), "id": n["ID"], "role": spec.get("Role"), "state": status.get("State"),
+                "availability": spec.get("Availability"), "address": status.get("Addr"), "labels": spec.get("Labels") or {},
+                "cpus": (res.get("NanoCPUs") or 0) / 1e9, "memory": res.get("MemoryBytes") or 0,
+                "running": running.get(n["ID"], 0),
+            })
+        return sorted(out, key=lambda n: n["name"] or "")
+
     def check(self, spec: JobSpec) -> None:
         mapping.check(spec)
 
