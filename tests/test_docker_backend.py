@@ -70,11 +70,15 @@ def _wait_finished(backend: DockerBackend, handle: str, timeout: float = 20):
 def test_driver_has_every_call_of_the_interface():
     """The executor, scheduler and supervisor call the driver only through Backend: a call
     renamed or with other parameters on one side would fail a user's job at run time."""
+    from conveyor.backends import BACKENDS, backend_class
+    from conveyor.backends.router import BackendRouter
+
     calls = [n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_")]
-    assert {"create", "exec", "attach_stdin", "save_logs", "read_archive", "cleanup", "version"} <= set(calls)
-    for name in calls:
-        ours, theirs = inspect.signature(getattr(DockerBackend, name)), inspect.signature(getattr(Backend, name))
-        assert list(ours.parameters) == list(theirs.parameters), name
+    assert {"create", "exec", "attach_stdin", "save_logs", "read_archive", "cleanup", "version", "check"} <= set(calls)
+    for driver in [*(backend_class(n) for n in BACKENDS), BackendRouter]:  # every driver, and the router
+        for name in calls:
+            ours, theirs = inspect.signature(getattr(driver, name)), inspect.signature(getattr(Backend, name))
+            assert list(ours.parameters) == list(theirs.parameters), (driver.__name__, name)
 
 
 def test_version_and_capabilities(backend, docker_client):
@@ -85,7 +89,7 @@ def test_version_and_capabilities(backend, docker_client):
     assert backend.name == "docker"
     assert backend.capabilities == Capabilities(
         pause=True, exec=True, gpus=frozenset({"nvidia", "amd", "intel"}), ports=True, stdin=True,
-        recover=True, files=True, image_load=True, stats=True, tty=True, images=True,
+        recover=True, files=True, image_load=True, stats=True, tty=True, images=True, signals=True, oom=True,
     )
 
 

@@ -233,8 +233,9 @@ class BackendRouter:
     def stats(self, handle: str) -> dict:
         return self._call("stats", handle)
 
-    def exec(self, handle: str, command: list[str], **kwargs: Any):
-        return self._call("exec", handle, command, **kwargs)
+    def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
+             env: dict[str, str] | None = None):
+        return self._call("exec", handle, command, user=user, workdir=workdir, env=env)
 
     def resize(self, handle: str, height: int, width: int) -> None:
         self._call("resize", handle, height, width)

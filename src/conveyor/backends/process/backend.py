@@ -67,6 +67,9 @@ class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
     def nodes(self) -> None:
         return None  # this machine
 
+    def runtimes(self) -> dict[str, dict]:
+        return {}  # no OCI runtime: host processes
+
     # ------------------------------------------------------------------ images: none
 
     def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
