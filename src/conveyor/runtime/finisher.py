@@ -33,14 +33,14 @@ def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState
     code = status.exit_code
     if status.start_failed:
         return JobState.FAILED, Substate.START_FAILED, status.error
-    if status.status == "dead" and code is None:  # its node or supervisor died: no exit code to tell
-        return JobState.FAILED, Substate.CONTAINER_LOST, status.error or "the engine lost the job before it ended"
     if status.oom_killed and code != 0:
         return JobState.FAILED, Substate.OOM_KILLED, "killed by the out-of-memory killer (memory limit reached)"
     if stop_reason == Substate.TIMEOUT:
         return JobState.FAILED, Substate.TIMEOUT, f"terminated at its timeout (exit code {code})"
     if stop_reason == Substate.CANCELLED:
         return JobState.FAILED, Substate.CANCELLED, f"cancelled (exit code {code})"
+    if status.status == "dead" and code is None:  # its node or supervisor died: no exit code to tell
+        return JobState.FAILED, Substate.CONTAINER_LOST, status.error or "the engine lost the job before it ended"
     if code == 0:
         note = "a process inside hit the memory limit and was killed" if status.oom_killed else None
         return JobState.DONE, Substate.EXITED, note
