@@ -308,10 +308,16 @@ class BlobStore:
 
     def _write_entry(self, e: Entry, dir_fd: int, name: str, link: bool) -> None:
         tmp = f".{name}.conveyor-{os.getpid()}-{time.monotonic_ns()}"
+        linked = False
         if link and not e.mode & 0o7111:  # blobs are 0444: link only what needs no other mode
             self.check(e.digest)  # hash once: the link shares the verified inode
-            os.link(self.path(e.digest), tmp, dst_dir_fd=dir_fd)
-        else:
+            try:
+                os.link(self.path(e.digest), tmp, dst_dir_fd=dir_fd)
+                linked = True
+            except OSError as exc:  # another filesystem (a cluster's shared directory): copy
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise
+        if not linked:
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
             try:
                 with os.fdopen(fd, "wb", closefd=False) as out:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tarfile
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..base import ContainerNotFound, EngineConflict, ExecResult, NotSupported
-from . import logs, plan, stdin
+from ..hostfiles import host_path, tar_of
+from . import logs, stdin
 from .runs import read_json
 
 
@@ -63,11 +61,4 @@ class FilesMixin:
         meta = self._meta(handle)
         if meta is None:
             raise ContainerNotFound(f"no such process job: {handle}")
-        host = plan.host_path(meta["mounts"], path.rstrip("/") or "/")
-        if not os.path.lexists(host):
-            return None
-        out = tempfile.TemporaryFile(dir=self.root)
-        with tarfile.open(fileobj=out, mode="w|") as tar:
-            tar.add(host, arcname=os.path.basename(path.rstrip("/")) or ".")
-        out.seek(0)
-        return out
+        return tar_of(host_path(meta["mounts"], path.rstrip("/") or "/"), path, self.root)

@@ -15,6 +15,7 @@ from pathlib import Path
 from ...spec import JobSpec
 from ...spec.backend import ProcessOptions
 from ..base import InvalidSpec
+from ..hostfiles import under
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -149,19 +150,6 @@ def mounts_and_cwd(spec: JobSpec, rundir: Path, user: dict | None) -> tuple[list
     chown(work, user)
     cwd = spec.workdir or str(work)
     targets = [m["target"] for m in mounts]
-    if spec.workdir and not os.path.isdir(spec.workdir) and not any(_under(spec.workdir, t) for t in targets):
+    if spec.workdir and not os.path.isdir(spec.workdir) and not any(under(spec.workdir, t) for t in targets):
         mounts.append({"source": str(work), "target": spec.workdir, "read_only": False})
     return mounts, cwd
-
-
-def _under(path: str, target: str) -> bool:
-    return path == target or path.startswith(target.rstrip("/") + "/")
-
-
-def host_path(mounts: list[dict], path: str) -> str:
-    """Where the job's ``path`` is on the host: through the deepest mount that holds it."""
-    best = None
-    for m in mounts:
-        if _under(path, m["target"]) and (best is None or len(m["target"]) > len(best["target"])):
-            best = m
-    return path if best is None else best["source"] + path[len(best["target"].rstrip("/")):]
