@@ -356,20 +356,30 @@ class SwarmCluster:
     def _node(self, name: str):
         return self.client().nodes.get(self.node_ids.get(name, name))
 
+    def set_availability(self, node: str, availability: str) -> None:
+        """`docker node update --availability active|pause|drain NODE`."""
+        self._update_spec(node, lambda spec: spec.__setitem__("Availability", availability))
+
     def _update_labels(self, name: str, change) -> None:
-        for _attempt in range(5):  # the node's version moves on with every heartbeat update
-            node = self._node(name)
-            spec = dict(node.attrs["Spec"])
+        def update(spec: dict) -> None:
             labels = dict(spec.get("Labels") or {})
             change(labels)
             spec["Labels"] = labels
+
+        self._update_spec(name, update)
+
+    def _update_spec(self, name: str, change) -> None:
+        for _attempt in range(5):  # the node's version moves on with every heartbeat update
+            node = self._node(name)
+            spec = dict(node.attrs["Spec"])
+            change(spec)
             try:
                 node.update(spec)
                 return
             except docker.errors.APIError as exc:
                 if "update out of sequence" not in str(exc):
                     raise
-        raise RuntimeError(f"could not update the labels of node {name}")
+        raise RuntimeError(f"could not update node {name}")
 
     def label(self, node: str, key: str, value: str) -> None:
         """Add (or set) a node label, like `docker node update --label-add key=value`."""

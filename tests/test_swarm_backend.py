@@ -82,7 +82,8 @@ def test_minimal_service_and_networks():
 @pytest.mark.parametrize("field,kw", [
     ("privileged", {"privileged": True}), ("ipc_mode", {"ipc_mode": "host"}), ("pid_mode", {"pid_mode": "host"}),
     ("uts_mode", {"uts_mode": "host"}), ("tty", {"tty": True}), ("stdin_open", {"stdin_open": True}),
-    ("ports", {"ports": ["8080:80"]}), ("resources.gpus", {"resources": {"gpus": "1"}}),
+    ("ports", {"ports": ["8080:80"]}), ("resources.gpus", {"resources": {"gpus": "all"}}),
+    ("resources.gpus", {"resources": {"gpus": "device=0"}}),
     ("resources.memory_swap", {"resources": {"memory": "64m", "memory_swap": "128m"}}),
     ("shm_size", {"shm_size": "64m"}), ("restart", {"restart": "on-failure"}), ("network", {"network": "none"}),
 ])
@@ -90,6 +91,27 @@ def test_check_refuses_what_swarm_lacks(field, kw):
     with pytest.raises(InvalidSpec) as info:
         mapping.check(_spec(**kw))
     assert [p[0] for p in info.value.problems] == [field]
+
+
+@pytest.mark.parametrize("kw", [{"outputs": ["/out"]}, {"inputs": ["sha256:" + "0" * 64 + ":/in"]}])
+def test_check_wants_a_shared_directory_for_data(kw):
+    with pytest.raises(InvalidSpec) as info:
+        mapping.check(_spec(**kw))
+    assert "shared_dir" in str(info.value)
+    mapping.check(_spec(**kw), shared=True)
+
+
+def test_gpus_are_asked_of_swarm_as_generic_resources():
+    template = mapping.task_template(_spec(resources={"gpus": "amd:2"}), {})
+    assert template["Resources"]["Reservations"]["GenericResources"] == [
+        {"DiscreteResourceSpec": {"Kind": "AMD-GPU", "Value": 2}}]
+    pinned = _spec(resources={"gpus": {"vendor": "nvidia", "device_ids": ["n2/a", "n3/b"]}})  # admission's ids
+    assert mapping.task_template(pinned, {})["Resources"]["Reservations"]["GenericResources"] == [
+        {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 2}}]
+    assert mapping.node_gpus([{"NamedResourceSpec": {"Kind": "NVIDIA-GPU", "Value": "GPU-1"}},
+                              {"DiscreteResourceSpec": {"Kind": "INTEL-GPU", "Value": 2}},
+                              {"DiscreteResourceSpec": {"Kind": "SSD", "Value": 1}}]) == {
+        "nvidia": ["GPU-1"], "intel": ["0", "1"]}
 
 
 def test_check_accepts_what_swarm_carries():
@@ -196,6 +218,18 @@ def test_lifecycle_exit_code_and_logs_byte_exact(backend, tmp_path):
     backend.remove(h)
     assert backend.inspect(h) is None and backend.find(job) is None
     backend.remove(h)  # gone already: fine
+
+
+def test_a_stops_exit_code_is_read_from_the_tasks_node_when_swarm_drops_it(backend, swarm):
+    # The stop's fallback when Swarm removes the task, or reports its shutdown without the code:
+    # the container on its node (a worker here, reached through node_urls) still has it.
+    h = backend.create(_job(), _spec(command=["sh", "-c", "exit 5"], backend={"name": "swarm", "options": {
+        "constraints": [f"node.hostname=={swarm.hostnames['n3']}"]}}))
+    backend.start(h)
+    _wait(backend, h, lambda s: s.finished)
+    tasks = backend.api.tasks(filters={"service": h})
+    assert backend._exit_code_on_node(tasks) == 5
+    assert backend._exit_code_on_node([]) is None
 
 
 def test_placement_constraint_lands_on_the_labelled_node(backend, swarm):

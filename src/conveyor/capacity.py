@@ -104,6 +104,15 @@ class EngineConfig(_Section):
                             "local socket for docker, unix:///run/conveyor-podman/podman.sock for podman")
     nodes: list[str] = Field(default_factory=list, description="swarm: each node's Engine API address, so Conveyor "
                              "can load images on every node and remove task containers Swarm leaves behind")
+    shared_dir: Path | None = Field(default=None, description="swarm: a directory every node mounts at the same "
+                                    "path (NFS, CephFS, ...); jobs' inputs are staged and their outputs written there")
+
+    @field_validator("shared_dir")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_absolute():
+            raise ValueError("the shared directory is an absolute path, the same on every node, e.g. /shared/conveyor")
+        return v
 
     @field_validator("name")
     @classmethod

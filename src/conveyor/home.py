@@ -41,10 +41,6 @@ class Home:
         """The content store (README: Data): blobs by sha256."""
         return self.root / "cas"
 
-    def staging(self, job_id: str) -> Path:
-        """A job's inputs, materialised from the content store and mounted read-only."""
-        return self.root / "staging" / job_id
-
     def executor_id(self) -> str:
         """Persistent identity: the same after every restart, so labels keep finding our
         containers. Created once, atomically, so two processes agree on it."""

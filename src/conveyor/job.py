@@ -27,6 +27,7 @@ class Job:
     started_at: float | None
     finished_at: float | None
     logs_dir: Path
+    node: str | None = None  # the machine it runs or ran on, when the engine has several (swarm)
 
     @property
     def image(self) -> str | None:  # None: a process job
@@ -77,6 +78,7 @@ class Job:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "node": self.node,
             "labels": self.spec.labels,
             "resources": res.model_dump(mode="json", exclude_none=True),
             "spec": self.spec.model_dump(mode="json", exclude_defaults=True),

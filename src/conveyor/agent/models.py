@@ -32,12 +32,13 @@ class JobOut(BaseModel):
     substate: str | None = None
     exit_code: int | None = None
     message: str | None = None
-    image: str
+    image: str | None = None  # None: a process job
     command: list[str] | None = None
     container_id: str | None = None
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    node: str | None = None  # the machine it runs or ran on, when the engine has several (swarm)
     labels: dict[str, str] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict)
     spec: dict[str, Any]

@@ -37,12 +37,13 @@ def backend_class(name: str) -> type:
 
 
 def open_backend(name: str, executor_id: str, *, url: str | None = None, root: Path | None = None,
-                 nodes: list[str] | tuple[str, ...] = ()) -> Backend:
+                 nodes: list[str] | tuple[str, ...] = (), shared_dir: Path | None = None) -> Backend:
     """Connect the driver ``name`` for the executor ``executor_id``. ``url``: a container
     engine's address (default: DOCKER_HOST or the local socket for docker, Conveyor's podman
     service socket for podman, the manager's for swarm); ``root``: a directory the backend may
     keep its own state in (the process backend's runs, the swarm backend's logs of stopping jobs);
-    ``nodes``: a swarm's nodes' addresses."""
+    ``nodes``: a swarm's nodes' addresses; ``shared_dir``: a directory every swarm node sees at
+    the same path, for jobs' inputs and outputs."""
     if name == "docker":
         from .docker import DockerBackend
 
@@ -57,7 +58,7 @@ def open_backend(name: str, executor_id: str, *, url: str | None = None, root: P
         if not url:
             raise ConveyorError("the swarm backend needs its manager's address: set [engine] url in config.toml, "
                                 "e.g. unix:///run/conveyor-swarm/n1.sock or tcp://manager:2376")
-        return SwarmBackend(executor_id, base_url=url, node_urls=nodes, cache_dir=root)
+        return SwarmBackend(executor_id, base_url=url, node_urls=nodes, cache_dir=root, shared_dir=shared_dir)
     if name == "process":
         from .process import ProcessBackend
 

@@ -76,6 +76,7 @@ class ContainerStatus:
     # The engine could not start the job's process (``error`` says why): an engine that starts
     # jobs asynchronously (swarm) reports it here, where docker's start call raises it.
     start_failed: bool = False
+    node: str | None = None  # the machine it runs on, for an engine with several (swarm)
 
     @property
     def alive(self) -> bool:
@@ -92,6 +93,7 @@ class EngineEvent:
     container_id: str
     job_id: str | None
     time: float
+    node: str | None = None  # a start's machine, for an engine with several (swarm)
 
 
 @dataclass(frozen=True)

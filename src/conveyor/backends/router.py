@@ -39,9 +39,11 @@ class BackendRouter:
         url: str | None = None,
         *,
         nodes: list[str] | tuple[str, ...] = (),
+        shared_dir: Path | None = None,
         engine_backend: Backend | None = None,
     ):
         self.executor_id, self._root, self._url, self._nodes = executor_id, Path(root), url, nodes
+        self._shared_dir = shared_dir
         self.engine_name = engine
         self._engine = engine_backend
         self._process: Backend | None = None
@@ -74,8 +76,16 @@ class BackendRouter:
                 from . import open_backend
 
                 self._engine = open_backend(self.engine_name, self.executor_id, url=self._url,
-                                            root=self._root / self.engine_name, nodes=self._nodes)
+                                            root=self._root / self.engine_name, nodes=self._nodes,
+                                            shared_dir=self._shared_dir)
             return self._engine
+
+    def staging_dir(self, job_id: str) -> Path:
+        """Where a job's inputs are staged for its container to mount read-only: on the engine's
+        shared directory when it has one (every node of a cluster sees it), else in the state
+        directory."""
+        base = self._shared_dir / self.executor_id if self._shared_dir else self._root
+        return base / "staging" / job_id
 
     def process(self) -> Backend:
         with self._open_lock:
@@ -170,9 +180,11 @@ class BackendRouter:
     # ------------------------------------------------------------------ by the job's spec
 
     def check(self, spec: JobSpec) -> None:
-        """Refuse a spec its backend cannot run: what its capabilities lack (one rule for every
-        backend, here), then the driver's own checks."""
+        """Refuse a spec its backend cannot run: the driver's own checks first (they know the
+        fix, e.g. a setting that gives the capability), then what its capabilities lack (one
+        rule for every backend, here)."""
         backend = self.for_job(spec)
+        backend.check(spec)
         caps = backend.capabilities
         gpus = spec.resources.gpus
         lacking = [
@@ -190,7 +202,6 @@ class BackendRouter:
             field, value, capability, what = lacking[0]
             raise InvalidSpec.single(field, value, f"the {backend.name} backend cannot {what} (capability {capability!r}); "
                                                    "leave it out, or choose a backend that can ('conveyor backends' shows each one's)")
-        backend.check(spec)
 
     def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
         self.for_job(spec).ensure_image(spec, refresh)

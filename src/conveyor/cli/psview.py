@@ -143,4 +143,5 @@ PS_FIELDS: dict[str, tuple[Any, Callable[[dict, float, bool], Any]]] = {
     "StartedAt": ("STARTED AT", lambda j, now, trunc: go_time(j["started_at"])),
     "FinishedAt": ("FINISHED AT", lambda j, now, trunc: go_time(j["finished_at"])),
     "Message": ("MESSAGE", lambda j, now, trunc: j["message"] or ""),
+    "Node": ("NODE", lambda j, now, trunc: j.get("node") or ""),
 }

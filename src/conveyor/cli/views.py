@@ -57,14 +57,18 @@ def ps(ctx: click.Context, show_all: bool, last: int, latest: bool, filters: tup
     elif fmt:
         _print_formatted(fmt, jobs, no_trunc)
     else:
-        click.echo(columns([("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED")] + [_ps_row(j, no_trunc) for j in jobs]))
+        # On a cluster (some job has a node), a NODE column says where each job runs or ran.
+        cluster = any(j.get("node") for j in jobs)
+        header = ("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED") + (("NODE",) if cluster else ())
+        click.echo(columns([header] + [_ps_row(j, no_trunc, cluster) for j in jobs]))
 
 
-def _ps_row(job: dict, no_trunc: bool) -> tuple[str, ...]:
+def _ps_row(job: dict, no_trunc: bool, cluster: bool = False) -> tuple[str, ...]:
     command = " ".join(job["command"] or [])
     exit_code = "" if job["exit_code"] is None else str(job["exit_code"])
-    return (job["id"], job["name"] or "", job["image"] or "-", command if no_trunc else command[:30], state_label(job),
-            exit_code, timestamp(job["created_at"]))
+    row = (job["id"], job["name"] or "", job["image"] or "-", command if no_trunc else command[:30], state_label(job),
+           exit_code, timestamp(job["created_at"]))
+    return row + ((job.get("node") or "-",) if cluster else ())
 
 
 def _ps_template(text: str) -> "Template":
@@ -220,9 +224,10 @@ def machine_cmd(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
     if m.get("nodes"):  # an engine over several machines (swarm)
         click.echo("")
-        click.echo(columns([("NODE", "ROLE", "STATE", "AVAILABILITY", "ADDRESS", "CPUS", "MEMORY", "RUNNING", "LABELS")] + [
+        click.echo(columns([("NODE", "ROLE", "STATE", "AVAILABILITY", "ADDRESS", "CPUS", "MEMORY", "GPUS", "RUNNING", "LABELS")] + [
             (n["name"] or n["id"][:12], n["role"] or "", n["state"] or "", n["availability"] or "", n["address"] or "",
-             f"{n['cpus']:g}", size(n["memory"]), str(n["running"]),
+             f"{n['cpus']:g}", size(n["memory"]),
+             ", ".join(f"{v}:{len(ids)}" for v, ids in sorted((n.get("gpus") or {}).items())) or "-", str(n["running"]),
              ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())) or "-")
             for n in m["nodes"]
         ]))

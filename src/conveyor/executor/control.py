@@ -67,7 +67,7 @@ class ControlMixin(ExecutorBase):
         if rec.container_id:
             self.backend.remove(rec.container_id)
         shutil.rmtree(self.home.job_logs(rec.id), ignore_errors=True)
-        shutil.rmtree(self.home.staging(rec.id), ignore_errors=True)
+        shutil.rmtree(self.backend.staging_dir(rec.id), ignore_errors=True)
         self.store.delete(rec.id)
 
     def discard_container(self, ref: str) -> None:

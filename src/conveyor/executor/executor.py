@@ -63,7 +63,8 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
         # replaces the engine's driver) and the process backend.
         self.backend = BackendRouter(
             self.executor_id, self.home.root, self.scheduling.engine.name,
-            docker_url or self.scheduling.engine.url, nodes=self.scheduling.engine.nodes, engine_backend=backend,
+            docker_url or self.scheduling.engine.url, nodes=self.scheduling.engine.nodes,
+            shared_dir=self.scheduling.engine.shared_dir, engine_backend=backend,
         )
         self._capacity: Capacity | None = None
         self._events_store: Store | None = None
@@ -132,12 +133,17 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
         return self._capacity
 
     def _cluster_machine(self) -> Machine | None:
-        """What a multi-node engine (swarm) holds: its ready, active nodes' CPUs and memory
-        added up, so admission counts the cluster, not the manager's machine."""
+        """What a multi-node engine (swarm) holds: its ready, active nodes' CPUs, memory and GPUs
+        added up, so admission counts the cluster, not the manager's machine. A GPU is named
+        ``<node>/<id>``: admission counts them, the engine picks the node and the GPU."""
         if self.scheduling.engine.name != "swarm":
             return None
         nodes = [n for n in self.backend.nodes() or () if n["state"] == "ready" and n["availability"] == "active"]
-        return Machine(cpus=sum(n["cpus"] for n in nodes), memory=sum(n["memory"] for n in nodes), gpus={})
+        gpus: dict[str, list[str]] = {}
+        for n in nodes:
+            for vendor, ids in n.get("gpus", {}).items():
+                gpus.setdefault(vendor, []).extend(f"{n['name']}/{i}" for i in ids)
+        return Machine(cpus=sum(n["cpus"] for n in nodes), memory=sum(n["memory"] for n in nodes), gpus=gpus)
 
     def close(self) -> None:
         """Stop supervising. Running jobs keep running; a later Executor picks them up."""

@@ -138,10 +138,11 @@ class Finisher:
             message=message,
             started_at=started_at,
             finished_at=finished_at,
+            **({"node": status.node} if status.node else {}),
         )
         faults.reached("after-record", job_id)
         if rec.spec.inputs and self.store.get(job_id).state.is_final:
-            shutil.rmtree(self.home.staging(job_id), ignore_errors=True)
+            shutil.rmtree(self.backend.staging_dir(job_id), ignore_errors=True)
         return moved
 
     def _capture_outputs(self, rec: JobRecord) -> str | None:
@@ -182,6 +183,16 @@ class Finisher:
                 f"engine: {status.status}",
                 started_at=status.started_at,
             )
+        self.note_node(rec.id, status.node)
+
+    def note_node(self, job_id: str, node: str | None) -> None:
+        """Record the machine the engine placed the job on (an engine with several)."""
+        if node is not None:
+            try:
+                if self.store.get(job_id).node != node:
+                    self.store.update(job_id, node=node)
+            except JobNotFound:
+                pass
 
     def move(self, job_id: str, to: JobState, expect: set[JobState], reason: str, **fields) -> None:
         try:

@@ -169,7 +169,7 @@ class Launcher:
         from ..cas import BlobStore, CasError, stage_inputs
 
         try:
-            mounts = stage_inputs(spec, BlobStore(self.home.cas), self.home.staging(rec.id))
+            mounts = stage_inputs(spec, BlobStore(self.home.cas), self.backend.staging_dir(rec.id))
         except (CasError, OSError) as exc:
             self._fail(rec, Substate.START_FAILED, f"cannot stage inputs: {exc}")
             return None
@@ -204,6 +204,6 @@ class Launcher:
         if remove and rec.container_id:
             self.backend.remove(rec.container_id)
         if rec.spec.inputs:
-            shutil.rmtree(self.home.staging(rec.id), ignore_errors=True)
+            shutil.rmtree(self.backend.staging_dir(rec.id), ignore_errors=True)
         if moved:
             self._notify(rec.id)

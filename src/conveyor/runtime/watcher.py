@@ -75,6 +75,8 @@ class Watcher:
             return
         if ev.action in ("die", "destroy", "oom"):
             self.finisher.finalize_later(ev.job_id)
+        elif ev.action == "start" and ev.node:
+            self.finisher.note_node(ev.job_id, ev.node)
         elif ev.action == "pause":
             self.finisher.move(ev.job_id, JobState.SUSPENDED, {JobState.RUNNING}, "engine: paused")
         elif ev.action == "unpause":

@@ -115,4 +115,8 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX jobs_created ON jobs(created_at);
     """,
+    # 5: the machine a job ran on, for an engine with several (swarm); NULL on one machine.
+    """
+    ALTER TABLE jobs ADD COLUMN node TEXT;
+    """,
 ]

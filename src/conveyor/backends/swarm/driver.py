@@ -7,6 +7,7 @@ Every engine call runs inside docker's `engine_errors`, so callers see only Conv
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -16,9 +17,10 @@ from typing import Iterable
 import docker
 import docker.errors
 
-from ...spec import JobSpec
+from ...spec import JobSpec, Mount
 from ..base import (
     LABEL_EXECUTOR,
+    LABEL_JOB,
     Capabilities,
     ContainerNotFound,
     ContainerStatus,
@@ -30,6 +32,7 @@ from ..base import (
 )
 from ..docker.images import ImagesMixin
 from ..docker.translate import engine_errors
+from ..hostfiles import fresh_dir, host_path, mount_holding, tar_of, under
 from . import mapping
 from .logs import LogsMixin
 from .stopping import StopMixin
@@ -50,14 +53,18 @@ SWARM_SERVICE_LABEL = "com.docker.swarm.service.id"  # on every task container, 
 class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
     """The Backend for a Docker Swarm, through its manager (``base_url``). ``node_urls``: the
     engines of the other nodes, when this agent can reach them, for removing the task
-    containers Swarm leaves behind there and for loading images on every node."""
+    containers Swarm leaves behind there and for loading images on every node. ``shared_dir``:
+    a directory every node mounts at the same path; with it, jobs have outputs (and inputs,
+    which the runtime stages there)."""
 
     name = "swarm"
-    capabilities = Capabilities(recover=True, image_load=True, images=True)
 
     def __init__(self, executor_id: str, base_url: str, node_urls: Iterable[str] = (), timeout: int = 120,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, shared_dir: str | os.PathLike | None = None):
         self.executor_id = executor_id
+        self.shared = Path(shared_dir) / executor_id if shared_dir else None
+        self.capabilities = Capabilities(recover=True, image_load=True, images=True, files=self.shared is not None,
+                                         gpus=frozenset(mapping.GPU_RESOURCES))
         with engine_errors():
             self.api = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
             self.api.ping()
@@ -106,12 +113,12 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
                 "name": desc.get("Hostname"), "id": n["ID"], "role": spec.get("Role"), "state": status.get("State"),
                 "availability": spec.get("Availability"), "address": status.get("Addr"), "labels": spec.get("Labels") or {},
                 "cpus": (res.get("NanoCPUs") or 0) / 1e9, "memory": res.get("MemoryBytes") or 0,
-                "running": running.get(n["ID"], 0),
+                "gpus": mapping.node_gpus(res.get("GenericResources") or []), "running": running.get(n["ID"], 0),
             })
         return sorted(out, key=lambda n: n["name"] or "")
 
     def check(self, spec: JobSpec) -> None:
-        mapping.check(spec)
+        mapping.check(spec, shared=self.shared is not None)
 
     def _nodes_apis(self) -> list[docker.APIClient]:
         if self._node_apis is None:
@@ -144,6 +151,8 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
     def create(self, job_id: str, spec: JobSpec) -> str:
         """Create the job's service, ``conveyor-<job id>``, with zero completions: it exists
         (find() sees it after a crash, a second create conflicts) but runs nothing until start."""
+        if spec.outputs:
+            spec = spec.model_copy(update={"mounts": [*spec.mounts, *self._output_mounts(job_id, spec.outputs)]})
         args = service_args(spec, self.executor_id, job_id)
         try:
             with engine_errors(image=spec.image):
@@ -152,6 +161,20 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
             if "name conflicts" in str(exc) or "already exists" in str(exc):
                 raise EngineConflict(str(exc)) from None
             raise
+
+    def _outputs_dir(self, job_id: str) -> Path:
+        assert self.shared is not None  # check() refuses outputs without a shared directory
+        return self.shared / "outputs" / job_id
+
+    def _output_mounts(self, job_id: str, outputs: list[str]) -> list[Mount]:
+        """A fresh directory on the shared directory for each output path, bind-mounted there:
+        whichever node runs the job writes its outputs where this agent reads them. Writable by
+        any user (the job's user is a name inside its image, unknown here)."""
+        made = []
+        for n, target in enumerate(outputs):
+            source = fresh_dir(self._outputs_dir(job_id) / str(n), 0o777)
+            made.append(Mount(type="bind", source=str(source), target=target, read_only=False))
+        return made
 
     def _update(self, handle: str, mode_completions: int | None, labels: dict[str, str],
                 grace: float | None = None) -> None:
@@ -217,13 +240,16 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
             thread = self._stops.get(handle)
         if thread is not None:
             thread.join(timeout=60)
-        sid = handle
+        sid, job_id = handle, None
         try:
             with engine_errors():
-                sid = self.api.inspect_service(handle)["ID"]
+                svc = self.api.inspect_service(handle)
+                sid, job_id = svc["ID"], (svc["Spec"].get("Labels") or {}).get(LABEL_JOB)
                 self.api.remove_service(sid)
         except ContainerNotFound:
             pass
+        if job_id and self.shared is not None:  # its outputs were captured before any removal
+            shutil.rmtree(self._outputs_dir(job_id), ignore_errors=True)
         self._prune({"label": f"{SWARM_SERVICE_LABEL}={sid}"})
         for path in (self._frames_path(sid), self._frames_path(handle)):
             try:
@@ -268,7 +294,18 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
         raise NotSupported("the swarm backend cannot feed stdin (capability stdin)")
 
     def read_archive(self, handle: str, path: str):
-        raise NotSupported("the swarm backend cannot read files out of a job (capability files)")
+        """A tar of ``path`` from the shared directory, when one of the job's mounts puts it
+        there (every output path does); a path elsewhere is on a node this agent cannot read."""
+        with engine_errors():
+            svc = self.api.inspect_service(handle)
+        mounts = [{"source": m.get("Source") or "", "target": m["Target"]}
+                  for m in svc["Spec"]["TaskTemplate"]["ContainerSpec"].get("Mounts") or [] if m.get("Type") == "bind"]
+        path = path.rstrip("/") or "/"
+        mount = mount_holding(mounts, path)
+        if self.shared is None or mount is None or not under(mount["source"], str(self.shared)):
+            raise NotSupported(f"the swarm backend reads only a job's outputs (and paths on the shared directory), "
+                               f"not {path!r}: the job's other files are on the node that ran it")
+        return tar_of(host_path([mount], path), path, self.cache)
 
     # ------------------------------------------------------------------ cleanup
 
@@ -276,7 +313,8 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
         """Remove the task containers of this executor's jobs whose services are gone, on every
         node this driver reaches. (It makes no volumes or networks.)"""
         with engine_errors():
-            live = {s["ID"] for s in self.api.services(filters={"label": f"{LABEL_EXECUTOR}={self.executor_id}"})}
+            services = self.api.services(filters={"label": f"{LABEL_EXECUTOR}={self.executor_id}"})
+        live = {s["ID"] for s in services}
         removed = 0
         for api in [self.api, *self._nodes_apis()]:
             try:
@@ -287,4 +325,9 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
                             removed += 1
             except EngineUnavailable:
                 continue
+        if self.shared is not None:  # outputs of jobs whose services are gone (removed in a crash)
+            jobs = {(s["Spec"].get("Labels") or {}).get(LABEL_JOB) for s in services}
+            for job_dir in (self.shared / "outputs").glob("*"):
+                if job_dir.name not in jobs:
+                    shutil.rmtree(job_dir, ignore_errors=True)
         return {"task_containers": removed}  # "containers" is the services NodeMixin.cleanup removed

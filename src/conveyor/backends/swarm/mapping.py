@@ -27,6 +27,12 @@ WAITING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "
 GONE = ("shutdown", "orphaned", "remove")
 
 
+# The generic resource a Swarm node advertises for each GPU vendor's GPUs (dockerd
+# --node-generic-resource NVIDIA-GPU=<uuid>; nvidia-container-runtime's ``swarm-resource``
+# setting then gives the task the GPU whose id Swarm put in DOCKER_RESOURCE_NVIDIA-GPU).
+GPU_RESOURCES = {"nvidia": "NVIDIA-GPU", "amd": "AMD-GPU", "intel": "INTEL-GPU"}
+
+
 def service_name(job_id: str) -> str:
     """A job's service is named after it: a second create conflicts instead of making a twin."""
     return f"conveyor-{job_id}"
@@ -41,11 +47,12 @@ def job_mode(completions: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- check
 
 
-def check(spec: JobSpec) -> None:
+def check(spec: JobSpec, shared: bool = False) -> None:
     """Refuse what a Swarm service cannot carry, naming the field and what to do instead.
     Swarm's ContainerSpec (API 1.41) has no privileged mode, no ipc/uts/pid namespaces, no
     devices, shm size, swap limit or restart policy of the container; Conveyor cannot attach a
-    terminal or stdin to a task on another node, nor publish its ports without the routing mesh."""
+    terminal or stdin to a task on another node, nor publish its ports without the routing mesh.
+    Inputs and outputs travel through a directory every node mounts (``shared``: there is one)."""
     problems: list[tuple[str, object, str]] = []
     other = "use the docker backend for it"
     if spec.privileged:
@@ -60,9 +67,11 @@ def check(spec: JobSpec) -> None:
     if spec.ports:
         problems.append(("ports", [p.container_port for p in spec.ports],
                          "the swarm backend publishes no ports (no routing mesh here); reach the job over a network instead"))
-    if spec.resources.gpus is not None:
-        problems.append(("resources.gpus", str(spec.resources.gpus.vendor.value),
-                         f"the swarm backend gives no GPUs yet; {other}"))
+    gpus = spec.resources.gpus
+    if gpus is not None and gpus.count is None:
+        problems.append(("resources.gpus", "all" if gpus.all else f"device={','.join(gpus.device_ids)}",
+                         "on a swarm, ask for a number of GPUs (e.g. --gpus 1): Swarm picks the node, and the "
+                         "GPUs there, from those its nodes advertise as generic resources"))
     if spec.resources.memory_swap is not None:
         problems.append(("resources.memory_swap", spec.resources.memory_swap, "a Swarm service has no swap limit; leave it out"))
     if spec.shm_size is not None:
@@ -75,9 +84,10 @@ def check(spec: JobSpec) -> None:
                          "a Swarm service can use the node's bridge (default), host, or a swarm network by name"))
     if spec.entrypoint == [] and not spec.full_command:
         problems.append(("entrypoint", [], "clearing the image's entrypoint needs a command to run instead"))
-    if spec.inputs:
-        problems.append(("inputs", [i.target for i in spec.inputs],
-                         "the swarm backend cannot stage inputs on the node that runs the job yet"))
+    for field, paths in (("inputs", [i.target for i in spec.inputs]), ("outputs", spec.outputs)):
+        if paths and not shared:
+            problems.append((field, paths, "a job on a swarm reaches its data through a directory every node mounts "
+                                           "at the same path: set [engine] shared_dir in config.toml (README: Running on a cluster)"))
     if problems:
         raise InvalidSpec(problems)
 
@@ -127,7 +137,11 @@ def task_template(spec: JobSpec, labels: dict[str, str]) -> dict[str, Any]:
     res = spec.resources
     nano = int(res.cpus * 1e9) if res.cpus else None
     limits = {"NanoCPUs": nano, "MemoryBytes": res.memory, "Pids": res.pids_limit}
-    reservations = {"NanoCPUs": nano, "MemoryBytes": res.memory}
+    reservations: dict[str, Any] = {"NanoCPUs": nano, "MemoryBytes": res.memory}
+    if res.gpus is not None:  # a count, or the ids Conveyor's admission gave it: their number
+        wanted = res.gpus.count or len(res.gpus.device_ids)
+        reservations["GenericResources"] = [
+            {"DiscreteResourceSpec": {"Kind": GPU_RESOURCES[res.gpus.vendor.value], "Value": wanted}}]
     tt: dict[str, Any] = {
         "ContainerSpec": container_spec(spec, labels),
         "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
@@ -168,6 +182,20 @@ def _mount(m) -> dict[str, Any]:
     elif m.source:
         out["Source"] = m.source
     return out
+
+
+def node_gpus(generic: list[dict]) -> dict[str, list[str]]:
+    """A node's GPUs by vendor from the generic resources it advertises: named ones by id, a
+    discrete count as that many numbered ones."""
+    kinds = {kind: vendor for vendor, kind in GPU_RESOURCES.items()}
+    gpus: dict[str, list[str]] = {}
+    for r in generic:
+        if "NamedResourceSpec" in r and r["NamedResourceSpec"].get("Kind") in kinds:
+            gpus.setdefault(kinds[r["NamedResourceSpec"]["Kind"]], []).append(str(r["NamedResourceSpec"].get("Value")))
+        elif "DiscreteResourceSpec" in r and r["DiscreteResourceSpec"].get("Kind") in kinds:
+            spec = r["DiscreteResourceSpec"]
+            gpus.setdefault(kinds[spec["Kind"]], []).extend(str(i) for i in range(int(spec.get("Value") or 0)))
+    return gpus
 
 
 # ----------------------------------------------------------------------------- tasks -> Conveyor
@@ -214,10 +242,12 @@ def service_status(service: dict, tasks: list[dict], nodes: dict[str, dict] | No
     nodes = nodes or {}
     started = started or {}
 
+    placed_on: str | None = None  # the task's node, once it has one
+
     def status(state: str, code: int | None = None, start: float | None = None, end: float | None = None,
                error: str | None = None, start_failed: bool = False) -> ContainerStatus:
         return ContainerStatus(id=sid, status=state, exit_code=code, oom_killed=False, started_at=start,
-                               finished_at=end, error=error, labels=labels, start_failed=start_failed)
+                               finished_at=end, error=error, labels=labels, start_failed=start_failed, node=placed_on)
 
     if phase == PHASE_CREATED:
         return status("created")
@@ -238,6 +268,7 @@ def service_status(service: dict, tasks: list[dict], nodes: dict[str, dict] | No
     node_id = task.get("NodeID") or ""
     node = nodes.get(node_id) or {}
     node_name = ((node.get("Description") or {}).get("Hostname")) or node_id[:12] or "no node"
+    placed_on = node_name if node_id else None
     reason = st.get("Err") or st.get("Message")
     start = started.get(task.get("ID", "")) or _engine_time(task.get("CreatedAt"))
     if state in WAITING:

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..base import ContainerNotFound, ContainerStatus, NotSupported
+from ..base import ContainerNotFound, ContainerStatus, EngineError, EngineUnavailable, NotSupported
 from ..docker.logs import _body_blocks
 from ..docker.translate import engine_errors
 from .logs import hang_up
@@ -22,6 +22,7 @@ from .mapping import (
     PHASE_STOPPED,
     PHASE_STOPPING,
     final_label,
+    latest_task,
     service_status,
 )
 
@@ -95,6 +96,7 @@ class StopMixin:
             reader.start()
             self._update(handle, 0, {LABEL_PHASE: PHASE_STOPPING}, grace=grace)
             last: ContainerStatus | None = None
+            seen: list[dict] = []
             while True:
                 with engine_errors():
                     tasks = self.api.tasks(filters={"service": handle})
@@ -102,6 +104,7 @@ class StopMixin:
                 self._note_started(tasks)
                 if not tasks:
                     break
+                seen = tasks
                 with engine_errors():
                     svc = self.api.inspect_service(handle)
                 last = service_status(svc, tasks, nodes, self._started)
@@ -113,6 +116,13 @@ class StopMixin:
             reader.join(timeout=5)
             out.close()
             os.replace(tmp, frames)
+            if last is None or not last.finished or last.exit_code is None:
+                # Swarm removed the task, or reported its shutdown without the code, before we
+                # saw it: the task's container on its node still knows, if this driver reaches it.
+                code = self._exit_code_on_node(seen)
+                if code is not None:
+                    last = ContainerStatus(handle, "exited", code, False, last.started_at if last else None,
+                                           last.finished_at if last and last.finished else time.time())
             if last is None or not last.finished:
                 last = ContainerStatus(handle, "exited", None, False, last.started_at if last else None, time.time(),
                                        "stopped; its exit code was not seen before Swarm removed its task")
@@ -124,6 +134,29 @@ class StopMixin:
                 hang_up(res)
             with self._stops_lock:
                 self._stops.pop(handle, None)
+
+    def _exit_code_on_node(self, tasks: list[dict], wait: float = 5.0) -> int | None:
+        """The exit code of the job's last task container, from the engine of its node (the
+        manager, or one in ``node_urls``), waiting up to ``wait`` s for it to exit; None when no
+        engine this driver reaches has it."""
+        task = latest_task(tasks)
+        cid = (((task or {}).get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        if not cid:
+            return None
+        deadline = time.monotonic() + wait
+        for api in [self.api, *self._nodes_apis()]:
+            while True:
+                try:
+                    with engine_errors():
+                        state = api.inspect_container(cid)["State"]
+                except (EngineError, EngineUnavailable):  # not on this node, or it cannot be reached
+                    break
+                if state.get("Status") in ("exited", "dead"):
+                    return state.get("ExitCode")
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.1)
+        return None
 
     def _frames_path(self, handle: str) -> Path:
         return self.cache / f"{handle}.frames"

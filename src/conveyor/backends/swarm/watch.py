@@ -65,7 +65,7 @@ class WatchMixin:
                 running = s.status == "running" and s.started_at is not None and not s.error
                 was_running = before is not None and before.status == "running" and before.started_at is not None
                 if running and not was_running:
-                    yield EngineEvent("start", sid, job, s.started_at or now)
+                    yield EngineEvent("start", sid, job, s.started_at or now, node=s.node)
                 if s.finished and not (before is not None and before.finished):
                     yield EngineEvent("die", sid, job, s.finished_at or now)
             for sid, before in seen.items():
