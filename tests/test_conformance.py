@@ -50,8 +50,11 @@ class Kind:
     def capabilities(self) -> Capabilities:
         return backend_class(self.name).capabilities
 
-    def config(self) -> str:
-        url = {"podman": f'url = "{PODMAN_URL}"\n', "swarm": f'url = "{SWARM_MANAGER}"\nnodes = {SWARM_NODES}\n'}.get(self.engine, "")
+    def config(self, tmp: Path) -> str:
+        """The state directory's config.toml; ``tmp``: a directory for the test's own files
+        (a swarm's shared directory: the test nodes share this machine's filesystem)."""
+        url = {"podman": f'url = "{PODMAN_URL}"\n',
+               "swarm": f'url = "{SWARM_MANAGER}"\nnodes = {SWARM_NODES}\nshared_dir = "{tmp / "shared"}"\n'}.get(self.engine, "")
         return f'[defaults]\ncpus = 0\n[engine]\nname = "{self.engine}"\n{url}'
 
     def spec(self, script: str, **fields) -> JobSpec:
@@ -103,7 +106,7 @@ def kind(request) -> Kind:
 def home(tmp_path, kind) -> Path:
     path = tmp_path / "home"
     path.mkdir()
-    (path / "config.toml").write_text(kind.config())
+    (path / "config.toml").write_text(kind.config(tmp_path))
     return path
 
 

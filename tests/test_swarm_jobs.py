@@ -4,6 +4,7 @@ its job runs giving the job a true final state instead of a hang."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,10 @@ def test_the_cli_shows_each_jobs_node_and_each_nodes_gpus(swarm, tmp_path):
         assert sorted(job["node"] for job in cli.jobs()) == workers
         table = cli.ok("machine")
         assert "GPUS" in table and table.count("nvidia:1") == 2, table
+        swarm_backend = next(b for b in json.loads(cli.ok("backends", "--json")) if b["name"] == "swarm")
+        assert swarm_backend["available"] and swarm_backend["default"]
+        # as configured: no shared directory, so no files
+        assert swarm_backend["capabilities"]["files"] is False and swarm_backend["capabilities"]["gpus"] == ["amd", "intel", "nvidia"]
     finally:
         stop_supervisor(Home(home))
 

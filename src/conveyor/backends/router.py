@@ -180,11 +180,10 @@ class BackendRouter:
     # ------------------------------------------------------------------ by the job's spec
 
     def check(self, spec: JobSpec) -> None:
-        """Refuse a spec its backend cannot run: the driver's own checks first (they know the
-        fix, e.g. a setting that gives the capability), then what its capabilities lack (one
-        rule for every backend, here)."""
+        """Refuse a spec its backend cannot run: what its capabilities lack (one rule for every
+        backend, here, with the driver's hint where a setting would give it), then the driver's
+        own checks."""
         backend = self.for_job(spec)
-        backend.check(spec)
         caps = backend.capabilities
         gpus = spec.resources.gpus
         lacking = [
@@ -200,8 +199,10 @@ class BackendRouter:
         ]
         if lacking:
             field, value, capability, what = lacking[0]
-            raise InvalidSpec.single(field, value, f"the {backend.name} backend cannot {what} (capability {capability!r}); "
-                                                   "leave it out, or choose a backend that can ('conveyor backends' shows each one's)")
+            fix = getattr(backend, "capability_hints", {}).get(capability) or \
+                "leave it out, or choose a backend that can ('conveyor backends' shows each one's)"
+            raise InvalidSpec.single(field, value, f"the {backend.name} backend cannot {what} (capability {capability!r}); {fix}")
+        backend.check(spec)
 
     def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
         self.for_job(spec).ensure_image(spec, refresh)

@@ -115,16 +115,19 @@ class NodeMixin(ExecutorBase):
         out = []
         for name in BACKENDS:
             entry: dict = {"name": name, "default": name == self.backend.name, "available": False, "error": None}
+            caps = backend_class(name).capabilities  # what it can do; a running one, as configured
             if name not in members:
                 entry["error"] = (f"this node's container engine is {self.backend.engine_name}"
                                   if self.backend.engine_name != "none" else "this node has no container engine")
             else:
                 try:
-                    (self.backend.process() if name == "process" else self.backend.container_engine()).version()
+                    member = self.backend.process() if name == "process" else self.backend.container_engine()
+                    member.version()
                     entry["available"] = True
+                    caps = member.capabilities
                 except ConveyorError as exc:
                     entry["error"] = str(exc)
-            entry["capabilities"] = backend_class(name).capabilities.to_dict()
+            entry["capabilities"] = caps.to_dict()
             entry["options"] = {
                 key: {"default": f.default if f.default_factory is None else f.default_factory(), "description": f.description}
                 for key, f in OPTIONS[name].model_fields.items()

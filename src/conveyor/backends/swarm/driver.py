@@ -6,6 +6,7 @@ Every engine call runs inside docker's `engine_errors`, so callers see only Conv
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -58,13 +59,17 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
     which the runtime stages there)."""
 
     name = "swarm"
+    # What it can do when configured for it (files: with a shared directory); an instance
+    # says what it can do as configured.
+    capabilities = Capabilities(recover=True, image_load=True, images=True, files=True,
+                                gpus=frozenset(mapping.GPU_RESOURCES))
+    capability_hints = {"files": mapping.SHARED_DIR_HINT}
 
     def __init__(self, executor_id: str, base_url: str, node_urls: Iterable[str] = (), timeout: int = 120,
                  cache_dir: str | os.PathLike | None = None, shared_dir: str | os.PathLike | None = None):
         self.executor_id = executor_id
         self.shared = Path(shared_dir) / executor_id if shared_dir else None
-        self.capabilities = Capabilities(recover=True, image_load=True, images=True, files=self.shared is not None,
-                                         gpus=frozenset(mapping.GPU_RESOURCES))
+        self.capabilities = dataclasses.replace(SwarmBackend.capabilities, files=self.shared is not None)
         with engine_errors():
             self.api = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
             self.api.ping()

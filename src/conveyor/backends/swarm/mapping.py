@@ -33,6 +33,10 @@ GONE = ("shutdown", "orphaned", "remove")
 GPU_RESOURCES = {"nvidia": "NVIDIA-GPU", "amd": "AMD-GPU", "intel": "INTEL-GPU"}
 
 
+SHARED_DIR_HINT = ("a job on a swarm reaches its data through a directory every node mounts at the same path: "
+                   "set [engine] shared_dir in config.toml (README: Running on a cluster)")
+
+
 def service_name(job_id: str) -> str:
     """A job's service is named after it: a second create conflicts instead of making a twin."""
     return f"conveyor-{job_id}"
@@ -86,8 +90,7 @@ def check(spec: JobSpec, shared: bool = False) -> None:
         problems.append(("entrypoint", [], "clearing the image's entrypoint needs a command to run instead"))
     for field, paths in (("inputs", [i.target for i in spec.inputs]), ("outputs", spec.outputs)):
         if paths and not shared:
-            problems.append((field, paths, "a job on a swarm reaches its data through a directory every node mounts "
-                                           "at the same path: set [engine] shared_dir in config.toml (README: Running on a cluster)"))
+            problems.append((field, paths, SHARED_DIR_HINT))
     if problems:
         raise InvalidSpec(problems)
 
