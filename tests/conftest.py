@@ -480,3 +480,73 @@ def swarm(test_image) -> SwarmCluster:
             cluster.remove_managed_services()
         finally:
             cluster.restore()
+
+
+SLURM_SCRIPT = REPO_ROOT / "scripts" / "slurm-cluster"
+
+
+class SlurmCluster:
+    """The two-node Slurm of scripts/slurm-cluster (slurmctld, slurmd n1 and n2 on this host).
+
+    ``conf``: its slurm.conf; ``env()``: the environment its clients need (SLURM_CONF);
+    ``run(*argv)``: a Slurm command (sbatch, squeue, ...) whose output is returned, failing the
+    test when it fails; ``stop_node`` (a node dying: its slurmd killed) and ``start_node``. Nodes
+    stopped are started and resumed at session end."""
+
+    def __init__(self, conf: str) -> None:
+        self.conf = conf
+        self._stopped: set[str] = set()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": self.conf}
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 60) -> str:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, env=self.env(), timeout=timeout, cwd="/")
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def node_states(self) -> dict[str, str]:
+        return dict(line.split() for line in self.run("sinfo", "-h", "-N", "-o", "%N %T").splitlines())
+
+    def _script(self, *args: str) -> None:
+        proc = subprocess.run(["bash", str(SLURM_SCRIPT), *args], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"scripts/slurm-cluster {' '.join(args)} failed (exit {proc.returncode}):\n"
+                               f"{proc.stdout}{proc.stderr}")
+
+    def stop_node(self, name: str) -> None:
+        """Kill a node's slurmd (SIGKILL): slurmctld marks it down after SlurmdTimeout (10 s)."""
+        self._stopped.add(name)
+        self._script("stop-node", name)
+
+    def start_node(self, name: str) -> None:
+        """Start the node's slurmd again and wait until slurmctld sees it ready (``up`` repairs)."""
+        self._script("up")
+        self._stopped.discard(name)
+
+    def restore(self) -> None:
+        if self._stopped:
+            self._script("up")
+            self._stopped.clear()
+
+
+@pytest.fixture(scope="session")
+def slurm() -> SlurmCluster:
+    """A real two-node Slurm cluster on this machine (scripts/slurm-cluster up: reused when it
+    is up, left running afterwards; `scripts/slurm-cluster down` removes it). Fails in CI when
+    it cannot be brought up."""
+    lock_path = Path(tempfile.gettempdir()) / "conveyor-slurm-cluster.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            proc = subprocess.run(["bash", str(SLURM_SCRIPT), "up"], capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _fail_or_skip(f"scripts/slurm-cluster up did not finish: {exc}")
+        if proc.returncode != 0:
+            _fail_or_skip(f"scripts/slurm-cluster up failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    cluster = SlurmCluster(proc.stdout.strip().splitlines()[-1])
+    try:
+        yield cluster
+    finally:
+        cluster.restore()
