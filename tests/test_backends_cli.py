@@ -65,6 +65,9 @@ def test_run_under_gvisor_with_runtime(cli, test_image, runsc_runtime):
         (("--runtime", "nosuch", "IMAGE", "true"), ("the docker engine has no such runtime; it offers", "runc", "runsc")),
         (("--backend", "process", "-p", "8080", "true"), "the process backend cannot publish ports (capability 'ports')"),
         (("--backend", "process", "--backend-opt", "nice=99", "true"), "backend.options.nice (--backend-opt): '99' is not valid"),
+        # options with no backend named are the node's engine's (docker here), not swarm's
+        (("--backend-opt", "constraints=node.role==worker", "IMAGE", "true"), "the docker backend's options: runtime, cgroup_parent, security_opt"),
+        (("--backend-opt", "colour=blue", "IMAGE", "true"), "backend.options.colour (--backend-opt)"),
         (("--backend", "process", "-t", "true"), "the process backend cannot give a job a terminal"),
     ],
 )

@@ -756,7 +756,14 @@ def test_a_backend_is_named_alone_or_with_options_validated_against_that_backend
     gvisor = spec(backend={"name": "docker", "options": {"runtime": "runsc"}})
     assert (gvisor.backend_name, gvisor.backend.options) == ("docker", {"runtime": "runsc"})
     engine_only = spec(backend={"options": {"runtime": "runsc"}})  # `--runtime runsc` alone
-    assert engine_only.backend_name is None and engine_only.backend.parsed_options().runtime == "runsc"
+    assert engine_only.backend_name is None and engine_only.backend.options_for("docker").runtime == "runsc"
+    # options without a name suit some container engine; at submit they must suit the node's
+    on_swarm = spec(backend={"options": {"constraints": "node.role==worker"}})
+    assert on_swarm.backend.options == {"constraints": ["node.role==worker"]}
+    assert on_swarm.backend.options_for("swarm").constraints == ["node.role==worker"]
+    with pytest.raises(InvalidSpec) as err:
+        on_swarm.backend.options_for("docker")
+    assert err.value.problems[0][0] == "options.constraints" and "the docker backend's options" in err.value.problems[0][2]
     # options left at their defaults are not kept: they would change the digest
     assert spec(backend={"name": "docker", "options": {"security_opt": []}}).backend.options == {}
 
@@ -773,6 +780,8 @@ def test_a_backend_is_named_alone_or_with_options_validated_against_that_backend
         ({"backend": {"name": "swarm", "options": {"constraints": ["pool=gpu"]}}}, "backend.options.constraints", "ATTRIBUTE==VALUE"),
         ({"backend": {"name": "swarm", "options": {"preferences": ["zone"]}}}, "backend.options.preferences", "spread=ATTRIBUTE"),
         ({"image": None}, "image", "choose backend process"),
+        ({"backend": {"options": {"colour": "blue"}}}, "backend.options.colour",
+         "a container engine's options: runtime, cgroup_parent, security_opt, constraints, preferences"),
     ],
 )
 def test_bad_backend_fields_name_the_field_and_the_fix(kw, field, hint):

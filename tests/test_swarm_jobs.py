@@ -155,8 +155,12 @@ def test_the_cli_shows_each_jobs_node_and_each_nodes_gpus(swarm, tmp_path):
     cli = Cli(home, None, TEST_IMAGE)
     workers = [swarm.hostnames["n2"], swarm.hostnames["n3"]]
     try:
-        for host in workers:
-            cli.ok("run", "--rm", "--backend", "swarm", "--backend-opt", f"constraints=node.hostname=={host}", TEST_IMAGE, "true")
+        # with the backend named, and without: options with no name are the node's engine's
+        cli.ok("run", "--rm", "--backend", "swarm", "--backend-opt", f"constraints=node.hostname=={workers[0]}", TEST_IMAGE, "true")
+        cli.ok("run", "--rm", "--backend-opt", f"constraints=node.hostname=={workers[1]}", TEST_IMAGE, "true")
+        refused = cli.run("run", "--runtime", "runsc", TEST_IMAGE, "true")
+        assert refused.returncode == 125 and "options.runtime" in refused.stderr.decode() \
+            and "the swarm backend's options: constraints, preferences" in refused.stderr.decode(), refused.stderr
         header, *rows = cli.ok("ps", "-a").splitlines()
         assert header.split()[-1] == "NODE", header
         assert sorted(row.split()[-1] for row in rows) == workers

@@ -184,6 +184,8 @@ class BackendRouter:
         backend, here, with the driver's hint where a setting would give it), then the driver's
         own checks."""
         backend = self.for_job(spec)
+        if spec.backend is not None and spec.backend.options:
+            spec.backend.options_for(backend.name)  # options given without a name: the node engine's?
         caps = backend.capabilities
         gpus = spec.resources.gpus
         lacking = [

@@ -91,7 +91,9 @@ OPTIONS: dict[str, type[SpecModel]] = {
 class BackendChoice(SpecModel):
     """Which backend runs the job, and that backend's own options. Written as a name alone
     (``backend: process``) or as ``{name: docker, options: {runtime: runsc}}``; without a name,
-    the options are for the node's container engine (``--runtime runsc`` alone)."""
+    the options are for the node's container engine (``--runtime runsc`` alone, or
+    ``--backend-opt constraints=...`` on a swarm): here they must suit some container engine,
+    and at submit the node's (``options_for``)."""
 
     name: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
@@ -110,21 +112,25 @@ class BackendChoice(SpecModel):
 
     @model_validator(mode="after")
     def _options(self) -> "BackendChoice":
-        model = self.options_model
-        try:
-            validated = model.model_validate(self.options)
-        except InvalidSpec as exc:
-            accepted = ", ".join(model.model_fields)
-            whose = f"the {self.name} backend's" if self.name else "a container engine's"
-            raise InvalidSpec([(f"options.{field}", value, f"{hint} ({whose} options: {accepted})")
-                               for field, value, hint in exc.problems]) from None
+        if self.name:
+            validated = self.options_for(self.name)
+        else:  # the first container engine's options that fit (their names do not overlap)
+            fitting = [m for m in (ContainerOptions, SwarmOptions) if set(self.options) <= set(m.model_fields)]
+            validated = _validate(fitting[0] if fitting else ContainerOptions, self.options,
+                                  "a container engine's", [*ContainerOptions.model_fields, *SwarmOptions.model_fields])
         # Keep only what was set: the digest of a spec must not change when a default does.
         object.__setattr__(self, "options", validated.model_dump(mode="json", exclude_defaults=True))
         return self
 
-    @property
-    def options_model(self) -> type[SpecModel]:
-        return OPTIONS[self.name] if self.name else ContainerOptions
+    def options_for(self, backend: str) -> SpecModel:
+        """The options, validated as the backend ``backend``'s (the job's own, or the node's
+        container engine when the job names none): InvalidSpec naming each one it lacks."""
+        return _validate(OPTIONS[backend], self.options, f"the {backend} backend's", list(OPTIONS[backend].model_fields))
 
-    def parsed_options(self) -> SpecModel:
-        return self.options_model.model_validate(self.options)
+
+def _validate(model: type[SpecModel], options: dict[str, Any], whose: str, accepted: list[str]) -> SpecModel:
+    try:
+        return model.model_validate(options)
+    except InvalidSpec as exc:
+        raise InvalidSpec([(f"options.{field}", value, f"{hint} ({whose} options: {', '.join(accepted)})")
+                           for field, value, hint in exc.problems]) from None

@@ -101,7 +101,7 @@ def backend_host_config(spec: JobSpec) -> dict[str, Any]:
     the parent cgroup and security options."""
     if spec.backend is None:
         return {}
-    opts = spec.backend.parsed_options()  # ContainerOptions: a container backend's job
+    opts = spec.backend.options_for("docker")  # ContainerOptions: docker's and podman's
     return {"runtime": opts.runtime, "cgroup_parent": opts.cgroup_parent, "security_opt": opts.security_opt or None}
 
 

@@ -22,7 +22,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def options(spec: JobSpec) -> ProcessOptions:
     if spec.backend is not None and spec.backend.name == "process":
-        return spec.backend.parsed_options()
+        return spec.backend.options_for("process")
     return ProcessOptions()
 
 

@@ -166,9 +166,9 @@ def placement_of(spec: JobSpec) -> dict[str, Any]:
     """Constraints and spread preferences from the job's swarm options."""
     if spec.backend is None:
         return {}
-    opts = spec.backend.parsed_options()
-    constraints = list(getattr(opts, "constraints", None) or [])
-    preferences = [{"Spread": {"SpreadDescriptor": p.partition("=")[2]}} for p in getattr(opts, "preferences", None) or []]
+    opts = spec.backend.options_for("swarm")
+    constraints = list(opts.constraints)
+    preferences = [{"Spread": {"SpreadDescriptor": p.partition("=")[2]}} for p in opts.preferences]
     out: dict[str, Any] = {}
     if constraints:
         out["Constraints"] = constraints
