@@ -707,3 +707,28 @@ def test_wait_started_returns_while_the_job_still_runs(ex, test_image):
         assert ex.wait_started(job_id, timeout=WAIT).state is JobState.RUNNING
     finally:
         ex.cancel(job_id, grace=0)
+
+
+def test_a_die_event_that_comes_before_inspect_shows_the_end_is_looked_at_again(state_dir, test_image):
+    """An engine may announce a container's end before its inspect shows it (seen once with
+    podman: the job stayed Running after its die event, as no other event came). The finisher
+    looks again after a die event instead of concluding from one inspect."""
+    import dataclasses
+
+    from conveyor.backends.docker import DockerBackend
+
+    class Lagging(DockerBackend):
+        lies_left = 3  # the first inspects after the end still say "running"
+
+        def inspect(self, handle):
+            status = super().inspect(handle)
+            if status is not None and status.finished and self.lies_left > 0:
+                self.lies_left -= 1
+                return dataclasses.replace(status, status="running", finished_at=None)
+            return status
+
+    backend = Lagging(Executor(state_dir, supervise=False).executor_id)
+    with Executor(state_dir, backend=backend) as ex:
+        job = ex.run(sh(test_image, "echo done; exit 3", network="none"), timeout=30)
+        assert (job.state, job.exit_code, job.stdout) == (JobState.FAILED, 3, "done\n")
+        assert backend.lies_left == 0  # it was told "running" after the end, and looked again

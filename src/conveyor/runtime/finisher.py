@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -23,6 +24,8 @@ from ..store import JobRecord, Store
 from .locks import JobLocks
 
 log = logging.getLogger("conveyor.supervisor")
+
+ENDED_RECHECKS = 7  # after a die event, look again after 0.1, 0.2, ... 6.4 s (12.7 s in all)
 
 STREAMS = ("stdout", "stderr")
 
@@ -56,49 +59,59 @@ class Finisher:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def finalize_later(self, job_id: str) -> None:
-        self._pool.submit(self._finalize_logged, job_id)
+    def finalize_later(self, job_id: str, ended: bool = False) -> None:
+        """Finalize the job on the finisher's threads. ``ended``: the engine said the job's
+        container ended (a die event); if it still looks alive, look again a few times over
+        about 12 s, since an engine may announce the end before its inspect shows it."""
+        self._pool.submit(self._finalize_logged, job_id, 0 if ended else None)
 
     def run_later(self, fn: Callable, *args) -> None:
         """Run ``fn`` on the finisher's threads (engine calls that must not block the caller)."""
         self._pool.submit(fn, *args)
 
-    def _finalize_logged(self, job_id: str) -> None:
+    def _finalize_logged(self, job_id: str, recheck: int | None = None) -> None:
         try:
-            self.finalize(job_id)
+            alive = self.finalize(job_id)
         except EngineUnavailable:
-            pass  # the reconcile after reconnecting will finish it
+            return  # the reconcile after reconnecting will finish it
         except Exception:  # noqa: BLE001
             log.exception("finalizing job %s failed", job_id)
+            return
+        if alive and recheck is not None and recheck < ENDED_RECHECKS:
+            log.info("job %s: the engine said it ended but still shows it running; looking again", job_id)
+            timer = threading.Timer(0.1 * 2**recheck, self._pool.submit, (self._finalize_logged, job_id, recheck + 1))
+            timer.daemon = True
+            timer.start()
 
-    def finalize(self, job_id: str) -> None:
+    def finalize(self, job_id: str) -> bool:
         """If the job's container has finished: save logs, then record the final state, then
         tell the waiters, then (if asked) remove the container: a foreground `run --rm` has
-        its answer once the result is durable, without waiting for the engine's removal."""
+        its answer once the result is durable, without waiting for the engine's removal.
+        True when the job is active and its container still runs (nothing was finalized)."""
         moved = False
         with self.locks(job_id):
             try:
                 rec = self.store.get(job_id)
             except JobNotFound:
-                return
+                return False
             if rec.container_id is None:
-                return
+                return False
             if rec.state.is_final:
                 if rec.spec.auto_remove:
                     self.backend.remove(rec.container_id)
-                return
+                return False
             if rec.state not in ACTIVE_STATES:
                 # Queued jobs' containers are never started before the claim, and a Requeued
                 # job's container is its last attempt's: a (replayed) event about it must not
                 # end the job.
-                return
+                return False
             status = self.backend.inspect(rec.container_id)
             if status is None:
                 self._lost(rec)
-                return
+                return False
             if not status.finished:
                 self.sync_alive(rec, status)
-                return
+                return True
             moved = self._record_end(rec, status)
         if moved:
             self._notify(job_id)
@@ -106,6 +119,7 @@ class Finisher:
             # After the record (a crash in between: the next reconcile removes it).
             with self.locks(job_id):
                 self.backend.remove(rec.container_id)
+        return False
 
     def _record_end(self, rec: JobRecord, status: ContainerStatus) -> bool:
         job_id = rec.id

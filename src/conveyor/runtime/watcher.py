@@ -74,7 +74,7 @@ class Watcher:
         if not ev.job_id:
             return
         if ev.action in ("die", "destroy", "oom"):
-            self.finisher.finalize_later(ev.job_id)
+            self.finisher.finalize_later(ev.job_id, ended=True)
         elif ev.action == "start" and ev.node:
             self.finisher.note_node(ev.job_id, ev.node)
         elif ev.action == "pause":
