@@ -30,6 +30,7 @@ from conftest import PODMAN_URL, TEST_IMAGE, _fail_or_skip, _probe_docker, _prob
 
 SWARM_MANAGER = "unix:///run/conveyor-swarm/n1.sock"
 SWARM_NODES = [f"unix:///run/conveyor-swarm/n{k}.sock" for k in (1, 2, 3)]
+SLURM_CONF = "/etc/conveyor/slurm/slurm.conf"  # scripts/slurm-cluster's
 WAIT = 60
 
 
@@ -54,7 +55,8 @@ class Kind:
         """The state directory's config.toml; ``tmp``: a directory for the test's own files
         (a swarm's shared directory: the test nodes share this machine's filesystem)."""
         url = {"podman": f'url = "{PODMAN_URL}"\n',
-               "swarm": f'url = "{SWARM_MANAGER}"\nnodes = {SWARM_NODES}\nshared_dir = "{tmp / "shared"}"\n'}.get(self.engine, "")
+               "swarm": f'url = "{SWARM_MANAGER}"\nnodes = {SWARM_NODES}\nshared_dir = "{tmp / "shared"}"\n',
+               "slurm": f'url = "{SLURM_CONF}"\nshared_dir = "{tmp / "shared"}"\n'}.get(self.engine, "")
         return f'[defaults]\ncpus = 0\n[engine]\nname = "{self.engine}"\n{url}'
 
     def spec(self, script: str, **fields) -> JobSpec:
@@ -70,6 +72,7 @@ KINDS = {
     "podman": Kind("podman", "podman", None, TEST_IMAGE),
     "process": Kind("process", "docker", {"name": "process"}, None),
     "swarm": Kind("swarm", "swarm", None, TEST_IMAGE),  # the three-node cluster of scripts/swarm-cluster
+    "slurm": Kind("slurm", "slurm", None, TEST_IMAGE),  # the two-node cluster of scripts/slurm-cluster
 }
 
 
@@ -77,8 +80,8 @@ def _engine_ready(kind: Kind) -> str | None:
     """Why this backend cannot run here, or None when it can."""
     if kind.name == "process":
         return None if os.geteuid() == 0 else "the process backend's tests run as root (cgroups, user switching)"
-    if kind.engine == "swarm":
-        return None  # the kind fixture brings the cluster up (the swarm fixture), failing in CI if it cannot
+    if kind.engine in ("swarm", "slurm"):
+        return None  # the kind fixture brings the cluster up (its fixture), failing in CI if it cannot
     if kind.engine == "podman":
         error = _probe_podman()
         return error and f"podman service not usable at {PODMAN_URL} ({error}); start it with scripts/ensure-podman"
@@ -94,8 +97,8 @@ def _engine_ready(kind: Kind) -> str | None:
 @pytest.fixture(params=list(KINDS), scope="module")
 def kind(request) -> Kind:
     kind = KINDS[request.param]
-    if kind.engine == "swarm":
-        request.getfixturevalue("swarm")
+    if kind.engine in ("swarm", "slurm"):
+        request.getfixturevalue(kind.engine)
     reason = _engine_ready(kind)
     if reason:
         _fail_or_skip(f"backend {kind.id}: {reason}")

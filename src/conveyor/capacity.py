@@ -99,12 +99,14 @@ class EngineConfig(_Section):
     none (a machine without one runs process jobs only). ``$CONVEYOR_ENGINE`` (``--engine`` on
     ``conveyor serve``) overrides ``name``."""
 
-    name: str = Field(default="docker", description="docker, podman, swarm (a Docker Swarm manager) or none")
+    name: str = Field(default="docker", description="docker, podman, swarm (a Docker Swarm manager), slurm (a "
+                      "Slurm cluster) or none")
     url: str | None = Field(default=None, description="the engine's API address; default: DOCKER_HOST or the "
-                            "local socket for docker, unix:///run/conveyor-podman/podman.sock for podman")
+                            "local socket for docker, unix:///run/conveyor-podman/podman.sock for podman; "
+                            "slurm: the cluster's slurm.conf (default: SLURM_CONF, or Slurm's own default)")
     nodes: list[str] = Field(default_factory=list, description="swarm: each node's Engine API address, so Conveyor "
                              "can load images on every node and remove task containers Swarm leaves behind")
-    shared_dir: Path | None = Field(default=None, description="swarm: a directory every node mounts at the same "
+    shared_dir: Path | None = Field(default=None, description="swarm, slurm: a directory every node mounts at the same "
                                     "path (NFS, CephFS, ...); jobs' inputs are staged and their outputs written there")
 
     @field_validator("shared_dir")
@@ -117,8 +119,8 @@ class EngineConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in ("docker", "podman", "swarm", "none"):
-            raise ValueError("the container engine is docker, podman, swarm or none")
+        if v not in ("docker", "podman", "swarm", "slurm", "none"):
+            raise ValueError("the container engine is docker, podman, swarm, slurm or none")
         return v
 
 

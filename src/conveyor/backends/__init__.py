@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import ConveyorError
 from .base import Backend
 
-BACKENDS = ("docker", "podman", "swarm", "process")
+BACKENDS = ("docker", "podman", "swarm", "slurm", "process")
 
 
 def backend_class(name: str) -> type:
@@ -29,6 +29,10 @@ def backend_class(name: str) -> type:
         from .swarm import SwarmBackend
 
         return SwarmBackend
+    if name == "slurm":
+        from .slurm import SlurmBackend
+
+        return SlurmBackend
     if name == "process":
         from .process import ProcessBackend
 
@@ -43,7 +47,8 @@ def open_backend(name: str, executor_id: str, *, url: str | None = None, root: P
     service socket for podman, the manager's for swarm); ``root``: a directory the backend may
     keep its own state in (the process backend's runs, the swarm backend's logs of stopping jobs);
     ``nodes``: a swarm's nodes' addresses; ``shared_dir``: a directory every swarm node sees at
-    the same path, for jobs' inputs and outputs."""
+    the same path, for jobs' inputs and outputs (required by slurm, whose jobs' directories are
+    there; its ``url`` is the cluster's slurm.conf)."""
     if name == "docker":
         from .docker import DockerBackend
 
@@ -59,6 +64,13 @@ def open_backend(name: str, executor_id: str, *, url: str | None = None, root: P
             raise ConveyorError("the swarm backend needs its manager's address: set [engine] url in config.toml, "
                                 "e.g. unix:///run/conveyor-swarm/n1.sock or tcp://manager:2376")
         return SwarmBackend(executor_id, base_url=url, node_urls=nodes, cache_dir=root, shared_dir=shared_dir)
+    if name == "slurm":
+        from .slurm import SlurmBackend
+
+        if shared_dir is None:
+            raise ConveyorError("the slurm backend needs a directory every node mounts at the same path: set "
+                                "[engine] shared_dir in config.toml, e.g. /shared/conveyor (README: Running under Slurm)")
+        return SlurmBackend(executor_id, shared_dir, conf=url, cache_dir=root)
     if name == "process":
         from .process import ProcessBackend
 

@@ -5,6 +5,7 @@ build the same tar from the host side."""
 
 from __future__ import annotations
 
+import json
 import os
 import tarfile
 import tempfile
@@ -51,3 +52,13 @@ def fresh_dir(path: Path, mode: int) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, mode)
     return path
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write-then-rename with fsync: a reader (on another node, too) sees a whole file or none."""
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

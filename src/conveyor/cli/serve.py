@@ -13,7 +13,7 @@ from .render import err_console, escape
 @cli.command("serve")
 @click.option("--tcp", metavar="[HOST:]PORT", help="Also serve the API on TCP: PORT is on 127.0.0.1; another HOST must be given explicitly.")
 @click.option("--tcp-allow-owner", is_flag=True, help="Accept the owner's token (agent.token) on --tcp too; by default TCP serves named tokens only (conveyor token create).")
-@click.option("--engine", type=click.Choice(["docker", "podman", "swarm", "none"]), help="The node's container engine (default: config.toml [engine] name, or $CONVEYOR_ENGINE, or docker); none runs process jobs only.")
+@click.option("--engine", type=click.Choice(["docker", "podman", "swarm", "slurm", "none"]), help="The node's container engine (default: config.toml [engine] name, or $CONVEYOR_ENGINE, or docker); none runs process jobs only.")
 @click.option("--status", is_flag=True, help="Say whether an agent runs for this state directory (exit 0 if so, 3 if not).")
 @click.option("--stop", is_flag=True, help="Stop the running agent; its jobs keep running.")
 @click.option("--rotate-token", is_flag=True, help="Replace the API token (a running agent takes the new one at once).")

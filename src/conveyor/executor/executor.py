@@ -133,10 +133,10 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
         return self._capacity
 
     def _cluster_machine(self) -> Machine | None:
-        """What a multi-node engine (swarm) holds: its ready, active nodes' CPUs, memory and GPUs
-        added up, so admission counts the cluster, not the manager's machine. A GPU is named
+        """What a multi-node engine (swarm, slurm) holds: its ready, active nodes' CPUs, memory
+        and GPUs added up, so admission counts the cluster, not this machine. A GPU is named
         ``<node>/<id>``: admission counts them, the engine picks the node and the GPU."""
-        if self.scheduling.engine.name != "swarm":
+        if self.scheduling.engine.name not in ("swarm", "slurm"):
             return None
         nodes = [n for n in self.backend.nodes() or () if n["state"] == "ready" and n["availability"] == "active"]
         gpus: dict[str, list[str]] = {}

@@ -18,7 +18,7 @@ from ..errors import InvalidSpec
 from .base import SpecModel
 
 CONTAINER_ENGINES = ("docker", "podman", "swarm")  # driven through the Docker Engine API
-BACKEND_NAMES = (*CONTAINER_ENGINES, "process")
+BACKEND_NAMES = (*CONTAINER_ENGINES, "slurm", "process")
 
 _RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -70,6 +70,25 @@ class SwarmOptions(SpecModel):
         return v
 
 
+class SlurmOptions(SpecModel):
+    """Options of the slurm backend (a job as an sbatch submission): where Slurm may run it."""
+
+    partition: str | None = Field(default=None, description="the partition (sbatch --partition); default: the cluster's")
+    account: str | None = Field(default=None, description="the account charged (sbatch --account)")
+    qos: str | None = Field(default=None, description="the quality of service (sbatch --qos)")
+    constraint: str | None = Field(default=None, description="node features required (sbatch --constraint), e.g. avx512")
+    reservation: str | None = Field(default=None, description="an advance reservation to run in (sbatch --reservation)")
+    nice: int = Field(default=0, ge=0, le=2147483645, description="lower the job's priority in Slurm by this much "
+                      "(sbatch --nice; a negative nice needs a Slurm operator)")
+
+    @field_validator("partition", "account", "qos", "constraint", "reservation")
+    @classmethod
+    def _word(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.,:|&*\[\]()!-]+", v):
+            raise ValueError(f"{v!r}: a Slurm name or expression, without spaces or shell characters")
+        return v
+
+
 class ProcessOptions(SpecModel):
     """Options of the process backend (a job as a host process group)."""
 
@@ -84,7 +103,8 @@ class ProcessOptions(SpecModel):
 
 
 OPTIONS: dict[str, type[SpecModel]] = {
-    "docker": ContainerOptions, "podman": ContainerOptions, "swarm": SwarmOptions, "process": ProcessOptions,
+    "docker": ContainerOptions, "podman": ContainerOptions, "swarm": SwarmOptions, "slurm": SlurmOptions,
+    "process": ProcessOptions,
 }
 
 
@@ -115,9 +135,10 @@ class BackendChoice(SpecModel):
         if self.name:
             validated = self.options_for(self.name)
         else:  # the first container engine's options that fit (their names do not overlap)
-            fitting = [m for m in (ContainerOptions, SwarmOptions) if set(self.options) <= set(m.model_fields)]
+            engines = (ContainerOptions, SwarmOptions, SlurmOptions)
+            fitting = [m for m in engines if set(self.options) <= set(m.model_fields)]
             validated = _validate(fitting[0] if fitting else ContainerOptions, self.options,
-                                  "a container engine's", [*ContainerOptions.model_fields, *SwarmOptions.model_fields])
+                                  "a container engine's", [f for m in engines for f in m.model_fields])
         # Keep only what was set: the digest of a spec must not change when a default does.
         object.__setattr__(self, "options", validated.model_dump(mode="json", exclude_defaults=True))
         return self

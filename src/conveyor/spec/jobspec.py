@@ -260,9 +260,10 @@ class JobSpec(SpecModel):
             raise _bad("outputs", overlap, "an output cannot be an input path (inputs are read-only); write results elsewhere, e.g. /out")
         if self.auto_remove and self.restart.name != "no":
             raise _bad("auto_remove", True, f"auto_remove conflicts with restart policy {self.restart.name!r}; drop one of them")
-        if self.image is None and self.backend_name != "process":
+        if self.image is None and self.backend_name not in ("process", "slurm"):
             raise _bad("image", None, "this field is required: containers run an image, e.g. busybox "
-                       "(to run the command on the host instead, choose backend process)")
+                       "(to run the command on the host instead, choose backend process; on a Slurm node, "
+                       "backend slurm runs it as a process there)")
         if self.image is not None and self.backend_name == "process":
             raise _bad("image", self.image, "the process backend runs the command on the host, not in an image: "
                        "leave the image out, or choose a container backend")

@@ -1,0 +1,390 @@
+"""The slurm driver: the Backend interface on a Slurm cluster, through its commands.
+
+See the package docstring for the design (the job directory, create/start, the step, states,
+stop, recovery). Every Slurm call goes through commands.Slurm, so callers see only Conveyor's
+errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ...spec import JobSpec, Mount
+from ...spec.backend import SlurmOptions
+from ..base import (
+    Capabilities,
+    ContainerNotFound,
+    ContainerStatus,
+    EngineConflict,
+    ExecResult,
+    NotSupported,
+)
+from ..hostfiles import fresh_dir, host_path, mount_holding, tar_of, under, write_json
+from ..polling import PolledEvents
+from ..process import logs as filelogs
+from . import mapping
+from .commands import Slurm
+
+STREAMS = ("stdout", "stderr")
+
+
+class SlurmBackend(PolledEvents):
+    """The Backend for a Slurm cluster. ``conf``: its slurm.conf (None: SLURM_CONF, or the
+    site's default); ``shared_dir``: a directory every node mounts at the same path, where each
+    job's directory is (``<shared_dir>/<executor id>/slurm/<job id>``)."""
+
+    name = "slurm"
+    capabilities = Capabilities(recover=True, files=True, oom=True, gpus=frozenset({"nvidia"}))
+    poll_s = 0.5
+
+    def __init__(self, executor_id: str, shared_dir: str | os.PathLike, conf: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None):
+        self.executor_id = executor_id
+        self.shared = Path(shared_dir) / executor_id
+        self.jobs_dir = self.shared / "slurm"
+        self.slurm = Slurm(conf)
+        self.slurm.ping()
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = Path(cache_dir) if cache_dir else self.jobs_dir
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self._events_lock = threading.Lock()
+        self._labels: dict[str, dict[str, str]] = {}
+
+    # ------------------------------------------------------------------ the cluster
+
+    def version(self) -> dict:
+        return {"name": self.name, "version": self.slurm.version(), "api_version": None}
+
+    def engine(self) -> dict:
+        return {"version": self.version(), "info": {"nodes": self.nodes()}}
+
+    def runtimes(self) -> dict[str, dict]:
+        return {}  # a container runs with its node's engine's default runtime
+
+    def nodes(self) -> list[dict]:
+        running: dict[str, int] = {}
+        for s in self.list():
+            if s.alive and s.node:
+                running[s.node] = running.get(s.node, 0) + 1
+        return sorted((mapping.node_info(r, running.get(r.get("NodeName", ""), 0)) for r in self.slurm.nodes()),
+                      key=lambda n: n["name"] or "")
+
+    def check(self, spec: JobSpec) -> None:
+        mapping.check(spec, shared=True)
+
+    # ------------------------------------------------------------------ images: the nodes' engines'
+
+    def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
+        """Nothing here: the node Slurm picks pulls the image (per the job's pull policy) when
+        its step runs; an image it cannot get fails the job's start, in its engine's words."""
+
+    def load_image(self, chunks: Iterable[bytes]) -> list[str]:
+        raise NotSupported("the slurm backend cannot load images: load them on each node's engine (capability image_load)")
+
+    def image_tags(self, image_id: str) -> list[str]:
+        return []
+
+    def images(self) -> list[dict]:
+        raise NotSupported("the slurm backend lists no images: each node's engine has its own (capability images)")
+
+    def image_inspect(self, name: str) -> dict | None:
+        raise NotSupported("the slurm backend lists no images: each node's engine has its own (capability images)")
+
+    def pull(self, name: str) -> Iterator[dict]:
+        raise NotSupported("the slurm backend pulls no images: each node's engine pulls a job's image (capability images)")
+
+    # ------------------------------------------------------------------ a job's directory
+
+    def _dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    def _read_json(self, path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _job_labels(self, job_id: str) -> dict[str, str]:
+        if job_id not in self._labels:
+            plan = self._read_json(self._dir(job_id) / "job.json") or {}
+            self._labels[job_id] = mapping.labels(self.executor_id, job_id, (plan.get("spec") or {}).get("name"))
+        return self._labels[job_id]
+
+    def _status(self, slurm_id: str, job_id: str, record: dict[str, str] | None | bool = False) -> ContainerStatus | None:
+        """The job's status from its directory and Slurm (``record``: Slurm's record if the
+        caller has it, None if Slurm did not know the job; False: ask)."""
+        job_dir = self._dir(job_id)
+        if not (job_dir / "job.json").exists():
+            return None
+        handle = mapping.handle_of(slurm_id, job_id)
+        result = self._read_json(job_dir / "result.json")
+        started = self._read_json(job_dir / "started.json")
+        phase = "started" if (job_dir / "released").exists() else "created"
+        if result is None:
+            if record is False:
+                record = self.slurm.job(slurm_id)
+            if record is not None and record.get("JobName") != mapping.job_name(job_id):
+                record = None  # the id is another job's now (the cluster's job ids began again)
+            if record is None:
+                record = self.slurm.completed(slurm_id, mapping.job_name(job_id))
+                result = self._read_json(job_dir / "result.json")  # written while we asked
+        status = mapping.job_status(handle, record or None, phase, started, result, self._job_labels(job_id))
+        if result is None and status.finished:  # the step did not finish: what it (or Slurm) said last
+            said = _last_line(job_dir / "slurm.err")
+            if said:
+                status = dataclasses.replace(status, error=f"{status.error}; its step said: {said}")
+        return status
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(self, job_id: str, spec: JobSpec) -> str:
+        """Write the job's directory (its spec, its batch script) and submit it held: it exists
+        in Slurm (find() sees it after a crash) and runs nothing until start releases it."""
+        job_dir = self._dir(job_id)
+        if (job_dir / "slurm-id").exists() or self.slurm.find(mapping.job_name(job_id), alive=True):
+            raise EngineConflict(f"a Slurm job for job {job_id} exists already")
+        fresh_dir(job_dir, 0o755)
+        if spec.outputs:
+            spec = spec.model_copy(update={"mounts": [*spec.mounts, *self._output_mounts(job_dir, spec.outputs)]})
+        # Inputs and outputs are bind mounts by now (staged, and made above): the step runs
+        # the mounts, and the spec stays valid when read back.
+        # Conveyor's own labels (an array task's) are not a user's to give: kept apart, so the
+        # step can validate the rest as a job spec again.
+        plan = spec.model_dump(mode="json", exclude_defaults=True, exclude={"inputs", "outputs", "labels"})
+        plan["labels"] = {k: v for k, v in spec.labels.items() if not k.startswith("conveyor.")}
+        own = {k: v for k, v in spec.labels.items() if k.startswith("conveyor.")}
+        write_json(job_dir / "job.json", {"executor": self.executor_id, "job": job_id, "spec": plan, "labels": own})
+        script = job_dir / "step.sh"
+        script.write_text("#!/bin/sh\n# Conveyor's step for this job: see conveyor/backends/slurm/step.py\n"
+                          f"exec {shlex.quote(sys.executable)} -m conveyor.backends.slurm.step {shlex.quote(str(job_dir))}\n")
+        script.chmod(0o755)
+        options = spec.backend.options_for(self.name) if spec.backend is not None else SlurmOptions()
+        args = mapping.sbatch_args(spec, options, self.executor_id, job_id, str(job_dir))
+        try:
+            slurm_id = self.slurm.submit(args, script)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        (job_dir / "slurm-id").write_text(slurm_id)
+        return mapping.handle_of(slurm_id, job_id)
+
+    @staticmethod
+    def _output_mounts(job_dir: Path, outputs: list[str]) -> list[Mount]:
+        """A fresh directory in the job's directory for each output path, bind-mounted there:
+        whichever node runs the job writes its outputs where this agent reads them. Writable by
+        any user (the job's user is a name inside its image, unknown here)."""
+        return [Mount(type="bind", source=str(fresh_dir(job_dir / "outputs" / str(n), 0o777)), target=target,
+                      read_only=False) for n, target in enumerate(outputs)]
+
+    def start(self, handle: str) -> None:
+        """Release the held job: Slurm runs it when and where it can."""
+        slurm_id, job_id = self._parse(handle)
+        marker = self._dir(job_id) / "released"
+        if marker.exists():
+            raise EngineConflict(f"Slurm job {slurm_id} was started already")
+        marker.touch()
+        self.slurm.release(slurm_id)
+
+    def inspect(self, handle: str) -> ContainerStatus | None:
+        slurm_id, job_id = self._parse(handle)
+        return self._status(slurm_id, job_id)
+
+    def find(self, job_id: str) -> ContainerStatus | None:
+        job_dir = self._dir(job_id)
+        if not (job_dir / "job.json").exists():
+            return None
+        try:
+            slurm_id = (job_dir / "slurm-id").read_text().strip()
+        except FileNotFoundError:  # sbatch answered, the id was not written: a crash between
+            slurm_id = self.slurm.find(mapping.job_name(job_id))
+            if slurm_id is None:
+                return None
+            (job_dir / "slurm-id").write_text(slurm_id)
+        return self._status(slurm_id, job_id)
+
+    def list(self) -> list[ContainerStatus]:
+        """Every job this executor has in Slurm: its job directories, and one look at Slurm."""
+        records = self.slurm.jobs()
+        out = []
+        for job_dir in self.jobs_dir.iterdir() if self.jobs_dir.exists() else ():
+            try:
+                slurm_id = (job_dir / "slurm-id").read_text().strip()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            status = self._status(slurm_id, job_dir.name, records.get(slurm_id))
+            if status is not None:
+                out.append(status)
+        return out
+
+    def stop(self, handle: str, grace: float) -> None:
+        """SIGTERM to the job's step (``scancel --batch --signal=TERM``), which stops the job with
+        ``grace`` (SIGTERM, then SIGKILL); ``scancel`` outright if it has not ended ``grace`` +
+        15 s later. A job not yet running is cancelled in Slurm. Returns once it has ended."""
+        status = self.inspect(handle)
+        if status is None:
+            raise ContainerNotFound(f"no such Slurm job: {handle}")
+        if status.finished:
+            return
+        slurm_id, job_id = self._parse(handle)
+        if status.status == "created":  # held, never released: it ends here, with no exit code
+            self.slurm.cancel(slurm_id)
+            write_json(self._dir(job_id) / "result.json", {"exit_code": None, "finished_at": time.time(),
+                                                           "error": "stopped before it started"})
+            return
+        if status.started_at is None:  # still waiting in Slurm, or its step is starting
+            self.slurm.cancel(slurm_id)
+            self._wait_end(handle, 60)
+            return
+        (self._dir(job_id) / "grace").write_text(str(grace))
+        self.slurm.cancel(slurm_id, signal="TERM", batch=True)
+        if not self._wait_end(handle, grace + 15):
+            self.slurm.cancel(slurm_id)  # the step does not answer (its node is gone?): Slurm's own kill
+            self._wait_end(handle, 60)
+
+    def _wait_end(self, handle: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.inspect(handle)
+            if status is None or status.finished:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def signal(self, handle: str, signal: str) -> None:
+        """SIGTERM and SIGKILL, what a stop sends, are the only signals: SIGTERM through
+        ``scancel --batch --signal=TERM`` to the job's step, which passes it on; SIGKILL as the
+        file ``kill`` the step looks for (a SIGKILL to the step would leave its container
+        running), and Slurm's own kill if the step has not ended the job 15 s later. A job not
+        yet running is cancelled in Slurm. Others: NotSupported."""
+        sig = signal.upper().removeprefix("SIG")
+        if sig not in ("TERM", "KILL", "15", "9"):
+            raise NotSupported(f"the slurm backend cannot send {signal}: a job is stopped with SIGTERM, then "
+                               "SIGKILL (capability signals)")
+        status = self.inspect(handle)
+        if status is None:
+            raise ContainerNotFound(f"no such Slurm job: {handle}")
+        if status.finished:
+            return
+        slurm_id, job_id = self._parse(handle)
+        if status.started_at is None:  # nothing of the job runs yet: Slurm ends it
+            self.stop(handle, 0)
+        elif sig in ("TERM", "15"):
+            self.slurm.cancel(slurm_id, signal="TERM", batch=True)
+        else:
+            (self._dir(job_id) / "kill").touch()
+            threading.Thread(target=self._kill_if_ignored, args=(handle,), daemon=True,
+                             name=f"slurm-kill-{slurm_id}").start()
+
+    def _kill_if_ignored(self, handle: str) -> None:
+        if not self._wait_end(handle, 15):
+            self.slurm.cancel(self._parse(handle)[0])
+
+    def pause(self, handle: str) -> None:
+        raise NotSupported("the slurm backend cannot pause a job: scontrol suspend stops its step, not the "
+                           "container the node's engine runs (capability pause)")
+
+    def unpause(self, handle: str) -> None:
+        self.pause(handle)
+
+    def remove(self, handle: str) -> None:
+        """Cancel the job in Slurm if it is alive, and remove its directory (logs and outputs
+        were saved before any removal); one already gone is fine."""
+        slurm_id, job_id = self._parse(handle)
+        status = self._status(slurm_id, job_id)
+        if status is not None and not status.finished:
+            self.slurm.cancel(slurm_id)
+        shutil.rmtree(self._dir(job_id), ignore_errors=True)
+        self._labels.pop(job_id, None)
+
+    def stats(self, handle: str) -> dict:
+        raise NotSupported("the slurm backend gives no resource usage (the job runs on its node; capability stats)")
+
+    def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
+             env: dict[str, str] | None = None) -> ExecResult:
+        raise NotSupported("the slurm backend cannot run commands inside a job (capability exec)")
+
+    # ------------------------------------------------------------------ input, output, logs
+
+    def resize(self, handle: str, height: int, width: int) -> None:
+        raise NotSupported("the slurm backend gives no terminal (capability tty)")
+
+    def attach_output(self, handle: str):
+        raise NotSupported("the slurm backend gives no terminal (capability tty)")
+
+    def attach_stdin(self, handle: str, source) -> None:
+        raise NotSupported("the slurm backend cannot feed stdin (capability stdin)")
+
+    def save_logs(self, handle: str, paths: dict[str, Path]) -> dict[str, int]:
+        job_dir = self._dir(self._parse(handle)[1])
+        return {stream: filelogs.save(job_dir / stream, dest) for stream, dest in paths.items()}
+
+    def follow_logs(self, handle: str, streams: tuple[str, ...], tail: int | None, follow: bool,
+                    timestamps: bool = False) -> Iterator[tuple[str, bytes]]:
+        """The job's output as its step writes it on the shared directory."""
+        slurm_id, job_id = self._parse(handle)
+        job_dir = self._dir(job_id)
+        asked = [0.0]
+
+        def ended() -> bool:  # the step's result is there; Slurm is asked at most every 2 s
+            if (job_dir / "result.json").exists() or not job_dir.exists():
+                return True
+            if time.monotonic() - asked[0] < 2:
+                return False
+            asked[0] = time.monotonic()
+            status = self._status(slurm_id, job_id)
+            return status is None or status.finished
+
+        return filelogs.follow(job_dir, streams, tail, follow, timestamps, ended)
+
+    def read_archive(self, handle: str, path: str):
+        """A tar of ``path`` from the job's directory, when one of the job's mounts puts it
+        there (every output path does); a path elsewhere is on the node that ran it."""
+        job_dir = self._dir(self._parse(handle)[1])
+        plan = self._read_json(job_dir / "job.json")
+        if plan is None:
+            raise ContainerNotFound(f"no such Slurm job: {handle}")
+        mounts = [{"source": m.get("source") or "", "target": m["target"]}
+                  for m in plan["spec"].get("mounts") or [] if m.get("type") == "bind"]
+        path = path.rstrip("/") or "/"
+        mount = mount_holding(mounts, path)
+        if mount is None or not under(mount["source"], str(self.shared)):
+            raise NotSupported(f"the slurm backend reads only a job's outputs (and paths on the shared directory), "
+                               f"not {path!r}: the job's other files are on the node that ran it")
+        return tar_of(host_path([mount], path), path, self.cache)
+
+    # ------------------------------------------------------------------ cleanup
+
+    def cleanup(self) -> dict[str, int]:
+        """Remove job directories no Slurm job stands behind (left by a crash in create)."""
+        removed = 0
+        for job_dir in self.jobs_dir.iterdir() if self.jobs_dir.exists() else ():
+            if not (job_dir / "slurm-id").exists() and self.slurm.find(mapping.job_name(job_dir.name)) is None:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                removed += 1
+        return {"job_dirs": removed}
+
+    def _parse(self, handle: str) -> tuple[str, str]:
+        try:
+            return mapping.parse_handle(handle)
+        except ValueError:
+            raise ContainerNotFound(f"no such Slurm job: {handle}") from None
+
+
+def _last_line(path: Path, limit: int = 4096) -> str | None:
+    """The last non-empty line of a (possibly large) file, or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
+            lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1].strip()[:500] if lines else None

@@ -1,0 +1,216 @@
+"""The Slurm batch step: what runs on the node Slurm picked, for one job (``python -m
+conveyor.backends.slurm.step JOB_DIR``), the way Arvados runs crunch-run under Slurm.
+
+It reads the job (``job.json``) from the job's directory on the shared filesystem, runs it --
+in a container through the node's own engine (the docker backend: DOCKER_HOST or the local
+socket) when the job has an image, else as a process group -- and writes there what the agent
+reads: the job's stdout and stderr byte for byte with their times (``stdout``, ``stderr`` and
+their ``.idx``, as the process backend's shim writes them), ``started.json`` when the job runs,
+and ``result.json`` (exit code, OOM, times) at its end, before the container is removed.
+
+Stopping: SIGTERM reaches this step from ``scancel --batch --signal=TERM`` (the driver's
+``signal``/``stop``) or from Slurm itself at the job's time limit; the step passes it to the job
+and kills the job if it has not ended after the grace period (``grace``, written by the driver's
+``stop``; else the spec's ``stop_grace``). SIGKILL cannot be passed on (it would kill this step
+and leave the container running, as a plain ``docker run`` killed by scancel does), so the
+driver asks for it with a file, ``kill``, that the step looks for while the job runs. Slurm
+sends its own SIGKILL KillWait seconds after its SIGTERM: a grace longer than the site's
+KillWait is cut there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from ..hostfiles import write_json
+
+STREAMS = ("stdout", "stderr")
+
+
+class Output:
+    """One stream of the job: its bytes, and one ``<bytes> <epoch ns>`` line per chunk."""
+
+    def __init__(self, job_dir: Path, name: str):
+        self.data = open(job_dir / name, "ab")
+        self.index = open(job_dir / f"{name}.idx", "ab")
+
+    def write(self, chunk: bytes) -> None:
+        if chunk:
+            self.data.write(chunk)
+            self.data.flush()
+            self.index.write(f"{len(chunk)} {time.time_ns()}\n".encode())
+            self.index.flush()
+
+    def close(self) -> None:
+        for f in (self.data, self.index):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+
+
+class Step:
+    def __init__(self, job_dir: Path):
+        from ...spec import JobSpec
+
+        self.dir = job_dir
+        plan = json.loads((job_dir / "job.json").read_text())
+        self.executor_id, self.job_id = plan["executor"], plan["job"]
+        spec = JobSpec.model_validate(plan["spec"])
+        self.spec = spec.model_copy(update={"labels": {**spec.labels, **plan.get("labels", {})}})
+        self.node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        self.term = threading.Event()
+        self.outputs = {name: Output(job_dir, name) for name in STREAMS}
+        signal.signal(signal.SIGTERM, lambda *_: self.term.set())
+
+    def grace(self) -> float:
+        try:
+            return float((self.dir / "grace").read_text())
+        except (OSError, ValueError):
+            return float(self.spec.stop_grace)
+
+    def kill_due(self, deadline: float | None) -> bool:
+        """The driver asked for SIGKILL, or the grace after a SIGTERM is over."""
+        return (deadline is not None and time.monotonic() >= deadline) or (self.dir / "kill").exists()
+
+    def started(self, at: float) -> None:
+        write_json(self.dir / "started.json", {"started_at": at, "node": self.node})
+
+    def finish(self, exit_code: int | None, *, oom: bool = False, started_at: float | None = None,
+               finished_at: float | None = None, error: str | None = None, start_failed: bool = False) -> int:
+        for out in self.outputs.values():
+            out.close()
+        write_json(self.dir / "result.json", {
+            "exit_code": exit_code, "oom_killed": oom, "started_at": started_at,
+            "finished_at": finished_at or time.time(),
+            "error": error, "start_failed": start_failed, "node": self.node,
+        })
+        return 125 if exit_code is None else min(exit_code, 255)
+
+    # ------------------------------------------------------------------ a container
+
+    def run_container(self) -> int:
+        from ...errors import ConveyorError, EngineError
+        from ..docker import DockerBackend
+
+        spec = self._gpus_slurm_gave(self.spec)
+        try:
+            engine = DockerBackend(self.executor_id)
+            old = engine.find(self.job_id)  # an earlier attempt's, left by a step killed outright
+            if old is not None:
+                engine.remove(old.id)
+            engine.ensure_image(spec)
+            handle = engine.create(self.job_id, spec)
+        except ConveyorError as exc:
+            return self.finish(None, error=str(exc), start_failed=True)
+        try:
+            pump = threading.Thread(target=self._copy_logs, args=(engine, handle), daemon=True)
+            try:
+                engine.start(handle)
+            except EngineError as exc:
+                status = engine.inspect(handle)
+                return self.finish(status.exit_code if status else None, error=str(exc), start_failed=True)
+            status = engine.inspect(handle)
+            self.started(status.started_at if status and status.started_at else time.time())
+            pump.start()
+            deadline, killed = None, False
+            while True:
+                status = engine.inspect(handle)
+                if status is None or status.finished:
+                    break
+                try:
+                    if self.term.is_set() and deadline is None:
+                        deadline = time.monotonic() + self.grace()
+                        engine.signal(handle, "SIGTERM")
+                    if not killed and self.kill_due(deadline):
+                        killed = True
+                        engine.signal(handle, "SIGKILL")
+                except EngineError:
+                    pass  # it ended between the look and the signal
+                time.sleep(0.05)
+            pump.join(timeout=30)
+            if status is None:
+                return self.finish(None, error="the container was removed from the node while it ran")
+            return self.finish(status.exit_code, oom=status.oom_killed, started_at=status.started_at,
+                               finished_at=status.finished_at)
+        finally:
+            try:
+                engine.remove(handle)
+            except ConveyorError:
+                pass  # the node's engine keeps it; `docker container prune` on the node clears it
+
+    def _copy_logs(self, engine, handle: str) -> None:
+        for stream, chunk in engine.follow_logs(handle, STREAMS, None, True):
+            self.outputs[stream].write(chunk)
+
+    def _gpus_slurm_gave(self, spec):
+        """The GPUs Slurm allocated (its --gres sets CUDA_VISIBLE_DEVICES on the node), by id,
+        so the container gets exactly those rather than any N."""
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = spec.resources.gpus
+        if gpus is None or not gpus.count or not visible:
+            return spec
+        request = gpus.model_copy(update={"count": None, "device_ids": visible.split(",")})
+        return spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpus": request})})
+
+    # ------------------------------------------------------------------ a process
+
+    def run_process(self) -> int:
+        """A job without an image: its command as a process group on the node, in the job's
+        workdir (default: its directory), with its env on top of the step's."""
+        argv = [*(self.spec.entrypoint or []), *(self.spec.full_command or [])]
+        env = {**os.environ, **self.spec.env}
+        try:
+            child = subprocess.Popen(argv, cwd=self.spec.workdir or self.dir, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            return self.finish(127 if isinstance(exc, FileNotFoundError) else 126,
+                               error=f"cannot run {argv[0]!r}: {exc.strerror}", start_failed=True)
+        began = time.time()
+        self.started(began)
+        pumps = [threading.Thread(target=self._copy, args=(pipe, self.outputs[name]), daemon=True)
+                 for name, pipe in (("stdout", child.stdout), ("stderr", child.stderr))]
+        for p in pumps:
+            p.start()
+        deadline = None
+        while child.poll() is None:
+            if self.term.is_set() and deadline is None:
+                deadline = time.monotonic() + self.grace()
+                _kill_group(child.pid, signal.SIGTERM)
+            if self.kill_due(deadline):
+                _kill_group(child.pid, signal.SIGKILL)
+            time.sleep(0.05)
+        _kill_group(child.pid, signal.SIGKILL)  # what the job left behind in its group
+        for p in pumps:
+            p.join(timeout=30)
+        code = child.returncode
+        return self.finish(128 - code if code < 0 else code, started_at=began)
+
+    @staticmethod
+    def _copy(pipe: BinaryIO, out: Output) -> None:
+        while chunk := os.read(pipe.fileno(), 65536):
+            out.write(chunk)
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str]) -> int:
+    step = Step(Path(argv[1]))
+    return step.run_container() if step.spec.image else step.run_process()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
