@@ -69,6 +69,12 @@ class Finisher:
         """Run ``fn`` on the finisher's threads (engine calls that must not block the caller)."""
         self._pool.submit(fn, *args)
 
+    def _recheck(self, job_id: str, recheck: int) -> None:
+        try:
+            self._pool.submit(self._finalize_logged, job_id, recheck)
+        except RuntimeError:  # the supervisor closed meanwhile: the next one reconciles the job
+            pass
+
     def _finalize_logged(self, job_id: str, recheck: int | None = None) -> None:
         try:
             alive = self.finalize(job_id)
@@ -79,7 +85,7 @@ class Finisher:
             return
         if alive and recheck is not None and recheck < ENDED_RECHECKS:
             log.info("job %s: the engine said it ended but still shows it running; looking again", job_id)
-            timer = threading.Timer(0.1 * 2**recheck, self._pool.submit, (self._finalize_logged, job_id, recheck + 1))
+            timer = threading.Timer(0.1 * 2**recheck, self._recheck, (job_id, recheck + 1))
             timer.daemon = True
             timer.start()
 

@@ -179,7 +179,7 @@ def job_status(handle: str, record: dict[str, str] | None, phase: str | None, st
                                "Slurm no longer knows the job, and its step left no result", labels, node=node)
     state = record.get("JobState", "").split()[0] if record.get("JobState") else ""
     reason = record.get("Reason", "None")
-    if state in ENDED or state == "COMPLETING":
+    if state in ENDED:  # (COMPLETING is not: the job's processes are still being stopped)
         return _ended(handle, record, state, started_at, labels, node, phase)
     if state == "PENDING":
         if phase != "started":

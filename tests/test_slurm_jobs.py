@@ -1,0 +1,164 @@
+"""Jobs on the two-node Slurm cluster through the whole stack (issue 16): a job without an image
+as a process on its node, Slurm's reason for a waiting job, cancelling from Conveyor and from
+Slurm (no container left running on the node), a node that dies mid-job, the cluster's nodes
+in `machine` and `ps`, and what the backend refuses. The conformance suite
+(test_conformance.py, kind slurm) covers the rest: states, exit codes, logs, grace, timeout,
+OOM, data, arrays, dependencies, recovery after SIGKILL at every fault point, cleanup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import docker
+import pytest
+
+from conveyor import Executor, JobSpec, JobState, Substate
+from conveyor.errors import ConveyorError, InvalidSpec
+from helpers import Cli, eventually
+
+from conftest import TEST_IMAGE
+
+WAIT = 90
+
+
+def _slurm_home(slurm, home: Path, shared: Path | None) -> Path:
+    home.mkdir()
+    extra = f'shared_dir = "{shared}"\n' if shared else ""
+    (home / "config.toml").write_text(f'[defaults]\ncpus = 0\n[engine]\nname = "slurm"\nurl = "{slurm.conf}"\n{extra}')
+    return home
+
+
+@pytest.fixture
+def ex(slurm, tmp_path):
+    with Executor(_slurm_home(slurm, tmp_path / "home", tmp_path / "shared")) as executor:
+        yield executor
+        executor.cleanup()
+
+
+def _containers(ex: Executor, job_id: str) -> list:
+    """The containers a node's engine holds for the job (the test nodes share this dockerd)."""
+    return docker.from_env().containers.list(all=True, filters={"label": f"conveyor.job={job_id}"})
+
+
+def _slurm_id(ex: Executor, job_id: str) -> str:
+    return ex.store.get(job_id).container_id.split("-")[0]
+
+
+def test_a_job_without_an_image_runs_as_a_process_on_its_node(slurm, ex):
+    job = ex.run(JobSpec(command=["sh", "-c", "echo $SLURMD_NODENAME $SLURM_JOB_NAME; printf 'no newline' >&2; exit 6"],
+                         backend="slurm"))
+    node, name = job.stdout.split()
+    assert (job.state, job.exit_code, job.stderr, name) == (JobState.FAILED, 6, "no newline", f"conveyor-{job.id}")
+    assert node in ("n1", "n2") and job.node == node
+
+
+def test_a_job_is_an_sbatch_submission_with_its_resources_and_its_tag(slurm, ex):
+    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sleep", "30"], resources={"cpus": 2, "memory": "300m"},
+                               backend={"name": "slurm", "options": {"partition": "conveyor", "nice": 10}}))
+    ex.wait_started(job_id, timeout=WAIT)
+    record = slurm.run("scontrol", "show", "job", "-o", _slurm_id(ex, job_id))
+    for field in (f"JobName=conveyor-{job_id}", f"Comment=conveyor:{ex.executor_id}:{job_id}", "Partition=conveyor",
+                  "Nice=10", "NumCPUs=2", "mem=300M", "Requeue=0"):
+        assert field in record, (field, record)
+    ex.cancel(job_id, grace=0)
+
+
+def test_a_job_waiting_in_slurm_shows_slurms_reason_and_runs_once_the_nodes_are_free(slurm, ex, tmp_path):
+    # Another user's work fills both nodes (all their memory): Conveyor's job waits in Slurm.
+    blockers = [slurm.run("sbatch", "--parsable", "--mem=1000M", f"--output={tmp_path}/blocker-%j", "--wrap", "sleep 60").strip()
+                for _ in range(2)]
+    try:
+        eventually("both blockers run", lambda: all("JobState=RUNNING" in slurm.run("scontrol", "show", "job", "-o", b)
+                                                    for b in blockers), timeout=WAIT)
+        job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["echo", "ran"], resources={"memory": "100m"}))
+        eventually("Slurm's reason", lambda: "pending in Slurm (Resources)" in
+                   (ex.backend.inspect(ex.store.get(job_id).container_id or "0-x") or _NoStatus).error or "", timeout=WAIT)
+        assert ex.info(job_id).state is JobState.RUNNING  # in Conveyor's terms: admitted, released to Slurm
+    finally:
+        slurm.run("scancel", *blockers)
+    job = ex.wait(job_id, timeout=WAIT)
+    assert (job.state, job.stdout) == (JobState.DONE, "ran\n")
+
+
+class _NoStatus:
+    error = ""
+
+
+def test_cancel_stops_the_container_on_the_node_and_keeps_its_log(slurm, ex):
+    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "trap 'echo bye; exit 3' TERM; echo up; "
+                                                                       "while :; do sleep 0.1; done"]))
+    eventually("job up", lambda: b"up" in b"".join(c for _, c in ex.logs(job_id, "stdout")), timeout=WAIT)
+    assert len(_containers(ex, job_id)) == 1
+    job = ex.cancel(job_id, grace=5)
+    assert (job.state, job.substate, job.exit_code, job.stdout) == (JobState.FAILED, Substate.CANCELLED, 3, "up\nbye\n")
+    eventually("no container left on the node", lambda: _containers(ex, job_id) == [])
+
+
+def test_scancel_from_outside_ends_the_job_with_slurms_word_and_no_container_left(slurm, ex):
+    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "trap 'echo term; exit 143' TERM; echo up; "
+                                                                       "while :; do sleep 0.1; done"]))
+    eventually("job up", lambda: b"up" in b"".join(c for _, c in ex.logs(job_id, "stdout")), timeout=WAIT)
+    slurm.run("scancel", _slurm_id(ex, job_id))  # an operator cancels it in Slurm
+    job = ex.wait(job_id, timeout=WAIT)
+    # Slurm's SIGTERM, passed on to the container by the step
+    assert (job.state, job.exit_code, job.stdout) == (JobState.FAILED, 143, "up\nterm\n"), job
+    eventually("no container left on the node", lambda: _containers(ex, job_id) == [])
+
+
+def test_a_node_that_dies_mid_job_gives_it_a_true_end_and_a_retry_runs_on_the_other(slurm, ex):
+    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "echo attempt; sleep 25"], retries=1))
+    eventually("job running on a node", lambda: ex.info(job_id).node is not None, timeout=WAIT)
+    first = ex.info(job_id).node
+    try:
+        slurm.stop_node(first)
+        job = ex.wait(job_id, timeout=150)
+        moves = [t.to_state for t in ex.store.transitions(job_id)]
+        assert JobState.REQUEUED in moves, moves  # the lost attempt counted as a failure to retry
+        assert (job.state, job.exit_code) == (JobState.DONE, 0), job
+        assert job.node != first
+        lost = ex.attempts(job_id)[0]
+        assert lost["substate"] == Substate.CONTAINER_LOST and "NODE_FAIL" in lost["message"], lost
+    finally:
+        slurm.start_node(first)
+        for c in _containers(ex, job_id):  # the dead node's step could not stop its container
+            c.remove(force=True)
+
+
+def test_machine_and_ps_show_the_clusters_nodes(slurm, tmp_path):
+    from conveyor.daemon import stop_supervisor
+    from conveyor.home import Home
+
+    home = _slurm_home(slurm, tmp_path / "home", tmp_path / "shared")
+    cli = Cli(home, None, TEST_IMAGE)
+    try:
+        cli.ok("run", TEST_IMAGE, "true")
+        header, *rows = cli.ok("ps", "-a").splitlines()
+        assert header.split()[-1] == "NODE" and rows[0].split()[-1] in ("n1", "n2"), (header, rows)
+        machine = json.loads(cli.ok("machine", "--json"))
+        assert sorted(n["name"] for n in machine["nodes"]) == ["n1", "n2"]
+        assert machine["capacity"]["cpus"] == 4 and machine["capacity"]["memory"] == 2000 << 20
+        slurm_backend = next(b for b in json.loads(cli.ok("backends", "--json")) if b["name"] == "slurm")
+        assert slurm_backend["available"] and slurm_backend["default"] and slurm_backend["capabilities"]["files"]
+    finally:
+        stop_supervisor(Home(home))
+
+
+def test_what_slurm_cannot_carry_is_refused_naming_the_field(slurm, ex):
+    for fields, field in ((dict(tty=True), "tty"), (dict(ports=["8080"]), "ports"),
+                          (dict(restart="on-failure"), "restart"), (dict(resources={"gpus": "all"}), "resources.gpus")):
+        with pytest.raises(InvalidSpec) as err:
+            ex.submit(JobSpec(image=TEST_IMAGE, command=["true"], **fields))
+        assert err.value.field == field, err.value
+    with pytest.raises(InvalidSpec, match="options.partition"):
+        ex.submit(JobSpec(image=TEST_IMAGE, command=["true"], backend={"name": "slurm", "options": {"partition": "a b"}}))
+    # GPUs no node has (the nodes' Gres, from scontrol show node): refused at submit
+    with pytest.raises(InvalidSpec, match="no nvidia GPUs") as err:
+        ex.submit(JobSpec(image=TEST_IMAGE, command=["true"], resources={"gpus": 1}))
+    assert err.value.field == "resources.gpus"
+
+
+def test_without_a_shared_directory_the_engine_says_what_to_set(slurm, tmp_path):
+    with pytest.raises(ConveyorError, match=r"shared_dir"):
+        with Executor(_slurm_home(slurm, tmp_path / "home", None)) as executor:
+            executor.run(JobSpec(image=TEST_IMAGE, command=["true"]))
