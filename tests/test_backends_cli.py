@@ -18,10 +18,11 @@ WAIT = 60
 
 def test_backends_lists_each_backend_with_its_capabilities_and_options(cli, runsc_runtime):
     found = {b["name"]: b for b in json.loads(cli.ok("backends", "--json"))}
-    assert sorted(found) == ["docker", "podman", "process", "swarm"]
+    assert sorted(found) == ["docker", "podman", "process", "slurm", "swarm"]
     assert found["docker"]["available"] and found["docker"]["default"]
     assert found["process"]["available"] and not found["process"]["default"]
     assert not found["podman"]["available"] and "container engine is docker" in found["podman"]["error"]
+    assert not found["slurm"]["available"] and set(found["slurm"]["options"]) >= {"partition", "account", "qos"}
     assert found["process"]["capabilities"]["ports"] is False and found["docker"]["capabilities"]["ports"] is True
     assert set(found["process"]["options"]) == {"cgroup", "nice", "umask"}
     assert found["docker"]["options"]["runtime"]["default"] is None
@@ -59,7 +60,7 @@ def test_run_under_gvisor_with_runtime(cli, test_image, runsc_runtime):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (("--backend", "kubernetes", "IMAGE", "true"), "backend.name (--backend): 'kubernetes' is not valid; unknown backend; use one of docker, podman, swarm, process"),
+        (("--backend", "kubernetes", "IMAGE", "true"), "backend.name (--backend): 'kubernetes' is not valid; unknown backend; use one of docker, podman, swarm, slurm, process"),
         (("--backend", "podman", "IMAGE", "true"), "this node has the container engine docker"),
         # Engines differ in what else they list (containerd's own shims on newer ones).
         (("--runtime", "nosuch", "IMAGE", "true"), ("the docker engine has no such runtime; it offers", "runc", "runsc")),

@@ -771,7 +771,7 @@ def test_a_backend_is_named_alone_or_with_options_validated_against_that_backend
 @pytest.mark.parametrize(
     "kw, field, hint",
     [
-        ({"backend": "kubernetes"}, "backend.name", "unknown backend; use one of docker, podman, swarm, process"),
+        ({"backend": "kubernetes"}, "backend.name", "unknown backend; use one of docker, podman, swarm, slurm, process"),
         ({"backend": {"name": "docker", "options": {"nice": 5}}}, "backend.options.nice", "runtime, cgroup_parent, security_opt"),
         ({"backend": {"name": "docker", "options": {"runtime": "run sc"}}}, "backend.options.runtime", "conveyor machine"),
         ({"backend": {"name": "process", "options": {"nice": 40}}, "image": None}, "backend.options.nice", "less than or equal to 19"),

@@ -33,11 +33,12 @@ from ..polling import PolledEvents
 from ..process import logs as filelogs
 from . import mapping
 from .commands import Slurm
+from .stopping import StopMixin
 
 STREAMS = ("stdout", "stderr")
 
 
-class SlurmBackend(PolledEvents):
+class SlurmBackend(StopMixin, PolledEvents):
     """The Backend for a Slurm cluster. ``conf``: its slurm.conf (None: SLURM_CONF, or the
     site's default); ``shared_dir``: a directory every node mounts at the same path, where each
     job's directory is (``<shared_dir>/<executor id>/slurm/<job id>``)."""
@@ -224,69 +225,6 @@ class SlurmBackend(PolledEvents):
             if status is not None:
                 out.append(status)
         return out
-
-    def stop(self, handle: str, grace: float) -> None:
-        """SIGTERM to the job's step (``scancel --batch --signal=TERM``), which stops the job with
-        ``grace`` (SIGTERM, then SIGKILL); ``scancel`` outright if it has not ended ``grace`` +
-        15 s later. A job not yet running is cancelled in Slurm. Returns once it has ended."""
-        status = self.inspect(handle)
-        if status is None:
-            raise ContainerNotFound(f"no such Slurm job: {handle}")
-        if status.finished:
-            return
-        slurm_id, job_id = self._parse(handle)
-        if status.status == "created":  # held, never released: it ends here, with no exit code
-            self.slurm.cancel(slurm_id)
-            write_json(self._dir(job_id) / "result.json", {"exit_code": None, "finished_at": time.time(),
-                                                           "error": "stopped before it started"})
-            return
-        if status.started_at is None:  # still waiting in Slurm, or its step is starting
-            self.slurm.cancel(slurm_id)
-            self._wait_end(handle, 60)
-            return
-        (self._dir(job_id) / "grace").write_text(str(grace))
-        self.slurm.cancel(slurm_id, signal="TERM", batch=True)
-        if not self._wait_end(handle, grace + 15):
-            self.slurm.cancel(slurm_id)  # the step does not answer (its node is gone?): Slurm's own kill
-            self._wait_end(handle, 60)
-
-    def _wait_end(self, handle: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self.inspect(handle)
-            if status is None or status.finished:
-                return True
-            time.sleep(0.1)
-        return False
-
-    def signal(self, handle: str, signal: str) -> None:
-        """SIGTERM and SIGKILL, what a stop sends, are the only signals: SIGTERM through
-        ``scancel --batch --signal=TERM`` to the job's step, which passes it on; SIGKILL as the
-        file ``kill`` the step looks for (a SIGKILL to the step would leave its container
-        running), and Slurm's own kill if the step has not ended the job 15 s later. A job not
-        yet running is cancelled in Slurm. Others: NotSupported."""
-        sig = signal.upper().removeprefix("SIG")
-        if sig not in ("TERM", "KILL", "15", "9"):
-            raise NotSupported(f"the slurm backend cannot send {signal}: a job is stopped with SIGTERM, then "
-                               "SIGKILL (capability signals)")
-        status = self.inspect(handle)
-        if status is None:
-            raise ContainerNotFound(f"no such Slurm job: {handle}")
-        if status.finished:
-            return
-        slurm_id, job_id = self._parse(handle)
-        if status.started_at is None:  # nothing of the job runs yet: Slurm ends it
-            self.stop(handle, 0)
-        elif sig in ("TERM", "15"):
-            self.slurm.cancel(slurm_id, signal="TERM", batch=True)
-        else:
-            (self._dir(job_id) / "kill").touch()
-            threading.Thread(target=self._kill_if_ignored, args=(handle,), daemon=True,
-                             name=f"slurm-kill-{slurm_id}").start()
-
-    def _kill_if_ignored(self, handle: str) -> None:
-        if not self._wait_end(handle, 15):
-            self.slurm.cancel(self._parse(handle)[0])
 
     def pause(self, handle: str) -> None:
         raise NotSupported("the slurm backend cannot pause a job: scontrol suspend stops its step, not the "
