@@ -260,7 +260,7 @@ def test_oom_and_plain_sigkill_are_told_apart(ex, kind):
 
 def test_retries_requeue_a_failed_job_and_a_dependent_of_a_failure_fails(ex, kind):
     job = ex.run(kind.spec("echo try; exit 9", retries=1))
-    assert (job.state, job.exit_code) == (JobState.FAILED, 9)
+    assert (job.state, job.exit_code) == (JobState.FAILED, 9), (job, ex.attempts(job.id))
     moves = [t.to_state for t in ex.store.transitions(job.id)]
     assert moves == [JobState.QUEUED, JobState.RUNNING, JobState.REQUEUED, JobState.RUNNING, JobState.FAILED]
     dependent = ex.wait(ex.submit(kind.spec("echo never", after=[job.id])), timeout=WAIT)

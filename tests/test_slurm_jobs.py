@@ -1,5 +1,5 @@
 """Jobs on the two-node Slurm cluster through the whole stack (issue 16): a job without an image
-as a process on its node, Slurm's reason for a waiting job, cancelling from Conveyor and from
+as a process on its node, Slurm's reason for a waiting job, suspend and resume, cancelling from Conveyor and from
 Slurm (no container left running on the node), a node that dies mid-job, the cluster's nodes
 in `machine` and `ps`, and what the backend refuses. The conformance suite
 (test_conformance.py, kind slurm) covers the rest: states, exit codes, logs, grace, timeout,
@@ -162,3 +162,17 @@ def test_without_a_shared_directory_the_engine_says_what_to_set(slurm, tmp_path)
     with pytest.raises(ConveyorError, match=r"shared_dir"):
         with Executor(_slurm_home(slurm, tmp_path / "home", None)) as executor:
             executor.run(JobSpec(image=TEST_IMAGE, command=["true"]))
+
+
+def test_suspend_freezes_the_container_and_suspends_the_slurm_job(slurm, ex):
+    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "echo up; sleep 60"]))
+    ex.wait_started(job_id, timeout=WAIT)  # returns once the job runs on its node (start waits for it)
+    slurm_id = _slurm_id(ex, job_id)
+    assert ex.suspend(job_id).state is JobState.SUSPENDED
+    assert "JobState=SUSPENDED" in slurm.run("scontrol", "show", "job", "-o", slurm_id)
+    assert [c.status for c in _containers(ex, job_id)] == ["paused"]
+    assert ex.resume(job_id).state is JobState.RUNNING
+    assert "JobState=RUNNING" in slurm.run("scontrol", "show", "job", "-o", slurm_id)
+    assert [c.status for c in _containers(ex, job_id)] == ["running"]
+    job = ex.cancel(job_id, grace=0)
+    assert (job.state, job.substate, job.stdout) == (JobState.FAILED, Substate.CANCELLED, "up\n")

@@ -31,10 +31,16 @@ n1"; running -> running; ended in Slurm without a result -> exited with Slurm's 
 **Events** are polled (backends/polling.py) from ``list()``: the job directories, and one
 ``scontrol show job`` for all of them, every 0.5 s.
 
-**Stop.** ``scancel --batch --signal=TERM`` reaches the step, which gives the container SIGTERM
-and SIGKILL after the grace (written to ``grace`` first); ``scancel`` outright if it has not
-ended grace + 15 s later. No other signals, no pause (``scontrol suspend`` would stop the step,
-not the container the node's engine runs), exec, stats, stdin, tty or ports: declared, refused.
+**Stop.** SIGTERM (``scancel --batch --signal=TERM``) reaches the step, which passes it to the
+job and kills it after the grace (``stop`` writes it to ``grace``); SIGKILL is asked through the
+file ``kill`` (a SIGKILL to the step would leave its container running), with Slurm's own
+``scancel`` as the last resort. No other signals.
+
+**Suspend/resume** (step.py): the step freezes the job when asked through the file ``pause``
+and answers ``paused``; then ``scontrol suspend`` (Slurm's suspend alone would stop the step,
+not the container the node's engine runs). Resume: ``scontrol resume``, then the step thaws it.
+
+No exec, stats, stdin, tty or ports: declared, refused.
 
 **Recovery.** Everything is on the shared directory and in Slurm: a restarted agent lists the
 job directories and asks Slurm; a job that ended meanwhile has its result and logs there.

@@ -36,6 +36,7 @@ from .commands import Slurm
 from .stopping import StopMixin
 
 STREAMS = ("stdout", "stderr")
+START_WAIT_S = 10.0  # how long start waits for the job to run, when Slurm gives no reason to wait
 
 
 class SlurmBackend(StopMixin, PolledEvents):
@@ -44,7 +45,7 @@ class SlurmBackend(StopMixin, PolledEvents):
     job's directory is (``<shared_dir>/<executor id>/slurm/<job id>``)."""
 
     name = "slurm"
-    capabilities = Capabilities(recover=True, files=True, oom=True, gpus=frozenset({"nvidia"}))
+    capabilities = Capabilities(recover=True, files=True, oom=True, pause=True, gpus=frozenset({"nvidia"}))
     poll_s = 0.5
 
     def __init__(self, executor_id: str, shared_dir: str | os.PathLike, conf: str | os.PathLike | None = None,
@@ -130,6 +131,7 @@ class SlurmBackend(StopMixin, PolledEvents):
         result = self._read_json(job_dir / "result.json")
         started = self._read_json(job_dir / "started.json")
         phase = "started" if (job_dir / "released").exists() else "created"
+        frozen = (job_dir / "paused").exists()
         if result is None:
             if record is False:
                 record = self.slurm.job(slurm_id)
@@ -138,7 +140,7 @@ class SlurmBackend(StopMixin, PolledEvents):
             if record is None:
                 record = self.slurm.completed(slurm_id, mapping.job_name(job_id))
                 result = self._read_json(job_dir / "result.json")  # written while we asked
-        status = mapping.job_status(handle, record or None, phase, started, result, self._job_labels(job_id))
+        status = mapping.job_status(handle, record or None, phase, started, result, self._job_labels(job_id), frozen)
         if result is None and status.finished:  # the step did not finish: what it (or Slurm) said last
             said = _last_line(job_dir / "slurm.err")
             if said:
@@ -151,7 +153,10 @@ class SlurmBackend(StopMixin, PolledEvents):
         """Write the job's directory (its spec, its batch script) and submit it held: it exists
         in Slurm (find() sees it after a crash) and runs nothing until start releases it."""
         job_dir = self._dir(job_id)
-        if (job_dir / "slurm-id").exists() or self.slurm.find(mapping.job_name(job_id), alive=True):
+        # A job.json without a slurm-id: a create cut off after sbatch, maybe (find() adopts it).
+        # Without job.json, a live Slurm job of this name is an earlier attempt's, still ending.
+        if (job_dir / "slurm-id").exists() or (
+                (job_dir / "job.json").exists() and self.slurm.find(mapping.job_name(job_id), alive=True)):
             raise EngineConflict(f"a Slurm job for job {job_id} exists already")
         fresh_dir(job_dir, 0o755)
         if spec.outputs:
@@ -187,13 +192,24 @@ class SlurmBackend(StopMixin, PolledEvents):
                       read_only=False) for n, target in enumerate(outputs)]
 
     def start(self, handle: str) -> None:
-        """Release the held job: Slurm runs it when and where it can."""
+        """Release the held job, and return once it runs (its step started it), as docker's
+        start does -- or once Slurm says why it waits (Resources, Priority, ...), or ended it,
+        or after START_WAIT_S (its node is still pulling the image): then the job is started in
+        Conveyor's terms and waits in Slurm's, with the reason in its status."""
         slurm_id, job_id = self._parse(handle)
-        marker = self._dir(job_id) / "released"
+        job_dir = self._dir(job_id)
+        marker = job_dir / "released"
         if marker.exists():
             raise EngineConflict(f"Slurm job {slurm_id} was started already")
         marker.touch()
         self.slurm.release(slurm_id)
+        deadline = time.monotonic() + START_WAIT_S
+        while time.monotonic() < deadline and not (job_dir / "started.json").exists():
+            record = self.slurm.job(slurm_id)
+            state = (record or {}).get("JobState", "")
+            if record is None or state in mapping.ENDED or (state == "PENDING" and record.get("Reason") != "None"):
+                return
+            time.sleep(0.1)
 
     def inspect(self, handle: str) -> ContainerStatus | None:
         slurm_id, job_id = self._parse(handle)
@@ -225,13 +241,6 @@ class SlurmBackend(StopMixin, PolledEvents):
             if status is not None:
                 out.append(status)
         return out
-
-    def pause(self, handle: str) -> None:
-        raise NotSupported("the slurm backend cannot pause a job: scontrol suspend stops its step, not the "
-                           "container the node's engine runs (capability pause)")
-
-    def unpause(self, handle: str) -> None:
-        self.pause(handle)
 
     def remove(self, handle: str) -> None:
         """Cancel the job in Slurm if it is alive, and remove its directory (logs and outputs

@@ -155,10 +155,11 @@ def labels(executor_id: str, job_id: str, name: str | None) -> dict[str, str]:
 
 
 def job_status(handle: str, record: dict[str, str] | None, phase: str | None, started: dict | None,
-               result: dict | None, labels: dict[str, str]) -> ContainerStatus:
+               result: dict | None, labels: dict[str, str], frozen: bool = False) -> ContainerStatus:
     """A job's status from what its step wrote (``started``, ``result``: the container's own
     start and end) and what Slurm says (``record``: ``scontrol show job`` or the job-completion
-    record; None when Slurm knows nothing of it). ``phase``: "started" once ``start`` released it.
+    record; None when Slurm knows nothing of it). ``phase``: "started" once ``start`` released it;
+    ``frozen``: the step froze the job (a suspend), whether or not Slurm shows it SUSPENDED.
 
     - the step's result -> exited with the container's exit code (and its OOM flag);
     - held and never released -> created;
@@ -189,8 +190,8 @@ def job_status(handle: str, record: dict[str, str] | None, phase: str | None, st
     if started_at is None:  # RUNNING (or SUSPENDED by an admin) before the step started the container
         return ContainerStatus(handle, "running", None, False, None, None,
                                f"starting on {node or 'its node'} (pulling the image, making the container)", labels, node=node)
-    return ContainerStatus(handle, "paused" if state == "SUSPENDED" else "running", None, False, started_at, None,
-                           None, labels, node=node)
+    return ContainerStatus(handle, "paused" if state == "SUSPENDED" or frozen else "running", None, False, started_at,
+                           None, None, labels, node=node)
 
 
 def _ended(handle: str, record: dict[str, str], state: str, started_at: float | None, labels: dict[str, str],

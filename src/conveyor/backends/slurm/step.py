@@ -16,6 +16,12 @@ and leave the container running, as a plain ``docker run`` killed by scancel doe
 driver asks for it with a file, ``kill``, that the step looks for while the job runs. Slurm
 sends its own SIGKILL KillWait seconds after its SIGTERM: a grace longer than the site's
 KillWait is cut there.
+
+Suspending: the driver's ``pause`` writes ``pause``; the step freezes the job (the container
+through its engine, a process group with SIGSTOP) and answers with ``paused``; only then does
+the driver ``scontrol suspend`` the Slurm job, which stops this step too (Slurm's suspend
+stops the job's processes, which a container's are not). ``scontrol resume`` comes first on the
+way back, then the step sees ``pause`` gone and thaws the job.
 """
 
 from __future__ import annotations
@@ -81,6 +87,18 @@ class Step:
         """The driver asked for SIGKILL, or the grace after a SIGTERM is over."""
         return (deadline is not None and time.monotonic() >= deadline) or (self.dir / "kill").exists()
 
+    def pause_wanted(self) -> bool:
+        """The driver's ``pause`` asks with the file ``pause``; ``unpause`` removes it."""
+        return (self.dir / "pause").exists()
+
+    def paused(self, paused: bool) -> None:
+        """Tell the driver the job is frozen (``paused`` exists) or runs again."""
+        marker = self.dir / "paused"
+        if paused:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
     def started(self, at: float) -> None:
         write_json(self.dir / "started.json", {"started_at": at, "node": self.node})
 
@@ -121,12 +139,16 @@ class Step:
             status = engine.inspect(handle)
             self.started(status.started_at if status and status.started_at else time.time())
             pump.start()
-            deadline, killed = None, False
+            deadline, killed, paused = None, False, False
             while True:
                 status = engine.inspect(handle)
                 if status is None or status.finished:
                     break
                 try:
+                    if self.pause_wanted() != paused:  # before a SIGTERM: a frozen job cannot handle it
+                        paused = not paused
+                        (engine.pause if paused else engine.unpause)(handle)
+                        self.paused(paused)
                     if self.term.is_set() and deadline is None:
                         deadline = time.monotonic() + self.grace()
                         engine.signal(handle, "SIGTERM")
@@ -180,8 +202,12 @@ class Step:
                  for name, pipe in (("stdout", child.stdout), ("stderr", child.stderr))]
         for p in pumps:
             p.start()
-        deadline = None
+        deadline, paused = None, False
         while child.poll() is None:
+            if self.pause_wanted() != paused:
+                paused = not paused
+                _kill_group(child.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+                self.paused(paused)
             if self.term.is_set() and deadline is None:
                 deadline = time.monotonic() + self.grace()
                 _kill_group(child.pid, signal.SIGTERM)

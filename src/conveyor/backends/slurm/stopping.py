@@ -1,4 +1,4 @@
-"""Part of the slurm driver: stopping a job. SIGTERM travels through Slurm to the job's step
+"""Part of the slurm driver: stopping and suspending a job. SIGTERM travels through Slurm to the job's step
 (``scancel --batch --signal=TERM``), which passes it on; SIGKILL cannot (it would kill the step
 and leave its container running), so the step is asked for it through a file, ``kill``, in the
 job's directory; Slurm's own kill is the last resort for a step that does not answer."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
-from ..base import ContainerNotFound, NotSupported
+from ..base import ContainerNotFound, EngineConflict, EngineError, NotSupported
 from ..hostfiles import write_json
 
 
@@ -78,3 +78,56 @@ class StopMixin:
         if not self._wait_end(handle, 15):
             self.slurm.cancel(self._parse(handle)[0])
 
+
+    # ------------------------------------------------------------------ suspend and resume
+
+    def pause(self, handle: str) -> None:
+        """Freeze the running job: its step freezes the container (asked through the file
+        ``pause``, answered with ``paused``), then ``scontrol suspend`` marks the Slurm job
+        SUSPENDED (refused to a user who is not a Slurm operator: the job stays frozen, and
+        Slurm shows it running)."""
+        status = self.inspect(handle)
+        if status is None:
+            raise ContainerNotFound(f"no such Slurm job: {handle}")
+        if status.status != "running" or (status.error or "").startswith("pending"):
+            # (one whose step is starting it is frozen by the step as soon as it runs)
+            raise EngineConflict(f"the job is not running ({status.error or status.status}): nothing to suspend")
+        slurm_id, job_id = self._parse(handle)
+        job_dir = self._dir(job_id)
+        (job_dir / "pause").touch()
+        if not _appears(job_dir / "paused", True):
+            (job_dir / "pause").unlink(missing_ok=True)
+            raise EngineError(f"the job's step on {status.node or 'its node'} did not freeze it within {ACK_S:g}s")
+        try:
+            self.slurm.run("scontrol", "suspend", slurm_id)
+        except EngineError as exc:
+            if "ccess" not in str(exc) and "ermission" not in str(exc):
+                raise
+
+    def unpause(self, handle: str) -> None:
+        """``scontrol resume`` (the step runs again), then the step thaws the job."""
+        slurm_id, job_id = self._parse(handle)
+        job_dir = self._dir(job_id)
+        if not (job_dir / "pause").exists():
+            raise EngineConflict("the job is not suspended")
+        try:
+            self.slurm.run("scontrol", "resume", slurm_id)
+        except EngineError as exc:
+            if "not suspended" not in str(exc) and "ccess" not in str(exc) and "ermission" not in str(exc):
+                raise
+        (job_dir / "pause").unlink(missing_ok=True)
+        if not _appears(job_dir / "paused", False):
+            raise EngineError(f"the job's step did not resume it within {ACK_S:g}s")
+
+
+ACK_S = 15.0  # how long the step may take to answer a pause or resume (it looks every 0.05 s)
+
+
+def _appears(path, present: bool) -> bool:
+    """Wait until ``path`` exists (or, ``present`` False, is gone); False after ACK_S."""
+    deadline = time.monotonic() + ACK_S
+    while path.exists() != present:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
