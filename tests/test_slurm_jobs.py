@@ -54,9 +54,10 @@ def test_a_job_without_an_image_runs_as_a_process_on_its_node(slurm, ex):
 
 
 def test_a_job_is_an_sbatch_submission_with_its_resources_and_its_tag(slurm, ex):
-    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sleep", "30"], resources={"cpus": 2, "memory": "300m"},
+    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "echo up; sleep 30"],
+                               resources={"cpus": 2, "memory": "300m"},
                                backend={"name": "slurm", "options": {"partition": "conveyor", "nice": 10}}))
-    ex.wait_started(job_id, timeout=WAIT)
+    eventually("job up", lambda: b"up" in b"".join(c for _, c in ex.logs(job_id, "stdout")), timeout=WAIT)
     record = slurm.run("scontrol", "show", "job", "-o", _slurm_id(ex, job_id))
     for field in (f"JobName=conveyor-{job_id}", f"Comment=conveyor:{ex.executor_id}:{job_id}", "Partition=conveyor",
                   "Nice=10", "NumCPUs=2", "mem=300M", "Requeue=0"):
@@ -106,8 +107,12 @@ def test_scancel_from_outside_ends_the_job_with_slurms_word_and_no_container_lef
     eventually("no container left on the node", lambda: _containers(ex, job_id) == [])
 
 
-def test_a_node_that_dies_mid_job_gives_it_a_true_end_and_a_retry_runs_on_the_other(slurm, ex):
-    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "echo attempt; sleep 25"], retries=1))
+def test_a_node_that_dies_mid_job_gives_it_a_true_end_and_a_retry_runs_on_the_other(slurm, ex, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # the first attempt waits (its node dies under it); the retry ends at once
+    script = "if [ -e /marks/first ]; then echo retry; else touch /marks/first; echo first; sleep 120; fi"
+    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", script], retries=1, mounts=[f"{marks}:/marks"]))
     eventually("job running on a node", lambda: ex.info(job_id).node is not None, timeout=WAIT)
     first = ex.info(job_id).node
     try:
@@ -115,7 +120,7 @@ def test_a_node_that_dies_mid_job_gives_it_a_true_end_and_a_retry_runs_on_the_ot
         job = ex.wait(job_id, timeout=150)
         moves = [t.to_state for t in ex.store.transitions(job_id)]
         assert JobState.REQUEUED in moves, moves  # the lost attempt counted as a failure to retry
-        assert (job.state, job.exit_code) == (JobState.DONE, 0), job
+        assert (job.state, job.exit_code, job.stdout) == (JobState.DONE, 0, "retry\n"), job
         assert job.node != first
         lost = ex.attempts(job_id)[0]
         assert lost["substate"] == Substate.CONTAINER_LOST and "NODE_FAIL" in lost["message"], lost

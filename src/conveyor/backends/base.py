@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator, Protocol
 
 from ..errors import (  # noqa: F401 - the errors every driver raises, named with the interface
     ContainerNotFound,
@@ -24,7 +24,9 @@ from ..errors import (  # noqa: F401 - the errors every driver raises, named wit
     InvalidSpec,
     NotSupported,
 )
-from ..spec import JobSpec
+
+if TYPE_CHECKING:  # the spec models import pydantic; a Slurm step that runs a process needs neither
+    from ..spec import JobSpec
 
 # Labels every Conveyor container (and volume, network) carries: the engine is a witness
 # from which a restarted executor can rediscover its work.

@@ -29,7 +29,7 @@ n1"; running -> running; ended in Slurm without a result -> exited with Slurm's 
 (MinJobAge), then from the job-completion file (jobcomp/filetxt) when the cluster has one.
 
 **Events** are polled (backends/polling.py) from ``list()``: the job directories, and one
-``scontrol show job`` for all of them, every 0.5 s.
+``scontrol show job`` for all of them, every 0.25 s.
 
 **Stop.** SIGTERM (``scancel --batch --signal=TERM``) reaches the step, which passes it to the
 job and kills it after the grace (``stop`` writes it to ``grace``); SIGKILL is asked through the
@@ -46,7 +46,14 @@ No exec, stats, stdin, tty or ports: declared, refused.
 job directories and asks Slurm; a job that ended meanwhile has its result and logs there.
 """
 
-from .driver import SlurmBackend
-from .mapping import check, job_status, sbatch_args
+__all__ = ["SlurmBackend"]
 
-__all__ = ["SlurmBackend", "check", "job_status", "sbatch_args"]
+
+def __getattr__(name: str):
+    # Loaded on first use: the step (``python -m conveyor.backends.slurm.step``) runs on every
+    # job's node and imports this package first; it needs none of the driver.
+    if name == "SlurmBackend":
+        from .driver import SlurmBackend
+
+        return SlurmBackend
+    raise AttributeError(name)

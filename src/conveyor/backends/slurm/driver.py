@@ -46,7 +46,7 @@ class SlurmBackend(StopMixin, PolledEvents):
 
     name = "slurm"
     capabilities = Capabilities(recover=True, files=True, oom=True, pause=True, gpus=frozenset({"nvidia"}))
-    poll_s = 0.5
+    poll_s = 0.25
 
     def __init__(self, executor_id: str, shared_dir: str | os.PathLike, conf: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None):
@@ -168,7 +168,11 @@ class SlurmBackend(StopMixin, PolledEvents):
         plan = spec.model_dump(mode="json", exclude_defaults=True, exclude={"inputs", "outputs", "labels"})
         plan["labels"] = {k: v for k, v in spec.labels.items() if not k.startswith("conveyor.")}
         own = {k: v for k, v in spec.labels.items() if k.startswith("conveyor.")}
-        write_json(job_dir / "job.json", {"executor": self.executor_id, "job": job_id, "spec": plan, "labels": own})
+        job = {"executor": self.executor_id, "job": job_id, "spec": plan, "labels": own}
+        if spec.image is None:  # a process: what to run, ready (see step.run_process)
+            job["process"] = {"argv": [*(spec.entrypoint or []), *(spec.full_command or [])], "env": spec.env,
+                              "workdir": spec.workdir}
+        write_json(job_dir / "job.json", job)
         script = job_dir / "step.sh"
         script.write_text("#!/bin/sh\n# Conveyor's step for this job: see conveyor/backends/slurm/step.py\n"
                           f"exec {shlex.quote(sys.executable)} -m conveyor.backends.slurm.step {shlex.quote(str(job_dir))}\n")

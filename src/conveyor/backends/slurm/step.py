@@ -65,13 +65,10 @@ class Output:
 
 class Step:
     def __init__(self, job_dir: Path):
-        from ...spec import JobSpec
-
         self.dir = job_dir
-        plan = json.loads((job_dir / "job.json").read_text())
-        self.executor_id, self.job_id = plan["executor"], plan["job"]
-        spec = JobSpec.model_validate(plan["spec"])
-        self.spec = spec.model_copy(update={"labels": {**spec.labels, **plan.get("labels", {})}})
+        self.plan = json.loads((job_dir / "job.json").read_text())
+        self.executor_id, self.job_id = self.plan["executor"], self.plan["job"]
+        self.stop_grace = float(self.plan["spec"].get("stop_grace", 10.0))
         self.node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         self.term = threading.Event()
         self.outputs = {name: Output(job_dir, name) for name in STREAMS}
@@ -81,7 +78,7 @@ class Step:
         try:
             return float((self.dir / "grace").read_text())
         except (OSError, ValueError):
-            return float(self.spec.stop_grace)
+            return self.stop_grace
 
     def kill_due(self, deadline: float | None) -> bool:
         """The driver asked for SIGKILL, or the grace after a SIGTERM is over."""
@@ -113,13 +110,21 @@ class Step:
         })
         return 125 if exit_code is None else min(exit_code, 255)
 
+    def run(self) -> int:
+        return self.run_process(self.plan["process"]) if "process" in self.plan else self.run_container()
+
     # ------------------------------------------------------------------ a container
 
     def run_container(self) -> int:
         from ...errors import ConveyorError, EngineError
+        from ...spec import JobSpec
         from ..docker import DockerBackend
 
-        spec = self._gpus_slurm_gave(self.spec)
+        spec = JobSpec.model_validate(self.plan["spec"])
+        # The node's engine runs it as its own job: Slurm's options (the job's backend choice)
+        # are not the engine's.
+        spec = spec.model_copy(update={"labels": {**spec.labels, **self.plan.get("labels", {})}, "backend": None})
+        spec = self._gpus_slurm_gave(spec)
         try:
             engine = DockerBackend(self.executor_id)
             old = engine.find(self.job_id)  # an earlier attempt's, left by a step killed outright
@@ -185,13 +190,15 @@ class Step:
 
     # ------------------------------------------------------------------ a process
 
-    def run_process(self) -> int:
-        """A job without an image: its command as a process group on the node, in the job's
-        workdir (default: its directory), with its env on top of the step's."""
-        argv = [*(self.spec.entrypoint or []), *(self.spec.full_command or [])]
-        env = {**os.environ, **self.spec.env}
+    def run_process(self, process: dict) -> int:
+        """A job without an image: its command (``process``: argv, env, workdir, as the driver
+        wrote them) as a process group on the node, in the job's workdir (default: its
+        directory), with its env on top of the step's. No job spec is read back: this path
+        imports nothing but the standard library, so it starts fast."""
+        argv = process["argv"]
+        env = {**os.environ, **process["env"]}
         try:
-            child = subprocess.Popen(argv, cwd=self.spec.workdir or self.dir, env=env, stdin=subprocess.DEVNULL,
+            child = subprocess.Popen(argv, cwd=process.get("workdir") or self.dir, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             return self.finish(127 if isinstance(exc, FileNotFoundError) else 126,
@@ -234,8 +241,7 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    step = Step(Path(argv[1]))
-    return step.run_container() if step.spec.image else step.run_process()
+    return Step(Path(argv[1])).run()
 
 
 if __name__ == "__main__":

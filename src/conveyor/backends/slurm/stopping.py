@@ -8,21 +8,26 @@ from __future__ import annotations
 import threading
 import time
 
-from ..base import ContainerNotFound, EngineConflict, EngineError, NotSupported
+from ..base import ContainerNotFound, ContainerStatus, EngineConflict, EngineError, NotSupported
 from ..hostfiles import write_json
 
 
 class StopMixin:
     """Part of SlurmBackend: needs ``slurm``, ``inspect``, ``_dir`` and ``_parse``."""
 
+    def _unfinished(self, handle: str) -> ContainerStatus | None:
+        """The job's status; None when it has ended. ContainerNotFound when it is gone."""
+        status = self.inspect(handle)
+        if status is None:
+            raise ContainerNotFound(f"no such Slurm job: {handle}")
+        return None if status.finished else status
+
     def stop(self, handle: str, grace: float) -> None:
         """SIGTERM to the job's step (``scancel --batch --signal=TERM``), which stops the job with
         ``grace`` (SIGTERM, then SIGKILL); ``scancel`` outright if it has not ended ``grace`` +
         15 s later. A job not yet running is cancelled in Slurm. Returns once it has ended."""
-        status = self.inspect(handle)
+        status = self._unfinished(handle)
         if status is None:
-            raise ContainerNotFound(f"no such Slurm job: {handle}")
-        if status.finished:
             return
         slurm_id, job_id = self._parse(handle)
         if status.status == "created":  # held, never released: it ends here, with no exit code
@@ -59,10 +64,8 @@ class StopMixin:
         if sig not in ("TERM", "KILL", "15", "9"):
             raise NotSupported(f"the slurm backend cannot send {signal}: a job is stopped with SIGTERM, then "
                                "SIGKILL (capability signals)")
-        status = self.inspect(handle)
+        status = self._unfinished(handle)
         if status is None:
-            raise ContainerNotFound(f"no such Slurm job: {handle}")
-        if status.finished:
             return
         slurm_id, job_id = self._parse(handle)
         if status.started_at is None:  # nothing of the job runs yet: Slurm ends it
