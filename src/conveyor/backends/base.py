@@ -114,6 +114,9 @@ class Backend(Protocol):
 
     name: str
     capabilities: Capabilities
+    # Optional: how to get a capability this driver lacks as configured, by capability (swarm's
+    # files: "set [engine] shared_dir"); the refusal of a job that needs it says so.
+    capability_hints: dict[str, str]
 
     def version(self) -> dict:
         """The engine: {"name", "version", "api_version"}."""

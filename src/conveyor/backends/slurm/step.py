@@ -85,8 +85,9 @@ class Step:
         return (deadline is not None and time.monotonic() >= deadline) or (self.dir / "kill").exists()
 
     def pause_wanted(self) -> bool:
-        """The driver's ``pause`` asks with the file ``pause``; ``unpause`` removes it."""
-        return (self.dir / "pause").exists()
+        """The driver's ``pause`` asks with the file ``pause``; ``unpause`` removes it. Not once
+        a SIGTERM came: a frozen job cannot handle it, so a stop thaws it first."""
+        return (self.dir / "pause").exists() and not self.term.is_set()
 
     def paused(self, paused: bool) -> None:
         """Tell the driver the job is frozen (``paused`` exists) or runs again."""
@@ -150,7 +151,7 @@ class Step:
                 if status is None or status.finished:
                     break
                 try:
-                    if self.pause_wanted() != paused:  # before a SIGTERM: a frozen job cannot handle it
+                    if self.pause_wanted() != paused:
                         paused = not paused
                         (engine.pause if paused else engine.unpause)(handle)
                         self.paused(paused)
