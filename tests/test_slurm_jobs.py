@@ -181,3 +181,13 @@ def test_suspend_freezes_the_container_and_suspends_the_slurm_job(slurm, ex):
     assert [c.status for c in _containers(ex, job_id)] == ["running"]
     job = ex.cancel(job_id, grace=0)
     assert (job.state, job.substate, job.stdout) == (JobState.FAILED, Substate.CANCELLED, "up\n")
+
+
+def test_cancel_of_a_suspended_job_thaws_it_so_its_term_handler_runs(slurm, ex):
+    job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "trap 'echo bye; exit 4' TERM; echo up; "
+                                                                       "while :; do sleep 0.1; done"]))
+    eventually("job up", lambda: b"up" in b"".join(c for _, c in ex.logs(job_id, "stdout")), timeout=WAIT)
+    assert ex.suspend(job_id).state is JobState.SUSPENDED
+    job = ex.cancel(job_id, grace=10)
+    assert (job.state, job.substate, job.exit_code, job.stdout) == (JobState.FAILED, Substate.CANCELLED, 4, "up\nbye\n")
+    eventually("no container left on the node", lambda: _containers(ex, job_id) == [])

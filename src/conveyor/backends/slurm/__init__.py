@@ -31,10 +31,12 @@ n1"; running -> running; ended in Slurm without a result -> exited with Slurm's 
 **Events** are polled (backends/polling.py) from ``list()``: the job directories, and one
 ``scontrol show job`` for all of them, every 0.25 s.
 
-**Stop.** SIGTERM (``scancel --batch --signal=TERM``) reaches the step, which passes it to the
-job and kills it after the grace (``stop`` writes it to ``grace``); SIGKILL is asked through the
-file ``kill`` (a SIGKILL to the step would leave its container running), with Slurm's own
-``scancel`` as the last resort. No other signals.
+**Stop.** The step is asked for SIGTERM and SIGKILL through files in the job's directory
+(``term``, ``kill``; ``grace`` holds a stop's grace): it passes SIGTERM to the job and kills it
+after the grace. A SIGKILL to the step would leave its container running, and ``scancel
+--signal`` to a step Slurm has just resumed was seen to be lost. Slurm's own SIGTERM (time limit,
+an operator's ``scancel``) reaches the step's handler the same way; ``scancel`` outright is the
+last resort for a step that does not answer. No other signals.
 
 **Suspend/resume** (step.py): the step freezes the job when asked through the file ``pause``
 and answers ``paused``; then ``scontrol suspend`` (Slurm's suspend alone would stop the step,

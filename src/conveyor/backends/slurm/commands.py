@@ -84,11 +84,11 @@ class Slurm:
     def release(self, slurm_id: str) -> None:
         self.run("scontrol", "release", slurm_id)
 
-    def cancel(self, slurm_id: str, signal: str | None = None, batch: bool = False) -> None:
-        """scancel; one that has ended already is fine."""
-        args = ["scancel", *(["--batch"] if batch else []), *([f"--signal={signal}"] if signal else []), slurm_id]
+    def cancel(self, slurm_id: str) -> None:
+        """scancel (Slurm's SIGTERM to the job's processes, SIGKILL after KillWait); one that
+        has ended already is fine."""
         try:
-            self.run(*args)
+            self.run("scancel", slurm_id)
         except EngineError as exc:
             if "already completed" not in str(exc) and "Invalid job id" not in str(exc):
                 raise

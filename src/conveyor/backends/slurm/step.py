@@ -8,13 +8,14 @@ reads: the job's stdout and stderr byte for byte with their times (``stdout``, `
 their ``.idx``, as the process backend's shim writes them), ``started.json`` when the job runs,
 and ``result.json`` (exit code, OOM, times) at its end, before the container is removed.
 
-Stopping: SIGTERM reaches this step from ``scancel --batch --signal=TERM`` (the driver's
-``signal``/``stop``) or from Slurm itself at the job's time limit; the step passes it to the job
-and kills the job if it has not ended after the grace period (``grace``, written by the driver's
-``stop``; else the spec's ``stop_grace``). SIGKILL cannot be passed on (it would kill this step
-and leave the container running, as a plain ``docker run`` killed by scancel does), so the
-driver asks for it with a file, ``kill``, that the step looks for while the job runs. Slurm
-sends its own SIGKILL KillWait seconds after its SIGTERM: a grace longer than the site's
+Stopping: the driver asks for SIGTERM and SIGKILL with the files ``term`` and ``kill``, which
+the step looks for while the job runs (a file reaches a step on any node, also one Slurm has
+just resumed, where ``scancel --signal`` was seen to be lost; and a SIGKILL to the step would
+kill it and leave its container running, as a plain ``docker run`` killed by scancel does).
+Slurm's own SIGTERM (at the job's time limit, an operator's ``scancel``) reaches the step's
+handler. Either way the step passes SIGTERM to the job and kills it if it has not ended after
+the grace period (``grace``, written by the driver's ``stop``; else the spec's ``stop_grace``).
+Slurm sends its own SIGKILL KillWait seconds after its SIGTERM: a grace longer than the site's
 KillWait is cut there.
 
 Suspending: the driver's ``pause`` writes ``pause``; the step freezes the job (the container
@@ -80,6 +81,11 @@ class Step:
         except (OSError, ValueError):
             return self.stop_grace
 
+    def terminating(self) -> bool:
+        """A SIGTERM came (from Slurm: its time limit, an operator's scancel), or the driver
+        asked for one with the file ``term``."""
+        return self.term.is_set() or (self.dir / "term").exists()
+
     def kill_due(self, deadline: float | None) -> bool:
         """The driver asked for SIGKILL, or the grace after a SIGTERM is over."""
         return (deadline is not None and time.monotonic() >= deadline) or (self.dir / "kill").exists()
@@ -87,7 +93,7 @@ class Step:
     def pause_wanted(self) -> bool:
         """The driver's ``pause`` asks with the file ``pause``; ``unpause`` removes it. Not once
         a SIGTERM came: a frozen job cannot handle it, so a stop thaws it first."""
-        return (self.dir / "pause").exists() and not self.term.is_set()
+        return (self.dir / "pause").exists() and not self.terminating()
 
     def paused(self, paused: bool) -> None:
         """Tell the driver the job is frozen (``paused`` exists) or runs again."""
@@ -155,7 +161,7 @@ class Step:
                         paused = not paused
                         (engine.pause if paused else engine.unpause)(handle)
                         self.paused(paused)
-                    if self.term.is_set() and deadline is None:
+                    if self.terminating() and deadline is None:
                         deadline = time.monotonic() + self.grace()
                         engine.signal(handle, "SIGTERM")
                     if not killed and self.kill_due(deadline):
@@ -216,7 +222,7 @@ class Step:
                 paused = not paused
                 _kill_group(child.pid, signal.SIGSTOP if paused else signal.SIGCONT)
                 self.paused(paused)
-            if self.term.is_set() and deadline is None:
+            if self.terminating() and deadline is None:
                 deadline = time.monotonic() + self.grace()
                 _kill_group(child.pid, signal.SIGTERM)
             if self.kill_due(deadline):

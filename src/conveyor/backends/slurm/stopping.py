@@ -1,7 +1,8 @@
-"""Part of the slurm driver: stopping and suspending a job. SIGTERM travels through Slurm to the job's step
-(``scancel --batch --signal=TERM``), which passes it on; SIGKILL cannot (it would kill the step
-and leave its container running), so the step is asked for it through a file, ``kill``, in the
-job's directory; Slurm's own kill is the last resort for a step that does not answer."""
+"""Part of the slurm driver: stopping and suspending a job. The job's step is asked for SIGTERM
+and SIGKILL through files in the job's directory (``term``, ``kill``), which reach it on any node
+(a SIGKILL sent to the step would kill it and leave its container running; ``scancel --signal``
+to a step Slurm has just resumed was seen to be lost); Slurm's own kill is the last resort for a
+step that does not answer."""
 
 from __future__ import annotations
 
@@ -15,6 +16,20 @@ from ..hostfiles import write_json
 class StopMixin:
     """Part of SlurmBackend: needs ``slurm``, ``inspect``, ``_dir`` and ``_parse``."""
 
+    def _ask_step(self, slurm_id: str, job_id: str, status: ContainerStatus, what: str) -> None:
+        """Ask the job's step to send the job SIGTERM (``what`` "term") or SIGKILL ("kill"). A
+        suspended job is resumed in Slurm first (its step is stopped); the step thaws the job."""
+        if status.status == "paused":
+            self._resume_in_slurm(slurm_id)
+        (self._dir(job_id) / what).touch()
+
+    def _resume_in_slurm(self, slurm_id: str) -> None:
+        try:
+            self.slurm.run("scontrol", "resume", slurm_id)
+        except EngineError as exc:  # not suspended in Slurm (a user who is not an operator)
+            if "not suspended" not in str(exc) and "ccess" not in str(exc) and "ermission" not in str(exc):
+                raise
+
     def _unfinished(self, handle: str) -> ContainerStatus | None:
         """The job's status; None when it has ended. ContainerNotFound when it is gone."""
         status = self.inspect(handle)
@@ -23,9 +38,9 @@ class StopMixin:
         return None if status.finished else status
 
     def stop(self, handle: str, grace: float) -> None:
-        """SIGTERM to the job's step (``scancel --batch --signal=TERM``), which stops the job with
-        ``grace`` (SIGTERM, then SIGKILL); ``scancel`` outright if it has not ended ``grace`` +
-        15 s later. A job not yet running is cancelled in Slurm. Returns once it has ended."""
+        """Ask the job's step to stop it with ``grace`` (SIGTERM, then SIGKILL); ``scancel``
+        outright if it has not ended ``grace`` + 15 s later. A job not yet running is cancelled
+        in Slurm. Returns once it has ended."""
         status = self._unfinished(handle)
         if status is None:
             return
@@ -40,7 +55,7 @@ class StopMixin:
             self._wait_end(handle, 60)
             return
         (self._dir(job_id) / "grace").write_text(str(grace))
-        self.slurm.cancel(slurm_id, signal="TERM", batch=True)
+        self._ask_step(slurm_id, job_id, status, "term")
         if not self._wait_end(handle, grace + 15):
             self.slurm.cancel(slurm_id)  # the step does not answer (its node is gone?): Slurm's own kill
             self._wait_end(handle, 60)
@@ -55,11 +70,9 @@ class StopMixin:
         return False
 
     def signal(self, handle: str, signal: str) -> None:
-        """SIGTERM and SIGKILL, what a stop sends, are the only signals: SIGTERM through
-        ``scancel --batch --signal=TERM`` to the job's step, which passes it on; SIGKILL as the
-        file ``kill`` the step looks for (a SIGKILL to the step would leave its container
-        running), and Slurm's own kill if the step has not ended the job 15 s later. A job not
-        yet running is cancelled in Slurm. Others: NotSupported."""
+        """SIGTERM and SIGKILL, what a stop sends, are the only signals, both asked of the job's
+        step (see the module docstring), with Slurm's own kill if the step has not ended the job
+        15 s after a SIGKILL. A job not yet running is cancelled in Slurm. Others: NotSupported."""
         sig = signal.upper().removeprefix("SIG")
         if sig not in ("TERM", "KILL", "15", "9"):
             raise NotSupported(f"the slurm backend cannot send {signal}: a job is stopped with SIGTERM, then "
@@ -71,9 +84,9 @@ class StopMixin:
         if status.started_at is None:  # nothing of the job runs yet: Slurm ends it
             self.stop(handle, 0)
         elif sig in ("TERM", "15"):
-            self.slurm.cancel(slurm_id, signal="TERM", batch=True)
+            self._ask_step(slurm_id, job_id, status, "term")
         else:
-            (self._dir(job_id) / "kill").touch()
+            self._ask_step(slurm_id, job_id, status, "kill")
             threading.Thread(target=self._kill_if_ignored, args=(handle,), daemon=True,
                              name=f"slurm-kill-{slurm_id}").start()
 
@@ -113,11 +126,7 @@ class StopMixin:
         job_dir = self._dir(job_id)
         if not (job_dir / "pause").exists():
             raise EngineConflict("the job is not suspended")
-        try:
-            self.slurm.run("scontrol", "resume", slurm_id)
-        except EngineError as exc:
-            if "not suspended" not in str(exc) and "ccess" not in str(exc) and "ermission" not in str(exc):
-                raise
+        self._resume_in_slurm(slurm_id)
         (job_dir / "pause").unlink(missing_ok=True)
         if not _appears(job_dir / "paused", False):
             raise EngineError(f"the job's step did not resume it within {ACK_S:g}s")
