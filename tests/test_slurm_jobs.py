@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from conveyor import Executor, JobSpec, JobState, Substate
-from conveyor.errors import ConveyorError, InvalidSpec
+from conveyor.errors import ConveyorError, InvalidSpec, InvalidState, WaitTimeout
 from helpers import Cli, eventually
 
 from conftest import TEST_IMAGE
@@ -65,21 +65,44 @@ def test_a_job_is_an_sbatch_submission_with_its_resources_and_its_tag(slurm, ex)
     ex.cancel(job_id, grace=0)
 
 
-def test_a_job_waiting_in_slurm_shows_slurms_reason_and_runs_once_the_nodes_are_free(slurm, ex, tmp_path):
-    # Another user's work fills both nodes (all their memory): Conveyor's job waits in Slurm.
+def test_a_job_waiting_in_slurm_is_queued_with_slurms_reason_and_runs_once_the_nodes_are_free(slurm, ex, tmp_path):
+    # Another user's work fills both nodes (all their memory): Conveyor's jobs wait in Slurm.
     blockers = [slurm.run("sbatch", "--parsable", "--mem=1000M", f"--output={tmp_path}/blocker-%j", "--wrap", "sleep 60").strip()
                 for _ in range(2)]
     try:
         eventually("both blockers run", lambda: all("JobState=RUNNING" in slurm.run("scontrol", "show", "job", "-o", b)
                                                     for b in blockers), timeout=WAIT)
         job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["echo", "ran"], resources={"memory": "100m"}))
-        eventually("Slurm's reason", lambda: "pending in Slurm (Resources)" in
-                   (ex.backend.inspect(ex.store.get(job_id).container_id or "0-x") or _NoStatus).error or "", timeout=WAIT)
-        assert ex.info(job_id).state is JobState.RUNNING  # in Conveyor's terms: admitted, released to Slurm
+        other = ex.submit(JobSpec(image=TEST_IMAGE, command=["echo", "never"], resources={"memory": "100m"}))
+        # Slurm says Resources for the first in its queue, Priority for the one behind it.
+        reasons = ("pending in Slurm (Resources)", "pending in Slurm (Priority)")
+        eventually("Slurm's reason as the job's", lambda: (ex.info(job_id).message or "").startswith(reasons), timeout=WAIT)
+        waiting = ex.info(job_id)
+        # Handed to Slurm, not running: Queued in Slurm's queue, as DRMAA2 says, not Running.
+        assert (waiting.state, waiting.substate, waiting.started_at) == (JobState.QUEUED, Substate.ENGINE_QUEUED, None)
+        assert f"conveyor-{job_id}" in slurm.run("squeue", "-h", "-o", "%j %T")
+        with pytest.raises(WaitTimeout):
+            ex.wait_started(job_id, timeout=1)
+        with pytest.raises(InvalidState, match="engine_queued"):
+            ex.hold(job_id)  # Slurm would run it anyway: refused, naming why
+        waits = {j["id"]: j for j in ex.queue()["jobs"]}
+        assert waits[job_id]["waits_for"] == "engine" and waits[job_id]["reason"].startswith(tuple("engine: " + r for r in reasons)), waits
+        # Cancelling a job Slurm queues takes it out of Slurm's queue too.
+        eventually("the other waits in Slurm", lambda: ex.info(other).substate == Substate.ENGINE_QUEUED, timeout=WAIT)
+        cancelled = ex.cancel(other, grace=0)
+        assert (cancelled.state, cancelled.substate) == (JobState.FAILED, Substate.CANCELLED)
+        assert f"conveyor-{other}" not in slurm.run("squeue", "-h", "-o", "%j")
+        assert ex.info(job_id).state is JobState.QUEUED
     finally:
         slurm.run("scancel", *blockers)
+    started = ex.wait_started(job_id, timeout=WAIT)
+    assert started.started_at is not None
     job = ex.wait(job_id, timeout=WAIT)
     assert (job.state, job.stdout) == (JobState.DONE, "ran\n")
+    moves = [(t.to_state, t.substate) for t in ex.store.transitions(job_id)]
+    assert moves[:3] == [(JobState.QUEUED, None), (JobState.QUEUED, Substate.ENGINE_QUEUED), (JobState.RUNNING, None)], moves
+    assert [t.to_state for t in ex.store.transitions(other)][-1] is JobState.FAILED
+    assert JobState.RUNNING not in [t.to_state for t in ex.store.transitions(other)]  # it never ran
 
 
 class _NoStatus:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Executor, JobSpec, JobState, Substate
-from conveyor.errors import InvalidSpec
+from conveyor.errors import InvalidSpec, WaitTimeout
 from helpers import Cli, eventually
 
 from conftest import TEST_IMAGE
@@ -55,15 +55,19 @@ def test_placement_by_label_and_a_pending_job_starts_once_a_node_has_it(swarm, e
     spec = JobSpec(image=TEST_IMAGE, command=["hostname"], backend={"name": "swarm", "options": {
         "constraints": ["node.labels.conveyor-test-pool==special"]}})
     job_id = ex.submit(spec)
-    started = ex.wait_started(job_id, timeout=WAIT)  # started: its task waits for a node
-    assert started.state is JobState.RUNNING
-    eventually("the wait's reason", lambda: "no suitable node" in (ex.backend.inspect(ex.store.get(job_id).container_id).error or ""))
+    # Handed to Swarm, whose task waits for a node: Queued in Swarm's queue, with its reason.
+    eventually("the wait's reason as the job's", lambda: "no suitable node" in (ex.info(job_id).message or ""), timeout=WAIT)
+    waiting = ex.info(job_id)
+    assert (waiting.state, waiting.substate, waiting.started_at) == (JobState.QUEUED, Substate.ENGINE_QUEUED, None)
+    with pytest.raises(WaitTimeout):
+        ex.wait_started(job_id, timeout=1)
     swarm.label("n2", "conveyor-test-pool", "special")
     try:
         job = ex.wait(job_id, timeout=WAIT)
     finally:
         swarm.unlabel("n2", "conveyor-test-pool")
     assert job.state is JobState.DONE and _node_of(swarm, ex, job_id) == swarm.hostnames["n2"]
+    assert job.started_at is not None and JobState.RUNNING in [t.to_state for t in ex.store.transitions(job_id)]
 
 
 def test_a_worker_that_dies_mid_run_gives_its_job_a_true_final_state(swarm, ex):

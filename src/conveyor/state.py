@@ -61,6 +61,11 @@ class Substate:
     DEPENDENCY_FAILED = "dependency_failed"  # a job it runs --after ended badly (or was removed)
     START_DEADLINE = "start_deadline"  # not started by its start deadline
     RETRY = "retry"  # Requeued after a failed attempt, waiting for its backoff and a slot
+    # Queued in the engine's own queue: handed to an engine that queues jobs itself (Slurm,
+    # Swarm) and not yet running there. The engine's reason (Resources, Priority, "no suitable
+    # node") is the job's message. Such a job holds its share like a running one, the
+    # scheduler does not launch it again, and cancelling it goes through the engine.
+    ENGINE_QUEUED = "engine_queued"
 
 
 # The failures a job with retries left is run again for. Not for what another try cannot
@@ -70,14 +75,15 @@ RETRYABLE = frozenset({Substate.EXITED, Substate.OOM_KILLED, Substate.TIMEOUT, S
 
 # Legal moves. Undetermined is reachable from anywhere (we lost track) and can be left
 # once the truth is known again.
+# Queued -> Queued and Requeued -> Queued: handed to an engine that queues it (ENGINE_QUEUED).
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.QUEUED_HELD, JobState.RUNNING, JobState.FAILED}),
+    JobState.QUEUED: frozenset({JobState.QUEUED, JobState.QUEUED_HELD, JobState.RUNNING, JobState.FAILED}),
     JobState.QUEUED_HELD: frozenset({JobState.QUEUED, JobState.FAILED}),
     JobState.RUNNING: frozenset(
         {JobState.SUSPENDED, JobState.DONE, JobState.FAILED, JobState.REQUEUED}
     ),
     JobState.SUSPENDED: frozenset({JobState.RUNNING, JobState.DONE, JobState.FAILED, JobState.REQUEUED}),
-    JobState.REQUEUED: frozenset({JobState.REQUEUED_HELD, JobState.RUNNING, JobState.FAILED}),
+    JobState.REQUEUED: frozenset({JobState.QUEUED, JobState.REQUEUED_HELD, JobState.RUNNING, JobState.FAILED}),
     JobState.REQUEUED_HELD: frozenset({JobState.REQUEUED, JobState.FAILED}),
     JobState.DONE: frozenset(),
     JobState.FAILED: frozenset(),
@@ -85,6 +91,20 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
         {JobState.RUNNING, JobState.SUSPENDED, JobState.DONE, JobState.FAILED, JobState.REQUEUED}
     ),
 }
+
+
+def in_engine(state: JobState, substate: str | None) -> bool:
+    """The engine has the job: it started (an active state) or its engine queues it."""
+    return state in ACTIVE_STATES or (state is JobState.QUEUED and substate == Substate.ENGINE_QUEUED)
+
+
+def in_engine_sql(table: str = "") -> str:
+    """:func:`in_engine` in SQL (``table``: a prefix such as ``"j."``); both terms are indexed."""
+    return f"({sql_in(ACTIVE_STATES, table + 'state')} OR {table}substate = '{Substate.ENGINE_QUEUED}')"
+
+
+def not_engine_queued_sql(table: str = "") -> str:
+    return f"{table}substate IS NOT '{Substate.ENGINE_QUEUED}'"
 
 
 def can_move(src: JobState, dst: JobState) -> bool:

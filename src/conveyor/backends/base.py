@@ -53,6 +53,9 @@ class Capabilities:
     tty: bool = False  # give a job a terminal, and resize it
     signals: bool = False  # send a job any signal (kill -s); without it only cancel (TERM, grace, KILL) stops it
     oom: bool = False  # tell an OOM kill from other ends (without it, an OOM kill is a plain exit 137)
+    # The engine keeps a queue of its own (Slurm, Swarm): a started job may wait there, and is
+    # Queued (Substate.ENGINE_QUEUED, the engine's reason as its message) until it runs.
+    queues: bool = False
 
     def to_dict(self) -> dict:
         return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in self.__dict__.items()}
@@ -79,10 +82,17 @@ class ContainerStatus:
     # jobs asynchronously (swarm) reports it here, where docker's start call raises it.
     start_failed: bool = False
     node: str | None = None  # the machine it runs on, for an engine with several (swarm)
+    timed_out: bool = False  # the engine ended it at a time limit of its own (Slurm's --time)
 
     @property
     def alive(self) -> bool:
         return self.status in ("running", "paused", "restarting")
+
+    @property
+    def queued(self) -> bool:
+        """Started, but its engine still queues it (no process yet; ``error`` says why): how an
+        engine with a queue of its own (Slurm, Swarm) reports a job waiting for a node."""
+        return self.status == "running" and self.started_at is None
 
     @property
     def finished(self) -> bool:
@@ -91,7 +101,7 @@ class ContainerStatus:
 
 @dataclass(frozen=True)
 class EngineEvent:
-    action: str  # start | die | oom | pause | unpause | destroy | ...
+    action: str  # start | die | oom | pause | unpause | destroy | queued (a new reason to wait) | ...
     container_id: str
     job_id: str | None
     time: float

@@ -20,8 +20,8 @@ class PolledEvents:
 
     def events(self, since: float | None = None) -> Iterator[EngineEvent]:
         """This executor's jobs' changes, polled from a snapshot taken here (subscribed when
-        this returns): ``start`` when a job runs, ``die`` when it reaches its end, ``destroy``
-        when it is gone. ``since`` is not replayed: the watcher's reconcile after subscribing
+        this returns): ``start`` when a job runs, ``queued`` when its engine gives a new reason
+        it waits, ``die`` when it reaches its end, ``destroy`` when it is gone. ``since`` is not replayed: the watcher's reconcile after subscribing
         covers what came before. A second call ends the first stream."""
         stop = threading.Event()
         with self._events_lock:
@@ -42,6 +42,8 @@ class PolledEvents:
                 job = s.labels.get(LABEL_JOB)
                 if _running(s) and not (before is not None and _running(before)):
                     yield EngineEvent("start", handle, job, s.started_at or now, node=s.node)
+                elif s.queued and (before is None or before.error != s.error):
+                    yield EngineEvent("queued", handle, job, now)  # still in the engine's queue: a new reason
                 if s.finished and not (before is not None and before.finished):
                     yield EngineEvent("die", handle, job, s.finished_at or now)
             for handle, before in seen.items():

@@ -27,6 +27,9 @@ class ControlMixin(ExecutorBase):
     def hold(self, ref: str) -> Job:
         job_ref("hold", ref)
         rec = self._record_for(HOLD, ref)
+        if rec.substate == Substate.ENGINE_QUEUED:
+            # Its engine has it: a hold here would not stop that engine from running it.
+            raise InvalidState(rec.id, "Queued in its engine's own queue (engine_queued): cancel it instead", HOLD.action)
         self._move(HOLD, rec.id, rec.state, _HELD[rec.state], Substate.HELD, reason="held")
         return self.info(rec.id)
 
@@ -46,11 +49,11 @@ class ControlMixin(ExecutorBase):
         return self._pause(RESUME, ref, JobState.RUNNING)
 
     def cancel(self, ref: str, grace: float | None = None, *, wait: bool = True) -> Job:
-        """A waiting job fails at once; a started one gets SIGTERM, then SIGKILL after
-        ``grace`` seconds (default: the spec's stop_grace)."""
+        """A waiting job fails at once; a started one (or one its engine queues) gets SIGTERM,
+        then SIGKILL after ``grace`` seconds (default: the spec's stop_grace)."""
         job_ref("cancel", ref)
         rec = self._record_for(CANCEL, ref)
-        if rec.state in WAITING_STATES or rec.container_id is None:
+        if (rec.state in WAITING_STATES and rec.substate != Substate.ENGINE_QUEUED) or rec.container_id is None:
             self.store.transition(rec.id, JobState.FAILED, Substate.CANCELLED, reason="cancelled", finished_at=time.time())
             self._changed(rec.id)
             return self.info(rec.id)

@@ -42,14 +42,18 @@ class NodeMixin(ExecutorBase):
             state = JobState(state)
             row["running" if state in ACTIVE_STATES else "held" if state in HELD_STATES else "queued"] += n
         sql = (
-            "SELECT id, name, state, priority, created_at, array_id, array_index, req_cpus, req_memory, req_gpus "
+            "SELECT id, name, state, priority, created_at, array_id, array_index, req_cpus, req_memory, req_gpus, "
+            "substate, message "
             f"FROM jobs WHERE executor_id=? AND {sql_in(WAITING_STATES)} ORDER BY priority DESC, created_at, rowid"
         )
         jobs = []
-        for job_id, name, state, priority, created, array_id, index, cpus, memory, gpus in self.store.query(
+        for job_id, name, state, priority, created, array_id, index, cpus, memory, gpus, substate, message in self.store.query(
             sql + (" LIMIT ?" if limit is not None else ""), (self.executor_id, *([limit] if limit is not None else []))
         ):
-            why = "hold" if JobState(state) in HELD_STATES else reasons.get(job_id, "starting")
+            if substate == Substate.ENGINE_QUEUED:
+                why = f"engine: {message}"
+            else:
+                why = "hold" if JobState(state) in HELD_STATES else reasons.get(job_id, "starting")
             jobs.append({
                 "id": job_id, "name": name, "state": state, "priority": priority, "created_at": created,
                 "array_id": array_id, "array_index": index,

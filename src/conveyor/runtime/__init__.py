@@ -20,7 +20,7 @@ from ..backends.base import Backend
 from ..capacity import Capacity, SchedulingConfig
 from ..daemon import WakeReceiver
 from ..home import Home
-from ..state import JobState
+from ..state import JobState, Substate
 from ..store import JobRecord, Store
 from .finisher import Finisher
 from .launcher import Launcher
@@ -49,7 +49,7 @@ class Runtime:
         self.finisher = Finisher(store, backend, home, locks, self.notify)
         self.stopper = Stopper(store, backend, self.finisher)
         self.terminals = Terminals()
-        self.launcher = Launcher(store, backend, home, locks, self.notify, self.stopper.watch_timeout, self.terminals)
+        self.launcher = Launcher(store, backend, home, locks, self.notify, self._started, self.terminals)
         self.scheduler = Scheduler(
             store, executor_id, self.launcher, WakeReceiver(home), self.notify, scheduling, capacity
         )
@@ -75,6 +75,13 @@ class Runtime:
         state = self._on_change(job_id)
         if state is not None and state not in (JobState.RUNNING, JobState.SUSPENDED):
             self.scheduler.wake()  # it ended or was requeued: resources, dependencies, retries
+
+    def _started(self, rec: JobRecord) -> None:
+        """The engine took the job: its timeout counts from its start; a job its engine
+        queues is looked at once now (running already, or the engine's reason to wait)."""
+        self.stopper.watch_timeout(rec)
+        if rec.substate == Substate.ENGINE_QUEUED:
+            self.finisher.finalize_later(rec.id)
 
     def wake(self) -> None:
         """New work was queued or released."""

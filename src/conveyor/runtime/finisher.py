@@ -19,7 +19,7 @@ from .. import faults
 from ..backends.base import Backend, ContainerStatus
 from ..errors import EngineUnavailable, JobNotFound
 from ..home import Home
-from ..state import ACTIVE_STATES, JobState, Substate
+from ..state import JobState, Substate, in_engine
 from ..store import JobRecord, Store
 from .locks import JobLocks
 
@@ -38,7 +38,7 @@ def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState
         return JobState.FAILED, Substate.START_FAILED, status.error
     if status.oom_killed and code != 0:
         return JobState.FAILED, Substate.OOM_KILLED, "killed by the out-of-memory killer (memory limit reached)"
-    if stop_reason == Substate.TIMEOUT:
+    if stop_reason == Substate.TIMEOUT or status.timed_out:
         return JobState.FAILED, Substate.TIMEOUT, f"terminated at its timeout (exit code {code})"
     if stop_reason == Substate.CANCELLED:
         return JobState.FAILED, Substate.CANCELLED, f"cancelled (exit code {code})"
@@ -106,7 +106,7 @@ class Finisher:
                 if rec.spec.auto_remove:
                     self.backend.remove(rec.container_id)
                 return False
-            if rec.state not in ACTIVE_STATES:
+            if not in_engine(rec.state, rec.substate):
                 # Queued jobs' containers are never started before the claim, and a Requeued
                 # job's container is its last attempt's: a (replayed) event about it must not
                 # end the job.
@@ -129,11 +129,21 @@ class Finisher:
 
     def _record_end(self, rec: JobRecord, status: ContainerStatus) -> bool:
         job_id = rec.id
+        state, substate, message = classify(status, rec.stop_reason)
+        started_at, finished_at = status.started_at, status.finished_at
+        if started_at is not None and finished_at is not None and started_at > finished_at:
+            # The engine stamps StartedAt after its start call returns, but FinishedAt
+            # with the process's real exit time: a job that exits at once can show
+            # StartedAt > FinishedAt. It cannot have started after it ended.
+            started_at = finished_at
+        ran = started_at is not None or state is JobState.DONE
+        if rec.state is JobState.UNDETERMINED or (rec.substate == Substate.ENGINE_QUEUED and ran):
+            # It ran (an engine that queues jobs: perhaps between two looks): the history says so.
+            self.store.transition(job_id, JobState.RUNNING, reason="engine: started", started_at=started_at, message=None)
         logs = self.home.job_logs(job_id)
         logs.mkdir(parents=True, exist_ok=True)
         self.backend.save_logs(rec.container_id, {s: logs / s for s in STREAMS})
         faults.reached("after-logs", job_id)
-        state, substate, message = classify(status, rec.stop_reason)
         if rec.spec.outputs:
             # Captured before the state is recorded and before the container can go:
             # a crash in between captures again on the next finalize (same digests).
@@ -141,14 +151,6 @@ class Finisher:
             if problem:
                 message = f"{message}; {problem}" if message else problem
             faults.reached("after-outputs", job_id)
-        started_at, finished_at = status.started_at, status.finished_at
-        if started_at is not None and finished_at is not None and started_at > finished_at:
-            # The engine stamps StartedAt after its start call returns, but FinishedAt
-            # with the process's real exit time: a job that exits at once can show
-            # StartedAt > FinishedAt. It cannot have started after it ended.
-            started_at = finished_at
-        if rec.state is JobState.UNDETERMINED:
-            self.store.transition(job_id, JobState.RUNNING, reason="engine: started", started_at=started_at)
         moved = self.store.transition(
             job_id,
             state,
@@ -192,8 +194,12 @@ class Finisher:
             self._notify(rec.id)
 
     def sync_alive(self, rec: JobRecord, status: ContainerStatus) -> None:
-        """A live container: make the store say Running or Suspended as the engine does."""
-        if status.status == "paused":
+        """A live container: make the store say Running or Suspended as the engine does, or,
+        while its engine still queues it, keep the engine's reason as the job's message."""
+        if status.queued:
+            if rec.substate == Substate.ENGINE_QUEUED and status.error and rec.message != status.error:
+                self.store.update(rec.id, message=status.error)
+        elif status.status == "paused":
             self.move(rec.id, JobState.SUSPENDED, {JobState.RUNNING, JobState.UNDETERMINED}, "engine: paused")
         elif status.status in ("running", "restarting"):
             self.move(
@@ -202,8 +208,20 @@ class Finisher:
                 {JobState.QUEUED, JobState.SUSPENDED, JobState.UNDETERMINED},
                 f"engine: {status.status}",
                 started_at=status.started_at,
+                message=None,
             )
         self.note_node(rec.id, status.node)
+
+    def note_start(self, job_id: str, node: str | None) -> None:
+        """The engine started the job, or gave a new reason it waits in the engine's queue: its
+        node is noted; a job its engine queues is looked at (it runs now: Queued -> Running;
+        or the reason becomes its message)."""
+        self.note_node(job_id, node)
+        try:
+            if self.store.get(job_id).substate == Substate.ENGINE_QUEUED:
+                self.finalize_later(job_id)
+        except JobNotFound:
+            pass
 
     def note_node(self, job_id: str, node: str | None) -> None:
         """Record the machine the engine placed the job on (an engine with several)."""

@@ -79,8 +79,8 @@ class Launcher:
                 rec = self.store.get(job_id)
             except JobNotFound:
                 return
-            if rec.state not in RUNNABLE_STATES:
-                return
+            if rec.state not in RUNNABLE_STATES or rec.substate == Substate.ENGINE_QUEUED:
+                return  # started, held, cancelled, or in its engine's queue already
             if rec.state is JobState.REQUEUED and rec.container_id is not None:
                 self._retire_attempt(rec)
             gpu_ids = gpu_id_list(rec.gpu_ids) if gpu_ids is None else gpu_ids
@@ -94,15 +94,23 @@ class Launcher:
             # Claim the job before starting it: a hold or cancel that won the race wins, and
             # the container we made for it goes away. An array task whose array is already at
             # max-parallel (the store checks that in the claim) keeps its container for later.
+            # A job for an engine with a queue of its own stays Queued, in that queue, until
+            # the engine runs it (the finisher moves it on: sync_alive).
+            driver = self.backend.for_job(rec.spec)
+            if driver.capabilities.queues:
+                to, substate, reason, started_at = JobState.QUEUED, Substate.ENGINE_QUEUED, f"handed to {driver.name}", None
+            else:
+                to, substate, reason, started_at = JobState.RUNNING, None, "started", time.time()
             if not self.store.transition(
-                rec.id, JobState.RUNNING, expect=RUNNABLE_STATES, reason="started", started_at=time.time(),
-                gpu_ids=",".join(gpu_ids) or None,
+                rec.id, to, substate, expect=RUNNABLE_STATES, reason=reason, started_at=started_at,
+                gpu_ids=",".join(gpu_ids) or None, message=f"{reason}, waiting for it to run" if substate else None,
             ):
                 if self.store.get(rec.id).state in RUNNABLE_STATES:
                     log.warning("job %s not started: its array runs max-parallel tasks already", rec.id)
                     return
                 self.backend.remove(rec.container_id)
                 return
+            rec.state, rec.substate = to, substate
             faults.reached("after-claim", rec.id)
             self._start(rec)
 
@@ -141,7 +149,8 @@ class Launcher:
         with self.locks(job_id):
             rec = self.store.get(job_id)
             status = self.backend.inspect(rec.container_id) if rec.container_id else None
-            if rec.state is JobState.RUNNING and status is not None and status.status == "created":
+            claimed = rec.state is JobState.RUNNING or (rec.state is JobState.QUEUED and rec.substate == Substate.ENGINE_QUEUED)
+            if claimed and status is not None and status.status == "created":
                 self._start(rec)
 
     def _start(self, rec: JobRecord) -> None:
@@ -159,7 +168,8 @@ class Launcher:
             status = self.backend.inspect(rec.container_id)
             self._fail(rec, Substate.START_FAILED, str(exc), exit_code=status.exit_code if status else None, remove=True)
             return
-        rec.started_at = time.time()
+        if rec.substate != Substate.ENGINE_QUEUED:
+            rec.started_at = time.time()
         self._on_started(rec)
         self._notify(rec.id)
 

@@ -19,12 +19,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..capacity import Capacity, Ledger, Request, SchedulingConfig
-from ..state import ACTIVE_STATES, RUNNABLE_STATES, WAITING_STATES, Substate, sql_in
+from ..state import RUNNABLE_STATES, WAITING_STATES, Substate, in_engine_sql, not_engine_queued_sql, sql_in
 from ..store import Store
 
 # Literal states in SQL so SQLite uses the partial indexes (jobs_runnable is in queue order).
+# A job its engine queues (Substate.ENGINE_QUEUED) is Queued but launched: it holds its share
+# like a running one and is not launched again.
 _RUNNABLE_SQL = sql_in(RUNNABLE_STATES)
-_ACTIVE_SQL = sql_in(ACTIVE_STATES)
+_LAUNCHABLE_SQL = f"{_RUNNABLE_SQL} AND {not_engine_queued_sql()}"
+_HOLDING_SQL = in_engine_sql()
 _DEADLINE_SQL = f"start_deadline IS NOT NULL AND attempt = 0 AND {sql_in(WAITING_STATES)}"  # = partial index jobs_deadline
 _QUEUE_COLUMNS = "id, state, priority, created_at, req_cpus, req_memory, req_gpus, array_id, not_before, has_deps"
 
@@ -77,7 +80,7 @@ class Planner:
         # What is held now: every active job (from the store) and every launch in flight.
         ledger = plan.ledger = Ledger(self.capacity)
         per_array: Counter = Counter()
-        active = q(f"SELECT id, req_cpus, req_memory, req_gpus, gpu_ids, array_id FROM jobs WHERE {_ACTIVE_SQL} AND executor_id=?",
+        active = q(f"SELECT id, req_cpus, req_memory, req_gpus, gpu_ids, array_id FROM jobs WHERE {_HOLDING_SQL} AND executor_id=?",
                    (self.executor_id,))
         for job_id, cpus, memory, gpus, gpu_ids, array_id in active:
             ledger.take(job_id, Request.from_columns(cpus, memory, gpus), gpu_id_list(gpu_ids))
@@ -88,7 +91,7 @@ class Planner:
             keys = sorted({k for k, _, _ in caps})
             for key, value, n in q(
                 f"SELECT l.key, l.value, COUNT(*) FROM job_labels l JOIN jobs j ON j.id = l.job_id "
-                f"WHERE j.{_ACTIVE_SQL} AND l.key IN ({','.join('?' * len(keys))}) GROUP BY l.key, l.value", keys
+                f"WHERE {in_engine_sql('j.')} AND l.key IN ({','.join('?' * len(keys))}) GROUP BY l.key, l.value", keys
             ):
                 per_label[(key, value)] += n
         for job_id, inf in inflight.items():
@@ -107,7 +110,7 @@ class Planner:
         offset = 0
         while True:
             rows = q(
-                f"SELECT {_QUEUE_COLUMNS} FROM jobs INDEXED BY jobs_runnable WHERE {_RUNNABLE_SQL} AND executor_id=? "
+                f"SELECT {_QUEUE_COLUMNS} FROM jobs INDEXED BY jobs_runnable WHERE {_LAUNCHABLE_SQL} AND executor_id=? "
                 f"ORDER BY priority DESC, created_at, rowid LIMIT ? OFFSET ?",
                 (self.executor_id, self.PAGE, offset),
             )
@@ -175,14 +178,14 @@ class Planner:
 
     def _min_cpus(self) -> float:
         """The smallest CPU request in the queue: with no CPU free, nothing past it can fit."""
-        (value,) = self.store.query(f"SELECT MIN(req_cpus) FROM jobs INDEXED BY jobs_runnable_cpus WHERE {_RUNNABLE_SQL}")[0]
+        (value,) = self.store.query(f"SELECT MIN(req_cpus) FROM jobs INDEXED BY jobs_runnable_cpus WHERE {_LAUNCHABLE_SQL}")[0]
         return value or 0.0
 
     def ledger(self) -> Ledger:
         """What the active jobs hold now, from the store alone."""
         ledger = Ledger(self.capacity)
         for job_id, cpus, memory, gpus, gpu_ids in self.store.query(
-            f"SELECT id, req_cpus, req_memory, req_gpus, gpu_ids FROM jobs WHERE {_ACTIVE_SQL} AND executor_id=?",
+            f"SELECT id, req_cpus, req_memory, req_gpus, gpu_ids FROM jobs WHERE {_HOLDING_SQL} AND executor_id=?",
             (self.executor_id,),
         ):
             ledger.take(job_id, Request.from_columns(cpus, memory, gpus), gpu_id_list(gpu_ids))
@@ -202,6 +205,7 @@ class Planner:
         for job_id, dep_id, dep_state, dep_sub in q(
             f"SELECT d.job_id, d.dep_id, j.state, j.substate FROM jobs q INDEXED BY jobs_dependent "
             f"JOIN job_deps d ON d.job_id = q.id LEFT JOIN jobs j ON j.id = d.dep_id WHERE q.has_deps = 1 AND q.{_RUNNABLE_SQL} "
+            f"AND {not_engine_queued_sql('q.')} "
             "AND (j.id IS NULL OR (j.state = 'Failed' AND d.condition = 'ok'))"
         ):
             if job_id not in seen:

@@ -20,6 +20,7 @@ from .finisher import Finisher
 log = logging.getLogger("conveyor.supervisor")
 
 VERIFY_AFTER = 5.0  # seconds after a SIGKILL before the engine is asked whether the job ended
+QUEUED_RECHECK = 1.0  # how often a timeout looks again at a job its engine still queues
 
 
 class Stopper:
@@ -60,8 +61,15 @@ class Stopper:
             return
         if rec.state.is_final or rec.container_id is None:
             return
-        if kind == "timeout":  # on the finisher's threads: the timer thread never waits for the engine
-            self.finisher.run_later(self.terminate, rec, Substate.TIMEOUT, rec.spec.stop_grace)
+        if kind == "timeout":
+            # The run time counts from the job's start: a job still in its engine's queue
+            # (or that started there later than the timer was set) is looked at again then.
+            if rec.started_at is None:
+                self._timer.add(time.time() + QUEUED_RECHECK, "timeout", job_id)
+            elif rec.started_at + rec.spec.timeout > time.time() + 0.01:
+                self._timer.add(rec.started_at + rec.spec.timeout, "timeout", job_id)
+            else:  # on the finisher's threads: the timer thread never waits for the engine
+                self.finisher.run_later(self.terminate, rec, Substate.TIMEOUT, rec.spec.stop_grace)
         elif kind == "kill":
             try:
                 self.backend.signal(rec.container_id, "SIGKILL")

@@ -15,7 +15,7 @@ import time
 
 from ..backends.base import LABEL_JOB, Backend, ContainerStatus, EngineEvent
 from ..errors import EngineUnavailable
-from ..state import ACTIVE_STATES, WAITING_STATES, JobState
+from ..state import WAITING_STATES, JobState, Substate, in_engine
 from ..store import Store
 from .finisher import Finisher
 from .launcher import Launcher
@@ -75,8 +75,8 @@ class Watcher:
             return
         if ev.action in ("die", "destroy", "oom"):
             self.finisher.finalize_later(ev.job_id, ended=True)
-        elif ev.action == "start" and ev.node:
-            self.finisher.note_node(ev.job_id, ev.node)
+        elif ev.action in ("start", "queued"):
+            self.finisher.note_start(ev.job_id, ev.node)
         elif ev.action == "pause":
             self.finisher.move(ev.job_id, JobState.SUSPENDED, {JobState.RUNNING}, "engine: paused")
         elif ev.action == "unpause":
@@ -103,7 +103,7 @@ class Watcher:
                     # Crashed between recording the result and removing: the result is in.
                     self.backend.remove(container.id)
                 continue
-            if rec.state in WAITING_STATES:
+            if rec.state in WAITING_STATES and rec.substate != Substate.ENGINE_QUEUED:
                 # Not started yet: the scheduler launches it, with the container a crashed
                 # launch made (adopted here if its id was not recorded) or a new one.
                 if container is None and rec.container_id is not None:
@@ -119,7 +119,7 @@ class Watcher:
                     self.finisher.finalize_later(rec.id)
                 continue
             if container.status == "created":
-                if rec.state is JobState.RUNNING:  # claimed, then the process died
+                if in_engine(rec.state, rec.substate):  # claimed, then the process died
                     counts["relaunch"] += 1
                     self.launcher.start_claimed(rec.id)
                 continue
@@ -129,8 +129,7 @@ class Watcher:
             else:
                 counts["live"] += 1
                 self.finisher.sync_alive(rec, container)
-                if rec.state in ACTIVE_STATES:
-                    self.stopper.watch_timeout(rec)
+                self.stopper.watch_timeout(rec)
         strays = [c for job_id, c in containers.items() if job_id not in known] + unlabelled
         for container in strays:
             if container.id not in self.orphans:

@@ -119,4 +119,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN node TEXT;
     """,
+    # 6: jobs queued in their engine's own queue (Slurm, Swarm) hold their share like running
+    # ones; the planner and max-parallel find them through this index (state.IN_ENGINE_SQL).
+    """
+    CREATE INDEX jobs_engine_queued ON jobs(substate) WHERE substate = 'engine_queued';
+    """,
 ]

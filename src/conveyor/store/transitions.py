@@ -10,7 +10,7 @@ from typing import Iterable
 
 from ..errors import InvalidState, JobNotFound
 from ..job import Transition
-from ..state import ACTIVE_STATES, RETRYABLE, RUNNABLE_STATES, JobState, Substate, can_move, sql_in
+from ..state import RETRYABLE, RUNNABLE_STATES, JobState, Substate, can_move, in_engine, in_engine_sql
 
 
 class TransitionsMixin:
@@ -32,10 +32,11 @@ class TransitionsMixin:
         written in the same transaction.
         """
         with self._tx():
-            row = self._db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = self._db.execute("SELECT state, substate FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
             current = JobState(row[0])
+            engine_had_it = in_engine(current, row[1])
             if current in (JobState.REQUEUED, JobState.REQUEUED_HELD) and to is JobState.FAILED and substate in RETRYABLE:
                 return False  # the engine's word on the attempt that was already requeued
             allowed = can_move(current, to) and (expect is None or current in set(expect))
@@ -43,12 +44,15 @@ class TransitionsMixin:
                 if strict:
                     raise InvalidState(job_id, current.value, f"move to {to.value}")
                 return False
-            if to is JobState.RUNNING and current in RUNNABLE_STATES:
+            claim = to is JobState.RUNNING or substate == Substate.ENGINE_QUEUED
+            if claim and current in RUNNABLE_STATES and not engine_had_it:
+                # A launcher's claim: a new attempt. (An engine-queued job that starts running
+                # in its engine is the same attempt.)
                 if self._array_full(job_id):
                     return False  # max-parallel is enforced here, atomically, whatever a planner thought
                 fields = {**fields, "not_before": None}
                 self._db.execute("UPDATE jobs SET attempt = attempt + 1 WHERE id=?", (job_id,))
-            elif current in ACTIVE_STATES and (to.is_final or to is JobState.REQUEUED):
+            elif engine_had_it and (to.is_final or to is JobState.REQUEUED):
                 to, substate, fields = self._end_attempt(job_id, to, substate, fields)
             cols = {"state": to.value, "substate": substate, **fields}
             assignments = ",".join(f"{k}=?" for k in cols)
@@ -63,7 +67,7 @@ class TransitionsMixin:
         ).fetchone()
         if row is None or row[1] is None:
             return False
-        (n,) = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE array_id=? AND {sql_in(ACTIVE_STATES)}", (row[0],)).fetchone()
+        (n,) = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE array_id=? AND {in_engine_sql()}", (row[0],)).fetchone()
         return n >= row[1]
 
     def _end_attempt(self, job_id: str, to: JobState, substate: str | None, fields: dict):

@@ -45,7 +45,7 @@ class SlurmBackend(StopMixin, PolledEvents):
     job's directory is (``<shared_dir>/<executor id>/slurm/<job id>``)."""
 
     name = "slurm"
-    capabilities = Capabilities(recover=True, files=True, oom=True, pause=True, gpus=frozenset({"nvidia"}))
+    capabilities = Capabilities(recover=True, files=True, oom=True, pause=True, gpus=frozenset({"nvidia"}), queues=True)
     poll_s = 0.25
 
     def __init__(self, executor_id: str, shared_dir: str | os.PathLike, conf: str | os.PathLike | None = None,

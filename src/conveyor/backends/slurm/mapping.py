@@ -214,7 +214,7 @@ def _ended(handle: str, record: dict[str, str], state: str, started_at: float | 
     }
     error = notes.get(state, f"{state}: its step ended without recording the job's end")
     return ContainerStatus(handle, "exited", code, state == "OUT_OF_MEMORY", started_at, finished, error,
-                           labels, node=node)
+                           labels, node=node, timed_out=state in ("TIMEOUT", "DEADLINE"))
 
 
 def _node(record: dict[str, str] | None) -> str | None:

@@ -62,7 +62,7 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
     # What it can do when configured for it (files: with a shared directory); an instance
     # says what it can do as configured.
     capabilities = Capabilities(recover=True, image_load=True, images=True, files=True,
-                                gpus=frozenset(mapping.GPU_RESOURCES))
+                                gpus=frozenset(mapping.GPU_RESOURCES), queues=True)
     capability_hints = {"files": mapping.SHARED_DIR_HINT}
 
     def __init__(self, executor_id: str, base_url: str, node_urls: Iterable[str] = (), timeout: int = 120,
