@@ -105,3 +105,23 @@ def test_nodes_as_capacity_rows():
     assert mapping.node_info({"NodeName": "n2", "State": "DOWN*+DRAIN"}, 0)["state"] == "down"
     assert mapping.node_info({"NodeName": "n2", "State": "IDLE+DRAIN"}, 0)["availability"] == "drain"
     assert mapping.node_info({"NodeName": "n2", "State": "IDLE*"}, 0)["state"] == "down"  # not responding
+
+
+def test_an_array_is_submitted_as_one_slurm_job_array_and_its_elements_are_found_in_records():
+    spec = JobSpec(image="busybox", command=["true"], env={"CONVEYOR_TASK_FIRST": "0", "CONVEYOR_TASK_LAST": "98",
+                                                           "CONVEYOR_TASK_STEP": "2"})
+    assert mapping.array_expression(spec.env, 4) == "0-98:2%4"
+    assert mapping.array_expression(spec.env, 0) == "0-98:2"  # no max-parallel
+    args = mapping.sbatch_args(spec, SlurmOptions(), "exec1", "", "/shared/exec1/slurm-arrays/arr1", ("arr1", "0-98:2%4"))
+    for arg in ("--array=0-98:2%4", "--hold", "--job-name=conveyor-array-arr1", "--comment=conveyor:exec1:array:arr1",
+                "--output=/shared/exec1/slurm-arrays/arr1/tasks/%a/slurm.out"):
+        assert arg in args, (arg, args)
+    # An element that ran has a record of its own; the pending rest of the array shares one.
+    assert mapping.element_ids({"JobId": "813", "ArrayJobId": "812", "ArrayTaskId": "3"}) == ["812_3"]
+    assert mapping.element_ids({"JobId": "812", "ArrayJobId": "812", "ArrayTaskId": "4-8:2%2"}) == ["812_4", "812_6", "812_8"]
+    assert mapping.element_ids({"JobId": "812", "ArrayJobId": "812", "ArrayTaskId": "1,5-6"}) == ["812_1", "812_5", "812_6"]
+    assert mapping.element_ids({"JobId": "9"}) == []
+    assert mapping.parse_handle("812_3-job1") == ("812_3", "job1")
+    for bad in ("812_-job1", "_3-job1", "812_3"):
+        with pytest.raises(ValueError):
+            mapping.parse_handle(bad)

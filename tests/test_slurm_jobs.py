@@ -58,6 +58,7 @@ def test_a_job_is_an_sbatch_submission_with_its_resources_and_its_tag(slurm, ex)
                                resources={"cpus": 2, "memory": "300m"},
                                backend={"name": "slurm", "options": {"partition": "conveyor", "nice": 10}}))
     eventually("job up", lambda: b"up" in b"".join(c for _, c in ex.logs(job_id, "stdout")), timeout=WAIT)
+    ex.wait_started(job_id, timeout=WAIT)  # Running in Conveyor's terms too (the poll sees it a moment later)
     record = slurm.run("scontrol", "show", "job", "-o", _slurm_id(ex, job_id))
     for field in (f"JobName=conveyor-{job_id}", f"Comment=conveyor:{ex.executor_id}:{job_id}", "Partition=conveyor",
                   "Nice=10", "NumCPUs=2", "mem=300M", "Requeue=0"):
@@ -113,6 +114,7 @@ def test_cancel_stops_the_container_on_the_node_and_keeps_its_log(slurm, ex):
     job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "trap 'echo bye; exit 3' TERM; echo up; "
                                                                        "while :; do sleep 0.1; done"]))
     eventually("job up", lambda: b"up" in b"".join(c for _, c in ex.logs(job_id, "stdout")), timeout=WAIT)
+    ex.wait_started(job_id, timeout=WAIT)  # Running in Conveyor's terms too (the poll sees it a moment later)
     assert len(_containers(ex, job_id)) == 1
     job = ex.cancel(job_id, grace=5)
     assert (job.state, job.substate, job.exit_code, job.stdout) == (JobState.FAILED, Substate.CANCELLED, 3, "up\nbye\n")
@@ -123,6 +125,7 @@ def test_scancel_from_outside_ends_the_job_with_slurms_word_and_no_container_lef
     job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "trap 'echo term; exit 143' TERM; echo up; "
                                                                        "while :; do sleep 0.1; done"]))
     eventually("job up", lambda: b"up" in b"".join(c for _, c in ex.logs(job_id, "stdout")), timeout=WAIT)
+    ex.wait_started(job_id, timeout=WAIT)  # Running in Conveyor's terms too (the poll sees it a moment later)
     slurm.run("scancel", _slurm_id(ex, job_id))  # an operator cancels it in Slurm
     job = ex.wait(job_id, timeout=WAIT)
     # Slurm's SIGTERM, passed on to the container by the step
@@ -210,7 +213,54 @@ def test_cancel_of_a_suspended_job_thaws_it_so_its_term_handler_runs(slurm, ex):
     job_id = ex.submit(JobSpec(image=TEST_IMAGE, command=["sh", "-c", "trap 'echo bye; exit 4' TERM; echo up; "
                                                                        "while :; do sleep 0.1; done"]))
     eventually("job up", lambda: b"up" in b"".join(c for _, c in ex.logs(job_id, "stdout")), timeout=WAIT)
+    ex.wait_started(job_id, timeout=WAIT)  # Running in Conveyor's terms too (the poll sees it a moment later)
     assert ex.suspend(job_id).state is JobState.SUSPENDED
     job = ex.cancel(job_id, grace=10)
     assert (job.state, job.substate, job.exit_code, job.stdout) == (JobState.FAILED, Substate.CANCELLED, 4, "up\nbye\n")
     eventually("no container left on the node", lambda: _containers(ex, job_id) == [])
+
+
+def _overlap(jobs) -> int:
+    """The most of ``jobs`` that ran at the same moment (from their start and end times)."""
+    edges = sorted([(j.started_at, 1) for j in jobs] + [(j.finished_at, -1) for j in jobs])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_an_array_is_one_slurm_job_array_whose_max_parallel_slurm_enforces(slurm, ex, tmp_path):
+    once = tmp_path / "failed-once"
+    script = (f"if [ $CONVEYOR_TASK_ID = 3 ] && [ ! -e {once} ]; then touch {once}; exit 3; fi; "
+              "echo task $CONVEYOR_TASK_ID; sleep 1")
+    array_id = ex.submit_array(JobSpec(command=["sh", "-c", script], backend="slurm", retries=1), 1, 6, 1, max_parallel=2)
+    ids = [job_id for job_id, _, _ in ex.store.array_tasks(array_id)]
+    # Tasks Slurm holds back for the array's limit wait in its queue, with its reason.
+    eventually("a task waits for the array's limit in Slurm", lambda: any(
+        "JobArrayTaskLimit" in (ex.info(i).message or "") and ex.info(i).substate == Substate.ENGINE_QUEUED for i in ids),
+        timeout=WAIT)
+    jobs = {ex.store.get(i).array_index: ex.wait(i, timeout=WAIT) for i in ids}
+    assert {i: (j.state, j.stdout) for i, j in jobs.items()} == {i: (JobState.DONE, f"task {i}\n") for i in range(1, 7)}
+    # One Slurm job array: every task is an element <array job>_<index> of it (the retried
+    # task's second attempt is a job of its own), throttled by Slurm's %2.
+    handles = {i: ex.store.get(j.id).container_id.split("-")[0] for i, j in jobs.items()}
+    array_job = {h.split("_")[0] for i, h in handles.items() if i != 3}
+    assert len(array_job) == 1 and all(handles[i] == f"{next(iter(array_job))}_{i}" for i in handles if i != 3), handles
+    assert "_" not in handles[3] and len(ex.attempts(jobs[3].id)) == 2
+    assert _overlap([j for j in jobs.values()]) <= 2
+    # Every task ended: nothing of the array is left in Slurm or on the shared directory.
+    eventually("the array closed", lambda: not (ex.backend.for_job(None).arrays_dir / array_id).exists(), timeout=WAIT)
+    assert f"conveyor-array-{array_id}" not in slurm.run("squeue", "-h", "-o", "%j")
+
+
+def test_cancelling_an_array_leaves_none_of_its_slurm_job_array_behind(slurm, ex):
+    # Two CPUs a task: the cluster's four hold two, so the rest are never released in Slurm.
+    array_id = ex.submit_array(JobSpec(command=["sleep", "60"], backend="slurm", resources={"cpus": 2}), 0, 5)
+    ids = [job_id for job_id, _, _ in ex.store.array_tasks(array_id)]
+    eventually("two tasks run", lambda: sum(ex.info(i).state is JobState.RUNNING for i in ids) == 2, timeout=WAIT)
+    assert f"conveyor-array-{array_id}" in slurm.run("squeue", "-h", "-o", "%j")
+    ex.cancel_array(array_id, grace=0)
+    assert {ex.info(i).state for i in ids} == {JobState.FAILED}
+    eventually("no element left in Slurm", lambda: f"conveyor-array-{array_id}" not in slurm.run("squeue", "-h", "-o", "%j"),
+               timeout=WAIT)

@@ -34,6 +34,11 @@ LABEL_MANAGED = "conveyor.managed"
 LABEL_EXECUTOR = "conveyor.executor"
 LABEL_JOB = "conveyor.job"
 LABEL_NAME = "conveyor.name"
+# An array task for an engine that runs arrays itself (capability arrays): the array's
+# max-parallel (0: none), with its index range in the task's CONVEYOR_TASK_FIRST/LAST/STEP.
+LABEL_ARRAY = "conveyor.array"
+LABEL_TASK = "conveyor.task"
+LABEL_ARRAY_MAX = "conveyor.array_max"
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class Capabilities:
     # The engine keeps a queue of its own (Slurm, Swarm): a started job may wait there, and is
     # Queued (Substate.ENGINE_QUEUED, the engine's reason as its message) until it runs.
     queues: bool = False
+    # The engine runs an array as one array job of its own and limits its tasks to max-parallel
+    # itself (Slurm's --array=...%max): Conveyor hands tasks over without counting them.
+    arrays: bool = False
 
     def to_dict(self) -> dict:
         return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in self.__dict__.items()}

@@ -95,7 +95,8 @@ class SubmitMixin(ExecutorBase):
         spec, columns = self._admit(spec)
         if not image_ready:
             self.ensure_image(spec)
-        array = ArrayRecord(new_job_id(), self.executor_id, begin, end, step, max_parallel, columns["created_at"])
+        array = ArrayRecord(new_job_id(), self.executor_id, begin, end, step, max_parallel, columns["created_at"],
+                            engine_array=self.backend.for_job(spec).capabilities.arrays)
         state = JobState.QUEUED_HELD if hold else JobState.QUEUED
         tasks = [
             JobRecord(

@@ -14,7 +14,7 @@ import time
 from typing import Callable
 
 from .. import faults
-from ..backends.base import EngineConflict, EngineError, EngineUnavailable, ImageNotFound
+from ..backends.base import LABEL_ARRAY, LABEL_ARRAY_MAX, LABEL_TASK, EngineConflict, EngineError, EngineUnavailable, ImageNotFound
 from ..backends.router import BackendRouter
 from ..errors import ConveyorError, JobNotFound
 from ..home import Home
@@ -44,7 +44,9 @@ def runtime_spec(rec: JobRecord, gpu_ids: tuple[str, ...] = (), array=None) -> J
             CONVEYOR_TASK_LAST=str(array.last),
             CONVEYOR_TASK_STEP=str(array.step),
         )
-        update["labels"] = {**rec.spec.labels, "conveyor.array": array.id, "conveyor.task": str(rec.array_index)}
+        update["labels"] = {**rec.spec.labels, LABEL_ARRAY: array.id, LABEL_TASK: str(rec.array_index)}
+        if array.engine_array:  # the engine makes one array job of the tasks, limited there
+            update["labels"][LABEL_ARRAY_MAX] = str(array.max_parallel or 0)
     if rec.spec.retries:
         env.update(CONVEYOR_JOB_ID=rec.id, CONVEYOR_ATTEMPT=str(rec.attempt + 1))
     if env:
@@ -113,6 +115,17 @@ class Launcher:
             rec.state, rec.substate = to, substate
             faults.reached("after-claim", rec.id)
             self._start(rec)
+
+    def close_ended_arrays(self, executor_id: str) -> None:
+        """Arrays an engine runs as one array job (Slurm) whose tasks have all ended here: the
+        engine cancels what of it was never released (tasks cancelled while queued)."""
+        for array_id, task_id in self.store.ended_engine_arrays(executor_id):
+            try:
+                self.backend.for_job(self.store.get(task_id).spec).close_array(array_id)
+            except (EngineError, EngineUnavailable, JobNotFound) as exc:
+                log.warning("array %s: its engine's array job not closed yet: %s", array_id, exc)
+                continue
+            self.store.close_engine_array(array_id)
 
     def _create(self, rec: JobRecord, gpu_ids: tuple[str, ...]) -> bool:
         """Make the job's container and record its id; False (the job Failed) if it cannot be."""

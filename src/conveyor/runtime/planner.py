@@ -102,7 +102,8 @@ class Planner:
             for kv in inf.labels:
                 per_label[kv] += 1
         running = len(ledger.jobs)
-        max_parallel = dict(q("SELECT id, max_parallel FROM arrays WHERE max_parallel IS NOT NULL"))
+        # (An array its engine runs as one array job is limited there: not counted here.)
+        max_parallel = dict(q("SELECT id, max_parallel FROM arrays WHERE max_parallel IS NOT NULL AND engine_array = 0"))
         cap_of = {(k, v): n for k, v, n in caps}
 
         blocker: str | None = None

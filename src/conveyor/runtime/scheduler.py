@@ -37,7 +37,7 @@ class Scheduler:
         capacity: Capacity,
         launchers: int = 4,
     ):
-        self.store, self.launcher = store, launcher
+        self.store, self.launcher, self.executor_id = store, launcher, executor_id
         self._waker = waker
         self._notify = notify
         self.planner = Planner(store, executor_id, config, capacity)
@@ -87,6 +87,7 @@ class Scheduler:
                     continue
                 self._inflight[job_id] = inf
             self._pool.submit(self._launch_logged, job_id, inf.gpu_ids)
+        self.launcher.close_ended_arrays(self.executor_id)
 
     def _fail_waiting(self, job_id: str, substate: str, message: str) -> None:
         if self.store.transition(

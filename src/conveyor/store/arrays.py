@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ..errors import JobNotFound
-from ..state import JobState
+from ..state import FINAL_STATES, JobState, sql_in
 from .jobs import _like_prefix
 from .records import _JOB_COLUMNS, ArrayRecord, JobRecord
 
@@ -17,9 +17,10 @@ class ArraysMixin:
         placeholders = ",".join("?" * len(_JOB_COLUMNS))
         with self._tx():
             self._db.execute(
-                "INSERT INTO arrays (id, executor_id, first_index, last_index, step, max_parallel, created_at) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (array.id, array.executor_id, array.first, array.last, array.step, array.max_parallel, array.created_at),
+                "INSERT INTO arrays (id, executor_id, first_index, last_index, step, max_parallel, created_at, "
+                "engine_array) VALUES (?,?,?,?,?,?,?,?)",
+                (array.id, array.executor_id, array.first, array.last, array.step, array.max_parallel, array.created_at,
+                 int(array.engine_array)),
             )
             self._db.executemany(
                 f"INSERT INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({placeholders})", [t._to_row() for t in tasks]
@@ -31,15 +32,31 @@ class ArraysMixin:
                 [(t.id, now, None, t.state.value, t.substate, "submitted") for t in tasks],
             )
 
+    def ended_engine_arrays(self, executor_id: str) -> list[tuple[str, str]]:
+        """(array id, a task's id) of each array its engine runs (engine_array) that has no
+        live task left and was not closed yet (see Launcher.close_ended_arrays)."""
+        with self._lock:
+            return self._db.execute(
+                f"SELECT a.id, MIN(j.id) FROM arrays a JOIN jobs j ON j.array_id = a.id "
+                f"WHERE a.engine_array = 1 AND a.executor_id = ? GROUP BY a.id "
+                f"HAVING SUM(CASE WHEN {sql_in(FINAL_STATES, 'j.state')} THEN 0 ELSE 1 END) = 0",
+                (executor_id,),
+            ).fetchall()
+
+    def close_engine_array(self, array_id: str) -> None:
+        """Its engine's array job was closed: engine_array 2 (still not counted by Conveyor)."""
+        with self._tx():
+            self._db.execute("UPDATE arrays SET engine_array = 2 WHERE id = ?", (array_id,))
+
     def get_array(self, array_id: str) -> "ArrayRecord":
         with self._lock:
             row = self._db.execute(
-                "SELECT id, executor_id, first_index, last_index, step, max_parallel, created_at FROM arrays WHERE id=?",
-                (array_id,),
+                "SELECT id, executor_id, first_index, last_index, step, max_parallel, created_at, engine_array "
+                "FROM arrays WHERE id=?", (array_id,),
             ).fetchone()
         if row is None:
             raise JobNotFound(array_id, "no such array")
-        return ArrayRecord(*row)
+        return ArrayRecord(*row[:-1], engine_array=bool(row[-1]))
 
     def resolve_array(self, ref: str) -> str | None:
         """A full array id or a unique prefix -> the array id; None when no array matches."""

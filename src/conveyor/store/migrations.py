@@ -124,4 +124,9 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX jobs_engine_queued ON jobs(substate) WHERE substate = 'engine_queued';
     """,
+    # 7: an array its engine runs as one array job (Slurm), max-parallel enforced there:
+    # 1 while Conveyor has live tasks of it, 2 once its engine's array job was closed.
+    """
+    ALTER TABLE arrays ADD COLUMN engine_array INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

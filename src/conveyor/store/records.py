@@ -76,6 +76,8 @@ class ArrayRecord:
     step: int
     max_parallel: int | None
     created_at: float
+    # Its engine runs it as one array job and enforces max_parallel (capability arrays).
+    engine_array: bool = False
 
     @property
     def indices(self) -> range:

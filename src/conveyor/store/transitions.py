@@ -63,7 +63,8 @@ class TransitionsMixin:
     def _array_full(self, job_id: str) -> bool:
         """True when the job is an array task and its array already runs max-parallel tasks."""
         row = self._db.execute(
-            "SELECT a.id, a.max_parallel FROM jobs j JOIN arrays a ON a.id = j.array_id WHERE j.id=?", (job_id,)
+            "SELECT a.id, a.max_parallel FROM jobs j JOIN arrays a ON a.id = j.array_id WHERE j.id=? AND a.engine_array = 0",
+            (job_id,)
         ).fetchone()
         if row is None or row[1] is None:
             return False

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from ..base import EngineError, EngineUnavailable
-from .mapping import parse_record
+from .mapping import element_ids, parse_record
 
 TIMEOUT_S = 30  # a Slurm command that takes longer: slurmctld does not answer
 
@@ -67,10 +67,14 @@ class Slurm:
         return parse_record(line) if line.startswith("JobId=") else None
 
     def jobs(self) -> dict[str, dict[str, str]]:
-        """Every job slurmctld knows (ended ones for MinJobAge), by job id."""
+        """Every job slurmctld knows (ended ones for MinJobAge), by job id, and each element
+        of a job array also by ``ARRAYID_INDEX``."""
         out = self.run("scontrol", "show", "job", "-o")
         records = [parse_record(line) for line in out.splitlines() if line.startswith("JobId=")]
-        return {r["JobId"]: r for r in records}
+        by_id = {r["JobId"]: r for r in records}
+        for r in records:
+            by_id.update(dict.fromkeys(element_ids(r), r))
+        return by_id
 
     def find(self, name: str, alive: bool = False) -> str | None:
         """The id of the newest job named ``name`` slurmctld knows (``alive``: pending or running)."""
@@ -83,6 +87,15 @@ class Slurm:
 
     def release(self, slurm_id: str) -> None:
         self.run("scontrol", "release", slurm_id)
+
+    def cancel_pending(self, slurm_id: str) -> None:
+        """scancel what of a job (array) is still pending: held elements no one will release.
+        One that has ended (or that slurmctld forgot) is fine."""
+        try:
+            self.run("scancel", "--state=PENDING", slurm_id)
+        except EngineError as exc:
+            if "already completed" not in str(exc) and "Invalid job id" not in str(exc):
+                raise
 
     def cancel(self, slurm_id: str) -> None:
         """scancel (Slurm's SIGTERM to the job's processes, SIGKILL after KillWait); one that

@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 from ...spec import JobSpec, Mount
 from ...spec.backend import SlurmOptions
 from ..base import (
+    LABEL_ARRAY_MAX,
     Capabilities,
     ContainerNotFound,
     ContainerStatus,
@@ -33,19 +34,21 @@ from ..polling import PolledEvents
 from ..process import logs as filelogs
 from . import mapping
 from .commands import Slurm
+from .arrays import ArrayMixin
 from .stopping import StopMixin
 
 STREAMS = ("stdout", "stderr")
 START_WAIT_S = 10.0  # how long start waits for the job to run, when Slurm gives no reason to wait
 
 
-class SlurmBackend(StopMixin, PolledEvents):
+class SlurmBackend(StopMixin, ArrayMixin, PolledEvents):
     """The Backend for a Slurm cluster. ``conf``: its slurm.conf (None: SLURM_CONF, or the
     site's default); ``shared_dir``: a directory every node mounts at the same path, where each
     job's directory is (``<shared_dir>/<executor id>/slurm/<job id>``)."""
 
     name = "slurm"
-    capabilities = Capabilities(recover=True, files=True, oom=True, pause=True, gpus=frozenset({"nvidia"}), queues=True)
+    capabilities = Capabilities(recover=True, files=True, oom=True, pause=True, gpus=frozenset({"nvidia"}), queues=True,
+                                arrays=True)
     poll_s = 0.25
 
     def __init__(self, executor_id: str, shared_dir: str | os.PathLike, conf: str | os.PathLike | None = None,
@@ -53,6 +56,8 @@ class SlurmBackend(StopMixin, PolledEvents):
         self.executor_id = executor_id
         self.shared = Path(shared_dir) / executor_id
         self.jobs_dir = self.shared / "slurm"
+        self.arrays_dir = self.shared / "slurm-arrays"  # one per job array: its batch script, tasks/<index>
+        self._arrays_lock = threading.Lock()
         self.slurm = Slurm(conf)
         self.slurm.ping()
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -135,10 +140,11 @@ class SlurmBackend(StopMixin, PolledEvents):
         if result is None:
             if record is False:
                 record = self.slurm.job(slurm_id)
-            if record is not None and record.get("JobName") != mapping.job_name(job_id):
+            name = self._slurm_name(job_id, slurm_id)
+            if record is not None and record.get("JobName") != name:
                 record = None  # the id is another job's now (the cluster's job ids began again)
-            if record is None:
-                record = self.slurm.completed(slurm_id, mapping.job_name(job_id))
+            if record is None:  # (an array element ran under a job id of its own)
+                record = self.slurm.completed((started or {}).get("slurm_job_id") or slurm_id, name)
                 result = self._read_json(job_dir / "result.json")  # written while we asked
         status = mapping.job_status(handle, record or None, phase, started, result, self._job_labels(job_id), frozen)
         if result is None and status.finished:  # the step did not finish: what it (or Slurm) said last
@@ -178,9 +184,11 @@ class SlurmBackend(StopMixin, PolledEvents):
                           f"exec {shlex.quote(sys.executable)} -m conveyor.backends.slurm.step {shlex.quote(str(job_dir))}\n")
         script.chmod(0o755)
         options = spec.backend.options_for(self.name) if spec.backend is not None else SlurmOptions()
-        args = mapping.sbatch_args(spec, options, self.executor_id, job_id, str(job_dir))
         try:
-            slurm_id = self.slurm.submit(args, script)
+            slurm_id = self._array_element(job_id, spec, options) if LABEL_ARRAY_MAX in spec.labels else None
+            if slurm_id is None:
+                slurm_id = self.slurm.submit(mapping.sbatch_args(spec, options, self.executor_id, job_id, str(job_dir)),
+                                             script)
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise

@@ -43,6 +43,32 @@ def job_name(job_id: str) -> str:
     return f"conveyor-{job_id}"
 
 
+def array_name(array_id: str) -> str:
+    """An array's Slurm job array name (every element has it)."""
+    return f"conveyor-array-{array_id}"
+
+
+def array_expression(env: dict[str, str], max_parallel: int) -> str:
+    """``--array`` for a task's array, from the range in its environment: ``0-99:1%4``."""
+    text = f"{env['CONVEYOR_TASK_FIRST']}-{env['CONVEYOR_TASK_LAST']}:{env['CONVEYOR_TASK_STEP']}"
+    return f"{text}%{max_parallel}" if max_parallel else text
+
+
+def element_ids(record: dict[str, str]) -> list[str]:
+    """The ``ARRAYID_INDEX`` ids a ``scontrol show job`` record stands for: one element that
+    runs (or ran), or the pending rest of an array ("4-10:2%2", "3,5-6")."""
+    array_id, tasks = record.get("ArrayJobId"), record.get("ArrayTaskId")
+    if not array_id or not tasks:
+        return []
+    out = []
+    for part in tasks.split("%")[0].split(","):
+        first, _, rest = part.partition("-")
+        last, _, step = rest.partition(":")
+        if first.isdigit() and (not last or last.isdigit()) and (not step or step.isdigit()):
+            out.extend(f"{array_id}_{i}" for i in range(int(first), int(last or first) + 1, int(step or 1)))
+    return out
+
+
 def comment(executor_id: str, job_id: str) -> str:
     """The Slurm job's comment: whose job it is, for people and for recovery."""
     return f"conveyor:{executor_id}:{job_id}"
@@ -56,7 +82,7 @@ def handle_of(slurm_id: str, job_id: str) -> str:
 def parse_handle(handle: str) -> tuple[str, str]:
     """(slurm job id, Conveyor job id) of a handle."""
     slurm_id, dash, job_id = handle.partition("-")
-    if not dash or not slurm_id.isdigit() or not job_id:
+    if not dash or not re.fullmatch(r"\d+(_\d+)?", slurm_id) or not job_id:
         raise ValueError(f"not a slurm job handle: {handle!r}")
     return slurm_id, job_id
 
@@ -90,16 +116,26 @@ def check(spec: JobSpec, shared: bool) -> None:
 # ----------------------------------------------------------------------------- JobSpec -> sbatch
 
 
-def sbatch_args(spec: JobSpec, options: SlurmOptions, executor_id: str, job_id: str, job_dir: str) -> list[str]:
+def sbatch_args(spec: JobSpec, options: SlurmOptions, executor_id: str, job_id: str, job_dir: str,
+                array: tuple[str, str] | None = None) -> list[str]:
     """The arguments of ``sbatch`` for the job (its batch script last, added by the driver).
     Submitted held (``--hold``): ``start`` releases it, so a job exists in Slurm from create on
     and runs only when Conveyor's scheduler admitted it. ``--no-requeue``: a job whose node
     fails ends NODE_FAIL instead of running again behind Conveyor's back (its retries decide).
     The step's own messages (and Slurm's) go to slurm.out/slurm.err; the job's output is
-    written apart by the step, byte for byte."""
-    args = ["--parsable", "--hold", "--no-requeue", f"--job-name={job_name(job_id)}",
-            f"--comment={comment(executor_id, job_id)}", f"--chdir={job_dir}",
-            f"--output={job_dir}/slurm.out", f"--error={job_dir}/slurm.err", "--ntasks=1",
+    written apart by the step, byte for byte.
+
+    ``array``: (array id, ``--array`` expression) to submit the task's whole array as one
+    Slurm job array, every element held; ``job_dir`` is then the array's directory, in which
+    ``tasks/<index>`` leads to each task's own directory."""
+    if array is None:
+        name, tag, out = job_name(job_id), comment(executor_id, job_id), job_dir
+        args = ["--parsable", "--hold", "--no-requeue", f"--chdir={job_dir}"]
+    else:
+        name, tag, out = array_name(array[0]), comment(executor_id, f"array:{array[0]}"), f"{job_dir}/tasks/%a"
+        args = ["--parsable", "--hold", "--no-requeue", f"--chdir={job_dir}", f"--array={array[1]}"]
+    args += [f"--job-name={name}", f"--comment={tag}", f"--output={out}/slurm.out", f"--error={out}/slurm.err",
+             "--ntasks=1",
             f"--cpus-per-task={max(1, math.ceil(spec.resources.cpus or 1))}"]
     if spec.resources.memory is not None:
         args.append(f"--mem={math.ceil(spec.resources.memory / (1 << 20))}M")

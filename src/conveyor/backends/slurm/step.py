@@ -104,7 +104,9 @@ class Step:
             marker.unlink(missing_ok=True)
 
     def started(self, at: float) -> None:
-        write_json(self.dir / "started.json", {"started_at": at, "node": self.node})
+        # Slurm's own id of the run: an array element's differs from its ARRAYID_INDEX handle.
+        write_json(self.dir / "started.json", {"started_at": at, "node": self.node,
+                                               "slurm_job_id": os.environ.get("SLURM_JOB_ID")})
 
     def finish(self, exit_code: int | None, *, oom: bool = False, started_at: float | None = None,
                finished_at: float | None = None, error: str | None = None, start_failed: bool = False) -> int:
@@ -248,7 +250,7 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    return Step(Path(argv[1])).run()
+    return Step(Path(argv[1]).resolve()).run()  # (an array's tasks/<index> leads to the task's directory)
 
 
 if __name__ == "__main__":
