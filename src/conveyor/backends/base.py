@@ -135,6 +135,8 @@ class Backend(Protocol):
     # Optional: how to get a capability this driver lacks as configured, by capability (swarm's
     # files: "set [engine] shared_dir"); the refusal of a job that needs it says so.
     capability_hints: dict[str, str]
+    # With capability ``arrays`` only: ``close_array(array_id)``, called once every task of an
+    # array has ended in Conveyor, ends what of the engine's array job was never started.
 
     def version(self) -> dict:
         """The engine: {"name", "version", "api_version"}."""
