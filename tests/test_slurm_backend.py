@@ -125,3 +125,12 @@ def test_an_array_is_submitted_as_one_slurm_job_array_and_its_elements_are_found
     for bad in ("812_-job1", "_3-job1", "812_3"):
         with pytest.raises(ValueError):
             mapping.parse_handle(bad)
+
+
+def test_dependencies_not_ended_become_slurms_dependency_by_condition():
+    after = "ok:812_3-jobA ok:90-jobB any:91-jobC"
+    assert mapping.dependency(after) == "afterok:812_3:90,afterany:91"
+    args = mapping.sbatch_args(JobSpec(image="busybox", command=["true"], labels={"conveyor.after": after}),
+                               SlurmOptions(), "exec1", "job1", "/shared/exec1/slurm/job1")
+    assert "--dependency=afterok:812_3:90,afterany:91" in args
+    assert not any(a.startswith("--dependency") for a in _args())

@@ -264,3 +264,26 @@ def test_cancelling_an_array_leaves_none_of_its_slurm_job_array_behind(slurm, ex
     assert {ex.info(i).state for i in ids} == {JobState.FAILED}
     eventually("no element left in Slurm", lambda: f"conveyor-array-{array_id}" not in slurm.run("squeue", "-h", "-o", "%j"),
                timeout=WAIT)
+
+
+def test_a_dependent_waits_in_slurm_for_its_dependencies_and_ends_when_one_fails(slurm, ex):
+    first = ex.submit(JobSpec(command=["sh", "-c", "sleep 3; echo first"], backend="slurm"))
+    failing = ex.submit(JobSpec(command=["sh", "-c", "sleep 3; exit 2"], backend="slurm"))
+    ok_after = ex.submit(JobSpec(command=["echo", "second"], backend="slurm", after=[first]))
+    doomed = ex.submit(JobSpec(command=["echo", "never"], backend="slurm", after=[failing]))
+    any_after = ex.submit(JobSpec(command=["echo", "anyway"], backend="slurm", after=[{"job": failing, "condition": "any"}]))
+    # Handed to Slurm while what they wait for still runs: Slurm holds them (Dependency).
+    for job_id in (ok_after, doomed, any_after):
+        eventually("Slurm holds it for its dependency", lambda: "(Dependency)" in (ex.info(job_id).message or ""), timeout=WAIT)
+        assert ex.info(job_id).substate == Substate.ENGINE_QUEUED
+    record = slurm.run("scontrol", "show", "job", "-o", _slurm_id(ex, ok_after))
+    assert f"Dependency=afterok:{_slurm_id(ex, first)}" in record, record
+    assert f"afterany:{_slurm_id(ex, failing)}" in slurm.run("scontrol", "show", "job", "-o", _slurm_id(ex, any_after))
+    done, second = ex.wait(first, timeout=WAIT), ex.wait(ok_after, timeout=WAIT)
+    assert (second.state, second.stdout) == (JobState.DONE, "second\n") and second.started_at >= done.finished_at - 1
+    assert (ex.wait(any_after, timeout=WAIT).state, ex.info(any_after).stdout) == (JobState.DONE, "anyway\n")
+    # A dependency that fails: Slurm would hold its dependent for ever; Conveyor ends it there.
+    never = ex.wait(doomed, timeout=WAIT)
+    assert (never.state, never.substate, never.stdout, never.started_at) == (
+        JobState.FAILED, Substate.DEPENDENCY_FAILED, "", None), never
+    assert f"conveyor-{doomed}" not in slurm.run("squeue", "-h", "-o", "%j")

@@ -39,6 +39,9 @@ LABEL_NAME = "conveyor.name"
 LABEL_ARRAY = "conveyor.array"
 LABEL_TASK = "conveyor.task"
 LABEL_ARRAY_MAX = "conveyor.array_max"
+# A dependent handed to an engine that holds it for its dependencies (capability dependencies):
+# "ok:<handle> any:<handle>" for each dependency not ended yet, by its condition.
+LABEL_AFTER = "conveyor.after"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class Capabilities:
     # The engine runs an array as one array job of its own and limits its tasks to max-parallel
     # itself (Slurm's --array=...%max): Conveyor hands tasks over without counting them.
     arrays: bool = False
+    # The engine holds a job until jobs it depends on have ended (Slurm's --dependency): a
+    # dependent is handed over once its dependencies are in the engine, not once they ended.
+    dependencies: bool = False
 
     def to_dict(self) -> dict:
         return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in self.__dict__.items()}

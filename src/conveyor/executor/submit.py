@@ -176,6 +176,7 @@ class SubmitMixin(ExecutorBase):
             "retries": spec.retries,
             "retry_backoff": spec.retry_backoff,
             "has_deps": 1 if spec.after else 0,
+            "engine_deps": int(self.backend.for_job(spec).capabilities.dependencies),
             "created_at": now,
         }
 

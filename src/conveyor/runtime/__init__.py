@@ -51,7 +51,7 @@ class Runtime:
         self.terminals = Terminals()
         self.launcher = Launcher(store, backend, home, locks, self.notify, self._started, self.terminals)
         self.scheduler = Scheduler(
-            store, executor_id, self.launcher, WakeReceiver(home), self.notify, scheduling, capacity
+            store, executor_id, self.launcher, WakeReceiver(home), self.notify, self.stopper.terminate, scheduling, capacity
         )
         self.watcher = Watcher(store, backend, executor_id, self.finisher, self.launcher, self.stopper)
 

@@ -40,6 +40,8 @@ def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState
         return JobState.FAILED, Substate.OOM_KILLED, "killed by the out-of-memory killer (memory limit reached)"
     if stop_reason == Substate.TIMEOUT or status.timed_out:
         return JobState.FAILED, Substate.TIMEOUT, f"terminated at its timeout (exit code {code})"
+    if stop_reason == Substate.DEPENDENCY_FAILED:  # its engine held it for a dependency that failed
+        return JobState.FAILED, Substate.DEPENDENCY_FAILED, "a job it runs --after ended badly (or was removed); it never ran"
     if stop_reason == Substate.CANCELLED:
         return JobState.FAILED, Substate.CANCELLED, f"cancelled (exit code {code})"
     if status.status == "dead" and code is None:  # its node or supervisor died: no exit code to tell

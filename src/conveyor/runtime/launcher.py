@@ -14,7 +14,7 @@ import time
 from typing import Callable
 
 from .. import faults
-from ..backends.base import LABEL_ARRAY, LABEL_ARRAY_MAX, LABEL_TASK, EngineConflict, EngineError, EngineUnavailable, ImageNotFound
+from ..backends.base import LABEL_AFTER, LABEL_ARRAY, LABEL_ARRAY_MAX, LABEL_TASK, EngineConflict, EngineError, EngineUnavailable, ImageNotFound
 from ..backends.router import BackendRouter
 from ..errors import ConveyorError, JobNotFound
 from ..home import Home
@@ -132,6 +132,8 @@ class Launcher:
         try:
             array = self.store.get_array(rec.array_id) if rec.array_id else None
             spec = runtime_spec(rec, gpu_ids, array)
+            if rec.engine_deps:
+                spec = self._with_engine_dependencies(rec, spec)
             if spec.inputs:
                 spec = self._with_inputs(rec, spec)
                 if spec is None:
@@ -185,6 +187,12 @@ class Launcher:
             rec.started_at = time.time()
         self._on_started(rec)
         self._notify(rec.id)
+
+    def _with_engine_dependencies(self, rec: JobRecord, spec: JobSpec) -> JobSpec:
+        """For an engine that holds jobs for their dependencies: the ones not ended yet (the
+        planner let the job go because each is in that engine), by condition and handle."""
+        after = " ".join(f"{condition}:{handle}" for condition, handle in self.store.unended_dependencies(rec.id) if handle)
+        return spec.model_copy(update={"labels": {**spec.labels, LABEL_AFTER: after}}) if after else spec
 
     def _with_inputs(self, rec: JobRecord, spec: JobSpec) -> JobSpec | None:
         """The spec with the job's input filesets staged and bind-mounted read-only; None

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..capacity import Capacity, Ledger, Request, SchedulingConfig
-from ..state import RUNNABLE_STATES, WAITING_STATES, Substate, in_engine_sql, not_engine_queued_sql, sql_in
+from ..state import RUNNABLE_STATES, WAITING_STATES, JobState, Substate, in_engine, in_engine_sql, not_engine_queued_sql, sql_in
 from ..store import Store
 
 # Literal states in SQL so SQLite uses the partial indexes (jobs_runnable is in queue order).
@@ -29,7 +29,7 @@ _RUNNABLE_SQL = sql_in(RUNNABLE_STATES)
 _LAUNCHABLE_SQL = f"{_RUNNABLE_SQL} AND {not_engine_queued_sql()}"
 _HOLDING_SQL = in_engine_sql()
 _DEADLINE_SQL = f"start_deadline IS NOT NULL AND attempt = 0 AND {sql_in(WAITING_STATES)}"  # = partial index jobs_deadline
-_QUEUE_COLUMNS = "id, state, priority, created_at, req_cpus, req_memory, req_gpus, array_id, not_before, has_deps"
+_QUEUE_COLUMNS = "id, state, priority, created_at, req_cpus, req_memory, req_gpus, array_id, not_before, has_deps, engine_deps"
 
 @dataclass
 class Inflight:
@@ -116,9 +116,9 @@ class Planner:
                 (self.executor_id, self.PAGE, offset),
             )
             offset += len(rows)
-            waiting_on = self._unmet_deps([r[0] for r in rows if r[9]])
+            waiting_on = self._unmet_deps([r[0] for r in rows if r[9]], {r[0] for r in rows if r[10]})
             labels = self._labels([r[0] for r in rows], {k for k, _, _ in caps}) if caps else {}
-            for job_id, state, priority, created_at, cpus, memory, gpus, array_id, not_before, _ in rows:
+            for job_id, state, priority, created_at, cpus, memory, gpus, array_id, not_before, _, _ in rows:
                 plan.scanned += 1
                 if job_id in doomed or job_id in inflight:
                     continue
@@ -193,7 +193,8 @@ class Planner:
         return ledger
 
     def _doomed(self, now: float) -> list[tuple[str, str, str]]:
-        """Queued jobs that can never start: start deadline passed, or a dependency failed."""
+        """Queued jobs that can never start: start deadline passed, or a dependency failed
+        (also one handed to an engine that holds it for that dependency: it never runs there)."""
         q = self.store.query
         out = [
             (job_id, Substate.START_DEADLINE, f"not started by its start deadline {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(deadline))}")
@@ -206,7 +207,7 @@ class Planner:
         for job_id, dep_id, dep_state, dep_sub in q(
             f"SELECT d.job_id, d.dep_id, j.state, j.substate FROM jobs q INDEXED BY jobs_dependent "
             f"JOIN job_deps d ON d.job_id = q.id LEFT JOIN jobs j ON j.id = d.dep_id WHERE q.has_deps = 1 AND q.{_RUNNABLE_SQL} "
-            f"AND {not_engine_queued_sql('q.')} "
+
             "AND (j.id IS NULL OR (j.state = 'Failed' AND d.condition = 'ok'))"
         ):
             if job_id not in seen:
@@ -215,16 +216,22 @@ class Planner:
                 out.append((job_id, Substate.DEPENDENCY_FAILED, f"dependency {dep_id} {why}"))
         return out
 
-    def _unmet_deps(self, ids: list[str]) -> dict[str, set[str]]:
+    def _unmet_deps(self, ids: list[str], engine_holds: set[str] = frozenset()) -> dict[str, set[str]]:
+        """The dependencies each of ``ids`` still waits for. A job in ``engine_holds`` (its
+        engine holds jobs for their dependencies: Slurm) does not wait for those already in
+        that engine without retries to come (a retry would be a new engine job): the engine
+        waits for them (LABEL_AFTER)."""
         if not ids:
             return {}
         out: dict[str, set[str]] = {}
-        for job_id, dep_id in self.store.query(
-            f"SELECT d.job_id, d.dep_id FROM job_deps d JOIN jobs j ON j.id = d.dep_id "
-            f"WHERE d.job_id IN ({','.join('?' * len(ids))}) "
+        for job_id, dep_id, dep_engine_deps, dep_retries, dep_state, dep_substate in self.store.query(
+            f"SELECT d.job_id, d.dep_id, j.engine_deps, j.retries, j.state, j.substate FROM job_deps d "
+            f"JOIN jobs j ON j.id = d.dep_id WHERE d.job_id IN ({','.join('?' * len(ids))}) "
             "AND NOT (j.state = 'Done' OR (d.condition = 'any' AND j.state = 'Failed'))",
             ids,
         ):
+            if job_id in engine_holds and dep_engine_deps and not dep_retries and in_engine(JobState(dep_state), dep_substate):
+                continue
             out.setdefault(job_id, set()).add(dep_id)
         return out
 

@@ -16,9 +16,9 @@ from typing import Callable
 
 from ..capacity import Capacity, SchedulingConfig
 from ..daemon import WakeReceiver
-from ..errors import EngineUnavailable
-from ..state import WAITING_STATES, JobState
-from ..store import Store
+from ..errors import EngineUnavailable, JobNotFound
+from ..state import WAITING_STATES, JobState, Substate
+from ..store import JobRecord, Store
 from .launcher import Launcher
 from .planner import Inflight, Planner
 
@@ -33,6 +33,7 @@ class Scheduler:
         launcher: Launcher,
         waker: WakeReceiver,
         notify: Callable[[str], None],
+        stop: Callable[[JobRecord, str, float], None],
         config: SchedulingConfig,
         capacity: Capacity,
         launchers: int = 4,
@@ -40,11 +41,13 @@ class Scheduler:
         self.store, self.launcher, self.executor_id = store, launcher, executor_id
         self._waker = waker
         self._notify = notify
+        self._terminate = stop  # the stopper's: SIGTERM, grace, SIGKILL through the engine
         self.planner = Planner(store, executor_id, config, capacity)
         self._pool = ThreadPoolExecutor(max_workers=launchers, thread_name_prefix="conveyor-launch")
         self._inflight: dict[str, Inflight] = {}  # handed to a launcher, not yet seen Running
         self._inflight_lock = threading.Lock()
         self._blocked_since: dict[str, float] = {}
+        self._stopping: set[str] = set()  # engine-queued jobs being stopped for a failed dependency
         self._next_wake: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="conveyor-scheduler", daemon=True)
@@ -79,6 +82,7 @@ class Scheduler:
             inflight = dict(self._inflight)
         plan = self.planner.plan(inflight=inflight, blocked_since=self._blocked_since)
         self._next_wake = plan.next_wake
+        self._stopping &= {f[0] for f in plan.failures}
         for job_id, substate, message in plan.failures:
             self._fail_waiting(job_id, substate, message)
         for job_id, inf in plan.starts:
@@ -90,6 +94,16 @@ class Scheduler:
         self.launcher.close_ended_arrays(self.executor_id)
 
     def _fail_waiting(self, job_id: str, substate: str, message: str) -> None:
+        try:
+            rec = self.store.get(job_id)
+        except JobNotFound:
+            return
+        if rec.substate == Substate.ENGINE_QUEUED:
+            # Its engine holds it for a dependency that failed: ended there, once.
+            if job_id not in self._stopping:
+                self._stopping.add(job_id)
+                self._terminate(rec, substate, 0)
+            return
         if self.store.transition(
             job_id, JobState.FAILED, substate, expect=WAITING_STATES, reason=substate, message=message,
             finished_at=time.time(),

@@ -9,7 +9,7 @@ import re
 from typing import Iterable
 
 from ..errors import JobNotFound
-from ..state import JobState
+from ..state import FINAL_STATES, JobState, sql_in
 from .records import _JOB_COLUMNS, JobRecord
 
 
@@ -40,6 +40,14 @@ class JobsMixin:
             "INSERT OR REPLACE INTO job_filesets (job_id, role, target, digest) VALUES (?,?,?,?)",
             [(job.id, "input", i.target, i.source) for job in jobs for i in job.spec.inputs if i.frozen],
         )
+
+    def unended_dependencies(self, job_id: str) -> list[tuple[str, str | None]]:
+        """(condition, engine handle) of each job ``job_id`` depends on that has not ended."""
+        with self._lock:
+            return self._db.execute(
+                f"SELECT d.condition, j.container_id FROM job_deps d JOIN jobs j ON j.id = d.dep_id "
+                f"WHERE d.job_id = ? AND NOT {sql_in(FINAL_STATES, 'j.state')} ORDER BY d.rowid", (job_id,)
+            ).fetchall()
 
     def query(self, sql: str, params: Iterable = ()) -> list[tuple]:
         """Read-only SQL for the scheduler's light-weight views (no spec parsing)."""

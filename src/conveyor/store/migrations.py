@@ -129,4 +129,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE arrays ADD COLUMN engine_array INTEGER NOT NULL DEFAULT 0;
     """,
+    # 8: a job for an engine that holds jobs for their dependencies (Slurm's --dependency).
+    """
+    ALTER TABLE jobs ADD COLUMN engine_deps INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

@@ -48,7 +48,7 @@ class SlurmBackend(StopMixin, ArrayMixin, PolledEvents):
 
     name = "slurm"
     capabilities = Capabilities(recover=True, files=True, oom=True, pause=True, gpus=frozenset({"nvidia"}), queues=True,
-                                arrays=True)
+                                arrays=True, dependencies=True)
     poll_s = 0.25
 
     def __init__(self, executor_id: str, shared_dir: str | os.PathLike, conf: str | os.PathLike | None = None,

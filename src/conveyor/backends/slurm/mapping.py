@@ -12,7 +12,7 @@ from typing import Any
 from ...errors import InvalidSpec
 from ...spec import JobSpec
 from ...spec.backend import SlurmOptions
-from ..base import LABEL_EXECUTOR, LABEL_JOB, LABEL_MANAGED, LABEL_NAME, ContainerStatus
+from ..base import LABEL_AFTER, LABEL_EXECUTOR, LABEL_JOB, LABEL_MANAGED, LABEL_NAME, ContainerStatus
 
 # Slurm job states in which the job has ended (``scontrol show job``'s JobState, the
 # job-completion record's JobState); the rest (PENDING, RUNNING, SUSPENDED, ...) are alive.
@@ -27,6 +27,7 @@ REASONS = {
     "Priority": "waits behind jobs of higher priority",
     "JobArrayTaskLimit": "waits: its array runs as many tasks as its max-parallel allows",
     "Dependency": "waits for a job it depends on",
+    "DependencyNeverSatisfied": "a job it depends on failed: it will never run (Conveyor ends it)",
     "ReqNodeNotAvail": "waits: the nodes it may run on are not available (down, drained or reserved)",
     "PartitionNodeLimit": "waits: its partition has too few nodes for it",
     "QOSMaxJobsPerUserLimit": "waits: its QOS limits how many jobs a user runs",
@@ -151,7 +152,19 @@ def sbatch_args(spec: JobSpec, options: SlurmOptions, executor_id: str, job_id: 
             args.append(f"--{flag}={value}")
     if options.nice:
         args.append(f"--nice={options.nice}")
+    if spec.labels.get(LABEL_AFTER):
+        args.append(f"--dependency={dependency(spec.labels[LABEL_AFTER])}")
     return args
+
+
+def dependency(after: str) -> str:
+    """``--dependency`` from Conveyor's "ok:<handle> any:<handle>": ``afterok:812_3:90,afterany:91``
+    (Slurm's afterok: ended with exit code 0, as a Conveyor job is Done)."""
+    by_kind: dict[str, list[str]] = {}
+    for item in after.split():
+        condition, _, handle = item.partition(":")
+        by_kind.setdefault("afterok" if condition == "ok" else "afterany", []).append(parse_handle(handle)[0])
+    return ",".join(f"{kind}:{':'.join(ids)}" for kind, ids in by_kind.items())
 
 
 # ----------------------------------------------------------------------------- Slurm -> Conveyor
