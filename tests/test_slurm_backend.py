@@ -130,7 +130,8 @@ def test_an_array_is_submitted_as_one_slurm_job_array_and_its_elements_are_found
 def test_dependencies_not_ended_become_slurms_dependency_by_condition():
     after = "ok:812_3-jobA ok:90-jobB any:91-jobC"
     assert mapping.dependency(after) == "afterok:812_3:90,afterany:91"
-    args = mapping.sbatch_args(JobSpec(image="busybox", command=["true"], labels={"conveyor.after": after}),
-                               SlurmOptions(), "exec1", "job1", "/shared/exec1/slurm/job1")
+    # (Conveyor's own label, set by the launcher: a user's spec cannot carry it)
+    spec = JobSpec(image="busybox", command=["true"]).model_copy(update={"labels": {"conveyor.after": after}})
+    args = mapping.sbatch_args(spec, SlurmOptions(), "exec1", "job1", "/shared/exec1/slurm/job1")
     assert "--dependency=afterok:812_3:90,afterany:91" in args
     assert not any(a.startswith("--dependency") for a in _args())
