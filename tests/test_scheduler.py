@@ -358,6 +358,12 @@ def test_retries_keep_every_attempt(make_ex, test_image):
     exhausted = ex.wait(ex.submit(job(test_image, "exit 5", retries=1)), WAIT)
     assert (exhausted.state, exhausted.substate, exhausted.exit_code) == (JobState.FAILED, Substate.EXITED, 5)
     assert [a["exit_code"] for a in ex.attempts(exhausted.id)] == [5, 5]
+    # a retry after a timeout is judged on its own: it ran to exit 0, so the job is Done (the
+    # first attempt's stop reason once made it Failed/timeout with exit code 0)
+    retried = ex.wait(ex.submit(job(test_image, '[ "$CONVEYOR_ATTEMPT" = 1 ] && sleep 30; echo ok', retries=1,
+                                    timeout=1, stop_grace=1)), WAIT)
+    assert (retried.state, retried.substate, retried.exit_code, retried.stdout) == (JobState.DONE, Substate.EXITED, 0, "ok\n")
+    assert [a["substate"] for a in ex.attempts(retried.id)] == [Substate.TIMEOUT, Substate.EXITED]
     # not retried: what another try cannot change
     nocmd = ex.wait(ex.submit(JobSpec(image=test_image, command=["nosuchcmd"], retries=2, **NET)), WAIT)
     assert nocmd.substate == Substate.START_FAILED and len(ex.attempts(nocmd.id)) == 1

@@ -50,7 +50,9 @@ class TransitionsMixin:
                 # in its engine is the same attempt.)
                 if self._array_full(job_id):
                     return False  # max-parallel is enforced here, atomically, whatever a planner thought
-                fields = {**fields, "not_before": None}
+                # A new attempt: the last one's backoff and why it was stopped (a timeout,
+                # say) are not this one's.
+                fields = {**fields, "not_before": None, "stop_reason": None}
                 self._db.execute("UPDATE jobs SET attempt = attempt + 1 WHERE id=?", (job_id,))
             elif engine_had_it and (to.is_final or to is JobState.REQUEUED):
                 to, substate, fields = self._end_attempt(job_id, to, substate, fields)
