@@ -14,7 +14,16 @@ import time
 from typing import Callable
 
 from .. import faults
-from ..backends.base import LABEL_AFTER, LABEL_ARRAY, LABEL_ARRAY_MAX, LABEL_TASK, EngineConflict, EngineError, EngineUnavailable, ImageNotFound
+from ..backends.base import (
+    LABEL_AFTER,
+    LABEL_ARRAY,
+    LABEL_ARRAY_MAX,
+    LABEL_TASK,
+    EngineConflict,
+    EngineError,
+    EngineUnavailable,
+    ImageNotFound,
+)
 from ..backends.router import BackendRouter
 from ..errors import ConveyorError, JobNotFound
 from ..home import Home

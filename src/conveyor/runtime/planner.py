@@ -19,7 +19,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..capacity import Capacity, Ledger, Request, SchedulingConfig
-from ..state import RUNNABLE_STATES, WAITING_STATES, JobState, Substate, in_engine, in_engine_sql, not_engine_queued_sql, sql_in
+from ..state import (
+    RUNNABLE_STATES,
+    WAITING_STATES,
+    JobState,
+    Substate,
+    in_engine,
+    in_engine_sql,
+    not_engine_queued_sql,
+    sql_in,
+)
 from ..store import Store
 
 # Literal states in SQL so SQLite uses the partial indexes (jobs_runnable is in queue order).
@@ -207,7 +216,6 @@ class Planner:
         for job_id, dep_id, dep_state, dep_sub in q(
             f"SELECT d.job_id, d.dep_id, j.state, j.substate FROM jobs q INDEXED BY jobs_dependent "
             f"JOIN job_deps d ON d.job_id = q.id LEFT JOIN jobs j ON j.id = d.dep_id WHERE q.has_deps = 1 AND q.{_RUNNABLE_SQL} "
-
             "AND (j.id IS NULL OR (j.state = 'Failed' AND d.condition = 'ok'))"
         ):
             if job_id not in seen:
