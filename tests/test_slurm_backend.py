@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor import JobSpec
+from conveyor import JobSpec, JobState, Substate
+from conveyor.runtime.finisher import classify
 from conveyor.backends.slurm import mapping
 from conveyor.errors import InvalidSpec
 from conveyor.spec.backend import SlurmOptions
@@ -70,16 +71,16 @@ def test_the_steps_result_is_the_jobs_end_whatever_slurm_says():
     assert failed.start_failed and failed.error == "no such file"
 
 
-def test_waiting_states_are_running_with_slurms_reason_and_no_start():
+def test_waiting_states_are_queued_in_slurm_with_its_reason_and_no_start():
     assert _status("PENDING", reason="JobHeldUser", phase="created").status == "created"
     pending = _status("PENDING", reason="Resources")
-    assert (pending.status, pending.started_at, pending.finished) == ("running", None, False)
+    assert (pending.status, pending.started_at, pending.finished, pending.queued) == ("running", None, False, True)
     assert pending.error.startswith("pending in Slurm (Resources): waits for resources")
     assert "JobArrayTaskLimit" in _status("PENDING", reason="JobArrayTaskLimit").error
     starting = _status("RUNNING")
     assert (starting.status, starting.started_at, starting.node) == ("running", None, "n1") and "starting on n1" in starting.error
     running = _status("RUNNING", started={"started_at": 5.0, "node": "n1"})
-    assert (running.status, running.started_at, running.error) == ("running", 5.0, None)
+    assert (running.status, running.started_at, running.error, running.queued) == ("running", 5.0, None, False)
     # COMPLETING: the job's processes are being stopped; the step's result is still to come
     assert not _status("COMPLETING", started={"started_at": 5.0}).finished
 
@@ -88,9 +89,11 @@ def test_ends_slurm_saw_without_the_steps_result():
     lost = _status("NODE_FAIL", started={"started_at": 5.0, "node": "n2"})
     assert (lost.status, lost.exit_code, lost.finished) == ("dead", None, True) and "NODE_FAIL" in lost.error
     timeout = _status("TIMEOUT", started={"started_at": 5.0}, exit_code="0:15")
-    assert (timeout.exit_code, timeout.finished) == (143, True) and "time limit" in timeout.error
+    assert (timeout.exit_code, timeout.finished, timeout.timed_out) == (143, True, True) and "time limit" in timeout.error
+    assert classify(timeout, None)[:2] == (JobState.FAILED, Substate.TIMEOUT)  # Slurm's --time backstop
     oom = _status("OUT_OF_MEMORY", started={"started_at": 5.0}, exit_code="0:9")
     assert (oom.exit_code, oom.oom_killed) == (137, True)
+    assert classify(oom, None)[:2] == (JobState.FAILED, Substate.OOM_KILLED)
     never = _status("CANCELLED")
     assert (never.status, never.exit_code, never.error) == ("exited", None, "cancelled in Slurm before it started")
     forgotten = _status(None)
