@@ -84,8 +84,6 @@ def test_a_job_waiting_in_slurm_is_queued_with_slurms_reason_and_runs_once_the_n
         assert f"conveyor-{job_id}" in slurm.run("squeue", "-h", "-o", "%j %T")
         with pytest.raises(WaitTimeout):
             ex.wait_started(job_id, timeout=1)
-        with pytest.raises(InvalidState, match="engine_queued"):
-            ex.hold(job_id)  # Slurm would run it anyway: refused, naming why
         waits = {j["id"]: j for j in ex.queue()["jobs"]}
         assert waits[job_id]["waits_for"] == "engine" and waits[job_id]["reason"].startswith(tuple("engine: " + r for r in reasons)), waits
         # Cancelling a job Slurm queues takes it out of Slurm's queue too.
@@ -93,7 +91,13 @@ def test_a_job_waiting_in_slurm_is_queued_with_slurms_reason_and_runs_once_the_n
         cancelled = ex.cancel(other, grace=0)
         assert (cancelled.state, cancelled.substate) == (JobState.FAILED, Substate.CANCELLED)
         assert f"conveyor-{other}" not in slurm.run("squeue", "-h", "-o", "%j")
-        assert ex.info(job_id).state is JobState.QUEUED
+        # Hold takes it back out of Slurm's queue (scontrol hold); release hands it over again.
+        held = ex.hold(job_id)
+        assert (held.state, held.substate) == (JobState.QUEUED_HELD, Substate.HELD)
+        assert "JobHeldUser" in slurm.run("scontrol", "show", "job", "-o", _slurm_id(ex, job_id))
+        assert ex.release(job_id).state is JobState.QUEUED
+        eventually("handed to Slurm again", lambda: ex.info(job_id).substate == Substate.ENGINE_QUEUED, timeout=WAIT)
+        assert "JobHeldUser" not in slurm.run("scontrol", "show", "job", "-o", _slurm_id(ex, job_id))
     finally:
         slurm.run("scancel", *blockers)
     started = ex.wait_started(job_id, timeout=WAIT)
@@ -101,7 +105,10 @@ def test_a_job_waiting_in_slurm_is_queued_with_slurms_reason_and_runs_once_the_n
     job = ex.wait(job_id, timeout=WAIT)
     assert (job.state, job.stdout) == (JobState.DONE, "ran\n")
     moves = [(t.to_state, t.substate) for t in ex.store.transitions(job_id)]
-    assert moves[:3] == [(JobState.QUEUED, None), (JobState.QUEUED, Substate.ENGINE_QUEUED), (JobState.RUNNING, None)], moves
+    assert moves == [(JobState.QUEUED, None), (JobState.QUEUED, Substate.ENGINE_QUEUED), (JobState.QUEUED_HELD, Substate.HELD),
+                     (JobState.QUEUED, None), (JobState.QUEUED, Substate.ENGINE_QUEUED), (JobState.RUNNING, None),
+                     (JobState.DONE, Substate.EXITED)], moves
+    assert [a["attempt"] for a in ex.attempts(job_id)] == [1]  # handed over twice, ran once
     assert [t.to_state for t in ex.store.transitions(other)][-1] is JobState.FAILED
     assert JobState.RUNNING not in [t.to_state for t in ex.store.transitions(other)]  # it never ran
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Executor, JobSpec, JobState, Substate
-from conveyor.errors import InvalidSpec, WaitTimeout
+from conveyor.errors import InvalidSpec, InvalidState, WaitTimeout
 from helpers import Cli, eventually
 
 from conftest import TEST_IMAGE
@@ -61,6 +61,8 @@ def test_placement_by_label_and_a_pending_job_starts_once_a_node_has_it(swarm, e
     assert (waiting.state, waiting.substate, waiting.started_at) == (JobState.QUEUED, Substate.ENGINE_QUEUED, None)
     with pytest.raises(WaitTimeout):
         ex.wait_started(job_id, timeout=1)
+    with pytest.raises(InvalidState, match="cannot hold it: cancel it instead"):
+        ex.hold(job_id)  # Swarm has no hold: refused, not half done
     swarm.label("n2", "conveyor-test-pool", "special")
     try:
         job = ex.wait(job_id, timeout=WAIT)

@@ -143,6 +143,9 @@ class Backend(Protocol):
     capability_hints: dict[str, str]
     # With capability ``arrays`` only: ``close_array(array_id)``, called once every task of an
     # array has ended in Conveyor, ends what of the engine's array job was never started.
+    # Optional with capability ``queues``: ``hold(handle)`` takes a job the engine still queues
+    # back out of its queue, held until ``start`` (EngineConflict once it runs); without it such
+    # a job cannot be held (cancel it).
 
     def version(self) -> dict:
         """The engine: {"name", "version", "api_version"}."""

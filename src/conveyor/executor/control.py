@@ -28,8 +28,7 @@ class ControlMixin(ExecutorBase):
         job_ref("hold", ref)
         rec = self._record_for(HOLD, ref)
         if rec.substate == Substate.ENGINE_QUEUED:
-            # Its engine has it: a hold here would not stop that engine from running it.
-            raise InvalidState(rec.id, "Queued in its engine's own queue (engine_queued): cancel it instead", HOLD.action)
+            self._hold_in_engine(rec)
         self._move(HOLD, rec.id, rec.state, _HELD[rec.state], Substate.HELD, reason="held")
         return self.info(rec.id)
 
@@ -119,6 +118,20 @@ class ControlMixin(ExecutorBase):
         """Compare-and-set: someone else moving the job first makes this an InvalidState."""
         if not self.store.transition(job_id, dst, substate, expect={src}, reason=reason):
             raise InvalidState(job_id, self.store.get(job_id).state.value, verb.action)
+
+    def _hold_in_engine(self, rec) -> None:
+        """A job its engine queues is held there too (Slurm's ``scontrol hold``): a hold only
+        here would not stop that engine from running it. Release hands it over again."""
+        driver = self.backend.for_job(rec.spec)
+        hold = getattr(driver, "hold", None)
+        if hold is None:
+            raise InvalidState(rec.id, f"Queued in the {driver.name} engine's own queue (engine_queued), which cannot "
+                                       "hold it: cancel it instead", HOLD.action)
+        try:
+            hold(rec.container_id)
+        except EngineError as exc:
+            raise InvalidState(rec.id, f"Queued in the {driver.name} engine's own queue (engine_queued), which did not "
+                                       f"hold it ({exc})", HOLD.action) from None
 
     def _pause(self, verb: Verb, ref: str, dst: JobState) -> Job:
         """Freeze or thaw with the engine's pause (the cgroup freezer); the state follows."""

@@ -54,6 +54,9 @@ class TransitionsMixin:
                 # say) are not this one's.
                 fields = {**fields, "not_before": None, "stop_reason": None}
                 self._db.execute("UPDATE jobs SET attempt = attempt + 1 WHERE id=?", (job_id,))
+            elif engine_had_it and current is JobState.QUEUED and to is JobState.QUEUED_HELD:
+                # Held back out of its engine's queue before it ran: that attempt never was.
+                self._db.execute("UPDATE jobs SET attempt = attempt - 1 WHERE id=?", (job_id,))
             elif engine_had_it and (to.is_final or to is JobState.REQUEUED):
                 to, substate, fields = self._end_attempt(job_id, to, substate, fields)
             cols = {"state": to.value, "substate": substate, **fields}

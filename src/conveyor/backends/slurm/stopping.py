@@ -95,6 +95,24 @@ class StopMixin:
             self.slurm.cancel(self._parse(handle)[0])
 
 
+    # ------------------------------------------------------------------ hold
+
+    def hold(self, handle: str) -> None:
+        """Take a job Slurm still queues back out of its queue (``scontrol uhold``): held, as
+        after create (a user hold, which its owner may release), until start releases it again.
+        EngineConflict once it runs."""
+        status = self.inspect(handle)
+        if status is None:
+            raise ContainerNotFound(f"no such Slurm job: {handle}")
+        if not status.queued:
+            raise EngineConflict(f"the job is not waiting in Slurm's queue ({status.status}): nothing to hold")
+        slurm_id, job_id = self._parse(handle)
+        try:
+            self.slurm.run("scontrol", "uhold", slurm_id)
+        except EngineError as exc:  # it started meanwhile ("Job is no longer pending execution")
+            raise EngineConflict(f"Slurm did not hold it: {exc}") from None
+        (self._dir(job_id) / "released").unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ suspend and resume
 
     def pause(self, handle: str) -> None:
