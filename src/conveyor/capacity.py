@@ -92,6 +92,7 @@ class AgentConfig(_Section):
     operator can let it go when nothing needs it."""
 
     idle_exit: Seconds | None = Field(default=None, gt=0, description="stop after this long with no live job and no request")
+    open_metrics: bool = Field(default=False, description="serve /v1/metrics without a token (for a Prometheus scraper)")
 
 
 class EngineConfig(_Section):

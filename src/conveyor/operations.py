@@ -228,6 +228,9 @@ OPERATIONS: dict[str, Operation] = _ops(
               "queue", tags=("agent",)),
     Operation("machine", "This node: CPUs, memory, GPUs, load, engine, capacity in use", "GET", "/machine",
               "machine", tags=("agent",)),
+    Operation("metrics", "Metrics in the Prometheus text format: jobs by state, the queue, capacity, starts, ends, "
+              "durations, engine calls, submissions, disk bytes (open without a token when [agent] open_metrics)",
+              "GET", "/metrics", "metrics", tags=("agent",)),
     Operation("backends", "Every backend: whether this node runs it (and which is its default), what it can do, "
               "and the options a job may give it", "GET", "/backends", "backends", tags=("agent",)),
     Operation("engine", "The engine as it describes itself: its version and info documents", "GET", "/engine",

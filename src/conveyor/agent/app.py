@@ -13,12 +13,14 @@ import json
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import PlainTextResponse
 
 from .. import __version__
+from ..metrics import CONTENT_TYPE
 from ..operations import OPERATIONS
 from . import API_PREFIX, errors
-from .dependencies import AgentState, authorized
+from .dependencies import AgentState, authorized, metrics_reader
 from .models import error_doc
 from .routers import arrays, control, data, engine, events, jobs, logs, node, run, tokens, waiting
 
@@ -50,6 +52,14 @@ def create_app(agent: AgentState | None = None) -> FastAPI:
     @app.get(API_PREFIX + ping.path, tags=list(ping.tags), summary=ping.summary)
     def ping() -> dict:
         return {"ok": True, "version": __version__}
+
+    metrics_op = OPERATIONS["metrics"]
+
+    @app.get(API_PREFIX + metrics_op.path, tags=list(metrics_op.tags), summary=metrics_op.summary,
+             response_class=PlainTextResponse, dependencies=[Depends(metrics_reader)],
+             responses={200: {"content": {"text/plain": {}}}, 401: error_doc("missing or wrong token")})
+    def metrics(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.app.state.agent.executor.metrics(), media_type=CONTENT_TYPE)
 
     for module in ROUTERS:
         app.include_router(

@@ -77,6 +77,14 @@ async def authorized(request: Request, _creds=Depends(bearer)) -> "Caller":
     return who
 
 
+async def metrics_reader(request: Request, creds=Depends(bearer)) -> "Caller | None":
+    """Who may read the metrics: anyone when the operator opened them ([agent] open_metrics,
+    for a Prometheus scraper), else a caller with a token."""
+    if agent_state(request).executor.scheduling.agent.open_metrics:
+        return None
+    return await authorized(request, creds)
+
+
 def policy(who: "Caller" = Depends(authorized)) -> "Rules":
     """The rules the caller's jobs meet (``rules.check(spec)``, ``rules.check_image(image)``):
     none beyond the spec's own for the owner, its policy for a named token."""

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import ConveyorError, InvalidSpec, jsonable
+from ..errors import ConveyorError, InvalidSpec, PolicyRefused, jsonable
 from ..spec import JobSpec
 
 
@@ -70,6 +70,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ConveyorError)
     async def _conveyor_error(request: Request, exc: ConveyorError):
+        if isinstance(exc, PolicyRefused) and request.app.state.agent is not None:
+            request.app.state.agent.executor.meters.counters.refused(exc.code)  # the executor counts the rest
         return error_response(error_for(exc))
 
     @app.exception_handler(RequestValidationError)

@@ -13,11 +13,12 @@ capacity and the watcher reconciles one store, whichever backend runs the job.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 from ..errors import InvalidSpec, NotSupported
 from ..spec import JobSpec
@@ -45,6 +46,7 @@ class BackendRouter:
         self.executor_id, self._root, self._url, self._nodes = executor_id, Path(root), url, nodes
         self._shared_dir = shared_dir
         self.engine_name = engine
+        self.meter: Callable[[str], ContextManager] = lambda call: contextlib.nullcontext()  # times calls (metrics.py)
         self._engine = engine_backend
         self._process: Backend | None = None
         self._open_lock = threading.Lock()
@@ -142,7 +144,8 @@ class BackendRouter:
 
     def _call(self, method: str, handle: str, *args: Any, **kwargs: Any) -> Any:
         backend, inner, _ = self._route(handle)
-        return getattr(backend, method)(inner, *args, **kwargs)
+        with self.meter(method):
+            return getattr(backend, method)(inner, *args, **kwargs)
 
     # ------------------------------------------------------------------ the node's engine
 
@@ -207,11 +210,12 @@ class BackendRouter:
         backend.check(spec)
 
     def ensure_image(self, spec: JobSpec, refresh: bool = True) -> None:
-        self.for_job(spec).ensure_image(spec, refresh)
+        self.for_job(spec).ensure_image(spec, refresh)  # (not timed: a pull's time is the registry's)
 
     def create(self, job_id: str, spec: JobSpec) -> str:
         backend = self.for_job(spec)
-        handle = backend.create(job_id, spec)
+        with self.meter("create"):
+            handle = backend.create(job_id, spec)
         return PROCESS_PREFIX + handle if backend is self._process else handle
 
     def find(self, job_id: str) -> ContainerStatus | None:
@@ -224,7 +228,8 @@ class BackendRouter:
 
     def inspect(self, handle: str) -> ContainerStatus | None:
         backend, inner, prefix = self._route(handle)
-        return self._named(backend.inspect(inner), prefix)
+        with self.meter("inspect"):
+            return self._named(backend.inspect(inner), prefix)
 
     def start(self, handle: str) -> None:
         self._call("start", handle)
@@ -272,7 +277,8 @@ class BackendRouter:
     # ------------------------------------------------------------------ every member
 
     def list(self) -> list[ContainerStatus]:
-        return [self._named(s, prefix) for prefix, b in self._open_members() for s in b.list()]  # type: ignore[misc]
+        with self.meter("list"):
+            return [self._named(s, prefix) for prefix, b in self._open_members() for s in b.list()]  # type: ignore[misc]
 
     def events(self, since: float | None = None) -> Iterator[EngineEvent]:
         """One stream of every member's events, subscribed to all when this returns. When one

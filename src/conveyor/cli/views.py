@@ -191,6 +191,13 @@ def backends_cmd(ctx: click.Context, as_json: bool) -> None:
     Console().print(table)
 
 
+@cli.command("metrics")
+@click.pass_context
+def metrics_cmd(ctx: click.Context) -> None:
+    """The agent's metrics in the Prometheus text format (what GET /v1/metrics serves)."""
+    click.echo(connect(ctx).metrics(), nl=False)
+
+
 @cli.command("machine")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context

@@ -276,6 +276,13 @@ class AgentAPI(EngineDocuments):
     def machine(self) -> dict:
         return self.call("GET", route("machine"))
 
+    def metrics(self) -> str:
+        resp = self.http.stream(route("metrics"), {})
+        try:
+            return resp.read().decode()
+        finally:
+            resp.close()
+
     def backends(self) -> list[dict]:
         return self.call("GET", route("backends"))
 

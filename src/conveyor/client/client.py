@@ -270,6 +270,9 @@ class Client:
     def machine(self) -> dict:
         return self.api.machine()
 
+    def metrics(self) -> str:
+        return self.api.metrics()
+
     def backends(self) -> list[dict]:
         return self.api.backends()
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..backends.router import BackendRouter
     from ..capacity import Capacity, SchedulingConfig
     from ..home import Home
+    from ..metrics import Meters
     from ..operations import Verb
     from ..store import Store
     from .modes import Observing, Supervising
@@ -34,6 +35,7 @@ class ExecutorBase:
     _closed: threading.Event
     backend: "BackendRouter"  # the node's backends; each connects on first use
     capacity: "Capacity"
+    meters: "Meters"  # its metrics (conveyor/metrics.py)
 
     def _job(self, rec: JobRecord) -> Job:
         """The caller's snapshot of a stored job (the record has everything but where its logs are)."""

@@ -23,6 +23,7 @@ from ..backends.router import BackendRouter
 from ..capacity import Capacity, Machine, SchedulingConfig, node_capacity
 from ..daemon import SupervisorLock
 from ..home import Home
+from ..metrics import Meters
 from ..operations import with_array_forms
 from ..store import Store
 from .control import ControlMixin
@@ -66,6 +67,8 @@ class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataM
             docker_url or self.scheduling.engine.url, nodes=self.scheduling.engine.nodes,
             shared_dir=self.scheduling.engine.shared_dir, engine_backend=backend,
         )
+        self.meters = Meters(self)
+        self.backend.meter = self.meters.counters.engine_call
         self._capacity: Capacity | None = None
         self._events_store: Store | None = None
         self._blobs = None

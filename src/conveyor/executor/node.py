@@ -69,6 +69,13 @@ class NodeMixin(ExecutorBase):
             "jobs": jobs,
         }
 
+    def metrics(self) -> str:
+        """Metrics in the Prometheus text format (conveyor/metrics.py): the store's figures now,
+        and what this process counted (engine calls, submissions)."""
+        from ..metrics import exposition
+
+        return exposition(self.meters.registry)
+
     def machine(self) -> dict:
         """This node: host, OS, CPUs, memory, GPUs, load, engine version, and the capacity
         jobs may use with what is in use now."""

@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from ..arguments import job_spec
 from ..capacity import check_possible, request_for
-from ..errors import EngineError, InvalidSpec, InvalidState, JobNotFound
+from ..errors import ConveyorError, EngineError, InvalidSpec, InvalidState, JobNotFound
 from ..job import Job
 from ..spec import Dependency, JobSpec
 from ..state import JobState, Substate
@@ -151,6 +151,15 @@ class SubmitMixin(ExecutorBase):
         """Check a job against the node before anything is recorded: a request that can never
         fit is an InvalidSpec naming the field; ``after`` references become job ids. Returns
         the spec to store and its scheduling columns."""
+        try:
+            spec, columns = self._admitted(spec, now)
+        except ConveyorError as exc:
+            self.meters.counters.refused(exc.code)
+            raise
+        self.meters.counters.accepted()
+        return spec, columns
+
+    def _admitted(self, spec: JobSpec, now: float | None) -> tuple[JobSpec, dict]:
         self.backend.check(spec)  # the job's backend can do what it asks (InvalidSpec if not)
         req = request_for(spec, self.scheduling)
         check_possible(req, self.capacity)

@@ -1,0 +1,176 @@
+"""Metrics in the Prometheus text format, made with prometheus-client.
+
+Two sources, one registry per executor:
+
+- what the store says at the moment of the scrape (:class:`StoreCollector`): jobs by state, the
+  queue's depth and oldest wait, capacity used and free, starts and ends, job durations and
+  queue waits as histograms, the bytes of saved logs and of the content store. Every process
+  that opens the state directory gives the same figures, and nothing is lost when the agent
+  restarts;
+- what this process counted (:class:`Counters`): engine calls (latency, errors) and submissions
+  (accepted, refused and why), from the agent's start.
+
+``GET /v1/metrics`` on the agent, ``Executor.metrics()``, ``Client.metrics()`` and
+``conveyor metrics`` all answer with :func:`exposition`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from .state import FINAL_STATES, RUNNABLE_STATES, JobState, sql_in
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+ENGINE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BYTES_TTL_S = 30.0  # saved logs and the content store are walked at most this often
+
+
+class Counters:
+    """What this process counts as it goes (reset when it starts, as Prometheus expects)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.engine_seconds = Histogram(
+            "conveyor_engine_call_seconds", "Time of each call to a backend (the engine's API, Slurm's commands)",
+            ["call"], buckets=ENGINE_BUCKETS, registry=registry)
+        self.engine_errors = Counter(
+            "conveyor_engine_call_errors", "Backend calls that failed, by call and error", ["call", "error"],
+            registry=registry)
+        self.submissions = Counter(
+            "conveyor_submissions", "Jobs submitted here: accepted, or refused (reason: the error's code)",
+            ["result", "reason"], registry=registry)
+
+    @contextmanager
+    def engine_call(self, call: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            self.engine_errors.labels(call, type(exc).__name__).inc()
+            raise
+        finally:
+            self.engine_seconds.labels(call).observe(time.perf_counter() - began)
+
+    def refused(self, code: str) -> None:
+        self.submissions.labels("refused", code).inc()
+
+    def accepted(self) -> None:
+        self.submissions.labels("accepted", "").inc()
+
+
+class Meters:
+    """An executor's metrics: one registry with its counters and the store's figures.
+    (``ex``: the Executor; not imported here, which the executor's own modules do.)"""
+
+    def __init__(self, ex: Any):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.counters = Counters(self.registry)
+        self.registry.register(StoreCollector(ex))
+
+
+class StoreCollector:
+    """The figures the store holds, read when scraped (a few aggregate queries)."""
+
+    def __init__(self, ex: Any):
+        self.ex = ex
+        self._bytes: tuple[float, dict[str, int]] | None = None
+        self._bytes_lock = threading.Lock()
+
+    def describe(self):
+        return []  # (no eager collect at registration: the store is read per scrape)
+
+    def collect(self):
+        q, executor_id = self.ex.store.query, self.ex.executor_id
+        now = time.time()
+        jobs = GaugeMetricFamily("conveyor_jobs", "Jobs of this executor by state", labels=["state"])
+        counts = dict(q("SELECT state, COUNT(*) FROM jobs WHERE executor_id=? GROUP BY state", (executor_id,)))
+        for state in JobState:
+            jobs.add_metric([state.value], counts.get(state.value, 0))
+        yield jobs
+
+        depth, oldest = q(
+            f"SELECT COUNT(*), MIN(created_at) FROM jobs WHERE {sql_in(RUNNABLE_STATES)} "
+            "AND substate IS NOT 'engine_queued' AND executor_id=?", (executor_id,))[0]
+        yield GaugeMetricFamily("conveyor_queue_depth", "Jobs waiting for Conveyor to start them", value=depth)
+        yield GaugeMetricFamily("conveyor_queue_oldest_wait_seconds", "How long the longest-waiting queued job has waited",
+                                value=max(0.0, now - oldest) if oldest else 0.0)
+
+        capacity = GaugeMetricFamily("conveyor_capacity", "The node's capacity for jobs and what is in use",
+                                     labels=["resource", "kind"])
+        for resource, figures in _capacity(self.ex).items():
+            for kind, value in figures.items():
+                capacity.add_metric([resource, kind], value)
+        yield capacity
+
+        (starts,) = q("SELECT COUNT(*) FROM transitions t JOIN jobs j ON j.id = t.job_id WHERE t.to_state = 'Running' "
+                      f"AND t.from_state IN ('Queued', 'Requeued') AND j.executor_id=?", (executor_id,))[0]
+        yield CounterMetricFamily("conveyor_job_starts", "Jobs started (each attempt), of the jobs in the store",
+                                  value=starts)
+        ended = CounterMetricFamily("conveyor_jobs_ended", "Jobs that ended, by state and substate",
+                                    labels=["state", "substate"])
+        for state, substate, n in q(f"SELECT state, coalesce(substate, ''), COUNT(*) FROM jobs WHERE "
+                                    f"{sql_in(FINAL_STATES)} AND executor_id=? GROUP BY 1, 2", (executor_id,)):
+            ended.add_metric([state, substate], n)
+        yield ended
+
+        yield _histogram(q, "conveyor_job_duration_seconds", "Run time of jobs that ended (start to end)",
+                         "finished_at - started_at", f"{sql_in(FINAL_STATES)} AND started_at IS NOT NULL", executor_id)
+        yield _histogram(q, "conveyor_job_queue_wait_seconds", "Time from submit to start, of jobs that started",
+                         "started_at - created_at", "started_at IS NOT NULL", executor_id)
+
+        sizes = GaugeMetricFamily("conveyor_disk_bytes", "Bytes on disk: saved logs, the content store",
+                                  labels=["what"])
+        for what, size in self._disk_bytes().items():
+            sizes.add_metric([what], size)
+        yield sizes
+
+    def _disk_bytes(self) -> dict[str, int]:
+        with self._bytes_lock:
+            if self._bytes is None or time.monotonic() - self._bytes[0] > BYTES_TTL_S:
+                home = self.ex.home
+                self._bytes = (time.monotonic(), {"logs": _tree_bytes(home.logs), "content_store": _tree_bytes(home.cas)})
+            return self._bytes[1]
+
+
+def _histogram(q, name: str, doc: str, value: str, where: str, executor_id: str) -> HistogramMetricFamily:
+    """A histogram over the store's rows in one query: a count per bucket and the sum."""
+    cases = ", ".join(f"SUM(CASE WHEN {value} <= {b} THEN 1 ELSE 0 END)" for b in DURATION_BUCKETS)
+    row = q(f"SELECT {cases}, COUNT(*), coalesce(SUM({value}), 0) FROM jobs WHERE {where} AND executor_id=?",
+            (executor_id,))[0]
+    *per_bucket, count, total = row
+    buckets = [(str(float(b)), n or 0) for b, n in zip(DURATION_BUCKETS, per_bucket)] + [("+Inf", count)]
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
+
+
+def _capacity(ex: Any) -> dict[str, dict[str, float]]:
+    cap, used = ex.capacity, ex._planner().ledger().in_use()
+    out = {}
+    for resource, total, taken in (("cpus", cap.cpus, used["cpus"]), ("memory_bytes", cap.memory, used["memory"])):
+        out[resource] = {"total": float(total), "used": float(taken), "free": max(0.0, float(total) - float(taken))}
+    gpus = sum(len(ids) for ids in cap.gpus.values()) * cap.gpu_sharing
+    gpus_taken = sum(used["gpus"].values())
+    out["gpus"] = {"total": float(gpus), "used": float(gpus_taken), "free": float(max(0, gpus - gpus_taken))}
+    return out
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass  # removed meanwhile
+    return total
+
+
+def exposition(registry: CollectorRegistry) -> str:
+    return generate_latest(registry).decode()
