@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor import Client, Executor, JobSpec
-from conveyor.errors import InvalidSpec
+from conveyor.errors import InvalidSpec, PolicyRefused
 
 pytestmark = pytest.mark.docker
 
@@ -102,3 +102,18 @@ def test_open_metrics_are_served_without_a_token(state_dir):
             assert h.get("/v1/jobs").status_code == 401  # only the metrics are open
     finally:
         a.stop()
+
+
+def test_a_refusal_by_policy_is_counted(agent, state_dir, test_image):
+    # A named token with no policy file of its own meets the built-in default policy, which
+    # refuses a privileged job.
+    made = subprocess.run([sys.executable, "-m", "conveyor", "--home", str(state_dir), "token", "create", "guest"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    guest = Client(state_dir, token=made.stdout.strip())
+    before = _samples(Client(state_dir).metrics())
+    with pytest.raises(PolicyRefused):
+        guest.submit(JobSpec(image=test_image, command=["true"], privileged=True))
+    after = _samples(Client(state_dir).metrics())
+    assert _value(after, "conveyor_submissions_total", result="refused", reason="policy_refused") == \
+        _value(before, "conveyor_submissions_total", result="refused", reason="policy_refused") + 1
