@@ -31,7 +31,7 @@ from .state import FINAL_STATES, RUNNABLE_STATES, JobState, sql_in
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 ENGINE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-BYTES_TTL_S = 30.0  # saved logs and the content store are walked at most this often
+BYTES_TTL_S = 300.0  # saved logs and the content store are walked at most this often (a walk reads every file)
 
 
 class Counters:
