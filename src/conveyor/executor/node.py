@@ -72,7 +72,9 @@ class NodeMixin(ExecutorBase):
     def metrics(self) -> str:
         """Metrics in the Prometheus text format (conveyor/metrics.py): the store's figures now,
         and what this process counted (engine calls, submissions)."""
-        return self.meters.exposition()
+        from ..metrics import exposition
+
+        return exposition(self.meters.registry)
 
     def machine(self) -> dict:
         """This node: host, OS, CPUs, memory, GPUs, load, engine version, and the capacity
