@@ -11,7 +11,7 @@ Two sources, one registry per executor:
   (accepted, refused and why), from the agent's start.
 
 ``GET /v1/metrics`` on the agent, ``Executor.metrics()``, ``Client.metrics()`` and
-``conveyor metrics`` all answer with :func:`exposition`.
+``conveyor metrics`` all answer with :meth:`Meters.exposition`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
 from .state import FINAL_STATES, RUNNABLE_STATES, JobState, sql_in
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -35,18 +32,15 @@ BYTES_TTL_S = 300.0  # saved logs and the content store are walked at most this 
 
 
 class Counters:
-    """What this process counts as it goes (reset when it starts, as Prometheus expects)."""
+    """What this process counts as it goes (reset when it starts, as Prometheus expects).
+    Plain numbers under a lock: prometheus-client (about 150 ms of imports) is loaded only
+    when someone scrapes, never at an executor's start."""
 
-    def __init__(self, registry: CollectorRegistry):
-        self.engine_seconds = Histogram(
-            "conveyor_engine_call_seconds", "Time of each call to a backend (the engine's API, Slurm's commands)",
-            ["call"], buckets=ENGINE_BUCKETS, registry=registry)
-        self.engine_errors = Counter(
-            "conveyor_engine_call_errors", "Backend calls that failed, by call and error", ["call", "error"],
-            registry=registry)
-        self.submissions = Counter(
-            "conveyor_submissions", "Jobs submitted here: accepted, or refused (reason: the error's code)",
-            ["result", "reason"], registry=registry)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.engine: dict[str, list] = {}  # call -> [count, sum, count per ENGINE_BUCKETS bound]
+        self.engine_errors: dict[tuple[str, str], int] = {}  # (call, error) -> count
+        self.submissions: dict[tuple[str, str], int] = {}  # (result, reason) -> count
 
     @contextmanager
     def engine_call(self, call: str) -> Iterator[None]:
@@ -54,26 +48,69 @@ class Counters:
         try:
             yield
         except Exception as exc:
-            self.engine_errors.labels(call, type(exc).__name__).inc()
+            with self._lock:
+                key = (call, type(exc).__name__)
+                self.engine_errors[key] = self.engine_errors.get(key, 0) + 1
             raise
         finally:
-            self.engine_seconds.labels(call).observe(time.perf_counter() - began)
+            took = time.perf_counter() - began
+            with self._lock:
+                row = self.engine.setdefault(call, [0, 0.0, [0] * len(ENGINE_BUCKETS)])
+                row[0] += 1
+                row[1] += took
+                for i, bound in enumerate(ENGINE_BUCKETS):
+                    if took <= bound:
+                        row[2][i] += 1
 
     def refused(self, code: str) -> None:
-        self.submissions.labels("refused", code).inc()
+        self._count(("refused", code))
 
     def accepted(self) -> None:
-        self.submissions.labels("accepted", "").inc()
+        self._count(("accepted", ""))
+
+    def _count(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self.submissions[key] = self.submissions.get(key, 0) + 1
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        with self._lock:
+            engine = {call: (n, total, list(buckets)) for call, (n, total, buckets) in self.engine.items()}
+            errors, submissions = dict(self.engine_errors), dict(self.submissions)
+        seconds = HistogramMetricFamily("conveyor_engine_call_seconds",
+                                        "Time of each call to a backend (the engine's API, Slurm's commands)", labels=["call"])
+        for call, (n, total, buckets) in sorted(engine.items()):
+            seconds.add_metric([call], [(str(float(b)), c) for b, c in zip(ENGINE_BUCKETS, buckets)] + [("+Inf", n)], total)
+        yield seconds
+        failed = CounterMetricFamily("conveyor_engine_call_errors", "Backend calls that failed, by call and error",
+                                     labels=["call", "error"])
+        for key, n in sorted(errors.items()):
+            failed.add_metric(list(key), n)
+        yield failed
+        submitted = CounterMetricFamily("conveyor_submissions",
+                                        "Jobs submitted here: accepted, or refused (reason: the error's code)",
+                                        labels=["result", "reason"])
+        for key, n in sorted(submissions.items()):
+            submitted.add_metric(list(key), n)
+        yield submitted
 
 
 class Meters:
-    """An executor's metrics: one registry with its counters and the store's figures.
+    """An executor's metrics: its counters and the store's figures, as one exposition.
     (``ex``: the Executor; not imported here, which the executor's own modules do.)"""
 
     def __init__(self, ex: Any):
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.counters = Counters(self.registry)
-        self.registry.register(StoreCollector(ex))
+        self.counters = Counters()
+        self.store = StoreCollector(ex)
+
+    def exposition(self) -> str:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.store)
+        registry.register(self.counters)
+        return generate_latest(registry).decode()
 
 
 class StoreCollector:
@@ -88,6 +125,8 @@ class StoreCollector:
         return []  # (no eager collect at registration: the store is read per scrape)
 
     def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         q, executor_id = self.ex.store.query, self.ex.executor_id
         now = time.time()
         jobs = GaugeMetricFamily("conveyor_jobs", "Jobs of this executor by state", labels=["state"])
@@ -140,8 +179,10 @@ class StoreCollector:
             return self._bytes[1]
 
 
-def _histogram(q, name: str, doc: str, value: str, where: str, executor_id: str) -> HistogramMetricFamily:
+def _histogram(q, name: str, doc: str, value: str, where: str, executor_id: str):
     """A histogram over the store's rows in one query: a count per bucket and the sum."""
+    from prometheus_client.core import HistogramMetricFamily
+
     cases = ", ".join(f"SUM(CASE WHEN {value} <= {b} THEN 1 ELSE 0 END)" for b in DURATION_BUCKETS)
     row = q(f"SELECT {cases}, COUNT(*), coalesce(SUM({value}), 0) FROM jobs WHERE {where} AND executor_id=?",
             (executor_id,))[0]
@@ -170,7 +211,3 @@ def _tree_bytes(root: Path) -> int:
             except OSError:
                 pass  # removed meanwhile
     return total
-
-
-def exposition(registry: CollectorRegistry) -> str:
-    return generate_latest(registry).decode()

@@ -103,8 +103,7 @@ def in_engine_sql(table: str = "") -> str:
     return f"({sql_in(ACTIVE_STATES, table + 'state')} OR {table}substate = '{Substate.ENGINE_QUEUED}')"
 
 
-def not_engine_queued_sql(table: str = "") -> str:
-    return f"{table}substate IS NOT '{Substate.ENGINE_QUEUED}'"
+NOT_ENGINE_QUEUED_SQL = f"substate IS NOT '{Substate.ENGINE_QUEUED}'"
 
 
 def can_move(src: JobState, dst: JobState) -> bool:

@@ -120,7 +120,7 @@ class ControlMixin(ExecutorBase):
             raise InvalidState(job_id, self.store.get(job_id).state.value, verb.action)
 
     def _hold_in_engine(self, rec) -> None:
-        """A job its engine queues is held there too (Slurm's ``scontrol hold``): a hold only
+        """A job its engine queues is held there too (Slurm's ``scontrol uhold``): a hold only
         here would not stop that engine from running it. Release hands it over again."""
         driver = self.backend.for_job(rec.spec)
         hold = getattr(driver, "hold", None)

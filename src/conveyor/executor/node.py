@@ -72,9 +72,7 @@ class NodeMixin(ExecutorBase):
     def metrics(self) -> str:
         """Metrics in the Prometheus text format (conveyor/metrics.py): the store's figures now,
         and what this process counted (engine calls, submissions)."""
-        from ..metrics import exposition
-
-        return exposition(self.meters.registry)
+        return self.meters.exposition()
 
     def machine(self) -> dict:
         """This node: host, OS, CPUs, memory, GPUs, load, engine version, and the capacity

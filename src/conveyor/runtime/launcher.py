@@ -28,7 +28,7 @@ from ..backends.router import BackendRouter
 from ..errors import ConveyorError, JobNotFound
 from ..home import Home
 from ..spec import JobSpec
-from ..state import RUNNABLE_STATES, JobState, Substate
+from ..state import RUNNABLE_STATES, JobState, Substate, in_engine
 from ..store import JobRecord, Store
 from .locks import JobLocks
 from .planner import gpu_id_list
@@ -128,6 +128,8 @@ class Launcher:
     def close_ended_arrays(self, executor_id: str) -> None:
         """Arrays an engine runs as one array job (Slurm) whose tasks have all ended here: the
         engine cancels what of it was never released (tasks cancelled while queued)."""
+        if not self.backend.capabilities.arrays:
+            return  # (no engine array can exist: no query on every dispatch)
         for array_id, task_id in self.store.ended_engine_arrays(executor_id):
             try:
                 self.backend.for_job(self.store.get(task_id).spec).close_array(array_id)
@@ -173,8 +175,7 @@ class Launcher:
         with self.locks(job_id):
             rec = self.store.get(job_id)
             status = self.backend.inspect(rec.container_id) if rec.container_id else None
-            claimed = rec.state is JobState.RUNNING or (rec.state is JobState.QUEUED and rec.substate == Substate.ENGINE_QUEUED)
-            if claimed and status is not None and status.status == "created":
+            if in_engine(rec.state, rec.substate) and status is not None and status.status == "created":
                 self._start(rec)
 
     def _start(self, rec: JobRecord) -> None:

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 from ..capacity import Capacity, Ledger, Request, SchedulingConfig
 from ..state import (
+    NOT_ENGINE_QUEUED_SQL,
     RUNNABLE_STATES,
     WAITING_STATES,
     JobState,
     Substate,
     in_engine,
     in_engine_sql,
-    not_engine_queued_sql,
     sql_in,
 )
 from ..store import Store
@@ -35,7 +35,7 @@ from ..store import Store
 # A job its engine queues (Substate.ENGINE_QUEUED) is Queued but launched: it holds its share
 # like a running one and is not launched again.
 _RUNNABLE_SQL = sql_in(RUNNABLE_STATES)
-_LAUNCHABLE_SQL = f"{_RUNNABLE_SQL} AND {not_engine_queued_sql()}"
+_LAUNCHABLE_SQL = f"{_RUNNABLE_SQL} AND {NOT_ENGINE_QUEUED_SQL}"
 _HOLDING_SQL = in_engine_sql()
 _DEADLINE_SQL = f"start_deadline IS NOT NULL AND attempt = 0 AND {sql_in(WAITING_STATES)}"  # = partial index jobs_deadline
 _QUEUE_COLUMNS = "id, state, priority, created_at, req_cpus, req_memory, req_gpus, array_id, not_before, has_deps, engine_deps"

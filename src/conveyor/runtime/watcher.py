@@ -75,8 +75,10 @@ class Watcher:
             return
         if ev.action in ("die", "destroy", "oom"):
             self.finisher.finalize_later(ev.job_id, ended=True)
-        elif ev.action in ("start", "queued"):
-            self.finisher.note_start(ev.job_id, ev.node)
+        elif ev.action in ("start", "queued") and self.backend.capabilities.queues:
+            self.finisher.note_start(ev.job_id, ev.node)  # Queued in the engine -> Running, or a new reason
+        elif ev.action == "start" and ev.node:
+            self.finisher.note_node(ev.job_id, ev.node)
         elif ev.action == "pause":
             self.finisher.move(ev.job_id, JobState.SUSPENDED, {JobState.RUNNING}, "engine: paused")
         elif ev.action == "unpause":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sys
 from pathlib import Path
 
 from ...spec import JobSpec
@@ -25,13 +24,12 @@ from . import mapping
 
 class ArrayMixin:
     """Part of SlurmBackend: needs ``slurm``, ``arrays_dir``, ``_arrays_lock``, ``executor_id``,
-    ``_dir`` and ``_read_json``."""
+    ``_dir`` and ``_job_labels``."""
 
     def _slurm_name(self, job_id: str, slurm_id: str) -> str:
         """The name Slurm knows the job by: its own, or its array's for an array element."""
         if "_" in slurm_id:
-            plan = self._read_json(self._dir(job_id) / "job.json") or {}
-            return mapping.array_name((plan.get("labels") or {}).get(LABEL_ARRAY, ""))
+            return mapping.array_name(self._job_labels(job_id).get(LABEL_ARRAY, ""))
         return mapping.job_name(job_id)
 
     def _array_element(self, job_id: str, spec: JobSpec, options: SlurmOptions) -> str | None:
@@ -61,10 +59,7 @@ class ArrayMixin:
         slurm_id = self.slurm.find(mapping.array_name(array_id), alive=True)
         if slurm_id is None:
             script = array_dir / "step.sh"
-            tasks = shlex.quote(str(array_dir / "tasks"))
-            script.write_text("#!/bin/sh\n# Conveyor's step for one task of this array: see conveyor/backends/slurm/step.py\n"
-                              f"exec {shlex.quote(sys.executable)} -m conveyor.backends.slurm.step "
-                              f"{tasks}/\"$SLURM_ARRAY_TASK_ID\"\n")
+            script.write_text(mapping.step_script(shlex.quote(str(array_dir / "tasks")) + '/"$SLURM_ARRAY_TASK_ID"'))
             script.chmod(0o755)
             expression = mapping.array_expression(spec.env, int(spec.labels[LABEL_ARRAY_MAX]))
             args = mapping.sbatch_args(spec, options, self.executor_id, "", str(array_dir), (array_id, expression))

@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,9 @@ from typing import Iterable, Iterator
 from ...spec import JobSpec, Mount
 from ...spec.backend import SlurmOptions
 from ..base import (
+    LABEL_ARRAY,
     LABEL_ARRAY_MAX,
+    LABEL_TASK,
     Capabilities,
     ContainerNotFound,
     ContainerStatus,
@@ -121,9 +122,12 @@ class SlurmBackend(StopMixin, ArrayMixin, PolledEvents):
             return None
 
     def _job_labels(self, job_id: str) -> dict[str, str]:
+        """Its status's labels, read once from job.json: an array task's array and index too,
+        as a container of the docker backend carries them."""
         if job_id not in self._labels:
             plan = self._read_json(self._dir(job_id) / "job.json") or {}
-            self._labels[job_id] = mapping.labels(self.executor_id, job_id, (plan.get("spec") or {}).get("name"))
+            task = {k: v for k, v in (plan.get("labels") or {}).items() if k in (LABEL_ARRAY, LABEL_TASK)}
+            self._labels[job_id] = {**mapping.labels(self.executor_id, job_id, (plan.get("spec") or {}).get("name")), **task}
         return self._labels[job_id]
 
     def _status(self, slurm_id: str, job_id: str, record: dict[str, str] | None | bool = False) -> ContainerStatus | None:
@@ -180,8 +184,7 @@ class SlurmBackend(StopMixin, ArrayMixin, PolledEvents):
                               "workdir": spec.workdir}
         write_json(job_dir / "job.json", job)
         script = job_dir / "step.sh"
-        script.write_text("#!/bin/sh\n# Conveyor's step for this job: see conveyor/backends/slurm/step.py\n"
-                          f"exec {shlex.quote(sys.executable)} -m conveyor.backends.slurm.step {shlex.quote(str(job_dir))}\n")
+        script.write_text(mapping.step_script(shlex.quote(str(job_dir))))
         script.chmod(0o755)
         options = spec.backend.options_for(self.name) if spec.backend is not None else SlurmOptions()
         try:

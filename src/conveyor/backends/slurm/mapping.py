@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
+import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -42,6 +44,13 @@ SHARED_DIR_HINT = ("a Slurm job's files (its step, logs, inputs and outputs) liv
 def job_name(job_id: str) -> str:
     """A job's Slurm name: finds it again after a crash (``squeue --name``)."""
     return f"conveyor-{job_id}"
+
+
+def step_script(job_dir: str) -> str:
+    """The batch script: Conveyor's step (step.py) for the job directory ``job_dir``, a shell
+    word already quoted (an array's gives ``.../tasks/"$SLURM_ARRAY_TASK_ID"``)."""
+    return ("#!/bin/sh\n# Conveyor's step: see conveyor/backends/slurm/step.py\n"
+            f"exec {shlex.quote(sys.executable)} -m conveyor.backends.slurm.step {job_dir}\n")
 
 
 def array_name(array_id: str) -> str:
