@@ -27,16 +27,20 @@ from .common import BENCH_LABEL, IMAGE, Context, interleaved, ratio, summary
 
 SWARM_URL = "unix:///run/conveyor-swarm/n1.sock"
 CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "swarm-cluster"
-TASKS = 30
+TASKS = 30  # default of --cluster-tasks
 ROUND_LABEL = "conveyor-bench.cluster"  # on the raw loop's services: cleanup removes exactly these
 LABEL_JOB = "conveyor.job"  # what the swarm backend puts on a job's service
 
 
-def _run_array(ex: Executor, spec: JobSpec, job_ids: list[str]) -> None:
-    array_id = ex.submit_array(spec, 1, TASKS)
+def add_arguments(parser) -> None:
+    parser.add_argument("--cluster-tasks", type=int, default=TASKS, help=f"cluster: tasks of the array (default {TASKS})")
+
+
+def _run_array(ex: Executor, spec: JobSpec, job_ids: list[str], n: int) -> None:
+    array_id = ex.submit_array(spec, 1, n)
     tasks = ex.array_tasks(array_id)
-    if len(tasks) != TASKS:
-        raise RuntimeError(f"array {array_id} has {len(tasks)} tasks, not {TASKS}")
+    if len(tasks) != n:
+        raise RuntimeError(f"array {array_id} has {len(tasks)} tasks, not {n}")
     for job_id, _index, _state in tasks:
         job = ex.wait(job_id, timeout=600)
         if job.state.value != "Done":
@@ -44,8 +48,8 @@ def _run_array(ex: Executor, spec: JobSpec, job_ids: list[str]) -> None:
     job_ids.extend(t[0] for t in tasks)
 
 
-def _raw_loop(api: docker.APIClient, counter: list[int]) -> None:
-    """docker service create x 30 (replicated-job), poll tasks until all complete, remove."""
+def _raw_loop(api: docker.APIClient, counter: list[int], n: int) -> None:
+    """docker service create x n (replicated-job), poll tasks until all complete, remove."""
     counter[0] += 1
     tag = f"{counter[0]}-{time.time_ns()}"
     labels = {BENCH_LABEL: "1", ROUND_LABEL: tag}
@@ -54,7 +58,7 @@ def _raw_loop(api: docker.APIClient, counter: list[int]) -> None:
         restart_policy=docker.types.RestartPolicy(condition="none"),
     )
     mode = docker.types.ServiceMode("replicated-job", concurrency=1, replicas=1)
-    services = [api.create_service(task_template, mode=mode, labels=labels)["ID"] for _ in range(TASKS)]
+    services = [api.create_service(task_template, mode=mode, labels=labels)["ID"] for _ in range(n)]
     deadline = time.monotonic() + 600
     while True:
         tasks = api.tasks(filters={"label": f"{ROUND_LABEL}={tag}"}) or []
@@ -65,7 +69,7 @@ def _raw_loop(api: docker.APIClient, counter: list[int]) -> None:
         if done >= set(services):
             break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"raw loop: {len(done)} of {TASKS} tasks complete after 600 s")
+            raise RuntimeError(f"raw loop: {len(done)} of {n} tasks complete after 600 s")
         time.sleep(0.1)
     for sid in services:
         api.remove_service(sid)
@@ -97,7 +101,8 @@ def _placement(api: docker.APIClient, job_ids: list[str], count: Counter) -> Non
 
 
 def cluster(ctx: Context) -> dict:
-    """A 30-task `sleep 1` array: Conveyor on the swarm, on local Docker, and the raw service loop."""
+    """An array of --cluster-tasks `sleep 1` tasks (30): Conveyor on the swarm, on local Docker, and the raw service loop."""
+    tasks = ctx.args.cluster_tasks
     subprocess.run([str(CLUSTER_SCRIPT), "up"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rounds = min(ctx.repeat, 3)
     swarm_home = Path(ctx.home("cluster-swarm"))
@@ -124,9 +129,9 @@ def cluster(ctx: Context) -> dict:
             try:
                 samples = interleaved(
                     {
-                        "conveyor_swarm": lambda: _run_array(swarm_ex, swarm_spec, swarm_ids),
-                        "conveyor_local": lambda: _run_array(local_ex, local_spec, local_ids),
-                        "raw_service_loop": lambda: _raw_loop(api, counter),
+                        "conveyor_swarm": lambda: _run_array(swarm_ex, swarm_spec, swarm_ids, tasks),
+                        "conveyor_local": lambda: _run_array(local_ex, local_spec, local_ids, tasks),
+                        "raw_service_loop": lambda: _raw_loop(api, counter, tasks),
                     },
                     rounds,
                     ctx.warmup,
@@ -144,7 +149,7 @@ def cluster(ctx: Context) -> dict:
         api.close()
     med = {k: statistics.median(v) for k, v in samples.items()}
     return {
-        "unit": f"seconds per array of {TASKS} `sleep 1` tasks, submit to every task ended",
+        "unit": f"seconds per array of {tasks} `sleep 1` tasks, submit to every task ended",
         "conveyor": {
             "swarm_array_s": summary(samples["conveyor_swarm"]),
             "local_array_s": summary(samples["conveyor_local"]),
@@ -156,7 +161,7 @@ def cluster(ctx: Context) -> dict:
             "swarm_vs_raw_service_loop": ratio(med["conveyor_swarm"], med["raw_service_loop"]),
             "swarm_vs_local": ratio(med["conveyor_swarm"], med["conveyor_local"]),
         },
-        "notes": "raw_service_loop includes removing its 30 services (a user's loop must); the Conveyor "
+        "notes": "raw_service_loop includes removing its services (a user's loop must); the Conveyor "
                  "arrays leave their jobs' services/containers until cleanup after the run. "
                  "swarm_tasks_per_node covers every recorded and warm-up swarm round.",
     }
