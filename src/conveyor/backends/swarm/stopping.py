@@ -83,17 +83,23 @@ class StopMixin:
                 self.api._raise_for_status(res)
             tmp = frames.with_name(frames.name + ".partial")
             out = open(tmp, "wb")
+            copied = [0, time.monotonic()]  # bytes so far, when the last block came
 
             def copy() -> None:
                 try:
                     for block in _body_blocks(res):
                         out.write(block)
                         out.flush()
+                        copied[:] = [copied[0] + len(block), time.monotonic()]
                 except Exception:  # noqa: BLE001 - closed under the reader once the task ended
                     pass
 
             reader = threading.Thread(target=copy, daemon=True, name=f"swarm-stop-logs-{handle[:12]}")
             reader.start()
+            # The update deletes the task and its log: the follow must hold all written so far
+            # first (on a loaded node its first bytes came after the task was gone).
+            _wait_for(lambda: copied[0] >= self._log_size(handle), timeout=10)
+            began = time.time()
             self._update(handle, 0, {LABEL_PHASE: PHASE_STOPPING}, grace=grace)
             last: ContainerStatus | None = None
             seen: list[dict] = []
@@ -111,7 +117,8 @@ class StopMixin:
                 if last.finished:
                     break
                 time.sleep(0.05)
-            time.sleep(0.3)  # the last lines reach the log stream after the task's end
+            # The last lines reach the log stream after the task's end: wait until it is quiet.
+            _wait_for(lambda: time.monotonic() - copied[1] >= 0.5, timeout=3)
             hang_up(res)
             reader.join(timeout=5)
             out.close()
@@ -119,7 +126,7 @@ class StopMixin:
             if last is None or not last.finished or last.exit_code is None:
                 # Swarm removed the task, or reported its shutdown without the code, before we
                 # saw it: the task's container on its node still knows, if this driver reaches it.
-                code = self._exit_code_on_node(seen)
+                code = self._exit_code_on_node(seen, since=began)
                 if code is not None:
                     last = ContainerStatus(handle, "exited", code, False, last.started_at if last else None,
                                            last.finished_at if last and last.finished else time.time())
@@ -135,10 +142,11 @@ class StopMixin:
             with self._stops_lock:
                 self._stops.pop(handle, None)
 
-    def _exit_code_on_node(self, tasks: list[dict], wait: float = 5.0) -> int | None:
+    def _exit_code_on_node(self, tasks: list[dict], since: float, wait: float = 5.0) -> int | None:
         """The exit code of the job's last task container, from the engine of its node (the
-        manager, or one in ``node_urls``), waiting up to ``wait`` s for it to exit; None when no
-        engine this driver reaches has it."""
+        manager, or one in ``node_urls``): the container's state, waiting up to ``wait`` s for
+        it to exit, or, once Swarm has removed it, its ``die`` event since ``since``; None when
+        no engine this driver reaches knows it."""
         task = latest_task(tasks)
         cid = (((task or {}).get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
         if not cid:
@@ -149,7 +157,10 @@ class StopMixin:
                 try:
                     with engine_errors():
                         state = api.inspect_container(cid)["State"]
-                except (EngineError, EngineUnavailable):  # not on this node, or it cannot be reached
+                except (EngineError, EngineUnavailable):  # removed, not on this node, or unreachable
+                    code = _die_exit_code(api, cid, since)
+                    if code is not None:
+                        return code
                     break
                 if state.get("Status") in ("exited", "dead"):
                     return state.get("ExitCode")
@@ -158,5 +169,42 @@ class StopMixin:
                 time.sleep(0.1)
         return None
 
+    def _log_size(self, handle: str) -> int:
+        """Bytes of the service's log as a follow from the start delivers them (timestamped
+        frames); 0 when it cannot be read."""
+        try:
+            with engine_errors():
+                res = self.api._get(self.api._url("/services/{0}/logs", handle),
+                                    params={"stdout": 1, "stderr": 1, "timestamps": 1}, stream=True)
+                self.api._raise_for_status(res)
+                return sum(len(block) for block in _body_blocks(res))
+        except (EngineError, EngineUnavailable):
+            return 0
+
     def _frames_path(self, handle: str) -> Path:
         return self.cache / f"{handle}.frames"
+
+
+def _wait_for(condition, timeout: float, pause: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+    return True
+
+
+def _die_exit_code(api, cid: str, since: float) -> int | None:
+    """The exit code in the container's ``die`` event among the engine's recent events (it
+    keeps them after the container is gone); None without one."""
+    try:
+        with engine_errors():
+            events = api.events(since=since, until=time.time(), decode=True,
+                                filters={"type": "container", "container": cid, "event": "die"})
+            for ev in events:
+                code = (ev.get("Actor") or {}).get("Attributes", {}).get("exitCode")
+                if code is not None:
+                    return int(code)
+    except (EngineError, EngineUnavailable, ValueError):
+        pass
+    return None
