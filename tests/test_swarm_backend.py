@@ -225,11 +225,16 @@ def test_a_stops_exit_code_is_read_from_the_tasks_node_when_swarm_drops_it(backe
     # the container on its node (a worker here, reached through node_urls) still has it.
     h = backend.create(_job(), _spec(command=["sh", "-c", "exit 5"], backend={"name": "swarm", "options": {
         "constraints": [f"node.hostname=={swarm.hostnames['n3']}"]}}))
+    began = time.time()
     backend.start(h)
     _wait(backend, h, lambda s: s.finished)
     tasks = backend.api.tasks(filters={"service": h})
-    assert backend._exit_code_on_node(tasks) == 5
-    assert backend._exit_code_on_node([]) is None
+    assert backend._exit_code_on_node(tasks, began) == 5
+    assert backend._exit_code_on_node([], began) is None
+    # Swarm removed the container too (a loaded node, a task reaped fast): its die event says it.
+    cid = tasks[0]["Status"]["ContainerStatus"]["ContainerID"]
+    swarm.client("n3").api.remove_container(cid, force=True)
+    assert backend._exit_code_on_node(tasks, began) == 5
 
 
 def test_placement_constraint_lands_on_the_labelled_node(backend, swarm):
