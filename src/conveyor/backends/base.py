@@ -206,6 +206,11 @@ class Backend(Protocol):
     def inspect(self, handle: str) -> ContainerStatus | None:
         """The container's status; None when it does not exist."""
 
+    def provenance(self, handle: str) -> dict:
+        """How the engine runs a created job, for its provenance: ``image_id`` and
+        ``repo_digests`` (the image it was made from, by content), ``runtime`` (runc, runsc,
+        crun, ...); a key the engine cannot tell is left out."""
+
     def find(self, job_id: str) -> ContainerStatus | None:
         """The container ``create`` made for the job, if it exists (e.g. made before a crash
         whose handle was never recorded)."""

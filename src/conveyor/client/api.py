@@ -195,6 +195,12 @@ class AgentAPI(EngineDocuments):
     def attempts(self, ref: str) -> list[dict]:
         return self.call("GET", route("attempts", ref))
 
+    def provenance(self, ref: str, attempt: int | None = None) -> dict:
+        return self.call("GET", route("provenance", ref), {"attempt": attempt} if attempt is not None else None)
+
+    def provenance_diff(self, a: str, b: str) -> dict:
+        return self.call("GET", route("provenance_diff"), {"a": a, "b": b})
+
     def array(self, ref: str) -> dict:
         return self.call("GET", route("array", ref))
 

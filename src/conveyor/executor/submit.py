@@ -32,12 +32,14 @@ class SubmitMixin(ExecutorBase):
         hold: bool = False,
         idempotency_key: str | None = None,
         image_ready: bool = False,
+        submitted_by: str | None = None,
     ) -> str:
         """Queue a job (QueuedHeld with ``hold``) and return its id at once.
 
         The image is checked here, so a missing one raises ImageNotFound before anything is
         recorded. ``idempotency_key`` ("digest" for the spec's content digest) makes a second
         submit with the same key return the first job instead of running another.
+        ``submitted_by``: the agent's token name for its caller, kept in the job's provenance.
         """
         job_spec("submit", spec)
         if idempotency_key == "digest":
@@ -57,6 +59,7 @@ class SubmitMixin(ExecutorBase):
                 idempotency_key=idempotency_key,
                 state=JobState.QUEUED_HELD if hold else JobState.QUEUED,
                 substate=Substate.HELD if hold else None,
+                submitted_by=submitted_by,
                 **columns,
             )
         )
@@ -74,6 +77,7 @@ class SubmitMixin(ExecutorBase):
         *,
         hold: bool = False,
         image_ready: bool = False,
+        submitted_by: str | None = None,
     ) -> str:
         """Queue one task per index in ``begin..end`` (inclusive) by ``step``; return the array
         id. Each task sees its index as CONVEYOR_TASK_ID (and TASK_ID); at most
@@ -102,7 +106,7 @@ class SubmitMixin(ExecutorBase):
             JobRecord(
                 id=new_job_id(), executor_id=self.executor_id, spec=spec, name=spec.name,
                 state=state, substate=Substate.HELD if hold else None,
-                array_id=array.id, array_index=index, **columns,
+                array_id=array.id, array_index=index, submitted_by=submitted_by, **columns,
             )
             for index in array.indices
         ]
