@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from conveyor import Client, JobSpec
@@ -314,3 +315,14 @@ class AgentProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=60)
+
+
+def untag(docker_client, repo: str) -> None:
+    """Remove every tag and digest reference of ``repo`` from the engine."""
+    for image in docker_client.images.list():
+        for ref in [*image.tags, *image.attrs.get("RepoDigests", [])]:
+            if ref.startswith(repo + ":") or ref.startswith(repo + "@"):
+                try:
+                    docker_client.images.remove(ref)
+                except docker.errors.NotFound:
+                    pass

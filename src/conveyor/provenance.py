@@ -23,7 +23,7 @@ import platform
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__
 from .capacity import discover
@@ -64,35 +64,47 @@ def _cpu_model() -> str | None:
 
 
 class Recorder:
-    """Builds an attempt's provenance document for the launcher. Each driver's engine version
-    is asked once per process: an engine upgraded under a running agent is recorded with its
-    old version until the agent restarts (the image and runtime are read per job)."""
+    """Builds an attempt's provenance document for the launcher: one engine call per job (the
+    container's inspect). Each driver's engine version is asked once per process (an engine
+    upgraded under a running agent is recorded with its old version until the agent restarts),
+    and an image's registry digests once per image id (an id names content, which never
+    changes; a digest the image gains later, by a push, is not seen)."""
 
     def __init__(self) -> None:
         self._versions: dict[str, dict] = {}
+        self._digests: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
-    def _version(self, driver: Any) -> dict:
+    def _cached(self, table: dict, key: str, compute: Callable[[], Any]) -> Any:
         with self._lock:
-            cached = self._versions.get(driver.name)
-        if cached is None:
-            cached = driver.version()
-            with self._lock:
-                self._versions[driver.name] = cached
-        return cached
+            if key in table:
+                return table[key]
+        value = compute()  # outside the lock: an engine call
+        with self._lock:
+            table[key] = value
+        return value
+
+    def _repo_digests(self, backend: Any, image_id: str | None) -> list[str]:
+        if not image_id:
+            return []
+        return self._cached(self._digests, image_id,
+                            lambda: sorted((backend.image_inspect(image_id) or {}).get("RepoDigests") or []))
 
     def document(self, backend: Any, handle: str, spec: Any, attempt: int, submitted_by: str | None) -> dict:
         """The provenance of the attempt about to run ``spec`` in the created ``handle``
         (``backend``: the node's BackendRouter)."""
-        seen = backend.provenance(handle)
-        version = self._version(backend.for_job(spec))
+        made = backend.inspect(handle)
+        image_id, runtime = (made.image_id, made.runtime) if made is not None else (None, None)
+        driver = backend.for_job(spec)
+        version = self._cached(self._versions, driver.name, driver.version)
         return {
             "attempt": attempt,
             "recorded_at": time.time(),
             "conveyor": {"version": __version__},
             "host": host_facts(),
-            "engine": {"name": version.get("name"), "version": version.get("version"), "runtime": seen.get("runtime")},
-            "image": {"reference": spec.image, "id": seen.get("image_id"), "repo_digests": seen.get("repo_digests", [])},
+            "engine": {"name": version.get("name"), "version": version.get("version"), "runtime": runtime},
+            "image": {"reference": spec.image, "id": image_id,
+                      "repo_digests": self._repo_digests(backend, image_id)},
             "spec": spec.model_dump(mode="json", exclude_defaults=True),
             "spec_digest": spec.digest(),
             "submitted_by": {"token": submitted_by},

@@ -97,6 +97,10 @@ class ContainerStatus:
     start_failed: bool = False
     node: str | None = None  # the machine it runs on, for an engine with several (swarm)
     timed_out: bool = False  # the engine ended it at a time limit of its own (Slurm's --time)
+    # How it runs, for its provenance, where the engine tells: the image it was made from, by
+    # content (an id, not the tag that may have moved since), and its OCI runtime (runc, runsc, ...)
+    image_id: str | None = None
+    runtime: str | None = None
 
     @property
     def alive(self) -> bool:
@@ -205,11 +209,6 @@ class Backend(Protocol):
 
     def inspect(self, handle: str) -> ContainerStatus | None:
         """The container's status; None when it does not exist."""
-
-    def provenance(self, handle: str) -> dict:
-        """How the engine runs a created job, for its provenance: ``image_id`` and
-        ``repo_digests`` (the image it was made from, by content), ``runtime`` (runc, runsc,
-        crun, ...); a key the engine cannot tell is left out."""
 
     def find(self, job_id: str) -> ContainerStatus | None:
         """The container ``create`` made for the job, if it exists (e.g. made before a crash

@@ -252,9 +252,6 @@ class BackendRouter:
     def stats(self, handle: str) -> dict:
         return self._call("stats", handle)
 
-    def provenance(self, handle: str) -> dict:
-        return self._call("provenance", handle)
-
     def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
              env: dict[str, str] | None = None):
         return self._call("exec", handle, command, user=user, workdir=workdir, env=env)

@@ -65,7 +65,17 @@ class EngineDocuments:
         return self.call("GET", route("stats", ref))
 
 
-class AgentAPI(EngineDocuments):
+class Provenance:
+    """Where and how jobs ran (routers/jobs.py). Part of AgentAPI: needs its ``call``."""
+
+    def provenance(self, ref: str, attempt: int | None = None) -> dict:
+        return self.call("GET", route("provenance", ref), {"attempt": attempt} if attempt is not None else None)
+
+    def provenance_diff(self, a: str, b: str) -> dict:
+        return self.call("GET", route("provenance_diff"), {"a": a, "b": b})
+
+
+class AgentAPI(EngineDocuments, Provenance):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
     The token is ``token``, else ``$CONVEYOR_TOKEN``, else the state directory's agent.token."""
@@ -194,12 +204,6 @@ class AgentAPI(EngineDocuments):
 
     def attempts(self, ref: str) -> list[dict]:
         return self.call("GET", route("attempts", ref))
-
-    def provenance(self, ref: str, attempt: int | None = None) -> dict:
-        return self.call("GET", route("provenance", ref), {"attempt": attempt} if attempt is not None else None)
-
-    def provenance_diff(self, a: str, b: str) -> dict:
-        return self.call("GET", route("provenance_diff"), {"a": a, "b": b})
 
     def array(self, ref: str) -> dict:
         return self.call("GET", route("array", ref))

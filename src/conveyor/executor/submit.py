@@ -6,8 +6,10 @@ launches it (see :mod:`conveyor.runtime`).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import BinaryIO
+from contextvars import ContextVar
+from typing import BinaryIO, Iterator
 
 from ..arguments import job_spec
 from ..capacity import check_possible, request_for
@@ -19,7 +21,21 @@ from ..store import ArrayRecord, JobRecord, new_job_id
 from .base import ExecutorBase
 
 
+# Who submits, kept in the job's provenance: the agent names its caller's token around a submit.
+# Not a parameter: submit's signature is the Client's too, and a remote caller must not name itself.
+_SUBMITTER: ContextVar[str | None] = ContextVar("conveyor_submitter", default=None)
+
+
 class SubmitMixin(ExecutorBase):
+    @contextlib.contextmanager
+    def submitting_as(self, token: str) -> Iterator[None]:
+        """Jobs submitted in this block (in this thread or task) were submitted by ``token``."""
+        mark = _SUBMITTER.set(token)
+        try:
+            yield
+        finally:
+            _SUBMITTER.reset(mark)
+
     def ensure_image(self, spec: JobSpec) -> None:
         """Make the spec's image present on the node, as its pull policy says."""
         job_spec("ensure_image", spec)
@@ -32,14 +48,12 @@ class SubmitMixin(ExecutorBase):
         hold: bool = False,
         idempotency_key: str | None = None,
         image_ready: bool = False,
-        submitted_by: str | None = None,
     ) -> str:
         """Queue a job (QueuedHeld with ``hold``) and return its id at once.
 
         The image is checked here, so a missing one raises ImageNotFound before anything is
         recorded. ``idempotency_key`` ("digest" for the spec's content digest) makes a second
         submit with the same key return the first job instead of running another.
-        ``submitted_by``: the agent's token name for its caller, kept in the job's provenance.
         """
         job_spec("submit", spec)
         if idempotency_key == "digest":
@@ -59,7 +73,7 @@ class SubmitMixin(ExecutorBase):
                 idempotency_key=idempotency_key,
                 state=JobState.QUEUED_HELD if hold else JobState.QUEUED,
                 substate=Substate.HELD if hold else None,
-                submitted_by=submitted_by,
+                submitted_by=_SUBMITTER.get(),
                 **columns,
             )
         )
@@ -77,7 +91,6 @@ class SubmitMixin(ExecutorBase):
         *,
         hold: bool = False,
         image_ready: bool = False,
-        submitted_by: str | None = None,
     ) -> str:
         """Queue one task per index in ``begin..end`` (inclusive) by ``step``; return the array
         id. Each task sees its index as CONVEYOR_TASK_ID (and TASK_ID); at most
@@ -106,7 +119,7 @@ class SubmitMixin(ExecutorBase):
             JobRecord(
                 id=new_job_id(), executor_id=self.executor_id, spec=spec, name=spec.name,
                 state=state, substate=Substate.HELD if hold else None,
-                array_id=array.id, array_index=index, submitted_by=submitted_by, **columns,
+                array_id=array.id, array_index=index, submitted_by=_SUBMITTER.get(), **columns,
             )
             for index in array.indices
         ]

@@ -20,8 +20,8 @@ router = APIRouter()
 def submit_array(body: ArrayRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy),
                  who: Caller = Depends(authorized)):
     rules.check(body.spec)
-    array_id = ex.submit_array(body.spec, body.begin, body.end, body.step, body.max_parallel, hold=body.hold,
-                               submitted_by=who.name)
+    with ex.submitting_as(who.name):
+        array_id = ex.submit_array(body.spec, body.begin, body.end, body.step, body.max_parallel, hold=body.hold)
     return JSONResponse(ex.array(array_id), status_code=201)
 
 

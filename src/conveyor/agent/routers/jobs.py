@@ -29,7 +29,8 @@ def route(name: str, **kwargs):
 def submit(body: SubmitRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy),
            who: Caller = Depends(authorized)):
     rules.check(body.spec)  # before anything exists: a refused job leaves no trace
-    job_id = ex.submit(body.spec, hold=body.hold, idempotency_key=body.idempotency_key, submitted_by=who.name)
+    with ex.submitting_as(who.name):
+        job_id = ex.submit(body.spec, hold=body.hold, idempotency_key=body.idempotency_key)
     return JSONResponse(ex.info(job_id).to_dict(), status_code=201)
 
 

@@ -69,8 +69,13 @@ async def run(
     who: Caller = Depends(authorized),
 ):
     rules.check(body.spec)  # before anything exists: a refused job leaves no trace
-    job = await run_in_threadpool(ex.submit, body.spec, submitted_by=who.name)
+    job = await run_in_threadpool(_submit_as, ex, body.spec, who.name)
     return _Follow(ex, agent, job, {}, tuple(body.console_size) if body.console_size else None).response()
+
+
+def _submit_as(ex: Executor, spec: JobSpec, token: str) -> str:
+    with ex.submitting_as(token):  # in the worker thread: the mark lives in its context
+        return ex.submit(spec)
 
 
 @operation(router, "attach", responses={**NOT_FOUND, **NDJSON})

@@ -69,7 +69,6 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
         self._events_lock = threading.Lock()
         self._images_seen: dict[str, float] = {}
         self._runtimes: dict[str, dict] = {}
-        self._digests: dict[str, list[str]] = {}  # image id -> its repo digests (provenance)
 
     def version(self) -> dict:
         with engine_errors():
@@ -184,26 +183,6 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
 
     def find(self, job_id: str) -> ContainerStatus | None:
         return self.inspect(_container_name(job_id))
-
-    def provenance(self, handle: str) -> dict:
-        """The image the container was made from (its id, and its registry digests) and its
-        runtime, as the engine recorded them: a tag moved since, or a daemon-wide default
-        runtime, do not change the answer."""
-        with engine_errors():
-            made = self.api.inspect_container(handle)
-        image_id = made.get("Image")
-        return {"image_id": image_id, "repo_digests": self._repo_digests(image_id),
-                "runtime": (made.get("HostConfig") or {}).get("Runtime")}
-
-    def _repo_digests(self, image_id: str | None) -> list[str]:
-        """The registry digests of an image id (one engine call per image per process: jobs
-        of one image share it). An image id names its content, which never changes."""
-        if not image_id:
-            return []
-        if image_id not in self._digests:
-            found = self.image_inspect(image_id)
-            self._digests[image_id] = sorted((found or {}).get("RepoDigests") or [])
-        return self._digests[image_id]
 
     def remove(self, handle: str) -> None:
         """Remove the container and its anonymous volumes; one already gone (or going) is fine."""

@@ -18,9 +18,6 @@ class FilesMixin:
     def stats(self, handle: str) -> dict:
         raise NotSupported("the process backend does not report resource usage (capability 'stats')")
 
-    def provenance(self, handle: str) -> dict:
-        return {}  # no image and no OCI runtime: the host's programs (the host facts say which)
-
     def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
              env: dict[str, str] | None = None) -> ExecResult:
         raise NotSupported("the process backend cannot run a command inside a job (capability 'exec')")

@@ -270,9 +270,6 @@ class SlurmBackend(StopMixin, ArrayMixin, PolledEvents):
     def stats(self, handle: str) -> dict:
         raise NotSupported("the slurm backend gives no resource usage (the job runs on its node; capability stats)")
 
-    def provenance(self, handle: str) -> dict:
-        return {}  # the job's container is made on its node when Slurm runs it: not known here
-
     def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
              env: dict[str, str] | None = None) -> ExecResult:
         raise NotSupported("the slurm backend cannot run commands inside a job (capability exec)")

@@ -283,9 +283,6 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
     def stats(self, handle: str) -> dict:
         raise NotSupported("the swarm backend gives no resource usage (a task's container is on its node; capability stats)")
 
-    def provenance(self, handle: str) -> dict:
-        return {}  # the task's container is made later, on its node: not known when the job is recorded
-
     def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
              env: dict[str, str] | None = None) -> ExecResult:
         raise NotSupported("the swarm backend cannot run commands inside a job (capability exec)")
