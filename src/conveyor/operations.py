@@ -226,7 +226,7 @@ OPERATIONS: dict[str, Operation] = _ops(
     Operation("image_inspect", "One image as the engine describes it (Docker: GET /images/{name}/json); 404 when it "
               "has none", "GET", "/images/inspect", tags=("images",)),
     Operation("pull", "Pull an image (no tag: latest; a digest works too), streaming the engine's progress "
-              "messages as they come", "POST", "/images/pull", tags=("images",)),
+              "messages as they come", "POST", "/images/pull", "pull", tags=("images",)),
     Operation("stats", "One sample of a running job's resource usage, the engine's own document (null once it "
               "is not running)", "GET", "/jobs/{ref}/stats"),
     Operation("queue", "The queue as the scheduler sees it, and what each waiting job waits for", "GET", "/queue",

@@ -318,9 +318,10 @@ class AgentAPI(EngineDocuments, Provenance):
         finally:
             resp.close()
 
-    def restore_outputs(self, ref: str, target: str | os.PathLike) -> list[str]:
+    def restore_outputs(self, ref: str, target: str | os.PathLike, on_file: Callable[[dict], None] | None = None) -> list[str]:
         """Every output file of a job under ``target`` (output /out lands in target/out), each
-        verified by the agent as it is read. Paths are checked before anything is written."""
+        verified by the agent as it is read. Paths are checked before anything is written.
+        ``on_file(file)`` after each one (the CLI's progress)."""
         from ..cas.checks import check_path
 
         written = []
@@ -333,6 +334,8 @@ class AgentAPI(EngineDocuments, Provenance):
             os.chmod(partial, f["mode"] & 0o7777)
             os.replace(partial, dest)
             written.append(str(dest))
+            if on_file is not None:
+                on_file(f)
         return written
 
     def verify(self, ref: str | None = None) -> dict:
