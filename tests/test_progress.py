@@ -128,3 +128,28 @@ def test_gc_spins_on_a_terminal_only(cli, test_image):
     piped = cli.run("gc", "--grace", "0s")
     assert piped.returncode == 0 and ESCAPE not in piped.stdout and b"collecting" not in piped.stdout
     assert re.fullmatch(rb"removed \d+ blob\(s\), [^\n]*; kept \d+\n", piped.stdout), piped.stdout
+
+
+def test_staging_inputs_and_restoring_outputs_show_progress_on_a_terminal_only(cli, test_image, tmp_path):
+    """Prevents a submit that copies a large input, or a restore of large outputs, saying
+    nothing on a terminal for as long as it takes; and their progress in a pipe."""
+    data = tmp_path / "in"
+    data.mkdir()
+    (data / "a.bin").write_bytes(b"x" * 2_000_000)
+    args = ["submit", "--network", "none", "--input", f"{data}:/in", "--output", "/out", test_image,
+            "sh", "-c", "mkdir -p /out && cp /in/a.bin /out/a.bin && echo small > /out/b.txt"]
+    code, out = in_terminal([CONVEYOR, *args], cli.env())
+    assert code == 0, out
+    assert b"staging 1 input(s)" in out and ESCAPE in out
+    job = lines(plain(out))[-1].strip()
+    assert re.fullmatch(r"[0-9a-f]{12}", job), out
+    piped = cli.run(*args)
+    assert piped.returncode == 0 and ESCAPE not in piped.stdout and b"staging" not in piped.stdout + piped.stderr
+    cli.ok("wait", job)
+
+    code, out = in_terminal([CONVEYOR, "outputs", job, "--to", str(tmp_path / "back")], cli.env())
+    assert code == 0, out
+    assert b"restoring 2 file(s)" in out and BAR in out and re.search(rb"2\.0(/2\.0)? MB", out), out[-2000:]
+    assert (tmp_path / "back" / "out" / "a.bin").read_bytes() == b"x" * 2_000_000
+    piped = cli.run("outputs", job, "--to", str(tmp_path / "again"))
+    assert (piped.returncode, piped.stdout) == (0, f"restored 2 file(s) under {tmp_path / 'again'}\n".encode())
