@@ -93,9 +93,11 @@ class Recorder:
     def document(self, backend: Any, handle: str, spec: Any, attempt: int, submitted_by: str | None) -> dict:
         """The provenance of the attempt about to run ``spec`` in the created ``handle``
         (``backend``: the node's BackendRouter)."""
-        made = backend.inspect(handle)
-        image_id, runtime = (made.image_id, made.runtime) if made is not None else (None, None)
         driver = backend.for_job(spec)
+        # An engine with a queue of its own (swarm, slurm) makes the container later, on its
+        # node: nothing to read yet, and its inspect is not free (a service's tasks, scontrol).
+        made = None if driver.capabilities.queues else backend.inspect(handle)
+        image_id, runtime = (made.image_id, made.runtime) if made is not None else (None, None)
         version = self._cached(self._versions, driver.name, driver.version)
         return {
             "attempt": attempt,

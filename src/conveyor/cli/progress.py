@@ -132,8 +132,8 @@ def pull_first(api: Any, spec: dict) -> None:
 
 class WaitMeter:
     """`wait` on several jobs: one bar of the jobs ended, with how many of the rest run and how
-    many still wait. An array's counts come from its summary (one request), a single job's from
-    its record; both are asked at most every TICK seconds."""
+    many still wait. An array's counts come from its summary, the other jobs' from one listing
+    of them: a request per array and one more, at most every TICK seconds."""
 
     TICK = 0.5
 
@@ -167,7 +167,10 @@ class WaitMeter:
         for ref in self.arrays:
             for state, n in self.api.array(ref)["states"].items():
                 states += [state] * n
-        states += [self.api.info(job)["state"] for job in self.jobs]
+        if self.jobs:
+            from ..client.api import list_query
+
+            states += [j["state"] for j in self.api.list_all(list_query(ids=self.jobs))]
         running = sum(1 for s in states if s in {x.value for x in ACTIVE_STATES})
         queued = sum(1 for s in states if s in {x.value for x in WAITING_STATES})
         return f"done {self.done}  running {running}  queued {queued}"
