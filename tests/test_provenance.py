@@ -61,22 +61,28 @@ def test_a_job_of_an_image_pulled_by_digest_records_the_registrys_digest(ex, pus
     assert prov["spec"]["image"] == reference and prov["spec_digest"] == JobSpec.model_validate(prov["spec"]).digest()
 
 
-def test_spec_digest_is_stable_for_one_spec_and_the_diff_names_what_changed(ex, test_image):
+def test_spec_digest_is_stable_for_one_spec_and_the_diff_names_what_changed(ex, test_image, tmp_path):
     """Prevents a comparison of two runs that either flags identical jobs as different (a
-    digest of something unstable: times, ids, dict order) or misses a changed field."""
-    base = dict(image=test_image, command=["sh", "-c", "echo $GREETING"], network="none")
+    digest of something unstable: times, ids, dict order, the path a job's inputs were staged
+    at) or misses a changed field."""
+    (tmp_path / "in.txt").write_text("input\n")
+    base = dict(image=test_image, command=["sh", "-c", "cat /in.txt; echo $GREETING"], network="none",
+                inputs=[{"source": str(tmp_path / "in.txt"), "target": "/in.txt", "file": True}])
     first = ex.run(JobSpec(**base, env={"GREETING": "hi", "A": "1"}), timeout=WAIT)
     again = ex.run(JobSpec(**base, env={"A": "1", "GREETING": "hi"}), timeout=WAIT)  # same spec, other order
     changed = ex.run(JobSpec(**base, env={"GREETING": "bye", "A": "1"}), timeout=WAIT)
-    assert (first.stdout, again.stdout, changed.stdout) == ("hi\n", "hi\n", "bye\n")
+    assert (first.stdout, again.stdout, changed.stdout) == ("input\nhi\n", "input\nhi\n", "input\nbye\n")
 
     p1, p2, p3 = (ex.provenance(j.id) for j in (first, again, changed))
     assert p1["spec_digest"] == p2["spec_digest"] != p3["spec_digest"]
+    assert p1["submitted_digest"] == p2["submitted_digest"] == ex.info(first.id).spec.digest() != p3["submitted_digest"]
+    assert p1["spec"]["inputs"][0]["source"].startswith("sha256:")  # by content, not a host path
     assert ex.provenance_diff(first.id, again.id) == {"a": first.id, "b": again.id, "differences": []}
     diff = ex.provenance_diff(first.id, changed.id)
     assert diff["differences"] == [
         {"field": "spec.env.GREETING", "a": "hi", "b": "bye"},
         {"field": "spec_digest", "a": p1["spec_digest"], "b": p3["spec_digest"]},
+        {"field": "submitted_digest", "a": p1["submitted_digest"], "b": p3["submitted_digest"]},
     ]
 
 
@@ -127,7 +133,7 @@ def test_the_token_that_submitted_is_recorded_and_the_cli_shows_and_diffs(fresh_
     assert "submitted by  ci" in shown and exported["spec_digest"] in shown and exported["image"]["id"] in shown
 
     diff = json.loads(cli.ok("provenance", "diff", by_ci, by_owner, "--json"))
-    assert [d["field"] for d in diff["differences"]] == ["spec.command", "spec_digest", "submitted_by.token"]
+    assert [d["field"] for d in diff["differences"]] == ["spec.command", "spec_digest", "submitted_by.token", "submitted_digest"]
     table = cli.ok("provenance", "diff", by_ci, by_owner)
     assert table.splitlines()[0].split() == ["FIELD", by_ci, by_owner]
     assert "submitted_by.token" in table and '["echo", "a"]' in table

@@ -7,8 +7,12 @@ compared by (:func:`diff`):
      "host": {"hostname", "kernel", "os", "arch", "cpu_model", "cpus", "memory", "gpus"},
      "engine": {"name", "version", "runtime"},
      "image": {"reference", "id", "repo_digests"},
-     "spec": {the spec as run: with the task's environment, the GPUs given, the staged inputs},
-     "spec_digest": "sha256:...", "submitted_by": {"token"}}
+     "spec": {the spec as run: with the task's environment and the GPUs given; inputs by digest},
+     "spec_digest": "sha256:...", "submitted_digest": "sha256:...", "submitted_by": {"token"}}
+
+``spec_digest`` is the digest of the spec as run, which may hold the job's own id (a retried
+job's CONVEYOR_JOB_ID, an array task's CONVEYOR_ARRAY_ID); ``submitted_digest`` is the digest of
+the spec as submitted (inputs by their content digest), equal for identical submissions.
 
 On an engine that places jobs on several machines (swarm, slurm) the host is the one that
 handed the job over; the job's ``node`` says where it ran.
@@ -90,9 +94,10 @@ class Recorder:
         return self._cached(self._digests, image_id,
                             lambda: sorted((backend.image_inspect(image_id) or {}).get("RepoDigests") or []))
 
-    def document(self, backend: Any, handle: str, spec: Any, attempt: int, submitted_by: str | None) -> dict:
-        """The provenance of the attempt about to run ``spec`` in the created ``handle``
-        (``backend``: the node's BackendRouter)."""
+    def document(self, backend: Any, handle: str, spec: Any, submitted: Any, attempt: int,
+                 submitted_by: str | None) -> dict:
+        """The provenance of the attempt about to run ``spec`` (made from the ``submitted``
+        spec) in the created ``handle`` (``backend``: the node's BackendRouter)."""
         driver = backend.for_job(spec)
         # An engine with a queue of its own (swarm, slurm) makes the container later, on its
         # node: nothing to read yet, and its inspect is not free (a service's tasks, scontrol).
@@ -109,6 +114,7 @@ class Recorder:
                       "repo_digests": self._repo_digests(backend, image_id)},
             "spec": spec.model_dump(mode="json", exclude_defaults=True),
             "spec_digest": spec.digest(),
+            "submitted_digest": submitted.digest(),
             "submitted_by": {"token": submitted_by},
         }
 

@@ -52,7 +52,7 @@ def show(ctx: click.Context, job: str, attempt: int | None, as_json: bool) -> No
         ("image", image["reference"] or "-"),
         ("image id", image["id"] or "-"),
         ("repo digests", ", ".join(image["repo_digests"]) or "- (not from a registry)"),
-        ("spec digest", doc["spec_digest"]),
+        ("spec digest", f"{doc['spec_digest']} (as run; as submitted {doc['submitted_digest']})"),
         ("conveyor", doc["conveyor"]["version"]),
         ("submitted by", doc["submitted_by"]["token"] or "- (an embedded Executor)"),
     ]

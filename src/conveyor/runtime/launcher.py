@@ -148,6 +148,8 @@ class Launcher:
             spec = runtime_spec(rec, gpu_ids, array)
             if rec.engine_deps:
                 spec = self._with_engine_dependencies(rec, spec)
+            # Provenance names the inputs by content digest, not the path staged for this job.
+            as_run = spec
             if spec.inputs:
                 spec = self._with_inputs(rec, spec)
                 if spec is None:
@@ -168,16 +170,16 @@ class Launcher:
             self._fail(rec, Substate.START_FAILED, str(exc))
             return False
         faults.reached("after-create", rec.id)
-        self._record_provenance(rec, spec)  # before the id is kept: a crash between makes it again
+        self._record_provenance(rec, as_run)  # before the id is kept: a crash between makes it again
         self.store.update(rec.id, container_id=rec.container_id)
         return True
 
     def _record_provenance(self, rec: JobRecord, spec: JobSpec) -> None:
         """Keep where and how the attempt the claim will begin runs (the spec as made, with the
-        task's environment, GPUs and staged inputs). Without it the job still runs: provenance
-        describes a run, it is no reason to refuse one."""
+        task's environment and GPUs). Without it the job still runs: provenance describes a run,
+        it is no reason to refuse one."""
         try:
-            doc = self.provenance.document(self.backend, rec.container_id, spec, rec.attempt + 1, rec.submitted_by)
+            doc = self.provenance.document(self.backend, rec.container_id, spec, rec.spec, rec.attempt + 1, rec.submitted_by)
         except EngineUnavailable:
             raise  # the job stays queued; the next pass adopts its container and records it
         except ConveyorError as exc:
