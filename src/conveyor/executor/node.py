@@ -12,8 +12,8 @@ from typing import Iterator
 from ..arguments import IMAGE, job_ref
 from ..backends.base import LABEL_JOB, ContainerNotFound, ContainerStatus
 from ..capacity import Request
-from ..provenance import host_facts
 from ..errors import ConveyorError, ImageNotFound, JobNotFound
+from ..provenance import host_facts
 from ..runtime.planner import Planner
 from ..state import ACTIVE_STATES, FINAL_STATES, HELD_STATES, WAITING_STATES, JobState, Substate, sql_in
 from ..store import JobRecord
