@@ -18,13 +18,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
 
-from helpers import Cli
+from helpers import Cli, untag
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = "conveyor/busybox:latest"
@@ -193,6 +194,23 @@ def registry(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def pushed(docker_client, test_image, registry):
+    """The test image pushed to the local registry as ``REPO:1`` and ``REPO:latest``, then
+    untagged here, so a pull has something to fetch; yields (repo, digest). A repository of
+    its own per test: other runs may share the engine."""
+    repo = f"{registry}/conveyor-pushed-{uuid.uuid4().hex[:8]}"
+    digest = None
+    for tag in ("1", "latest"):
+        assert docker_client.images.get(test_image).tag(repo, tag=tag)
+        for line in docker_client.images.push(repo, tag=tag, stream=True, decode=True):
+            assert "error" not in line, line
+            digest = (line.get("aux") or {}).get("Digest", digest)
+    untag(docker_client, repo)
+    yield repo, digest
+    untag(docker_client, repo)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from conveyor import Client, JobSpec
@@ -314,3 +315,49 @@ class AgentProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=60)
+
+
+def untag(docker_client, repo: str) -> None:
+    """Remove every tag and digest reference of ``repo`` from the engine."""
+    for image in docker_client.images.list():
+        for ref in [*image.tags, *image.attrs.get("RepoDigests", [])]:
+            if ref.startswith(repo + ":") or ref.startswith(repo + "@"):
+                try:
+                    docker_client.images.remove(ref)
+                except docker.errors.NotFound:
+                    pass
+
+
+def in_terminal(args: list[str], env: dict[str, str], timeout: float = 90, rows: int = 40, cols: int = 120):
+    """Run ``args`` with a pseudo-terminal as its stdin, stdout and stderr, as in a person's
+    terminal; (exit code, every byte it wrote there, escape sequences included)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"},
+                            close_fds=True)
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    break
+                if not data:
+                    break
+                out += data
+            elif proc.poll() is not None:
+                break
+        else:
+            proc.kill()
+            raise AssertionError(f"{args} did not end within {timeout}s; it wrote {out[-2000:]!r}")
+        return proc.wait(timeout=30), out
+    finally:
+        os.close(master)

@@ -7,7 +7,6 @@ what the docker SDK gets from the same engine: passed through means the same doc
 from __future__ import annotations
 
 import json
-import uuid
 
 import docker.errors
 import pytest
@@ -16,38 +15,11 @@ from conveyor import Client, Executor, JobState
 from conveyor.client import AgentAPI
 from conveyor.errors import AgentError, ImageNotFound, InvalidState, JobNotFound, PolicyRefused
 from conveyor.operations import SIGNAL
-from helpers import eventually, sh
+from helpers import eventually, sh, untag
 
 WAIT = 90
 # Traps TERM (PID 1 of a container ignores a signal it has no handler for) and says when it has.
 TRAPS_TERM = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.2; done"
-
-
-@pytest.fixture
-def pushed(docker_client, test_image, registry):
-    """The test image pushed to the local registry as ``REPO:1`` and ``REPO:latest``, then
-    untagged here, so a pull has something to fetch; yields (repo, digest). A repository of
-    its own per test: other runs may share the engine."""
-    repo = f"{registry}/conveyor-passthrough-{uuid.uuid4().hex[:8]}"
-    digest = None
-    for tag in ("1", "latest"):
-        assert docker_client.images.get(test_image).tag(repo, tag=tag)
-        for line in docker_client.images.push(repo, tag=tag, stream=True, decode=True):
-            assert "error" not in line, line
-            digest = (line.get("aux") or {}).get("Digest", digest)
-    _untag(docker_client, repo)
-    yield repo, digest
-    _untag(docker_client, repo)
-
-
-def _untag(docker_client, repo: str) -> None:
-    for image in docker_client.images.list():
-        for ref in [*image.tags, *image.attrs.get("RepoDigests", [])]:
-            if ref.startswith(repo + ":") or ref.startswith(repo + "@"):
-                try:
-                    docker_client.images.remove(ref)
-                except docker.errors.NotFound:
-                    pass
 
 
 def _running(client, spec) -> str:
@@ -144,7 +116,7 @@ def test_pull_streams_the_engines_messages(agent, state_dir, pushed, docker_clie
         assert list(client.pull(repo))[-1]["status"] == f"Status: Downloaded newer image for {repo}:latest"
 
     # a digest reference
-    _untag(docker_client, repo)
+    untag(docker_client, repo)
     by_digest = list(api.pull(f"{repo}@{digest}"))
     assert by_digest[-1]["status"] == f"Status: Downloaded newer image for {repo}@{digest}", by_digest
     assert f"{repo}@{digest}" in api.image_inspect(f"{repo}@{digest}")["RepoDigests"]

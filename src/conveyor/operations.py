@@ -196,6 +196,11 @@ OPERATIONS: dict[str, Operation] = _ops(
     Operation("list", "List jobs, filtered and paged (oldest first)", "GET", "/jobs", "ps"),
     Operation("info", "One job (id, unique id prefix or name)", "GET", "/jobs/{ref}", "inspect"),
     Operation("attempts", "Every attempt of a job run with retries", "GET", "/jobs/{ref}/attempts"),
+    Operation("provenance", "Where and how a job's attempt ran (the last by default): host, engine, runtime, image "
+              "digests, the spec as run and its digest, Conveyor's version, the submitting token", "GET",
+              "/jobs/{ref}/provenance", "provenance"),
+    Operation("provenance_diff", "What differs between the provenance of two jobs, field by field", "GET",
+              "/provenance/diff", "provenance diff"),
     Operation("wait", "Long-poll until the job has finished (or started, with until=started)", "GET",
               "/jobs/{ref}/wait", "wait", tags=("wait",)),
     Operation("wait_any", "Long-poll until the first of several jobs has finished", "POST", "/wait-any", tags=("wait",)),
@@ -221,7 +226,7 @@ OPERATIONS: dict[str, Operation] = _ops(
     Operation("image_inspect", "One image as the engine describes it (Docker: GET /images/{name}/json); 404 when it "
               "has none", "GET", "/images/inspect", tags=("images",)),
     Operation("pull", "Pull an image (no tag: latest; a digest works too), streaming the engine's progress "
-              "messages as they come", "POST", "/images/pull", tags=("images",)),
+              "messages as they come", "POST", "/images/pull", "pull", tags=("images",)),
     Operation("stats", "One sample of a running job's resource usage, the engine's own document (null once it "
               "is not running)", "GET", "/jobs/{ref}/stats"),
     Operation("queue", "The queue as the scheduler sees it, and what each waiting job waits for", "GET", "/queue",

@@ -97,6 +97,10 @@ class ContainerStatus:
     start_failed: bool = False
     node: str | None = None  # the machine it runs on, for an engine with several (swarm)
     timed_out: bool = False  # the engine ended it at a time limit of its own (Slurm's --time)
+    # How it runs, for its provenance, where the engine tells: the image it was made from, by
+    # content (an id, not the tag that may have moved since), and its OCI runtime (runc, runsc, ...)
+    image_id: str | None = None
+    runtime: str | None = None
 
     @property
     def alive(self) -> bool:

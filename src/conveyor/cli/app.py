@@ -88,9 +88,14 @@ def connect(ctx: click.Context) -> "AgentAPI":
 
 def job_id(api: "AgentAPI", ref: str) -> str:
     """A full id, a unique id prefix or a job name -> the job id (JobNotFound says which)."""
+    return job_info(api, ref)["id"]
+
+
+def job_info(api: "AgentAPI", ref: str) -> dict:
+    """The job a full id, a unique id prefix or a job name names (JobNotFound says which)."""
     if not ref.strip():
         raise click.UsageError("an empty job id was given; use a job id, a unique prefix of one, or a job name")
-    return api.info(ref)["id"]
+    return api.info(ref)
 
 
 def each_job(api: "AgentAPI", refs: tuple[str, ...], action: Callable[[str], dict], as_json: bool) -> None:

@@ -8,6 +8,7 @@ jobs; an error for one is printed and the others are still done.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -17,6 +18,7 @@ import click
 
 from ..errors import JobNotFound, WaitTimeout
 from ..operations import ARRAY_VERBS, OPERATIONS, VERBS, Param, Verb
+from . import progress
 from .app import CONVEYOR_ERROR, IDS, JSON_OPTION, cli, connect, each_job, fail, job_id, seconds
 from .render import print_array, state_label
 
@@ -79,33 +81,45 @@ def wait_cmd(ctx: click.Context, timeout: str | None, as_json: bool, jobs: tuple
     without one: cancelled before it started, image missing)."""
     limit = seconds(timeout, "--timeout")
     api = connect(ctx)
-    left = list(dict.fromkeys(i for ref in jobs for i in _job_ids(api, ref)))
+    named = [(ref, *_job_ids(api, ref)) for ref in jobs]
+    left = list(dict.fromkeys(i for _, ids, _ in named for i in ids))
     deadline = None if limit is None else time.monotonic() + limit
+    meter = None
+    if progress.wanted(as_json) and len(left) > 1:  # a terminal: done/running/queued as they change
+        arrays = [ref for ref, _, is_array in named if is_array]
+        meter = progress.WaitMeter(api, arrays, [i for _, ids, is_array in named if not is_array for i in ids], len(left))
     code = None
-    while left:
-        try:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            job = api.wait_any(left, timeout=remaining)  # the first of them to end
-        except WaitTimeout:
-            fail(f"job(s) {', '.join(left)} not finished within {timeout} (--timeout)")
-        left.remove(job["id"])
-        exit_code = job["exit_code"] if job["exit_code"] is not None else CONVEYOR_ERROR
-        if code is None and job["state"] != "Done":
-            code = exit_code
-        if as_json:
-            click.echo(json.dumps({k: job[k] for k in ("id", "state", "substate", "exit_code")}))
-        else:
-            click.echo(f"{job['id']}  {exit_code}  {state_label(job)}")
+    with meter or contextlib.nullcontext():
+        while left:
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                step = remaining if meter is None else min(remaining or meter.TICK, meter.TICK)
+                job = api.wait_any(left, timeout=step)  # the first of them to end
+            except WaitTimeout:
+                if meter is not None and (deadline is None or time.monotonic() < deadline):
+                    meter.refresh()
+                    continue
+                fail(f"job(s) {', '.join(left)} not finished within {timeout} (--timeout)")
+            left.remove(job["id"])
+            exit_code = job["exit_code"] if job["exit_code"] is not None else CONVEYOR_ERROR
+            if code is None and job["state"] != "Done":
+                code = exit_code
+            line = (json.dumps({k: job[k] for k in ("id", "state", "substate", "exit_code")}) if as_json
+                    else f"{job['id']}  {exit_code}  {state_label(job)}")
+            if meter is not None:
+                meter.ended(line)
+            else:
+                click.echo(line)
     sys.exit(code or 0)
 
 
-def _job_ids(api, ref: str) -> list[str]:
-    """A job reference, or an array id meaning every one of its tasks."""
+def _job_ids(api, ref: str) -> tuple[list[str], bool]:
+    """A job reference, or an array id meaning every one of its tasks; and whether it was an array."""
     try:
-        return [job_id(api, ref)]
+        return [job_id(api, ref)], False
     except JobNotFound:
         try:
-            return [task["id"] for task in api.array_tasks(ref)]
+            return [task["id"] for task in api.array_tasks(ref)], True
         except JobNotFound:
             raise JobNotFound(ref, "no job or array has this id or name") from None
 

@@ -7,7 +7,10 @@ import sys
 
 import click
 
-from .app import cli, connect, seconds
+from ..operations import OPERATIONS
+
+from . import progress
+from .app import JSON_OPTION, cli, connect, seconds
 from .render import size
 
 
@@ -20,7 +23,13 @@ def outputs_cmd(ctx: click.Context, to_dir: str | None, as_json: bool, job: str)
     """List a job's captured output files (path, size, digest), or restore them with --to."""
     api = connect(ctx)
     if to_dir:
-        written = api.restore_outputs(job, to_dir)
+        if progress.wanted(as_json):
+            files = api.outputs(job)["files"]
+            with progress.bar(transfer=True) as shown:
+                task = shown.add_task(f"restoring {len(files)} file(s)", total=sum(f["size"] for f in files))
+                written = api.restore_outputs(job, to_dir, on_file=lambda f: shown.advance(task, f["size"]))
+        else:
+            written = api.restore_outputs(job, to_dir)
         click.echo(json.dumps({"restored": written}, indent=2) if as_json else f"restored {len(written)} file(s) under {to_dir}")
         return
     outputs = api.outputs(job)
@@ -69,9 +78,26 @@ def verify_cmd(ctx: click.Context, verify_all: bool, as_json: bool, job: str | N
 def gc_cmd(ctx: click.Context, dry_run: bool, grace: str) -> None:
     """Remove blobs that no job references (never those a queued or running job needs)."""
     keep_recent = seconds(grace, "--grace")
-    result = connect(ctx).gc(dry_run=dry_run, grace=keep_recent or 0.0)
+    with progress.spinner("collecting garbage: blobs no job references", progress.wanted()):
+        result = connect(ctx).gc(dry_run=dry_run, grace=keep_recent or 0.0)
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {result['removed']} blob(s), {size(result['bytes'])}; kept {result['kept']}")
+
+
+@cli.command("pull", help=OPERATIONS["pull"].summary.split(",")[0] + """.
+
+On a terminal, each layer's download and extraction as it goes; otherwise (and with --json)
+only the engine's last words: the digest and the status.""")
+@click.argument("image")
+@JSON_OPTION
+@click.pass_context
+def pull_cmd(ctx: click.Context, image: str, as_json: bool) -> None:
+    summary = progress.pull(connect(ctx).pull(image), progress.wanted(as_json))
+    if as_json:
+        click.echo(json.dumps({"image": image, "status": summary}, indent=2))
+        return
+    for line in summary:
+        click.echo(line)
 
 
 @cli.group("image")

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ..errors import InvalidSpec
+from . import progress
 from .app import JSON_OPTION, cli, connect
 from .foreground import Foreground, ended_badly, exit_code, stdin_file_offset
 from .jobspec import FlagError, build_spec, job_options
@@ -51,7 +52,10 @@ def run(ctx: click.Context, image: str | None, command: tuple[str, ...], **optio
         offset = stdin_file_offset()
         if offset is not None:
             spec["stdin_open"] = True
-    end = Foreground(connect(ctx), spec, stdin_from_offset=offset).run()
+    api = connect(ctx)
+    if progress.wanted():
+        progress.pull_first(api, spec)
+    end = Foreground(api, spec, stdin_from_offset=offset).run()
     if ended_badly(end):
         error_line(f"job {end['id']} {end['state']}/{end['substate']}: {end['message']}")
     sys.exit(exit_code(end))
@@ -87,10 +91,15 @@ def submit(
         raise click.UsageError("-i/--interactive needs a client attached to the job; use 'conveyor run -i'")
     spec = _spec(image, command, options)
     api = connect(ctx)
-    if array_range is not None or max_parallel is not None:
-        _submit_array(api, spec, array_range, max_parallel, hold, as_json, idempotency_key or digest_key)
-        return
-    job = api.submit(spec, hold=hold, idempotency_key="digest" if digest_key else idempotency_key)
+    shown = progress.wanted(as_json)
+    if shown:
+        progress.pull_first(api, spec)
+    # Host inputs are copied into the content store by the submit: a spinner while it does.
+    with progress.spinner(f"staging {len(spec.get('inputs') or [])} input(s)", shown and bool(spec.get("inputs"))):
+        if array_range is not None or max_parallel is not None:
+            _submit_array(api, spec, array_range, max_parallel, hold, as_json, idempotency_key or digest_key)
+            return
+        job = api.submit(spec, hold=hold, idempotency_key="digest" if digest_key else idempotency_key)
     click.echo(json.dumps({"id": job["id"]}) if as_json else job["id"])
 
 

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..errors import InvalidState
 from ..state import FINAL_STATES, JobState
-from .app import cli, connect, fail, job_id
+from .app import cli, connect, fail, job_id, job_info
 from .humanize import human_duration  # noqa: F401 - tests import it from here
 from .jobspec import FlagError
 from .psview import PS_FIELDS, list_jobs, ps_filters
@@ -96,10 +97,14 @@ def _print_formatted(fmt: "Template", jobs: list[dict], no_trunc: bool) -> None:
 @click.argument("job")
 @click.pass_context
 def inspect_cmd(ctx: click.Context, as_json: bool, job: str) -> None:
-    """Show everything about a job as JSON."""
+    """Show everything about a job as JSON, where and how it ran (its provenance) included."""
     api = connect(ctx)
-    job_id(api, job)  # an empty reference is a usage error, not a lookup
-    click.echo(json.dumps(api.info(job), indent=2))
+    found = job_info(api, job)  # an empty reference is a usage error, not a lookup
+    try:
+        found["provenance"] = api.provenance(found["id"])
+    except InvalidState:
+        found["provenance"] = None  # its container was never made: nothing ran yet
+    click.echo(json.dumps(found, indent=2))
 
 
 @cli.command("logs")

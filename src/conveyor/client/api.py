@@ -65,7 +65,59 @@ class EngineDocuments:
         return self.call("GET", route("stats", ref))
 
 
-class AgentAPI(EngineDocuments):
+class Provenance:
+    """Where and how jobs ran (routers/jobs.py). Part of AgentAPI: needs its ``call``."""
+
+    def provenance(self, ref: str, attempt: int | None = None) -> dict:
+        return self.call("GET", route("provenance", ref), {"attempt": attempt} if attempt is not None else None)
+
+    def provenance_diff(self, a: str, b: str) -> dict:
+        return self.call("GET", route("provenance_diff"), {"a": a, "b": b})
+
+
+class OutputFiles:
+    """A job's captured outputs: listed, read, restored to a directory. Part of AgentAPI: needs
+    its ``call`` and ``http``."""
+
+    def outputs(self, ref: str) -> dict:
+        """{"filesets": {output path: digest}, "files": [...]}"""
+        return self.call("GET", route("outputs", ref))
+
+    def read_output(self, ref: str, path: str, out: BinaryIO | None = None) -> bytes | int:
+        resp = self.http.stream(route("read_output", ref), {"path": path})
+        try:
+            if out is None:
+                return resp.read()
+            n = 0
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                n += len(chunk)
+            return n
+        finally:
+            resp.close()
+
+    def restore_outputs(self, ref: str, target: str | os.PathLike, on_file: Callable[[dict], None] | None = None) -> list[str]:
+        """Every output file of a job under ``target`` (output /out lands in target/out), each
+        verified by the agent as it is read. Paths are checked before anything is written.
+        ``on_file(file)`` after each one (the CLI's progress)."""
+        from ..cas.checks import check_path
+
+        written = []
+        for f in self.outputs(ref)["files"]:
+            dest = Path(target, check_path(f["path"].lstrip("/")))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            partial = dest.with_name(f".{dest.name}.partial")
+            with open(partial, "wb") as out:
+                self.read_output(ref, f["path"], out=out)
+            os.chmod(partial, f["mode"] & 0o7777)
+            os.replace(partial, dest)
+            written.append(str(dest))
+            if on_file is not None:
+                on_file(f)
+        return written
+
+
+class AgentAPI(EngineDocuments, Provenance, OutputFiles):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
     The token is ``token``, else ``$CONVEYOR_TOKEN``, else the state directory's agent.token."""
@@ -290,40 +342,6 @@ class AgentAPI(EngineDocuments):
         return self.call("POST", route("cleanup"), timeout=max(self.http.timeout, 600))
 
     # ------------------------------------------------------------------ data
-
-    def outputs(self, ref: str) -> dict:
-        """{"filesets": {output path: digest}, "files": [...]}"""
-        return self.call("GET", route("outputs", ref))
-
-    def read_output(self, ref: str, path: str, out: BinaryIO | None = None) -> bytes | int:
-        resp = self.http.stream(route("read_output", ref), {"path": path})
-        try:
-            if out is None:
-                return resp.read()
-            n = 0
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-                n += len(chunk)
-            return n
-        finally:
-            resp.close()
-
-    def restore_outputs(self, ref: str, target: str | os.PathLike) -> list[str]:
-        """Every output file of a job under ``target`` (output /out lands in target/out), each
-        verified by the agent as it is read. Paths are checked before anything is written."""
-        from ..cas.checks import check_path
-
-        written = []
-        for f in self.outputs(ref)["files"]:
-            dest = Path(target, check_path(f["path"].lstrip("/")))
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            partial = dest.with_name(f".{dest.name}.partial")
-            with open(partial, "wb") as out:
-                self.read_output(ref, f["path"], out=out)
-            os.chmod(partial, f["mode"] & 0o7777)
-            os.replace(partial, dest)
-            written.append(str(dest))
-        return written
 
     def verify(self, ref: str | None = None) -> dict:
         return self.call("POST", route("verify"), {"job": ref}, timeout=max(self.http.timeout, LONG))

@@ -208,6 +208,14 @@ class Client:
     def attempts(self, ref: str) -> list[dict]:
         return self.api.attempts(job_ref("attempts", ref))
 
+    def provenance(self, ref: str, attempt: int | None = None) -> dict:
+        """Where and how a job's attempt ran (the last by default)."""
+        return self.api.provenance(job_ref("provenance", ref), attempt)
+
+    def provenance_diff(self, a: str, b: str) -> dict:
+        """What differs between the provenance of two jobs, field by field."""
+        return self.api.provenance_diff(job_ref("provenance_diff", a), job_ref("provenance_diff", b))
+
     def array(self, ref: str) -> dict:
         return self.api.array(job_ref("array", ref, ARRAY_ID))
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import time
 from typing import Iterator
 
 from ..arguments import IMAGE, job_ref
 from ..backends.base import LABEL_JOB, ContainerNotFound, ContainerStatus
-from ..capacity import Request, discover
+from ..capacity import Request
 from ..errors import ConveyorError, ImageNotFound, JobNotFound
+from ..provenance import host_facts
 from ..runtime.planner import Planner
 from ..state import ACTIVE_STATES, FINAL_STATES, HELD_STATES, WAITING_STATES, JobState, Substate, sql_in
 from ..store import JobRecord
@@ -77,7 +77,7 @@ class NodeMixin(ExecutorBase):
     def machine(self) -> dict:
         """This node: host, OS, CPUs, memory, GPUs, load, engine version, and the capacity
         jobs may use with what is in use now."""
-        m = discover()
+        host = host_facts()
         engine: dict = {"name": self.backend.engine_name, "version": None, "runtimes": {}}
         try:
             if self.backend.engine_name != "none":
@@ -88,12 +88,14 @@ class NodeMixin(ExecutorBase):
         cap = self.capacity
         in_use = self._planner().ledger().in_use()
         return {
-            "hostname": socket.gethostname(),
-            "os": f"{platform.system()} {platform.release()}",
-            "arch": platform.machine(),
-            "cpus": m.cpus,
-            "memory": m.memory,
-            "gpus": {v: list(ids) for v, ids in m.gpus.items()},
+            "hostname": host["hostname"],
+            "os": f"{host['os']} {platform.release()}",
+            "kernel": host["kernel"],
+            "arch": host["arch"],
+            "cpu_model": host["cpu_model"],
+            "cpus": host["cpus"],
+            "memory": host["memory"],
+            "gpus": host["gpus"],
             "load": list(os.getloadavg()),
             "engine": engine,
             "backends": self.backend.members(),

@@ -6,10 +6,11 @@ which the engine streams.
 
 from __future__ import annotations
 
+import json
 from typing import Iterable, Iterator
 
 from ..arguments import ARRAY_ID, job_ref
-from ..errors import ConveyorError, JobNotFound
+from ..errors import ConveyorError, InvalidSpec, InvalidState, JobNotFound
 from ..job import Job, Transition
 from ..logfiles import STREAMS, saved_after, saved_logs
 from ..state import WAITING_STATES, JobState
@@ -76,6 +77,33 @@ class ReadMixin(ExecutorBase):
             kept = self.home.job_logs(rec.id) / f"attempt-{a['attempt']}"
             a["logs_dir"] = str(kept if kept.exists() else self.home.job_logs(rec.id))
         return out
+
+    # ------------------------------------------------------------------ provenance
+
+    def provenance(self, ref: str, attempt: int | None = None) -> dict:
+        """Where and how one attempt of a job ran (the last by default): the host, the engine
+        and its runtime, the image by content, the spec as run and its digest, the Conveyor
+        version and the token that submitted it (README: Provenance)."""
+        job_ref("provenance", ref)
+        rec = self._record(ref)
+        docs = [json.loads(d) for d in self.store.provenance(rec.id)]
+        if not docs:
+            raise InvalidState(rec.id, rec.state.value, "show the provenance (recorded when its container is made) of")
+        if attempt is None:
+            return {"job": rec.id, "node": rec.node, **docs[-1]}
+        for doc in docs:
+            if doc["attempt"] == attempt:
+                return {"job": rec.id, "node": rec.node, **doc}
+        have = ", ".join(str(d["attempt"]) for d in docs)
+        raise InvalidSpec.single("attempt", attempt, f"job {rec.id} has the provenance of attempt {have}; give one of those")
+
+    def provenance_diff(self, a: str, b: str) -> dict:
+        """What differs between the provenance of two jobs' last attempts, field by field
+        (the attempt numbers and times aside, which always do)."""
+        from ..provenance import diff
+
+        first, second = self.provenance(a), self.provenance(b)
+        return {"a": first["job"], "b": second["job"], "differences": diff(first, second)}
 
     # ------------------------------------------------------------------ arrays
 

@@ -6,8 +6,10 @@ launches it (see :mod:`conveyor.runtime`).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import BinaryIO
+from contextvars import ContextVar
+from typing import BinaryIO, Iterator
 
 from ..arguments import job_spec
 from ..capacity import check_possible, request_for
@@ -19,7 +21,21 @@ from ..store import ArrayRecord, JobRecord, new_job_id
 from .base import ExecutorBase
 
 
+# Who submits, kept in the job's provenance: the agent names its caller's token around a submit.
+# Not a parameter: submit's signature is the Client's too, and a remote caller must not name itself.
+_SUBMITTER: ContextVar[str | None] = ContextVar("conveyor_submitter", default=None)
+
+
 class SubmitMixin(ExecutorBase):
+    @contextlib.contextmanager
+    def submitting_as(self, token: str) -> Iterator[None]:
+        """Jobs submitted in this block (in this thread or task) were submitted by ``token``."""
+        mark = _SUBMITTER.set(token)
+        try:
+            yield
+        finally:
+            _SUBMITTER.reset(mark)
+
     def ensure_image(self, spec: JobSpec) -> None:
         """Make the spec's image present on the node, as its pull policy says."""
         job_spec("ensure_image", spec)
@@ -57,6 +73,7 @@ class SubmitMixin(ExecutorBase):
                 idempotency_key=idempotency_key,
                 state=JobState.QUEUED_HELD if hold else JobState.QUEUED,
                 substate=Substate.HELD if hold else None,
+                submitted_by=_SUBMITTER.get(),
                 **columns,
             )
         )
@@ -102,7 +119,7 @@ class SubmitMixin(ExecutorBase):
             JobRecord(
                 id=new_job_id(), executor_id=self.executor_id, spec=spec, name=spec.name,
                 state=state, substate=Substate.HELD if hold else None,
-                array_id=array.id, array_index=index, **columns,
+                array_id=array.id, array_index=index, submitted_by=_SUBMITTER.get(), **columns,
             )
             for index in array.indices
         ]

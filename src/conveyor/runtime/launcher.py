@@ -8,6 +8,7 @@ and a claimed job's container is started by the reconcile that follows a restart
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -27,6 +28,7 @@ from ..backends.base import (
 from ..backends.router import BackendRouter
 from ..errors import ConveyorError, JobNotFound
 from ..home import Home
+from ..provenance import Recorder
 from ..spec import JobSpec
 from ..state import RUNNABLE_STATES, JobState, Substate, in_engine
 from ..store import JobRecord, Store
@@ -82,6 +84,7 @@ class Launcher:
         self._notify = notify
         self._on_started = on_started  # the job's timeout starts counting
         self.terminals = terminals
+        self.provenance = Recorder()
 
     def launch(self, job_id: str, gpu_ids: tuple[str, ...] | None = None) -> None:
         """Launch one queued job with the GPUs the planner gave it (None: those recorded)."""
@@ -145,6 +148,8 @@ class Launcher:
             spec = runtime_spec(rec, gpu_ids, array)
             if rec.engine_deps:
                 spec = self._with_engine_dependencies(rec, spec)
+            # Provenance names the inputs by content digest, not the path staged for this job.
+            as_run = spec
             if spec.inputs:
                 spec = self._with_inputs(rec, spec)
                 if spec is None:
@@ -165,8 +170,22 @@ class Launcher:
             self._fail(rec, Substate.START_FAILED, str(exc))
             return False
         faults.reached("after-create", rec.id)
+        self._record_provenance(rec, as_run)  # before the id is kept: a crash between makes it again
         self.store.update(rec.id, container_id=rec.container_id)
         return True
+
+    def _record_provenance(self, rec: JobRecord, spec: JobSpec) -> None:
+        """Keep where and how the attempt the claim will begin runs (the spec as made, with the
+        task's environment and GPUs). Without it the job still runs: provenance describes a run,
+        it is no reason to refuse one."""
+        try:
+            doc = self.provenance.document(self.backend, rec.container_id, spec, rec.spec, rec.attempt + 1, rec.submitted_by)
+        except EngineUnavailable:
+            raise  # the job stays queued; the next pass adopts its container and records it
+        except ConveyorError as exc:
+            log.warning("job %s: its provenance was not recorded: %s", rec.id, exc)
+            return
+        self.store.put_provenance(rec.id, rec.attempt + 1, json.dumps(doc))
 
     def start_claimed(self, job_id: str) -> None:
         """Start the container of a job that was claimed (Running) before a crash. Re-checked

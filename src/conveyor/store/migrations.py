@@ -133,4 +133,15 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN engine_deps INTEGER NOT NULL DEFAULT 0;
     """,
+    # 9: provenance. The token that submitted a job (its name; NULL from an embedded
+    # Executor), and where and how each attempt ran, as one JSON document per attempt.
+    """
+    ALTER TABLE jobs ADD COLUMN submitted_by TEXT;
+    CREATE TABLE provenance (
+        job_id  TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        doc     TEXT NOT NULL,
+        PRIMARY KEY (job_id, attempt)
+    );
+    """,
 ]

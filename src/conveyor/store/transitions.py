@@ -118,6 +118,21 @@ class TransitionsMixin:
         keys = "attempt state substate exit_code message container_id started_at finished_at".split()
         return [dict(zip(keys, r)) for r in rows]
 
+    def put_provenance(self, job_id: str, attempt: int, doc: str) -> None:
+        """Keep the provenance of an attempt (recorded again if its container is made again)."""
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO provenance (job_id, attempt, doc) VALUES (?,?,?)", (job_id, attempt, doc))
+
+    def provenance(self, job_id: str) -> list[str]:
+        """The provenance documents of the attempts a job has begun, oldest first. One recorded
+        for an attempt whose claim lost the race (a hold, a cancel) is not an attempt: left out."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.doc FROM provenance p JOIN jobs j ON j.id = p.job_id "
+                "WHERE p.job_id=? AND p.attempt <= j.attempt ORDER BY p.attempt", (job_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def transitions(self, job_id: str | None = None, since_seq: int = 0, limit: int | None = None) -> list[Transition]:
         """Transitions after ``since_seq`` in commit order (a job's, or all); ``limit`` pages."""
         sql = f"SELECT {Transition.COLUMNS} FROM transitions WHERE seq > ?"

@@ -7,18 +7,21 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from ...executor import Executor
-from ..dependencies import executor, policy
+from ..dependencies import authorized, executor, policy
 from ..models import INVALID, NOT_FOUND, REFUSED, ArrayRequest
 from ..policy import PolicyFile
+from ..tokens import Caller
 from . import operation
 
 router = APIRouter()
 
 
 @operation(router, "submit_array", status_code=201, responses={**REFUSED, **INVALID})
-def submit_array(body: ArrayRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy)):
+def submit_array(body: ArrayRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy),
+                 who: Caller = Depends(authorized)):
     rules.check(body.spec)
-    array_id = ex.submit_array(body.spec, body.begin, body.end, body.step, body.max_parallel, hold=body.hold)
+    with ex.submitting_as(who.name):
+        array_id = ex.submit_array(body.spec, body.begin, body.end, body.step, body.max_parallel, hold=body.hold)
     return JSONResponse(ex.array(array_id), status_code=201)
 
 

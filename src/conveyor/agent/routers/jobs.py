@@ -12,10 +12,11 @@ from fastapi.responses import JSONResponse
 from ...executor import Executor
 from ...state import JobState
 from . import operation
-from ..dependencies import executor, policy
+from ..dependencies import authorized, executor, policy
 from ..errors import ApiError
-from ..models import INVALID, NOT_FOUND, REFUSED, ImageRequest, JobOut, JobPage, SubmitRequest
+from ..models import CONFLICT, INVALID, NOT_FOUND, REFUSED, ImageRequest, JobOut, JobPage, SubmitRequest
 from ..policy import PolicyFile
+from ..tokens import Caller
 
 router = APIRouter()
 
@@ -25,9 +26,11 @@ def route(name: str, **kwargs):
 
 
 @route("submit", status_code=201, response_model=JobOut, responses={**REFUSED, **INVALID})
-def submit(body: SubmitRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy)):
+def submit(body: SubmitRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy),
+           who: Caller = Depends(authorized)):
     rules.check(body.spec)  # before anything exists: a refused job leaves no trace
-    job_id = ex.submit(body.spec, hold=body.hold, idempotency_key=body.idempotency_key)
+    with ex.submitting_as(who.name):
+        job_id = ex.submit(body.spec, hold=body.hold, idempotency_key=body.idempotency_key)
     return JSONResponse(ex.info(job_id).to_dict(), status_code=201)
 
 
@@ -107,3 +110,21 @@ def inspect(ref: str, ex: Executor = Depends(executor)):
 @route("attempts", responses=NOT_FOUND)
 def attempts(ref: str, ex: Executor = Depends(executor)) -> list[dict]:
     return ex.attempts(ref)
+
+
+@route("provenance", responses={**NOT_FOUND, **INVALID, **CONFLICT})
+def provenance(
+    ref: str,
+    attempt: int | None = Query(default=None, ge=1, le=2**31, description="the attempt (default: the last)"),
+    ex: Executor = Depends(executor),
+) -> dict:
+    return ex.provenance(ref, attempt)
+
+
+@route("provenance_diff", responses={**NOT_FOUND, **CONFLICT})
+def provenance_diff(
+    a: str = Query(min_length=1, max_length=512, description="a job (id, unique id prefix or name)"),
+    b: str = Query(min_length=1, max_length=512, description="another job"),
+    ex: Executor = Depends(executor),
+) -> dict:
+    return ex.provenance_diff(a, b)

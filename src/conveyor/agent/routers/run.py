@@ -30,10 +30,11 @@ from starlette.concurrency import run_in_threadpool
 from ...errors import ConveyorError
 from ...executor import Executor
 from ...spec import JobSpec
-from ..dependencies import AgentState, agent_state, executor, job_id, policy
+from ..dependencies import AgentState, agent_state, authorized, executor, job_id, policy
 from ..errors import error_for
 from ..models import CONFLICT, INVALID, NOT_FOUND, REFUSED
 from ..policy import PolicyFile
+from ..tokens import Caller
 from . import operation
 
 log = logging.getLogger("conveyor.agent")
@@ -65,10 +66,16 @@ async def run(
     ex: Executor = Depends(executor),
     rules: PolicyFile = Depends(policy),
     agent: AgentState = Depends(agent_state),
+    who: Caller = Depends(authorized),
 ):
     rules.check(body.spec)  # before anything exists: a refused job leaves no trace
-    job = await run_in_threadpool(ex.submit, body.spec)
+    job = await run_in_threadpool(_submit_as, ex, body.spec, who.name)
     return _Follow(ex, agent, job, {}, tuple(body.console_size) if body.console_size else None).response()
+
+
+def _submit_as(ex: Executor, spec: JobSpec, token: str) -> str:
+    with ex.submitting_as(token):  # in the worker thread: the mark lives in its context
+        return ex.submit(spec)
 
 
 @operation(router, "attach", responses={**NOT_FOUND, **NDJSON})

@@ -240,4 +240,6 @@ def container_status(attrs: dict) -> ContainerStatus:
         finished_at=finished if status in ("exited", "dead") else None,
         error=state.get("Error") or None,
         labels=(attrs.get("Config") or {}).get("Labels") or {},
+        image_id=attrs.get("Image"),
+        runtime=(attrs.get("HostConfig") or {}).get("Runtime"),
     )
