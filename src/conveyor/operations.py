@@ -190,6 +190,9 @@ OPERATIONS: dict[str, Operation] = _ops(
               "(after a broken run; bound to this connection like run)", "GET", "/jobs/{ref}/attach", tags=("logs",)),
     Operation("stdin", "Stream the request body to a running job's stdin (the job sees EOF at its end)", "POST",
               "/jobs/{ref}/stdin"),
+    Operation("exec", "Run a command in a running job, as docker exec does: a WebSocket carrying its stdin, stdout, "
+              "stderr, terminal resizes and exit code (allowed for a named token by its policy's exec rule)", "GET",
+              "/jobs/{ref}/exec", "exec"),
     Operation("ensure_image", "Make a spec's image present on this node (pull per its pull policy)", "POST", "/images/ensure"),
     Operation("load_image", "Load an image tarball (docker save) into the engine and record its digests", "POST",
               "/images/load", "image load"),

@@ -18,10 +18,13 @@ other token is bound to a policy (:class:`TokenRules`): a file of its own, or th
       allowed: ["conveyor/*"]           # fnmatch patterns; absent = any image
       registries: [docker.io]           # absent = any registry
     max_resources: {cpus: 4, memory: 8g, pids_limit: 4096, gpus: 1, shm_size: 1g, timeout: 24h}
+    exec: false                         # run commands inside running jobs (conveyor exec)
 
 Without a file every default applies: bind mounts only inside the jobs area
 (``<state dir>/jobs``), no privileged containers, no host namespaces, any image, no
-resource ceiling. A job that breaks a rule is refused with :class:`PolicyRefused` naming the
+resource ceiling, no commands run inside jobs (``exec``: a shell in a job reads what the job
+can, and a job of the owner's may hold more than the token's own could). A token allowed
+``exec`` runs commands only in jobs its own policy would admit. A job that breaks a rule is refused with :class:`PolicyRefused` naming the
 rule, the token and its policy; nothing is created. A file is re-read when it changes; a
 broken file refuses every job of the tokens bound to it (fail closed) until it is fixed.
 """
@@ -92,8 +95,21 @@ class Policy(_Strict):
     images: ImageRules = Field(default_factory=ImageRules)
     backends: BackendRules = Field(default_factory=BackendRules)
     max_resources: MaxResources = Field(default_factory=MaxResources)
+    exec: bool = Field(default=False, description="run commands inside running jobs (conveyor exec)")
 
     # ------------------------------------------------------------------ checking
+
+    def check_exec(self, spec: JobSpec, jobs_area: Path) -> None:
+        """Raise PolicyRefused unless a command may run inside a job of ``spec``: exec allowed,
+        and the job one this policy admits (else a shell in it would have what the policy
+        withholds: a host path, privileges)."""
+        if not self.exec:
+            raise PolicyRefused("exec", None, "running commands inside jobs is not allowed (the policy's 'exec: true' allows it)")
+        try:
+            self.check(spec, jobs_area)
+        except PolicyRefused as exc:
+            raise PolicyRefused(exc.rule, exc.field, f"a command runs only in a job this policy admits, and this job breaks it: "
+                                                     f"{exc.reason}") from None
 
     def check(self, spec: JobSpec, jobs_area: Path) -> None:
         """Raise PolicyRefused for the first rule ``spec`` breaks."""
@@ -322,6 +338,9 @@ class PolicyFile:
     def check_image(self, image: str) -> None:
         self.policy.check_image(image)
 
+    def check_exec(self, spec: JobSpec) -> None:
+        self.policy.check_exec(spec, self.jobs_area)
+
     def describe(self) -> dict:
         data = self.policy.model_dump(mode="json")
         data["jobs_area"] = str(self.jobs_area)
@@ -335,6 +354,9 @@ class Rules(Protocol):
 
     def check_image(self, image: str) -> None: ...
 
+    def check_exec(self, spec: JobSpec) -> None:
+        """May a command run inside a running job of ``spec``?"""
+
 
 class Unrestricted:
     """The owner's rules: nothing beyond the spec's own validation. The owner of the state
@@ -347,6 +369,9 @@ class Unrestricted:
     def check_image(self, image: str) -> None:
         return None
 
+    def check_exec(self, spec: JobSpec) -> None:
+        return None
+
 
 class TokenRules:
     """A named token's rules: its policy, each refusal naming the token and the policy's file."""
@@ -355,13 +380,16 @@ class TokenRules:
         self.token, self.source = token, source
 
     def check(self, spec: JobSpec) -> None:
-        try:
-            self.source.check(spec)
-        except PolicyRefused as exc:
-            raise exc.by(self.token, self.source.label) from None
+        self._named(self.source.check, spec)
 
     def check_image(self, image: str) -> None:
+        self._named(self.source.check_image, image)
+
+    def check_exec(self, spec: JobSpec) -> None:
+        self._named(self.source.check_exec, spec)
+
+    def _named(self, check, value) -> None:
         try:
-            self.source.check_image(image)
+            check(value)
         except PolicyRefused as exc:
             raise exc.by(self.token, self.source.label) from None

@@ -256,6 +256,12 @@ class BackendRouter:
              env: dict[str, str] | None = None):
         return self._call("exec", handle, command, user=user, workdir=workdir, env=env)
 
+    def open_exec(self, handle: str, command: list[str], *, stdin: bool = False, tty: bool = False,
+                  user: str | None = None, workdir: str | None = None, env: dict[str, str] | None = None,
+                  size: tuple[int, int] | None = None):
+        return self._call("open_exec", handle, command, stdin=stdin, tty=tty, user=user, workdir=workdir, env=env,
+                          size=size)
+
     def resize(self, handle: str, height: int, width: int) -> None:
         self._call("resize", handle, height, width)
 

@@ -26,6 +26,7 @@ from .transport import Transport, quoted
 
 if TYPE_CHECKING:
     from ..operations import Verb
+    from .streams import ExecSocket
 
 POLL = 30.0  # seconds per long-poll request
 LONG = 3600.0  # requests that may pull an image or hash the whole content store
@@ -157,6 +158,13 @@ class AgentAPI(EngineDocuments):
         resp = self.http.stream(route("stdin", ref), method="POST", upload=source)
         resp.read()
         resp.close()
+
+    def open_exec(self, ref: str, request: dict) -> "ExecSocket":
+        """Start a command in a running job (``request``: an ExecSpec's fields) on a WebSocket of
+        its own; raises why not (InvalidState, PolicyRefused, ...) before it returns."""
+        from .streams import AgentSocket, ExecSocket
+
+        return ExecSocket(AgentSocket(self.http, route("exec", ref), request))
 
     # ------------------------------------------------------------------ verbs (operations.VERBS)
 

@@ -22,6 +22,11 @@ class FilesMixin:
              env: dict[str, str] | None = None) -> ExecResult:
         raise NotSupported("the process backend cannot run a command inside a job (capability 'exec')")
 
+    def open_exec(self, handle: str, command: list[str], *, stdin: bool = False, tty: bool = False,
+                  user: str | None = None, workdir: str | None = None, env: dict[str, str] | None = None,
+                  size: tuple[int, int] | None = None):
+        return self.exec(handle, command)  # refused the same way
+
     def resize(self, handle: str, height: int, width: int) -> None:
         raise NotSupported("the process backend gives jobs no terminal (capability 'tty')")
 

@@ -287,6 +287,11 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
              env: dict[str, str] | None = None) -> ExecResult:
         raise NotSupported("the swarm backend cannot run commands inside a job (capability exec)")
 
+    def open_exec(self, handle: str, command: list[str], *, stdin: bool = False, tty: bool = False,
+                  user: str | None = None, workdir: str | None = None, env: dict[str, str] | None = None,
+                  size: tuple[int, int] | None = None):
+        return self.exec(handle, command)  # refused the same way
+
     # ------------------------------------------------------------------ input, output, logs
 
     def resize(self, handle: str, height: int, width: int) -> None:
