@@ -1,4 +1,4 @@
-"""`conveyor run -it` in a real terminal (tmux), as a person types into it.
+"""`conveyor run -it` and `conveyor exec -it` in a real terminal (tmux), as a person types into it.
 
 Each test starts a tmux server of its own (its own socket), types with send-keys and reads
 the screen with capture-pane. They prevent what users met: a job's terminal without the
@@ -11,6 +11,7 @@ job's exit code.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -153,3 +154,41 @@ def test_exit_code_of_a_command_run_with_a_terminal(terminal, cli, tmp_path):
     _run_it(terminal, cli, tmp_path, "sh", "-c", "'echo in-tty; exit 7'")
     screen = terminal.wait_for("EXIT=7")
     assert "in-tty" in screen and "Fatal Python error" not in screen
+
+
+def test_exec_it_is_a_terminal_in_a_running_job(terminal, cli, tmp_path):
+    """`conveyor exec -it JOB sh` must give a person a shell in the job as docker exec -it
+    does: what is typed runs, the shell's terminal has the window's size and follows its
+    resizes, Ctrl-C interrupts the command in the job (not the CLI), `exit 5` is the CLI's
+    exit code, and the terminal is restored afterwards."""
+    job = cli.submit(cli.image, "sleep", "300")
+    cli.until(job, "Running")
+    terminal.type(f"{CONVEYOR} exec -it {job} sh; echo EXIT=$?; stty -a > {tmp_path}/stty-after")
+    terminal.wait_for("/ #")  # capture-pane drops the space after it
+    terminal.type("echo typed-$((6 * 7))")
+    terminal.wait_for("typed-42")
+    terminal.type("stty size")
+    terminal.wait_for("30 120")
+    terminal.resize(100, 40)
+    deadline = time.monotonic() + WAIT
+    while "40 100" not in terminal.screen():
+        assert time.monotonic() < deadline, f"the command's terminal never got the new size:\n{terminal.screen()}"
+        terminal.type("stty size")
+        time.sleep(0.5)
+    terminal.type("sleep 100")
+    time.sleep(1)
+    terminal.key("C-c")
+    terminal.type("echo still-here $?")
+    terminal.wait_for("still-here 130")
+    terminal.type("exit 5")
+    screen = terminal.wait_for("EXIT=5")
+    assert "Fatal Python error" not in screen and "Traceback" not in screen
+    deadline = time.monotonic() + WAIT
+    while not (tmp_path / "stty-after").exists() or not (tmp_path / "stty-after").read_text():
+        assert time.monotonic() < deadline, "the shell after the exec never wrote its terminal settings"
+        time.sleep(0.1)
+    def settings(name: str) -> str:  # all but the size, which the resize changed
+        return re.sub(r"rows \d+; columns \d+;", "", (tmp_path / name).read_text())
+
+    assert settings("stty-after") == settings("stty-before")
+    assert cli.info(job)["state"] == "Running"  # the job goes on: only the command ended

@@ -34,6 +34,7 @@ class AgentSocket:
             "compression": None,  # terminal keystrokes and already-compressed data: not worth the CPU
             "max_size": None,  # the agent sends at most what one engine read gave
             "open_timeout": transport.timeout,
+            "legacy": True,  # the connection itself, closed by close(), not a context manager
         }
         target = transport.target(path)
         try:
