@@ -75,7 +75,8 @@ def test_exec_into_a_job_that_is_not_running_says_why(fresh_cli):
     cli.ok("wait", done)
     proc = cli.run("exec", done, "true")
     assert proc.returncode == 125
-    assert (f"cannot run a command in job {done}: it is Done (exited, exit code 0; its container has stopped"
+    assert (f"cannot run a command in job {done}: it is Done (exited, exit code 0; its container has stopped, and only a "
+             "Running job can be reached)"
             in proc.stderr.decode()), proc.stderr
     assert _execs(cli, held) == [] and _execs(cli, done) == []
 
@@ -151,7 +152,7 @@ def test_a_tokens_policy_allows_or_refuses_exec(agent, fresh_cli, state_dir, tmp
     with pytest.raises(PolicyRefused) as refused:
         Client(url=agent.url, token=shell).exec(mounted, ["true"])
     assert (refused.value.rule, refused.value.token) == ("mounts.allowed_host_paths", "shell")
-    assert "a command runs only in a job this policy admits" in str(refused.value)
+    assert "only a job this policy admits may be reached (running commands inside jobs)" in str(refused.value)
 
     with pytest.raises(AgentError) as unauthorized:
         Client(url=agent.url, token="not-a-token").exec(plain, ["true"])

@@ -16,6 +16,8 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator, Protocol
 
 if TYPE_CHECKING:
+    import socket
+
     from .backends.base import Capabilities, ExecProcess, ExecResult
     from .job import Job, Transition
     from .spec import JobSpec
@@ -109,6 +111,11 @@ class ExecutorInterface(Protocol):
     def exec(self, ref: str, command: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None,
              user: str | None = None, workdir: str | None = None) -> "ExecResult":
         """Run ``command`` in a running job to its end: its exit code, stdout and stderr."""
+
+    def open_port(self, ref: str, port: int) -> "socket.socket":
+        """A connection to TCP ``port`` of a running job (a socket, or through the agent an
+        object with its ``recv``, ``sendall``, ``shutdown`` and ``close``). Refused, saying
+        why, for a job that is not running or runs with network none."""
 
     # ---- arrays
     def array(self, ref: str) -> dict: ...

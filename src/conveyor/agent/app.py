@@ -22,11 +22,11 @@ from ..operations import OPERATIONS
 from . import API_PREFIX, errors
 from .dependencies import AgentState, authorized, metrics_reader
 from .models import error_doc
-from .routers import arrays, control, data, engine, events, execs, jobs, logs, node, run, tokens, waiting
+from .routers import arrays, control, data, engine, events, execs, jobs, logs, node, ports, run, tokens, waiting
 
-ROUTERS = (jobs, run, control, waiting, logs, arrays, data, node, engine, events, tokens, execs)
+ROUTERS = (jobs, run, control, waiting, logs, arrays, data, node, engine, events, tokens, execs, ports)
 # WebSocket routes check their token themselves (sockets.accept): a WebSocket has no Request.
-SOCKET_ROUTERS = (execs,)
+SOCKET_ROUTERS = (execs, ports)
 
 
 @asynccontextmanager

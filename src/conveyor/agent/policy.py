@@ -19,12 +19,13 @@ other token is bound to a policy (:class:`TokenRules`): a file of its own, or th
       registries: [docker.io]           # absent = any registry
     max_resources: {cpus: 4, memory: 8g, pids_limit: 4096, gpus: 1, shm_size: 1g, timeout: 24h}
     exec: false                         # run commands inside running jobs (conveyor exec)
+    port_forward: false                 # reach running jobs' TCP ports (conveyor port-forward)
 
 Without a file every default applies: bind mounts only inside the jobs area
 (``<state dir>/jobs``), no privileged containers, no host namespaces, any image, no
-resource ceiling, no commands run inside jobs (``exec``: a shell in a job reads what the job
-can, and a job of the owner's may hold more than the token's own could). A token allowed
-``exec`` runs commands only in jobs its own policy would admit. A job that breaks a rule is refused with :class:`PolicyRefused` naming the
+resource ceiling, no way into running jobs (``exec``, ``port_forward``: a shell in a job reads
+what the job can, and a job of the owner's may hold more than the token's own could). A token
+allowed in reaches only jobs its own policy would admit. A job that breaks a rule is refused with :class:`PolicyRefused` naming the
 rule, the token and its policy; nothing is created. A file is re-read when it changes; a
 broken file refuses every job of the tokens bound to it (fail closed) until it is fixed.
 """
@@ -96,20 +97,21 @@ class Policy(_Strict):
     backends: BackendRules = Field(default_factory=BackendRules)
     max_resources: MaxResources = Field(default_factory=MaxResources)
     exec: bool = Field(default=False, description="run commands inside running jobs (conveyor exec)")
+    port_forward: bool = Field(default=False, description="reach running jobs' TCP ports (conveyor port-forward)")
 
     # ------------------------------------------------------------------ checking
 
-    def check_exec(self, spec: JobSpec, jobs_area: Path) -> None:
-        """Raise PolicyRefused unless a command may run inside a job of ``spec``: exec allowed,
-        and the job one this policy admits (else a shell in it would have what the policy
-        withholds: a host path, privileges)."""
-        if not self.exec:
-            raise PolicyRefused("exec", None, "running commands inside jobs is not allowed (the policy's 'exec: true' allows it)")
+    def check_inside(self, rule: str, spec: JobSpec, jobs_area: Path) -> None:
+        """Raise PolicyRefused unless a running job of ``spec`` may be reached by way of
+        ``rule`` (one of INSIDE): the rule allows it, and the job is one this policy admits
+        (else a shell in it, or its ports, would give what the policy withholds)."""
+        if not getattr(self, rule):
+            raise PolicyRefused(rule, None, f"{INSIDE[rule]} is not allowed (the policy's '{rule}: true' allows it)")
         try:
             self.check(spec, jobs_area)
         except PolicyRefused as exc:
-            raise PolicyRefused(exc.rule, exc.field, f"a command runs only in a job this policy admits, and this job breaks it: "
-                                                     f"{exc.reason}") from None
+            raise PolicyRefused(exc.rule, exc.field, f"only a job this policy admits may be reached ({INSIDE[rule]}), and "
+                                                     f"this job breaks it: {exc.reason}") from None
 
     def check(self, spec: JobSpec, jobs_area: Path) -> None:
         """Raise PolicyRefused for the first rule ``spec`` breaks."""
@@ -225,6 +227,9 @@ def image_names(image: str) -> list[str]:
     return names
 
 
+# The ways into a running job a policy rule allows, by rule: what a refusal calls them.
+INSIDE = {"exec": "running commands inside jobs", "port_forward": "forwarding ports of jobs"}
+
 MAX_POLICY_BYTES = 1 << 20
 
 
@@ -338,8 +343,8 @@ class PolicyFile:
     def check_image(self, image: str) -> None:
         self.policy.check_image(image)
 
-    def check_exec(self, spec: JobSpec) -> None:
-        self.policy.check_exec(spec, self.jobs_area)
+    def check_inside(self, rule: str, spec: JobSpec) -> None:
+        self.policy.check_inside(rule, spec, self.jobs_area)
 
     def describe(self) -> dict:
         data = self.policy.model_dump(mode="json")
@@ -354,8 +359,8 @@ class Rules(Protocol):
 
     def check_image(self, image: str) -> None: ...
 
-    def check_exec(self, spec: JobSpec) -> None:
-        """May a command run inside a running job of ``spec``?"""
+    def check_inside(self, rule: str, spec: JobSpec) -> None:
+        """May a running job of ``spec`` be reached by way of ``rule`` (exec, port_forward)?"""
 
 
 class Unrestricted:
@@ -369,7 +374,7 @@ class Unrestricted:
     def check_image(self, image: str) -> None:
         return None
 
-    def check_exec(self, spec: JobSpec) -> None:
+    def check_inside(self, rule: str, spec: JobSpec) -> None:
         return None
 
 
@@ -385,11 +390,11 @@ class TokenRules:
     def check_image(self, image: str) -> None:
         self._named(self.source.check_image, image)
 
-    def check_exec(self, spec: JobSpec) -> None:
-        self._named(self.source.check_exec, spec)
+    def check_inside(self, rule: str, spec: JobSpec) -> None:
+        self._named(self.source.check_inside, rule, spec)
 
-    def _named(self, check, value) -> None:
+    def _named(self, check, *values) -> None:
         try:
-            check(value)
+            check(*values)
         except PolicyRefused as exc:
             raise exc.by(self.token, self.source.label) from None

@@ -17,11 +17,15 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import ConveyorError
 from .dependencies import caller_of
 from .errors import ApiError, error_for, error_response
+from .models import error_doc
 
 log = logging.getLogger("conveyor.agent")
 
 _END = object()
 OUTBOX = 32  # frames in flight to a slow client: a command or port that writes faster waits
+# What the documented GET of a WebSocket route answers.
+SOCKET_DOC = {101: {"description": "Switching Protocols: the WebSocket session"},
+              426: error_doc("not a WebSocket handshake (this route is one)")}
 UPGRADE_REQUIRED = ApiError(
     426, "upgrade_required",
     "this route is a WebSocket: connect with 'Upgrade: websocket' (conveyor exec, conveyor port-forward, or the "

@@ -26,6 +26,8 @@ from ..errors import (  # noqa: F401 - the errors every driver raises, named wit
 )
 
 if TYPE_CHECKING:  # the spec models import pydantic; a Slurm step that runs a process needs neither
+    import socket
+
     from ..spec import JobSpec
 
 # Labels every Conveyor container (and volume, network) carries: the engine is a witness
@@ -276,6 +278,10 @@ class Backend(Protocol):
                   size: tuple[int, int] | None = None) -> ExecProcess:
         """Start ``command`` inside a running job and hand it over as it runs (with a terminal
         of ``size`` rows and columns when ``tty``); EngineConflict when the job is not running."""
+
+    def open_port(self, handle: str, port: int) -> "socket.socket":
+        """A TCP connection, made from this machine, to ``port`` of a running job (its address
+        on its network); EngineError when it has none or nothing answers there."""
 
     # ---- input, output, logs
     def resize(self, handle: str, height: int, width: int) -> None:

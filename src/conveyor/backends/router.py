@@ -262,6 +262,9 @@ class BackendRouter:
         return self._call("open_exec", handle, command, stdin=stdin, tty=tty, user=user, workdir=workdir, env=env,
                           size=size)
 
+    def open_port(self, handle: str, port: int):
+        return self._call("open_port", handle, port)
+
     def resize(self, handle: str, height: int, width: int) -> None:
         self._call("resize", handle, height, width)
 

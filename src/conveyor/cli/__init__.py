@@ -1,7 +1,7 @@
 """The `conveyor` command line, shaped like docker's.
 
 One module per group of commands: running jobs (run.py, following a job with foreground.py),
-commands inside running jobs (execs.py),
+commands and ports inside running jobs (execs.py, ports.py),
 controlling them (control.py, made from the operations table), looking at them and the node
 (views.py), data (data.py), the agent (serve.py), tokens (tokens.py). They register on the one
 group in app.py. Called by the name ``docker``, the same executable is the docker stand-in
@@ -27,7 +27,7 @@ def main() -> None:
 
 
 def _group():
-    from . import control, data, execs, run, serve, shim, tokens, views  # noqa: F401 - each registers its commands
+    from . import control, data, execs, ports, run, serve, shim, tokens, views  # noqa: F401 - each registers its commands
     from .app import cli
 
     return cli

@@ -26,7 +26,7 @@ from .transport import Transport, quoted
 
 if TYPE_CHECKING:
     from ..operations import Verb
-    from .streams import ExecSocket
+    from .streams import ExecSocket, PortSocket
 
 POLL = 30.0  # seconds per long-poll request
 LONG = 3600.0  # requests that may pull an image or hash the whole content store
@@ -165,6 +165,13 @@ class AgentAPI(EngineDocuments):
         from .streams import AgentSocket, ExecSocket
 
         return ExecSocket(AgentSocket(self.http, route("exec", ref), request))
+
+    def open_port(self, ref: str, port: int) -> "PortSocket":
+        """A connection to TCP ``port`` of a running job, on a WebSocket of its own; raises why
+        not (InvalidState, PolicyRefused, nothing answers there, ...) before it returns."""
+        from .streams import AgentSocket, PortSocket
+
+        return PortSocket(AgentSocket(self.http, route("port_forward", ref), {"port": port}))
 
     # ------------------------------------------------------------------ verbs (operations.VERBS)
 

@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from ..arguments import ARRAY_ID, IMAGE, job_ref, job_refs, job_spec
+from ..arguments import ARRAY_ID, IMAGE, job_ref, job_refs, job_spec, tcp_port
 from ..errors import ConveyorError
 from ..job import Job, Transition
 from ..operations import Verb, with_verbs
@@ -28,7 +28,7 @@ from ..backends.base import ExecResult, collect
 from ..spec import ExecSpec, JobSpec
 from ..state import JobState
 from .api import AgentAPI, list_query
-from .streams import ExecSocket
+from .streams import ExecSocket, PortSocket
 
 STREAMS = ("stdout", "stderr")
 
@@ -169,6 +169,13 @@ class Client:
              user: str | None = None, workdir: str | None = None) -> ExecResult:
         """Run ``command`` in a running job to its end: its exit code, stdout and stderr."""
         return collect(self.open_exec(ref, command, stdin=stdin is not None, env=env, user=user, workdir=workdir), stdin)
+
+    def open_port(self, ref: str, port: int) -> PortSocket:
+        """A connection to TCP ``port`` of a running job, through the agent's port-forward
+        WebSocket (socket-like: ``recv``, ``sendall``, ``shutdown``, ``close``)."""
+        job_ref("open_port", ref)
+        tcp_port(port)
+        return self.api.open_port(ref, port)
 
     # ------------------------------------------------------------------ verbs (operations.VERBS)
 

@@ -63,15 +63,17 @@ class AgentSocket:
             except ConnectionClosed:
                 pass
 
-    def receive(self) -> bytes | dict:
-        """The next frame: bytes, or a JSON object. An error frame raises its exception; a
-        session that ends without one raises AgentUnreachable."""
-        from websockets.exceptions import ConnectionClosed
+    def receive(self) -> bytes | dict | None:
+        """The next frame: bytes, or a JSON object; None once the agent closed the session
+        normally. An error frame raises its exception; a broken session AgentUnreachable."""
+        from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
         try:
             message = self.ws.recv()
+        except ConnectionClosedOK:
+            return None
         except ConnectionClosed as exc:
-            raise AgentUnreachable(self.url, f"the agent closed the session ({exc})", self.remote) from None
+            raise AgentUnreachable(self.url, f"the session broke ({exc})", self.remote) from None
         if isinstance(message, bytes):
             return message
         frame = json.loads(message)
@@ -101,6 +103,9 @@ class ExecSocket:
     def read(self) -> tuple[str, bytes] | None:
         while self.exit_code is None:
             frame = self.socket.receive()
+            if frame is None:
+                raise AgentUnreachable(self.socket.url, "the agent ended the session before the command's end",
+                                       self.socket.remote)
             if isinstance(frame, bytes):
                 return STREAMS.get(frame[0], "stdout"), frame[1:]
             if "exit" in frame:
@@ -120,6 +125,45 @@ class ExecSocket:
         while self.read() is not None:
             pass  # output nobody asked for
         return self.exit_code  # type: ignore[return-value] - read() returns None only once it is set
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class PortSocket:
+    """A connection to a TCP port of a job, through the agent (routers/ports.py): what the
+    embedded Executor's ``open_port`` gives as a socket, with a socket's ``recv``,
+    ``sendall``, ``shutdown`` and ``close``."""
+
+    def __init__(self, socket: AgentSocket):
+        self.socket = socket
+        self._rest = b""
+        try:
+            socket.receive()  # {"connected": ...}, or the agent raised why not
+        except BaseException:
+            socket.close()
+            raise
+
+    def recv(self, size: int = 65536) -> bytes:
+        """Up to ``size`` bytes; b"" once the job's side has closed."""
+        while not self._rest:
+            frame = self.socket.receive()
+            if frame is None:
+                return b""
+            if isinstance(frame, bytes):
+                self._rest = frame
+        data, self._rest = self._rest[:size], self._rest[size:]
+        return data
+
+    def sendall(self, data: bytes) -> None:
+        self.socket.send(data)
+
+    def shutdown(self, how: int) -> None:
+        """SHUT_WR (or SHUT_RDWR): the job's side reads EOF."""
+        import socket
+
+        if how in (socket.SHUT_WR, socket.SHUT_RDWR):
+            self.socket.send({"close_write": True})
 
     def close(self) -> None:
         self.socket.close()

@@ -1,23 +1,26 @@
-"""Commands run inside a running job, as ``docker exec`` runs them: ``open_exec`` hands one over
+"""Ways into a running job. Commands, as ``docker exec`` runs them: ``open_exec`` hands one over
 as it runs (stdin, stdout and stderr apart or a terminal, resizes, the exit code); ``exec``
 runs one to its end. Every one is written into the job's event log when it ends (who, what,
-how long, the exit code); the agent's exec WebSocket drives these same sessions."""
+how long, the exit code); the agent's exec WebSocket drives these same sessions. And its TCP
+ports: ``open_port`` connects to one (`conveyor port-forward` through the agent)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 from ..agent import OWNER
-from ..arguments import job_ref
+from ..arguments import job_ref, tcp_port
 from ..backends.base import ExecProcess, ExecResult, collect
-from ..errors import EngineConflict, InvalidState
+from ..errors import ConveyorError, EngineConflict, InvalidState
 from ..spec import ExecSpec
 from ..state import FINAL_STATES, WAITING_STATES, JobState, Substate
 from ..store import JobRecord
 from .base import ExecutorBase
 
 EXEC_ACTION = "run a command in"
+PORT_ACTION = "forward a port of"
 
 
 class ExecSession(ExecProcess):
@@ -90,8 +93,7 @@ class ExecMixin(ExecutorBase):
         """``open_exec`` for a caller named ``who`` (the agent's: the token's name)."""
         rec = self._record(ref)
         self.backend.require(rec.spec, "exec", "run a command inside a job")
-        if rec.state is not JobState.RUNNING or rec.substate == Substate.ENGINE_QUEUED or rec.container_id is None:
-            raise InvalidState(rec.id, not_running(rec), EXEC_ACTION)
+        self._require_running(rec, EXEC_ACTION)
         try:
             process = self.backend.open_exec(
                 rec.container_id, spec.command, stdin=spec.stdin, tty=spec.tty, user=spec.user, workdir=spec.workdir,
@@ -105,18 +107,42 @@ class ExecMixin(ExecutorBase):
 
         return ExecSession(record, process, spec, who)
 
+    def open_port(self, ref: str, port: int) -> socket.socket:
+        """A TCP connection to ``port`` of a running job, made from this machine to the job's
+        address on its network. Refused, saying why, for a job that is not running or has no
+        network (``network: none``)."""
+        job_ref("open_port", ref)
+        tcp_port(port)
+        rec = self._record(ref)
+        self._require_running(rec, PORT_ACTION)
+        if rec.spec.network == "none":
+            raise ConveyorError(
+                f"cannot {PORT_ACTION} job {rec.id}: it runs with network none, so no connection can reach it "
+                "(Conveyor does not open a way into a job that asked for no network); run it on a network (the "
+                f"default), or relay through a command in it: conveyor exec -i {rec.id} nc 127.0.0.1 {port}"
+            )
+        try:
+            return self.backend.open_port(rec.container_id, port)
+        except EngineConflict as exc:
+            raise InvalidState(rec.id, f"{not_running(self.store.get(rec.id))} ({exc})", PORT_ACTION) from None
+
+    @staticmethod
+    def _require_running(rec: JobRecord, action: str) -> None:
+        if rec.state is not JobState.RUNNING or rec.substate == Substate.ENGINE_QUEUED or rec.container_id is None:
+            raise InvalidState(rec.id, not_running(rec), action)
+
 
 def not_running(rec: JobRecord) -> str:
-    """A job's state, and why a command cannot run in it: InvalidState's "it is ..." part."""
+    """A job's state, and why it cannot be reached: InvalidState's "it is ..." part."""
     if rec.state in WAITING_STATES or rec.substate == Substate.ENGINE_QUEUED:
-        why = "it has not started, so it has no container to run a command in yet"
+        why = "it has not started, so it has no container yet"
     elif rec.state is JobState.SUSPENDED:
         why = "its processes are frozen; 'conveyor resume' it first"
     elif rec.state in FINAL_STATES:
         code = f", exit code {rec.exit_code}" if rec.exit_code is not None else ""
-        why = f"{rec.substate or 'ended'}{code}; its container has stopped, and a command runs only in a Running job"
+        why = f"{rec.substate or 'ended'}{code}; its container has stopped, and only a Running job can be reached"
     elif rec.state is JobState.UNDETERMINED:
-        why = "Conveyor lost track of its container; a command runs only in a Running job"
+        why = "Conveyor lost track of its container; only a Running job can be reached"
     else:
         why = "its container is not running (it is ending)"
     return f"{rec.state.value} ({why})"

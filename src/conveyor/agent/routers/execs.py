@@ -24,7 +24,6 @@ from ...operations import OPERATIONS
 from ...spec import ExecSpec
 from ..dependencies import job_id
 from ..errors import ApiError
-from ..models import error_doc
 from .. import sockets
 from . import operation
 
@@ -32,11 +31,9 @@ router = APIRouter()  # the documented GET
 websockets = APIRouter()  # the socket itself: its token is checked by sockets.accept
 
 STREAM_IDS = {"stdout": 1, "stderr": 2}
-SOCKET_DOC = {101: {"description": "Switching Protocols: the WebSocket session"},
-              426: error_doc("not a WebSocket handshake (this route is one)")}
 
 
-@operation(router, "exec", status_code=101, responses=SOCKET_DOC, description=__doc__.split("\n", 2)[2])
+@operation(router, "exec", status_code=101, responses=sockets.SOCKET_DOC, description=__doc__.split("\n", 2)[2])
 async def exec_route(job: str = Depends(job_id)):
     raise sockets.UPGRADE_REQUIRED
 
@@ -50,7 +47,7 @@ async def exec_socket(websocket: WebSocket, ref: str):
     try:
         spec = ExecSpec.model_validate(await sockets.first_message(websocket))
         job = await run_in_threadpool(ex.info, ref)
-        who.rules.check_exec(job.spec)
+        who.rules.check_inside("exec", job.spec)
         session = await run_in_threadpool(ex.start_exec, job.id, spec, who.name)
     except (ConveyorError, ApiError) as exc:
         await sockets.fail(websocket, exc)

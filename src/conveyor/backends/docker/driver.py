@@ -30,13 +30,14 @@ from .execs import ExecMixin
 from .files import FilesMixin
 from .images import ImagesMixin
 from .logs import LogsMixin
+from .ports import PortsMixin
 from .translate import engine_errors
 from .mapping import container_config, container_status, conveyor_labels, host_config, numeric_user
 
 # ----------------------------------------------------------------------------- the driver
 
 
-class DockerBackend(ImagesMixin, LogsMixin, FilesMixin, ExecMixin):
+class DockerBackend(ImagesMixin, LogsMixin, FilesMixin, ExecMixin, PortsMixin):
     """The Backend for a Docker engine (local socket, DOCKER_HOST, or ``base_url``)."""
 
     name = "docker"

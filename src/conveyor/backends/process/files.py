@@ -27,6 +27,9 @@ class FilesMixin:
                   size: tuple[int, int] | None = None):
         return self.exec(handle, command)  # refused the same way
 
+    def open_port(self, handle: str, port: int):
+        raise NotSupported("the process backend cannot reach a job's ports from the agent (port-forward)")
+
     def resize(self, handle: str, height: int, width: int) -> None:
         raise NotSupported("the process backend gives jobs no terminal (capability 'tty')")
 

@@ -279,6 +279,9 @@ class SlurmBackend(StopMixin, ArrayMixin, PolledEvents):
                   size: tuple[int, int] | None = None):
         return self.exec(handle, command)  # refused the same way
 
+    def open_port(self, handle: str, port: int):
+        raise NotSupported("the slurm backend cannot reach a job's ports from the agent (port-forward)")
+
     # ------------------------------------------------------------------ input, output, logs
 
     def resize(self, handle: str, height: int, width: int) -> None:

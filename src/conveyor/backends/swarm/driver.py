@@ -292,6 +292,9 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
                   size: tuple[int, int] | None = None):
         return self.exec(handle, command)  # refused the same way
 
+    def open_port(self, handle: str, port: int):
+        raise NotSupported("the swarm backend cannot reach a job's ports from the agent (port-forward)")
+
     # ------------------------------------------------------------------ input, output, logs
 
     def resize(self, handle: str, height: int, width: int) -> None:
