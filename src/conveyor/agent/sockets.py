@@ -11,13 +11,14 @@ import logging
 import threading
 from typing import Any, Callable
 
-from fastapi import WebSocket
+from fastapi import APIRouter, Depends, WebSocket
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConveyorError
-from .dependencies import caller_of
+from .dependencies import caller_of, job_id
 from .errors import ApiError, error_for, error_response
 from .models import error_doc
+from .routers import operation
 
 log = logging.getLogger("conveyor.agent")
 
@@ -31,6 +32,35 @@ UPGRADE_REQUIRED = ApiError(
     "this route is a WebSocket: connect with 'Upgrade: websocket' (conveyor exec, conveyor port-forward, or the "
     "Python Client do)",
 )
+
+
+def document(router: APIRouter, name: str, description: str) -> None:
+    """The plain GET of the WebSocket route of operation ``name``: documented in the OpenAPI
+    document (with ``description``, the exchange), it answers 426."""
+
+    async def upgrade_required(job: str = Depends(job_id)):
+        raise UPGRADE_REQUIRED
+
+    upgrade_required.__name__ = f"{name}_route"  # FastAPI's operationId is made from it
+    operation(router, name, status_code=101, responses=SOCKET_DOC, description=description)(upgrade_required)
+
+
+async def open_session(websocket: WebSocket, ref: str, rule: str, start: Callable[..., Any]) -> tuple[str, Any] | None:
+    """Accept ``websocket``, read its first message, check the caller's policy ``rule`` on job
+    ``ref``, and ``start(executor, job_id, message, caller_name)`` in a thread: the job's id
+    and what ``start`` gave; None when it was refused (the client was told why)."""
+    who = await accept(websocket)
+    if who is None:
+        return None
+    ex = websocket.app.state.agent.executor
+    try:
+        body = await first_message(websocket)
+        job = await run_in_threadpool(ex.info, ref)
+        who.rules.check_inside(rule, job.spec)
+        return job.id, await run_in_threadpool(start, ex, job.id, body, who.name)
+    except (ConveyorError, ApiError) as exc:
+        await fail(websocket, exc)
+        return None
 
 
 async def accept(websocket: WebSocket):

@@ -16,43 +16,28 @@ The exchange (a plain GET of the route answers 426 and documents it):
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, WebSocket
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, WebSocket
 
 from ...errors import ConveyorError
 from ...operations import OPERATIONS
 from ...spec import ExecSpec
-from ..dependencies import job_id
-from ..errors import ApiError
 from .. import sockets
-from . import operation
 
 router = APIRouter()  # the documented GET
 websockets = APIRouter()  # the socket itself: its token is checked by sockets.accept
 
 STREAM_IDS = {"stdout": 1, "stderr": 2}
 
-
-@operation(router, "exec", status_code=101, responses=sockets.SOCKET_DOC, description=__doc__.split("\n", 2)[2])
-async def exec_route(job: str = Depends(job_id)):
-    raise sockets.UPGRADE_REQUIRED
+sockets.document(router, "exec", __doc__.split("\n", 2)[2])
 
 
 @websockets.websocket(OPERATIONS["exec"].path)
 async def exec_socket(websocket: WebSocket, ref: str):
-    who = await sockets.accept(websocket)
-    if who is None:
+    opened = await sockets.open_session(websocket, ref, "exec", _start)
+    if opened is None:
         return
-    ex = websocket.app.state.agent.executor
-    try:
-        spec = ExecSpec.model_validate(await sockets.first_message(websocket))
-        job = await run_in_threadpool(ex.info, ref)
-        who.rules.check_inside("exec", job.spec)
-        session = await run_in_threadpool(ex.start_exec, job.id, spec, who.name)
-    except (ConveyorError, ApiError) as exc:
-        await sockets.fail(websocket, exc)
-        return
-    await websocket.send_json({"started": {"job": job.id}})
+    job, session = opened
+    await websocket.send_json({"started": {"job": job}})
 
     def produce(put) -> None:
         while (item := session.read()) is not None:
@@ -70,3 +55,7 @@ async def exec_socket(websocket: WebSocket, ref: str):
                 pass  # it ended meanwhile, or a size the engine refused: the terminal keeps its size
 
     await sockets.relay(websocket, produce, session.write, control, session.close)
+
+
+def _start(ex, job: str, body: dict, who: str):
+    return ex.start_exec(job, ExecSpec.model_validate(body), who)
