@@ -28,7 +28,7 @@ from ..errors import (  # noqa: F401 - the errors every driver raises, named wit
 if TYPE_CHECKING:  # the spec models import pydantic; a Slurm step that runs a process needs neither
     import socket
 
-    from ..spec import JobSpec
+    from ..spec import ExecSpec, JobSpec
 
 # Labels every Conveyor container (and volume, network) carries: the engine is a witness
 # from which a restarted executor can rediscover its work.
@@ -268,16 +268,10 @@ class Backend(Protocol):
         /containers/{id}/stats?stream=false, whose precpu_stats holds the sample before, so CPU
         use can be computed from it alone); ContainerNotFound when it is gone."""
 
-    def exec(self, handle: str, command: list[str], *, user: str | None = None,
-             workdir: str | None = None, env: dict[str, str] | None = None) -> ExecResult:
-        """Run ``command`` inside a running job (no TTY, no stdin) and wait for it; EngineError
-        when the job is not running."""
-
-    def open_exec(self, handle: str, command: list[str], *, stdin: bool = False, tty: bool = False,
-                  user: str | None = None, workdir: str | None = None, env: dict[str, str] | None = None,
-                  size: tuple[int, int] | None = None) -> ExecProcess:
-        """Start ``command`` inside a running job and hand it over as it runs (with a terminal
-        of ``size`` rows and columns when ``tty``); EngineConflict when the job is not running."""
+    def open_exec(self, handle: str, spec: ExecSpec) -> ExecProcess:
+        """Start ``spec``'s command inside a running job and hand it over as it runs (with a
+        terminal of its console_size when tty); EngineConflict when the job is not running.
+        :func:`collect` runs it to its end."""
 
     def open_port(self, handle: str, port: int) -> "socket.socket":
         """A TCP connection, made from this machine, to ``port`` of a running job (its address

@@ -66,7 +66,27 @@ class EngineDocuments:
         return self.call("GET", route("stats", ref))
 
 
-class AgentAPI(EngineDocuments):
+class Sessions:
+    """The agent's WebSocket sessions into a running job, each on a connection of its own
+    (client/streams.py: the websockets package is loaded only then). Part of AgentAPI: needs
+    its ``http``."""
+
+    def open_exec(self, ref: str, request: dict) -> "ExecSocket":
+        """Start a command in a running job (``request``: an ExecSpec's fields); raises why
+        not (InvalidState, PolicyRefused, ...) before it returns."""
+        from .streams import AgentSocket, ExecSocket
+
+        return ExecSocket(AgentSocket(self.http, route("exec", ref), request))
+
+    def open_port(self, ref: str, port: int) -> "PortSocket":
+        """A connection to TCP ``port`` of a running job; raises why not (InvalidState,
+        PolicyRefused, nothing answers there, ...) before it returns."""
+        from .streams import AgentSocket, PortSocket
+
+        return PortSocket(AgentSocket(self.http, route("port_forward", ref), {"port": port}))
+
+
+class AgentAPI(EngineDocuments, Sessions):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
     The token is ``token``, else ``$CONVEYOR_TOKEN``, else the state directory's agent.token."""
@@ -158,20 +178,6 @@ class AgentAPI(EngineDocuments):
         resp = self.http.stream(route("stdin", ref), method="POST", upload=source)
         resp.read()
         resp.close()
-
-    def open_exec(self, ref: str, request: dict) -> "ExecSocket":
-        """Start a command in a running job (``request``: an ExecSpec's fields) on a WebSocket of
-        its own; raises why not (InvalidState, PolicyRefused, ...) before it returns."""
-        from .streams import AgentSocket, ExecSocket
-
-        return ExecSocket(AgentSocket(self.http, route("exec", ref), request))
-
-    def open_port(self, ref: str, port: int) -> "PortSocket":
-        """A connection to TCP ``port`` of a running job, on a WebSocket of its own; raises why
-        not (InvalidState, PolicyRefused, nothing answers there, ...) before it returns."""
-        from .streams import AgentSocket, PortSocket
-
-        return PortSocket(AgentSocket(self.http, route("port_forward", ref), {"port": port}))
 
     # ------------------------------------------------------------------ verbs (operations.VERBS)
 

@@ -153,13 +153,10 @@ class Client:
     def run(self, spec: JobSpec, timeout: float | None = None) -> Job:
         return self.wait(self.start(job_spec("run", spec)), timeout=timeout)
 
-    # ------------------------------------------------------------------ commands inside a job
-
     def open_exec(self, ref: str, command: list[str], *, stdin: bool = False, tty: bool = False,
                   env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
                   console_size: tuple[int, int] | None = None) -> ExecSocket:
-        """Start ``command`` in a running job, through the agent's exec WebSocket, and hand it
-        over as it runs (the embedded Executor's session, the same methods)."""
+        """Start ``command`` in a running job (the agent's exec WebSocket); the Executor's methods."""
         job_ref("open_exec", ref)
         spec = ExecSpec(command=command, stdin=stdin, tty=tty, env=env or {}, user=user, workdir=workdir,
                         console_size=console_size)
@@ -171,8 +168,7 @@ class Client:
         return collect(self.open_exec(ref, command, stdin=stdin is not None, env=env, user=user, workdir=workdir), stdin)
 
     def open_port(self, ref: str, port: int) -> PortSocket:
-        """A connection to TCP ``port`` of a running job, through the agent's port-forward
-        WebSocket (socket-like: ``recv``, ``sendall``, ``shutdown``, ``close``)."""
+        """A connection to TCP ``port`` of a running job (the agent's port-forward WebSocket)."""
         job_ref("open_port", ref)
         tcp_port(port)
         return self.api.open_port(ref, port)

@@ -95,10 +95,7 @@ class ExecMixin(ExecutorBase):
         self.backend.require(rec.spec, "exec", "run a command inside a job")
         self._require_running(rec, EXEC_ACTION)
         try:
-            process = self.backend.open_exec(
-                rec.container_id, spec.command, stdin=spec.stdin, tty=spec.tty, user=spec.user, workdir=spec.workdir,
-                env=spec.env or None, size=spec.console_size,
-            )
+            process = self.backend.open_exec(rec.container_id, spec)
         except EngineConflict as exc:  # it ended (or was frozen) since the store said Running
             raise InvalidState(rec.id, f"{not_running(self.store.get(rec.id))} ({exc})", EXEC_ACTION) from None
 

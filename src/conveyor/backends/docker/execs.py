@@ -8,7 +8,8 @@ import re
 import socket
 import time
 
-from ..base import EngineError, ExecProcess, ExecResult, collect
+from ...spec import ExecSpec
+from ..base import EngineError, ExecProcess
 from .translate import engine_errors
 
 # The engine's multiplexed stream: an 8-byte header (stream id, 3 zero bytes, big-endian
@@ -25,28 +26,21 @@ _HEAD = 1024  # output kept to tell why an exec could not start
 class ExecMixin:
     """Part of DockerBackend: needs ``self.api``."""
 
-    def open_exec(self, handle: str, command: list[str], *, stdin: bool = False, tty: bool = False,
-                  user: str | None = None, workdir: str | None = None, env: dict[str, str] | None = None,
-                  size: tuple[int, int] | None = None) -> "DockerExec":
+    def open_exec(self, handle: str, spec: ExecSpec) -> "DockerExec":
+        """EngineConflict ("... is not running", "... is paused") when the container is not running."""
         with engine_errors():
             exec_id = self.api.exec_create(
-                handle, command, stdin=stdin, stdout=True, stderr=True, tty=tty, user=user or "", workdir=workdir,
-                environment=env,
+                handle, spec.command, stdin=spec.stdin, stdout=True, stderr=True, tty=spec.tty, user=spec.user or "",
+                workdir=spec.workdir, environment=spec.env or None,
             )["Id"]
-            attached = self.api.exec_start(exec_id, tty=tty, socket=True)
-        process = DockerExec(self.api, exec_id, getattr(attached, "_sock", attached), tty)
-        if tty and size is not None:
+            attached = self.api.exec_start(exec_id, tty=spec.tty, socket=True)
+        process = DockerExec(self.api, exec_id, getattr(attached, "_sock", attached), spec.tty)
+        if spec.tty and spec.console_size is not None:
             try:
-                process.resize(*size)  # the engine takes a size once the exec runs
+                process.resize(*spec.console_size)  # the engine takes a size once the exec runs
             except EngineError:
                 pass  # it has ended already
         return process
-
-    def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
-             env: dict[str, str] | None = None) -> ExecResult:
-        """Run ``command`` in the running container, without a TTY or stdin, and wait for it.
-        EngineError (EngineConflict: "... is not running") when the container is not running."""
-        return collect(self.open_exec(handle, command, user=user, workdir=workdir, env=env))
 
 
 class DockerExec(ExecProcess):
