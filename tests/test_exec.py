@@ -11,7 +11,7 @@ import pytest
 
 from conveyor import Client, JobSpec
 from conveyor.errors import AgentError, InvalidSpec, InvalidState, PolicyRefused
-from helpers import AgentProcess
+from helpers import AgentProcess, eventually
 
 WAIT = 90
 
@@ -83,7 +83,8 @@ def test_exec_into_a_job_that_is_not_running_says_why(fresh_cli):
 
 def test_every_exec_is_in_the_jobs_events(fresh_cli):
     """Who ran what in a job, when, and how it ended must be in the job's history (the
-    audit trail of a shell opened in someone's job), on the CLI and the Python API alike."""
+    audit trail of a shell opened in someone's job), on the CLI and the Python API alike, also
+    when the caller is killed before the command ends."""
     cli = fresh_cli
     job = _running(cli)
     assert cli.run("exec", job, "sh", "-c", "exit 4").returncode == 4
@@ -96,6 +97,11 @@ def test_every_exec_is_in_the_jobs_events(fresh_cli):
     assert records[1].reason.endswith(", exit 0): sh -c 'cat; echo err >&2'")
     assert records[0].at < records[1].at
     assert len(_execs(cli, job)) == 2
+    gone = cli.popen("exec", job, "sh", "-c", "echo begun; sleep 60")  # a caller killed mid-command
+    gone.wait_for_line(b"begun", timeout=WAIT)
+    gone.kill()
+    last = eventually("the exec of the killed CLI is recorded", lambda: len(_execs(cli, job)) == 3 and _execs(cli, job)[-1])
+    assert "its caller went away before it ended): sh -c 'echo begun; sleep 60'" in last
 
 
 def test_embedded_executor_exec_and_its_terminal(ex, test_image):
