@@ -6,6 +6,7 @@ ports: ``open_port`` connects to one (`conveyor port-forward` through the agent)
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -98,11 +99,7 @@ class ExecMixin(ExecutorBase):
             process = self.backend.open_exec(rec.container_id, spec)
         except EngineConflict as exc:  # it ended (or was frozen) since the store said Running
             raise InvalidState(rec.id, f"{not_running(self.store.get(rec.id))} ({exc})", EXEC_ACTION) from None
-
-        def record(who: str, command: list[str], exit_code: int | None, seconds: float) -> None:
-            self.store.record_exec(rec.id, who, command, exit_code, seconds)
-
-        return ExecSession(record, process, spec, who)
+        return ExecSession(functools.partial(self.store.record_exec, rec.id), process, spec, who)
 
     def open_port(self, ref: str, port: int) -> socket.socket:
         """A TCP connection to ``port`` of a running job, made from this machine to the job's
