@@ -27,9 +27,12 @@ from conveyor.backends.base import (
     EngineConflict,
     EngineError,
     EngineUnavailable,
+    ExecResult,
     ImageNotFound,
+    collect,
 )
 from conveyor.backends.docker import DockerBackend
+from conveyor.spec import ExecSpec
 
 
 def _uid() -> str:
@@ -67,6 +70,11 @@ def _wait_finished(backend: DockerBackend, handle: str, timeout: float = 20):
 # --------------------------------------------------------------------------- the interface itself
 
 
+def _exec(backend, handle: str, command: list[str], **options) -> ExecResult:
+    """A command run to its end through the driver's one exec call."""
+    return collect(backend.open_exec(handle, ExecSpec(command=command, **options)))
+
+
 def test_driver_has_every_call_of_the_interface():
     """The executor, scheduler and supervisor call the driver only through Backend: a call
     renamed or with other parameters on one side would fail a user's job at run time."""
@@ -74,7 +82,7 @@ def test_driver_has_every_call_of_the_interface():
     from conveyor.backends.router import BackendRouter
 
     calls = [n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_")]
-    assert {"create", "exec", "attach_stdin", "save_logs", "read_archive", "cleanup", "version", "check"} <= set(calls)
+    assert {"create", "open_exec", "attach_stdin", "save_logs", "read_archive", "cleanup", "version", "check"} <= set(calls)
     for driver in [*(backend_class(n) for n in BACKENDS), BackendRouter]:  # every driver, and the router
         for name in calls:
             ours, theirs = inspect.signature(getattr(driver, name)), inspect.signature(getattr(Backend, name))
@@ -136,7 +144,7 @@ def test_create_with_missing_image_is_image_not_found(backend):
         lambda b, h: b.unpause(h),
         lambda b, h: b.start(h),
         lambda b, h: b.stop(h, 0),
-        lambda b, h: b.exec(h, ["true"]),
+        lambda b, h: _exec(b, h, ["true"]),
         lambda b, h: b.attach_stdin(h, io.BytesIO(b"x")),
         lambda b, h: b.stats(h),
     ],
@@ -177,9 +185,9 @@ def test_exec_keeps_stdout_stderr_and_exit_code_apart(backend, test_image):
     output into its data output."""
     handle = backend.create(f"j{_uid()}", _spec(test_image, ["sleep", "60"]))
     backend.start(handle)
-    result = backend.exec(handle, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    result = _exec(backend, handle, ["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (result.exit_code, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
-    result = backend.exec(handle, ["sh", "-c", 'echo "$FOO $(id -u) $(pwd)"'], user="1000", workdir="/tmp", env={"FOO": "bar"})
+    result = _exec(backend, handle, ["sh", "-c", 'echo "$FOO $(id -u) $(pwd)"'], user="1000", workdir="/tmp", env={"FOO": "bar"})
     assert (result.exit_code, result.stdout, result.stderr) == (0, b"bar 1000 /tmp\n", b"")
 
 
@@ -190,7 +198,7 @@ def test_exec_into_a_stopped_container_is_an_engine_error(backend, test_image):
     backend.start(handle)
     _wait_finished(backend, handle)
     with pytest.raises(EngineError, match="is not running"):
-        backend.exec(handle, ["true"])
+        _exec(backend, handle, ["true"])
 
 
 # --------------------------------------------------------------------------- stdin, files, logs

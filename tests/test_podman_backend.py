@@ -19,9 +19,10 @@ import docker
 import pytest
 
 from conveyor import JobSpec
-from conveyor.backends.base import LABEL_EXECUTOR, LABEL_JOB, Capabilities, EngineUnavailable
+from conveyor.backends.base import LABEL_EXECUTOR, LABEL_JOB, Capabilities, EngineUnavailable, ExecResult, collect
 from conveyor.backends.docker.podman import PodmanBackend
 from conveyor.errors import InvalidSpec
+from conveyor.spec import ExecSpec
 
 
 def _uid() -> str:
@@ -111,6 +112,11 @@ class _Collector:
 
 
 # --------------------------------------------------------------------------- the engine
+
+
+def _exec(backend, handle: str, command: list[str], **options) -> ExecResult:
+    """A command run to its end through the driver's one exec call."""
+    return collect(backend.open_exec(handle, ExecSpec(command=command, **options)))
 
 
 def test_version_capabilities_and_unreachable(backend, podman_api):
@@ -265,9 +271,9 @@ def test_exec_stats_and_stdin(backend, tmp_path):
     """exec keeps its streams and exit code apart; stats gives a sample; a job's stdin gets
     every byte and is closed at the end."""
     _, handle = _run(backend, ["sleep", "60"])
-    result = backend.exec(handle, ["sh", "-c", "echo out; echo err >&2; exit 4"])
+    result = _exec(backend, handle, ["sh", "-c", "echo out; echo err >&2; exit 4"])
     assert (result.exit_code, result.stdout, result.stderr) == (4, b"out\n", b"err\n")
-    result = backend.exec(handle, ["sh", "-c", 'echo "$FOO $(id -u) $(pwd)"'], user="1000", workdir="/tmp", env={"FOO": "bar"})
+    result = _exec(backend, handle, ["sh", "-c", 'echo "$FOO $(id -u) $(pwd)"'], user="1000", workdir="/tmp", env={"FOO": "bar"})
     assert (result.exit_code, result.stdout) == (0, b"bar 1000 /tmp\n")
     sample = backend.stats(handle)
     assert sample["memory_stats"]["usage"] > 0 and "cpu_stats" in sample
@@ -343,7 +349,7 @@ def test_conflicts_are_engine_conflicts_as_on_docker(backend):
     with pytest.raises(EngineConflict):
         backend.create(job_id, spec)
     with pytest.raises(EngineConflict):
-        backend.exec(handle, ["true"])
+        _exec(backend, handle, ["true"])
     backend.start(handle)
     backend.pause(handle)
     with pytest.raises(EngineConflict):

@@ -1,4 +1,4 @@
-"""`conveyor run -it` in a real terminal (tmux), as a person types into it.
+"""`conveyor run -it` and `conveyor exec -it` in a real terminal (tmux), as a person types into it.
 
 Each test starts a tmux server of its own (its own socket), types with send-keys and reads
 the screen with capture-pane. They prevent what users met: a job's terminal without the
@@ -11,6 +11,7 @@ job's exit code.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -70,6 +71,16 @@ class Terminal:
     def resize(self, width: int, height: int) -> None:
         self.tmux("resize-window", "-t", "t", "-x", str(width), "-y", str(height))
 
+    def resize_and_see(self, width: int, height: int) -> None:
+        """Resize the window; wait until `stty size` in the shell it runs says so (the CLI's
+        SIGWINCH handler passes a resize on asynchronously)."""
+        self.resize(width, height)
+        deadline = time.monotonic() + WAIT
+        while f"{height} {width}" not in self.screen():
+            assert time.monotonic() < deadline, f"the terminal inside never got the new size:\n{self.screen()}"
+            self.type("stty size")
+            time.sleep(0.5)
+
     def close(self) -> None:
         """Kill what runs in the window first: a CLI left following its job would start the
         agent again once the test's teardown stops it (it reconnects, as it should)."""
@@ -104,6 +115,15 @@ def terminal(tmp_path, cli):
     term.close()
 
 
+def _settings_after(tmp_path) -> str:
+    """What `stty -a` said in the shell after the CLI ended (the terminal it left behind)."""
+    deadline = time.monotonic() + WAIT
+    while not (tmp_path / "stty-after").exists() or not (tmp_path / "stty-after").read_text():
+        assert time.monotonic() < deadline, "the shell after the CLI never wrote its terminal settings"
+        time.sleep(0.1)
+    return (tmp_path / "stty-after").read_text()
+
+
 def _run_it(terminal: Terminal, cli, tmp_path, *args: str) -> None:
     terminal.type(
         f"{CONVEYOR} run -it --rm --network none {cli.image} {' '.join(args)}; echo EXIT=$?; stty -a > {tmp_path}/stty-after"
@@ -115,12 +135,7 @@ def test_interactive_shell_has_the_window_size_and_follows_resizes(terminal, cli
     terminal.wait_for("/ #")  # capture-pane drops the space after it
     terminal.type("stty size")
     terminal.wait_for("30 120")
-    terminal.resize(100, 40)  # the CLI's SIGWINCH handler passes it on, asynchronously
-    deadline = time.monotonic() + WAIT
-    while "40 100" not in terminal.screen():
-        assert time.monotonic() < deadline, f"the job's terminal never got the new size:\n{terminal.screen()}"
-        terminal.type("stty size")
-        time.sleep(0.5)
+    terminal.resize_and_see(100, 40)
     terminal.type("exit 3")
     terminal.wait_for("EXIT=3")
     assert "Fatal Python error" not in terminal.screen() and "Traceback" not in terminal.screen()
@@ -142,14 +157,40 @@ def test_keys_go_to_the_job_and_the_terminal_is_restored(terminal, cli, tmp_path
     terminal.key("C-d")  # EOF for the shell: the job ends
     screen = terminal.wait_for("EXIT=0")
     assert "Fatal Python error" not in screen and "Traceback" not in screen
-    deadline = time.monotonic() + WAIT
-    while not (tmp_path / "stty-after").exists() or not (tmp_path / "stty-after").read_text():
-        assert time.monotonic() < deadline, "the shell after the run never wrote its terminal settings"
-        time.sleep(0.1)
-    assert (tmp_path / "stty-after").read_text() == (tmp_path / "stty-before").read_text()
+    assert _settings_after(tmp_path) == (tmp_path / "stty-before").read_text()
 
 
 def test_exit_code_of_a_command_run_with_a_terminal(terminal, cli, tmp_path):
     _run_it(terminal, cli, tmp_path, "sh", "-c", "'echo in-tty; exit 7'")
     screen = terminal.wait_for("EXIT=7")
     assert "in-tty" in screen and "Fatal Python error" not in screen
+
+
+def test_exec_it_is_a_terminal_in_a_running_job(terminal, cli, tmp_path):
+    """`conveyor exec -it JOB sh` must give a person a shell in the job as docker exec -it
+    does: what is typed runs, the shell's terminal has the window's size and follows its
+    resizes, Ctrl-C interrupts the command in the job (not the CLI), `exit 5` is the CLI's
+    exit code, and the terminal is restored afterwards."""
+    job = cli.submit(cli.image, "sleep", "300")
+    cli.until(job, "Running")
+    terminal.type(f"{CONVEYOR} exec -it {job} sh; echo EXIT=$?; stty -a > {tmp_path}/stty-after")
+    terminal.wait_for("/ #")  # capture-pane drops the space after it
+    terminal.type("echo typed-$((6 * 7))")
+    terminal.wait_for("typed-42")
+    terminal.type("stty size")
+    terminal.wait_for("30 120")
+    terminal.resize_and_see(100, 40)
+    terminal.type("sleep 100")
+    time.sleep(1)
+    terminal.key("C-c")
+    terminal.type("echo still-here $?")
+    terminal.wait_for("still-here 130")
+    terminal.type("exit 5")
+    screen = terminal.wait_for("EXIT=5")
+    assert "Fatal Python error" not in screen and "Traceback" not in screen
+
+    def unsized(settings: str) -> str:  # all but the size, which the resize changed
+        return re.sub(r"rows \d+; columns \d+;", "", settings)
+
+    assert unsized(_settings_after(tmp_path)) == unsized((tmp_path / "stty-before").read_text())
+    assert cli.info(job)["state"] == "Running"  # the job goes on: only the command ended

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from .errors import InvalidSpec
 from .job import Job
 from .spec import JobSpec
 
@@ -66,6 +67,13 @@ def signal_name(value: object) -> str:
         f"signal {value if not isinstance(value, str) else value[:40]!r} is not valid: give a signal name (KILL, TERM, HUP, INT, USR1, ...; "
         f"with or without SIG, any case) or a number from 1 to {MAX_SIGNAL}"
     )
+
+
+def tcp_port(value: object) -> int:
+    """A TCP port of a job (``open_port``); InvalidSpec naming ``port`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise InvalidSpec.single("port", value, "a TCP port of the job: a number from 1 to 65535")
+    return value
 
 
 def job_spec(method: str, spec: object) -> JobSpec:

@@ -16,7 +16,9 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator, Protocol
 
 if TYPE_CHECKING:
-    from .backends.base import Capabilities
+    import socket
+
+    from .backends.base import Capabilities, ExecProcess, ExecResult
     from .job import Job, Transition
     from .spec import JobSpec
     from .state import JobState
@@ -99,6 +101,23 @@ class ExecutorInterface(Protocol):
     def attach_stdin(self, ref: str, source: BinaryIO) -> None:
         """Copy ``source`` to a running job's stdin in the background (the job sees EOF at its
         end); the job must have been submitted with ``stdin_open``."""
+
+    # ---- commands inside a running job (docker exec)
+    def open_exec(self, ref: str, command: list[str], *, stdin: bool = False, tty: bool = False,
+                  env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
+                  console_size: tuple[int, int] | None = None) -> "ExecProcess":
+        """Start ``command`` in a running job and hand it over as it runs: ``read()`` its output
+        (``(stream, chunk)``, None at its end), ``write()``/``close_stdin()`` with ``stdin``,
+        ``resize()`` with ``tty``, ``wait()`` for its exit code, ``close()``. Recorded in the
+        job's events. InvalidState, saying why, when the job is not running."""
+    def exec(self, ref: str, command: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None,
+             user: str | None = None, workdir: str | None = None) -> "ExecResult":
+        """Run ``command`` in a running job to its end: its exit code, stdout and stderr."""
+
+    def open_port(self, ref: str, port: int) -> "socket.socket":
+        """A connection to TCP ``port`` of a running job (a socket, or through the agent an
+        object with its ``recv``, ``sendall``, ``shutdown`` and ``close``). Refused, saying
+        why, for a job that is not running or runs with network none."""
 
     # ---- arrays
     def array(self, ref: str) -> dict: ...

@@ -190,6 +190,12 @@ OPERATIONS: dict[str, Operation] = _ops(
               "(after a broken run; bound to this connection like run)", "GET", "/jobs/{ref}/attach", tags=("logs",)),
     Operation("stdin", "Stream the request body to a running job's stdin (the job sees EOF at its end)", "POST",
               "/jobs/{ref}/stdin"),
+    Operation("exec", "Run a command in a running job, as docker exec does: a WebSocket carrying its stdin, stdout, "
+              "stderr, terminal resizes and exit code (allowed for a named token by its policy's exec rule)", "GET",
+              "/jobs/{ref}/exec", "exec"),
+    Operation("port_forward", "Reach a TCP port of a running job, as kubectl port-forward does: a WebSocket per "
+              "connection carrying its bytes both ways (allowed for a named token by its policy's port_forward rule)",
+              "GET", "/jobs/{ref}/port-forward", "port-forward"),
     Operation("ensure_image", "Make a spec's image present on this node (pull per its pull policy)", "POST", "/images/ensure"),
     Operation("load_image", "Load an image tarball (docker save) into the engine and record its digests", "POST",
               "/images/load", "image load"),

@@ -17,6 +17,9 @@ INFO_NAME = "agent.json"
 POLICY_NAMES = ("policy.yaml", "policy.yml", "policy.json")
 JOBS_AREA = "jobs"
 API_PREFIX = "/v1"
+# How answers, refusals and the job event log name the owner of the state directory (the
+# token in agent.token, and an embedded Executor); no named token may take the name.
+OWNER = "owner"
 
 
 def home_root(home: str | os.PathLike | None = None) -> Path:

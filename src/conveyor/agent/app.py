@@ -22,9 +22,11 @@ from ..operations import OPERATIONS
 from . import API_PREFIX, errors
 from .dependencies import AgentState, authorized, metrics_reader
 from .models import error_doc
-from .routers import arrays, control, data, engine, events, jobs, logs, node, run, tokens, waiting
+from .routers import arrays, control, data, engine, events, execs, jobs, logs, node, ports, run, tokens, waiting
 
-ROUTERS = (jobs, run, control, waiting, logs, arrays, data, node, engine, events, tokens)
+ROUTERS = (jobs, run, control, waiting, logs, arrays, data, node, engine, events, tokens, execs, ports)
+# WebSocket routes check their token themselves (sockets.accept): a WebSocket has no Request.
+SOCKET_ROUTERS = (execs, ports)
 
 
 @asynccontextmanager
@@ -66,6 +68,8 @@ def create_app(agent: AgentState | None = None) -> FastAPI:
             module.router, prefix=API_PREFIX, dependencies=[Depends(authorized)],
             responses={401: error_doc("missing or wrong token")},
         )
+    for module in SOCKET_ROUTERS:
+        app.include_router(module.websockets, prefix=API_PREFIX)
     app.openapi = lambda: _openapi(app)
     if agent is not None:
         app.add_middleware(_Activity, state=agent)
@@ -80,7 +84,7 @@ class _Activity:
         self.app, self.state = app, state
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):  # a WebSocket session is activity too
             return await self.app(scope, receive, send)
         self.state.requests += 1
         try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -64,15 +65,20 @@ OWNER_OVER_TCP = (
 async def authorized(request: Request, _creds=Depends(bearer)) -> "Caller":
     """The caller the request's bearer token names: 401 for none, 403 for the owner's token on
     a listener that does not serve it."""
-    agent = agent_state(request)
-    who = agent.callers.resolve(request.headers.get("authorization"))
+    return caller_of(request)
+
+
+def caller_of(conn: HTTPConnection) -> "Caller":
+    """``authorized`` for a request or a WebSocket (whose routes take no Request)."""
+    agent: AgentState = conn.app.state.agent
+    who = agent.callers.resolve(conn.headers.get("authorization"))
     if who is None:
         raise ApiError(
             401, "unauthorized",
             "a valid token is required: Authorization: Bearer <token from agent.token, or one made by 'conveyor token create'>",
             "Authorization",
         )
-    if who.owner and not agent.listener_admits_owner(request.scope):
+    if who.owner and not agent.listener_admits_owner(conn.scope):
         raise ApiError(403, "forbidden", OWNER_OVER_TCP, "Authorization")
     return who
 

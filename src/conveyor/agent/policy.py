@@ -18,10 +18,14 @@ other token is bound to a policy (:class:`TokenRules`): a file of its own, or th
       allowed: ["conveyor/*"]           # fnmatch patterns; absent = any image
       registries: [docker.io]           # absent = any registry
     max_resources: {cpus: 4, memory: 8g, pids_limit: 4096, gpus: 1, shm_size: 1g, timeout: 24h}
+    exec: false                         # run commands inside running jobs (conveyor exec)
+    port_forward: false                 # reach running jobs' TCP ports (conveyor port-forward)
 
 Without a file every default applies: bind mounts only inside the jobs area
 (``<state dir>/jobs``), no privileged containers, no host namespaces, any image, no
-resource ceiling. A job that breaks a rule is refused with :class:`PolicyRefused` naming the
+resource ceiling, no way into running jobs (``exec``, ``port_forward``: a shell in a job reads
+what the job can, and a job of the owner's may hold more than the token's own could). A token
+allowed in reaches only jobs its own policy would admit. A job that breaks a rule is refused with :class:`PolicyRefused` naming the
 rule, the token and its policy; nothing is created. A file is re-read when it changes; a
 broken file refuses every job of the tokens bound to it (fail closed) until it is fixed.
 """
@@ -92,8 +96,22 @@ class Policy(_Strict):
     images: ImageRules = Field(default_factory=ImageRules)
     backends: BackendRules = Field(default_factory=BackendRules)
     max_resources: MaxResources = Field(default_factory=MaxResources)
+    exec: bool = Field(default=False, description="run commands inside running jobs (conveyor exec)")
+    port_forward: bool = Field(default=False, description="reach running jobs' TCP ports (conveyor port-forward)")
 
     # ------------------------------------------------------------------ checking
+
+    def check_inside(self, rule: str, spec: JobSpec, jobs_area: Path) -> None:
+        """Raise PolicyRefused unless a running job of ``spec`` may be reached by way of
+        ``rule`` (one of INSIDE): the rule allows it, and the job is one this policy admits
+        (else a shell in it, or its ports, would give what the policy withholds)."""
+        if not getattr(self, rule):
+            raise PolicyRefused(rule, None, f"{INSIDE[rule]} is not allowed (the policy's '{rule}: true' allows it)")
+        try:
+            self.check(spec, jobs_area)
+        except PolicyRefused as exc:
+            raise PolicyRefused(exc.rule, exc.field, f"only a job this policy admits may be reached ({INSIDE[rule]}), and "
+                                                     f"this job breaks it: {exc.reason}") from None
 
     def check(self, spec: JobSpec, jobs_area: Path) -> None:
         """Raise PolicyRefused for the first rule ``spec`` breaks."""
@@ -209,6 +227,9 @@ def image_names(image: str) -> list[str]:
     return names
 
 
+# The ways into a running job a policy rule allows, by rule: what a refusal calls them.
+INSIDE = {"exec": "running commands inside jobs", "port_forward": "forwarding ports of jobs"}
+
 MAX_POLICY_BYTES = 1 << 20
 
 
@@ -322,6 +343,9 @@ class PolicyFile:
     def check_image(self, image: str) -> None:
         self.policy.check_image(image)
 
+    def check_inside(self, rule: str, spec: JobSpec) -> None:
+        self.policy.check_inside(rule, spec, self.jobs_area)
+
     def describe(self) -> dict:
         data = self.policy.model_dump(mode="json")
         data["jobs_area"] = str(self.jobs_area)
@@ -335,6 +359,9 @@ class Rules(Protocol):
 
     def check_image(self, image: str) -> None: ...
 
+    def check_inside(self, rule: str, spec: JobSpec) -> None:
+        """May a running job of ``spec`` be reached by way of ``rule`` (exec, port_forward)?"""
+
 
 class Unrestricted:
     """The owner's rules: nothing beyond the spec's own validation. The owner of the state
@@ -347,6 +374,9 @@ class Unrestricted:
     def check_image(self, image: str) -> None:
         return None
 
+    def check_inside(self, rule: str, spec: JobSpec) -> None:
+        return None
+
 
 class TokenRules:
     """A named token's rules: its policy, each refusal naming the token and the policy's file."""
@@ -355,13 +385,16 @@ class TokenRules:
         self.token, self.source = token, source
 
     def check(self, spec: JobSpec) -> None:
-        try:
-            self.source.check(spec)
-        except PolicyRefused as exc:
-            raise exc.by(self.token, self.source.label) from None
+        self._named(self.source.check, spec)
 
     def check_image(self, image: str) -> None:
+        self._named(self.source.check_image, image)
+
+    def check_inside(self, rule: str, spec: JobSpec) -> None:
+        self._named(self.source.check_inside, rule, spec)
+
+    def _named(self, check, *values) -> None:
         try:
-            self.source.check_image(image)
+            check(*values)
         except PolicyRefused as exc:
             raise exc.by(self.token, self.source.label) from None

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import OWNER
 from .auth import TokenCheck, bearer_token, write_private
 from .errors import ApiError
 from .policy import PolicyFile, Rules, TokenRules, Unrestricted, load_policy, parse_policy
@@ -36,7 +37,6 @@ log = logging.getLogger("conveyor.agent")
 
 TOKENS_NAME = "tokens.json"
 POLICIES_DIR = "policies"
-OWNER = "owner"  # how refusals and answers name the owner; no named token may take it
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
 

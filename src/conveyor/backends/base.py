@@ -26,7 +26,9 @@ from ..errors import (  # noqa: F401 - the errors every driver raises, named wit
 )
 
 if TYPE_CHECKING:  # the spec models import pydantic; a Slurm step that runs a process needs neither
-    from ..spec import JobSpec
+    import socket
+
+    from ..spec import ExecSpec, JobSpec
 
 # Labels every Conveyor container (and volume, network) carries: the engine is a witness
 # from which a restarted executor can rediscover its work.
@@ -133,6 +135,54 @@ class ExecResult:
     stderr: bytes
 
 
+class ExecProcess(Protocol):
+    """A command started inside a running job (``Backend.open_exec``), as its caller drives it:
+    its output as it comes (stdout and stderr apart, or one terminal stream), its stdin, its
+    terminal's size and its exit code. The Executor's and the Client's exec sessions have this
+    shape too, so :func:`collect` runs any of them to its end."""
+
+    def read(self) -> tuple[str, bytes] | None:
+        """The next ``(stream, chunk)`` of its output ("stdout" or "stderr"; a terminal's is
+        all "stdout"); None once its output has ended."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to its stdin (opened with ``stdin``); lost if it has ended."""
+
+    def close_stdin(self) -> None:
+        """End its stdin: it reads EOF."""
+
+    def resize(self, height: int, width: int) -> None:
+        """Set its terminal's size (opened with ``tty``)."""
+
+    def wait(self) -> int:
+        """Its exit code, once its output has ended (126: it could not be run; 127: no such
+        program, as docker exec says)."""
+
+    def close(self) -> None:
+        """Let go of it (a command still running goes on, as with docker exec)."""
+
+
+def collect(process: ExecProcess, stdin: bytes | None = None) -> ExecResult:
+    """Run ``process`` to its end: ``stdin`` written (by a thread: a command may write a lot
+    before it reads) and closed, its output gathered, its exit code."""
+    import threading
+
+    if stdin is not None:
+        def feed() -> None:
+            process.write(stdin)
+            process.close_stdin()
+
+        threading.Thread(target=feed, daemon=True, name="conveyor-exec-stdin").start()
+    out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+    try:
+        while (item := process.read()) is not None:
+            out[item[0]].append(item[1])
+        code = process.wait()
+    finally:
+        process.close()
+    return ExecResult(code, b"".join(out["stdout"]), b"".join(out["stderr"]))
+
+
 class Backend(Protocol):
     """A driver. Every call raises EngineUnavailable when the engine cannot be reached (or
     the connection breaks mid-stream), and EngineError when it refuses, in the engine's words:
@@ -222,10 +272,14 @@ class Backend(Protocol):
         /containers/{id}/stats?stream=false, whose precpu_stats holds the sample before, so CPU
         use can be computed from it alone); ContainerNotFound when it is gone."""
 
-    def exec(self, handle: str, command: list[str], *, user: str | None = None,
-             workdir: str | None = None, env: dict[str, str] | None = None) -> ExecResult:
-        """Run ``command`` inside a running job (no TTY, no stdin) and wait for it; EngineError
-        when the job is not running."""
+    def open_exec(self, handle: str, spec: ExecSpec) -> ExecProcess:
+        """Start ``spec``'s command inside a running job and hand it over as it runs (with a
+        terminal of its console_size when tty); EngineConflict when the job is not running.
+        :func:`collect` runs it to its end."""
+
+    def open_port(self, handle: str, port: int) -> "socket.socket":
+        """A TCP connection, made from this machine, to ``port`` of a running job (its address
+        on its network); EngineError when it has none or nothing answers there."""
 
     # ---- input, output, logs
     def resize(self, handle: str, height: int, width: int) -> None:

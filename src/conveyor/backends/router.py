@@ -44,13 +44,11 @@ class BackendRouter:
         engine_backend: Backend | None = None,
     ):
         self.executor_id, self._root, self._url, self._nodes = executor_id, Path(root), url, nodes
-        self._shared_dir = shared_dir
-        self.engine_name = engine
+        self.engine_name, self._shared_dir = engine, shared_dir
         self.meter: Callable[[str], ContextManager] = lambda call: contextlib.nullcontext()  # times calls (metrics.py)
         self._engine = engine_backend
         self._process: Backend | None = None
-        self._open_lock = threading.Lock()
-        self._events_lock = threading.Lock()
+        self._open_lock, self._events_lock = threading.Lock(), threading.Lock()
         self._event_streams: list[Backend] = []
 
     # ------------------------------------------------------------------ the members
@@ -252,9 +250,11 @@ class BackendRouter:
     def stats(self, handle: str) -> dict:
         return self._call("stats", handle)
 
-    def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
-             env: dict[str, str] | None = None):
-        return self._call("exec", handle, command, user=user, workdir=workdir, env=env)
+    def open_exec(self, handle: str, spec):
+        return self._call("open_exec", handle, spec)
+
+    def open_port(self, handle: str, port: int):
+        return self._call("open_port", handle, port)
 
     def resize(self, handle: str, height: int, width: int) -> None:
         self._call("resize", handle, height, width)

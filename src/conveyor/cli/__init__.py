@@ -1,9 +1,10 @@
 """The `conveyor` command line, shaped like docker's.
 
 One module per group of commands: running jobs (run.py, following a job with foreground.py),
+commands and ports inside running jobs (execs.py, ports.py),
 controlling them (control.py, made from the operations table), looking at them and the node
-(views.py), provenance (provenance.py), data (data.py), the agent (serve.py), tokens (tokens.py). They register on the one
-group in app.py. Called by the name ``docker``, the same executable is the docker stand-in
+(views.py), provenance (provenance.py), data (data.py), the agent (serve.py), tokens (tokens.py).
+They register on the one group in app.py. Called by the name ``docker``, the same executable is the docker stand-in
 (``conveyor.dockercli``), which starts without click.
 
 Nothing is imported here at import time: the stand-in uses this package's click-free modules
@@ -26,7 +27,7 @@ def main() -> None:
 
 
 def _group():
-    from . import control, data, provenance, run, serve, shim, tokens, views  # noqa: F401 - each registers its commands
+    from . import control, data, execs, ports, provenance, run, serve, shim, tokens, views  # noqa: F401 - each registers its commands
     from .app import cli
 
     return cli

@@ -22,6 +22,7 @@ from typing import Callable
 
 from ..errors import EXIT_CONVEYOR_ERROR, AgentUnreachable, ConveyorError
 from ..operations import CANCEL, DISCARD_CONTAINER, RESIZE
+from .terminal import RawTerminal, terminal_size, write_all
 
 
 class Foreground:
@@ -49,10 +50,10 @@ class Foreground:
         exit_code, message)."""
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        size = _terminal_size() if self.tty else None
+        size = terminal_size() if self.tty else None
         if size is not None:
             signal.signal(signal.SIGWINCH, self._on_resize)
-        with _RawTerminal(self.tty and self.interactive):
+        with RawTerminal(self.tty and self.interactive):
             end = self._follow(self.api.run(self.spec, console_size=size))
         if self.cancelled and end.get("container_id"):
             _quietly(self.api.perform, DISCARD_CONTAINER, end["id"], {})  # interrupted: leave nothing behind
@@ -88,7 +89,7 @@ class Foreground:
         if self.closed:
             return
         try:
-            _write_all(self.out[stream], data)
+            write_all(self.out[stream], data)
         except BrokenPipeError:  # nobody reads our output any more: the job has no one either
             self.closed = True
             self.signals += 1
@@ -126,16 +127,10 @@ class Foreground:
         threading.Thread(target=_quietly, args=(self.api.perform, CANCEL, self.job, {"grace": grace}), daemon=True).start()
 
     def _on_resize(self, signum, frame) -> None:
-        size = _terminal_size()
+        size = terminal_size()
         if self.job is not None and size is not None:
             threading.Thread(target=_quietly, daemon=True,
                              args=(self.api.perform, RESIZE, self.job, {"height": size[0], "width": size[1]})).start()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _quietly(action, *args) -> None:
@@ -143,41 +138,6 @@ def _quietly(action, *args) -> None:
         action(*args)
     except ConveyorError:
         pass  # it ended on its own meanwhile
-
-
-def _terminal_size() -> tuple[int, int] | None:
-    """(rows, columns) of the terminal the CLI writes to, if it writes to one."""
-    for fd in (1, 0, 2):
-        try:
-            size = os.get_terminal_size(fd)
-            return size.lines, size.columns
-        except OSError:
-            continue
-    return None
-
-
-class _RawTerminal:
-    """The caller's terminal in raw mode for `-it` (every key goes to the job), restored on
-    every exit."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and os.isatty(0)
-        self.saved = None
-
-    def __enter__(self):
-        if self.enabled:
-            import termios
-            import tty
-
-            self.saved = termios.tcgetattr(0)
-            tty.setraw(0, termios.TCSANOW)  # keep what was typed ahead: it is for the job
-        return self
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            import termios
-
-            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
 
 
 def ended_badly(end: dict) -> bool:

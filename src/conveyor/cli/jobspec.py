@@ -152,7 +152,7 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
     elif "image" not in data and backend.get("name") != "process":
         raise FlagError("an IMAGE (or -f FILE with an image) is required")
     if o.get("env"):
-        data["env"] = {**_mapping(data.get("env")), **_env_pairs(o.get("env"))}
+        data["env"] = {**_mapping(data.get("env")), **env_pairs(o.get("env"))}
     if o.get("label"):
         data["labels"] = {**_mapping(data.get("labels")), **dict(_split_pair(x, "--label") for x in o.get("label"))}
     mounts = [*map(_absolutise, o.get("volume") or ()), *(o.get("mount_long") or ()), *map(_tmpfs_mount, o.get("tmpfs") or ())]
@@ -225,7 +225,7 @@ def _mapping(value: Any) -> dict[str, str]:
     return dict(value or {})
 
 
-def _env_pairs(items: tuple[str, ...]) -> dict[str, str]:
+def env_pairs(items: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for item in items:
         key, eq, value = item.partition("=")

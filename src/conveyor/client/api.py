@@ -26,6 +26,7 @@ from .transport import Transport, quoted
 
 if TYPE_CHECKING:
     from ..operations import Verb
+    from .streams import ExecSocket, PortSocket
 
 POLL = 30.0  # seconds per long-poll request
 LONG = 3600.0  # requests that may pull an image or hash the whole content store
@@ -117,7 +118,27 @@ class OutputFiles:
         return written
 
 
-class AgentAPI(EngineDocuments, Provenance, OutputFiles):
+class Sessions:
+    """The agent's WebSocket sessions into a running job, each on a connection of its own
+    (client/streams.py: the websockets package is loaded only then). Part of AgentAPI: needs
+    its ``http``."""
+
+    def open_exec(self, ref: str, request: dict) -> "ExecSocket":
+        """Start a command in a running job (``request``: an ExecSpec's fields); raises why
+        not (InvalidState, PolicyRefused, ...) before it returns."""
+        from .streams import AgentSocket, ExecSocket
+
+        return ExecSocket(AgentSocket(self.http, route("exec", ref), request))
+
+    def open_port(self, ref: str, port: int) -> "PortSocket":
+        """A connection to TCP ``port`` of a running job; raises why not (InvalidState,
+        PolicyRefused, nothing answers there, ...) before it returns."""
+        from .streams import AgentSocket, PortSocket
+
+        return PortSocket(AgentSocket(self.http, route("port_forward", ref), {"port": port}))
+
+
+class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
     The token is ``token``, else ``$CONVEYOR_TOKEN``, else the state directory's agent.token."""

@@ -20,13 +20,15 @@ import threading
 from concurrent.futures import Future
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from ..arguments import ARRAY_ID, IMAGE, job_ref, job_refs, job_spec
+from ..arguments import ARRAY_ID, IMAGE, job_ref, job_refs, job_spec, tcp_port
 from ..errors import ConveyorError
 from ..job import Job, Transition
 from ..operations import Verb, with_verbs
-from ..spec import JobSpec
+from ..backends.base import ExecResult, collect
+from ..spec import ExecSpec, JobSpec
 from ..state import JobState
 from .api import AgentAPI, list_query
+from .streams import ExecSocket, PortSocket
 
 STREAMS = ("stdout", "stderr")
 
@@ -150,6 +152,26 @@ class Client:
 
     def run(self, spec: JobSpec, timeout: float | None = None) -> Job:
         return self.wait(self.start(job_spec("run", spec)), timeout=timeout)
+
+    def open_exec(self, ref: str, command: list[str], *, stdin: bool = False, tty: bool = False,
+                  env: dict[str, str] | None = None, user: str | None = None, workdir: str | None = None,
+                  console_size: tuple[int, int] | None = None) -> ExecSocket:
+        """Start ``command`` in a running job (the agent's exec WebSocket); the Executor's methods."""
+        job_ref("open_exec", ref)
+        spec = ExecSpec(command=command, stdin=stdin, tty=tty, env=env or {}, user=user, workdir=workdir,
+                        console_size=console_size)
+        return self.api.open_exec(ref, spec.model_dump(mode="json", exclude_defaults=True))
+
+    def exec(self, ref: str, command: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None,
+             user: str | None = None, workdir: str | None = None) -> ExecResult:
+        """Run ``command`` in a running job to its end: its exit code, stdout and stderr."""
+        return collect(self.open_exec(ref, command, stdin=stdin is not None, env=env, user=user, workdir=workdir), stdin)
+
+    def open_port(self, ref: str, port: int) -> PortSocket:
+        """A connection to TCP ``port`` of a running job (the agent's port-forward WebSocket)."""
+        job_ref("open_port", ref)
+        tcp_port(port)
+        return self.api.open_port(ref, port)
 
     # ------------------------------------------------------------------ verbs (operations.VERBS)
 

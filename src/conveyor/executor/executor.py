@@ -6,7 +6,7 @@
         print(job.state, job.exit_code, job.stdout)
 
 The class is assembled from one part per concern, the way the docker SDK assembles its
-client: submitting (submit.py), control (control.py), waiting (waiting.py), reading
+client: submitting (submit.py), control (control.py), commands inside jobs (execs.py), waiting (waiting.py), reading
 (reading.py), the node (node.py) and data (data.py). Its interface is the one the remote
 :class:`~conveyor.client.Client` has too (:class:`~conveyor.interface.ExecutorInterface`).
 """
@@ -28,6 +28,7 @@ from ..operations import with_array_forms
 from ..store import Store
 from .control import ControlMixin
 from .data import DataMixin
+from .execs import ExecMixin
 from .modes import Observing, Supervising
 from .node import NodeMixin
 from .reading import ReadMixin
@@ -37,7 +38,7 @@ from .waiting import WaitMixin
 
 
 @with_array_forms
-class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataMixin):
+class Executor(SubmitMixin, ControlMixin, ExecMixin, WaitMixin, ReadMixin, NodeMixin, DataMixin):
     """Runs jobs on this node. One Executor per state directory supervises its jobs (the one
     that got there first holds ``supervisor.lock``); any other observes: it queues work and
     reads the store, and the supervising process launches and watches.

@@ -11,6 +11,7 @@ every name is re-exported here, so ``from conveyor.spec import X`` is the one wa
 """
 
 from .base import SpecModel, _field_path
+from .execspec import ExecSpec
 from .jobspec import RESERVED_LABEL_PREFIX, JobSpec, spec_from_json
 from .parts import (
     ULIMIT_NAMES,
@@ -34,6 +35,7 @@ __all__ = [
     "ULIMIT_NAMES",
     "Bytes",
     "Dependency",
+    "ExecSpec",
     "GpuRequest",
     "GpuVendor",
     "Input",

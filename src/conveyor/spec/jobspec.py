@@ -70,6 +70,26 @@ def _pairs(value: Any) -> Any:
     return value
 
 
+
+# The checks of what a job and a command run inside one (ExecSpec) share.
+def check_env(v: dict[str, str]) -> dict[str, str]:
+    for key, val in v.items():
+        if not key or "=" in key or "\0" in key or "\0" in val:
+            raise ValueError(f"bad variable {key!r}: names are non-empty without '=', values have no NUL")
+    return v
+
+
+def check_workdir(v: str | None) -> str | None:
+    if v is not None and not v.startswith("/"):
+        raise ValueError("the working directory must be an absolute container path, e.g. /work")
+    return v
+
+
+def check_user(v: str | None) -> str | None:
+    if v is not None and not _USER_RE.match(v):
+        raise ValueError("use UID[:GID] or NAME[:GROUP], e.g. 1000:1000 or nobody")
+    return v
+
 def _ulimits(value: Any) -> Any:
     if isinstance(value, dict):  # {"nofile": "1024:2048"} or {"nofile": {"soft": .., "hard": ..}}
         # each item is then parsed by the list item's own validator, so errors say ulimits[i]
@@ -140,24 +160,17 @@ class JobSpec(SpecModel):
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        for key, val in v.items():
-            if not key or "=" in key or "\0" in key or "\0" in val:
-                raise ValueError(f"bad variable {key!r}: names are non-empty without '=', values have no NUL")
-        return v
+        return check_env(v)
 
     @field_validator("workdir")
     @classmethod
     def _workdir(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise ValueError("the working directory must be an absolute container path, e.g. /work")
-        return v
+        return check_workdir(v)
 
     @field_validator("user")
     @classmethod
     def _user(cls, v: str | None) -> str | None:
-        if v is not None and not _USER_RE.match(v):
-            raise ValueError("use UID[:GID] or NAME[:GROUP], e.g. 1000:1000 or nobody")
-        return v
+        return check_user(v)
 
     @field_validator("hostname")
     @classmethod

@@ -12,6 +12,10 @@ from ..errors import InvalidState, JobNotFound
 from ..job import Transition
 from ..state import RETRYABLE, RUNNABLE_STATES, JobState, Substate, can_move, in_engine, in_engine_sql
 
+# A command run inside a job, in its event log (record_exec): the substate of its row.
+EXEC_EVENT = "exec"
+EXEC_TEXT = 400  # characters of the command kept in the log
+
 
 class TransitionsMixin:
     def transition(
@@ -107,6 +111,23 @@ class TransitionsMixin:
             "INSERT INTO transitions (job_id, at, from_state, to_state, substate, reason) VALUES (?,?,?,?,?,?)",
             (job_id, time.time(), src.value if src else None, dst.value, substate, reason),
         )
+
+    def record_exec(self, job_id: str, who: str, command: list[str], exit_code: int | None, seconds: float) -> None:
+        """Write a command run inside the job (`conveyor exec`) into its event log: who ran what,
+        for how long, and its exit code (None: its caller went away before it ended). The
+        log's row stays in the job's state (from = to) with substate ``exec``, so every reader
+        of a job's history (``events``, `conveyor events`) sees it in commit order."""
+        import shlex
+
+        what = shlex.join(command)
+        what = what if len(what) <= EXEC_TEXT else what[:EXEC_TEXT - 3] + "..."
+        end = f"exit {exit_code}" if exit_code is not None else "its caller went away before it ended"
+        with self._tx():
+            row = self._db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                return  # removed meanwhile: no history to add to
+            state = JobState(row[0])
+            self._record(job_id, state, state, EXEC_EVENT, f"exec by {who} ({seconds:.1f}s, {end}): {what}")
 
     def attempts(self, job_id: str) -> list[dict]:
         with self._lock:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Iterator
 
 import docker
@@ -24,20 +23,21 @@ from ..base import (
     EngineError,
     EngineEvent,
     EngineUnavailable,
-    ExecResult,
     ImageNotFound,
     InvalidSpec,
 )
+from .execs import ExecMixin
 from .files import FilesMixin
 from .images import ImagesMixin
 from .logs import LogsMixin
+from .ports import PortsMixin
 from .translate import engine_errors
 from .mapping import container_config, container_status, conveyor_labels, host_config, numeric_user
 
 # ----------------------------------------------------------------------------- the driver
 
 
-class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
+class DockerBackend(ImagesMixin, LogsMixin, FilesMixin, ExecMixin, PortsMixin):
     """The Backend for a Docker engine (local socket, DOCKER_HOST, or ``base_url``)."""
 
     name = "docker"
@@ -200,38 +200,6 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
         so precpu_stats is filled (about a second)."""
         with engine_errors():
             return self.api.stats(handle, stream=False)
-
-    def exec(
-        self,
-        handle: str,
-        command: list[str],
-        *,
-        user: str | None = None,
-        workdir: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> ExecResult:
-        """Run ``command`` in the running container, without a TTY or stdin, and wait for it.
-        EngineError (EngineConflict: "... is not running") when the container is not running."""
-        with engine_errors():
-            exec_id = self.api.exec_create(
-                handle, command, stdout=True, stderr=True, user=user or "", workdir=workdir, environment=env
-            )["Id"]
-            stdout, stderr = self.api.exec_start(exec_id, demux=True)
-            exit_code = self._exec_exit_code(exec_id)
-        return ExecResult(exit_code=exit_code, stdout=stdout or b"", stderr=stderr or b"")
-
-    def _exec_exit_code(self, exec_id: str, settle: float = 5.0) -> int:
-        """The exec's exit code once it has ended: its output can end first (the command
-        closed it), and the engine records the code just after the process is reaped."""
-        pause, deadline = 0.01, time.monotonic() + settle
-        while True:
-            info = self.api.exec_inspect(exec_id)
-            if info.get("ExitCode") is not None and not info.get("Running"):
-                return info["ExitCode"]
-            if not info.get("Running") and time.monotonic() > deadline:
-                raise EngineError(f"exec {exec_id[:12]} ended without an exit code")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
 
     # ------------------------------------------------------------------ recover and watch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..base import ContainerNotFound, EngineConflict, ExecResult, NotSupported
+from ..base import ContainerNotFound, EngineConflict, NotSupported
 from ..hostfiles import host_path, tar_of
 from . import logs, stdin
 from .runs import read_json
@@ -18,9 +18,11 @@ class FilesMixin:
     def stats(self, handle: str) -> dict:
         raise NotSupported("the process backend does not report resource usage (capability 'stats')")
 
-    def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
-             env: dict[str, str] | None = None) -> ExecResult:
+    def open_exec(self, handle: str, spec):
         raise NotSupported("the process backend cannot run a command inside a job (capability 'exec')")
+
+    def open_port(self, handle: str, port: int):
+        raise NotSupported("the process backend cannot reach a job's ports from the agent (port-forward)")
 
     def resize(self, handle: str, height: int, width: int) -> None:
         raise NotSupported("the process backend gives jobs no terminal (capability 'tty')")

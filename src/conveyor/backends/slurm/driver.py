@@ -27,7 +27,6 @@ from ..base import (
     ContainerNotFound,
     ContainerStatus,
     EngineConflict,
-    ExecResult,
     NotSupported,
 )
 from ..hostfiles import fresh_dir, host_path, mount_holding, tar_of, under, write_json
@@ -270,9 +269,11 @@ class SlurmBackend(StopMixin, ArrayMixin, PolledEvents):
     def stats(self, handle: str) -> dict:
         raise NotSupported("the slurm backend gives no resource usage (the job runs on its node; capability stats)")
 
-    def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
-             env: dict[str, str] | None = None) -> ExecResult:
+    def open_exec(self, handle: str, spec):
         raise NotSupported("the slurm backend cannot run commands inside a job (capability exec)")
+
+    def open_port(self, handle: str, port: int):
+        raise NotSupported("the slurm backend cannot reach a job's ports from the agent (port-forward)")
 
     # ------------------------------------------------------------------ input, output, logs
 

@@ -28,7 +28,6 @@ from ..base import (
     EngineConflict,
     EngineError,
     EngineUnavailable,
-    ExecResult,
     NotSupported,
 )
 from ..docker.images import ImagesMixin
@@ -283,9 +282,11 @@ class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
     def stats(self, handle: str) -> dict:
         raise NotSupported("the swarm backend gives no resource usage (a task's container is on its node; capability stats)")
 
-    def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
-             env: dict[str, str] | None = None) -> ExecResult:
+    def open_exec(self, handle: str, spec):
         raise NotSupported("the swarm backend cannot run commands inside a job (capability exec)")
+
+    def open_port(self, handle: str, port: int):
+        raise NotSupported("the swarm backend cannot reach a job's ports from the agent (port-forward)")
 
     # ------------------------------------------------------------------ input, output, logs
 
