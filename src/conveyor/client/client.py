@@ -28,6 +28,7 @@ from ..backends.base import ExecResult, collect
 from ..spec import ExecSpec, JobSpec
 from ..state import JobState
 from .api import AgentAPI, list_query
+from .parts import DataCalls, NodeCalls
 from .streams import ExecSocket, PortSocket
 
 STREAMS = ("stdout", "stderr")
@@ -46,7 +47,7 @@ class RemoteJob(Job):
 
 
 @with_verbs
-class Client:
+class Client(NodeCalls, DataCalls):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
 
@@ -291,69 +292,6 @@ class Client:
 
         threading.Thread(target=poll, daemon=True, name="conveyor-client-future").start()
         return fut
-
-    # ------------------------------------------------------------------ the node
-
-    def queue(self, limit: int | None = None) -> dict:
-        return self.api.queue(limit)
-
-    def machine(self) -> dict:
-        return self.api.machine()
-
-    def metrics(self) -> str:
-        return self.api.metrics()
-
-    def backends(self) -> list[dict]:
-        return self.api.backends()
-
-    def cleanup(self) -> dict[str, int]:
-        return self.api.cleanup()
-
-    # ------------------------------------------------------------------ the engine's own documents
-
-    def images(self) -> list[dict]:
-        return self.api.images()
-
-    def image_inspect(self, name: str) -> dict:
-        return self.api.image_inspect(job_ref("image_inspect", name, IMAGE))
-
-    def pull(self, name: str) -> Iterator[dict]:
-        return self.api.pull(job_ref("pull", name, IMAGE))
-
-    def engine(self) -> dict:
-        return self.api.engine()
-
-    def stats(self, ref: str) -> dict:
-        return self.api.stats(job_ref("stats", ref))
-
-    # ------------------------------------------------------------------ data (README: Data)
-
-    def filesets(self, ref: str, role: str = "output") -> dict[str, str]:
-        job_ref("filesets", ref)
-        if role != "output":
-            return {i.target: i.source for i in self.info(ref).spec.inputs}
-        return self.api.outputs(ref)["filesets"]
-
-    def outputs(self, ref: str) -> list[dict]:
-        return self.api.outputs(job_ref("outputs", ref))["files"]
-
-    def read_output(self, ref: str, path: str, out: BinaryIO | None = None) -> bytes | int:
-        return self.api.read_output(job_ref("read_output", ref), path, out)
-
-    def restore_outputs(self, ref: str, target: str | os.PathLike) -> list[str]:
-        """Write every output file under ``target`` (output /out lands in target/out), each
-        verified by the agent as it is read. Nothing is written outside ``target``."""
-        return self.api.restore_outputs(job_ref("restore_outputs", ref), target)
-
-    def verify(self, ref: str | None = None) -> dict:
-        return self.api.verify(None if ref is None else job_ref("verify", ref))
-
-    def gc(self, dry_run: bool = False, grace: float = 600.0) -> dict:
-        return self.api.gc(dry_run, grace)
-
-    def load_image(self, path: str | os.PathLike) -> dict:
-        """Send an image tarball (docker save) to the agent, which loads it into its engine."""
-        return self.api.load_image(path)
 
 
 def _spec_json(method: str, spec: JobSpec) -> dict:
