@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from ..arguments import ARRAY_ID, IMAGE, job_ref, job_refs, job_spec, tcp_port
+from ..arguments import ARRAY_ID, job_ref, job_refs, job_spec, tcp_port
 from ..errors import ConveyorError
 from ..job import Job, Transition
 from ..operations import Verb, with_verbs
