@@ -57,7 +57,11 @@ class Capabilities:
     files: bool = False  # read files out of a job (output capture)
     image_load: bool = False  # load image tarballs
     images: bool = False  # list, inspect and pull images by name (the engine's own documents)
-    stats: bool = False  # resource usage of a running job
+    stats: bool = False  # resource usage of a running job, the engine's own document
+    # usage(handle): CPU, memory (and its peak), block and network IO, pids of a running job in
+    # Conveyor's own terms (backends/usage.py), cheap enough for the sampler to read every job
+    usage: bool = False
+    top: bool = False  # the processes of a running job (docker top)
     tty: bool = False  # give a job a terminal, and resize it
     signals: bool = False  # send a job any signal (kill -s); without it only cancel (TERM, grace, KILL) stops it
     oom: bool = False  # tell an OOM kill from other ends (without it, an OOM kill is a plain exit 137)
@@ -217,6 +221,15 @@ class Backend(Protocol):
         """One sample of the container's resource usage, the engine's own document (Docker: GET
         /containers/{id}/stats?stream=false, whose precpu_stats holds the sample before, so CPU
         use can be computed from it alone); ContainerNotFound when it is gone."""
+
+    def usage(self, handle: str) -> dict | None:
+        """One sample of a running job's usage (backends/usage.py: the engine-neutral form), read
+        now; None when it is not running (or gone). Must be cheap: the sampler reads every
+        running job with it."""
+
+    def top(self, handle: str) -> dict:
+        """The processes of a running job: ``{"titles": [...], "processes": [[...], ...]}``, as
+        ``ps`` prints them (Docker: GET /containers/{id}/top); EngineConflict when it is not running."""
 
     def exec(self, handle: str, command: list[str], *, user: str | None = None,
              workdir: str | None = None, env: dict[str, str] | None = None) -> ExecResult:

@@ -252,6 +252,18 @@ class BackendRouter:
     def stats(self, handle: str) -> dict:
         return self._call("stats", handle)
 
+    def usage(self, handle: str) -> dict | None:
+        """None also for a job whose backend cannot say (capability usage): the sampler asks
+        about every running job, whatever runs it."""
+        backend, inner, _ = self._route(handle)
+        if not backend.capabilities.usage:
+            return None
+        with self.meter("usage"):
+            return backend.usage(inner)
+
+    def top(self, handle: str) -> dict:
+        return self._call("top", handle)
+
     def exec(self, handle: str, command: list[str], *, user: str | None = None, workdir: str | None = None,
              env: dict[str, str] | None = None):
         return self._call("exec", handle, command, user=user, workdir=workdir, env=env)

@@ -276,6 +276,19 @@ class AgentAPI(EngineDocuments):
     def machine(self) -> dict:
         return self.call("GET", route("machine"))
 
+    def usage(self, jobs: list[str] | None = None, series: bool = False) -> list[dict]:
+        """Each job's usage (every running job's without ``jobs``): a sample read now, its
+        totals and, with ``series``, the samples kept."""
+        if jobs is None:
+            return self.call("GET", route("usage"), {"series": series})
+        # a request per 100 jobs: a query of thousands of ids would outgrow a request line
+        return [entry for i in range(0, len(jobs), 100)
+                for entry in self.call("GET", route("usage"), {"job": jobs[i:i + 100], "series": series})]
+
+    def top(self, ref: str) -> dict:
+        """{"job", "titles", "processes"}: the processes in a running job."""
+        return self.call("GET", route("top", ref))
+
     def metrics(self) -> str:
         resp = self.http.stream(route("metrics"), {})
         try:

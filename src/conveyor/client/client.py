@@ -270,6 +270,12 @@ class Client:
     def machine(self) -> dict:
         return self.api.machine()
 
+    def usage(self, jobs: list[str] | None = None, series: bool = False) -> list[dict]:
+        return self.api.usage(None if jobs is None else job_refs("usage", jobs), series)
+
+    def top(self, ref: str) -> dict:
+        return self.api.top(job_ref("top", ref))
+
     def metrics(self) -> str:
         return self.api.metrics()
 
