@@ -133,6 +133,19 @@ class ExecResult:
     stderr: bytes
 
 
+class NoUsage:
+    """For a driver whose jobs run where this process cannot look (on another node): no usage
+    (capability usage) and no processes (capability top)."""
+
+    name: str
+
+    def usage(self, handle: str) -> dict | None:
+        return None
+
+    def top(self, handle: str) -> dict:
+        raise NotSupported(f"the {self.name} backend cannot list a job's processes (capability 'top')")
+
+
 class Backend(Protocol):
     """A driver. Every call raises EngineUnavailable when the engine cannot be reached (or
     the connection breaks mid-stream), and EngineError when it refuses, in the engine's words:

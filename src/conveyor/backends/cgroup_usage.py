@@ -154,6 +154,18 @@ def processes_cpu_ns(dirs: dict[str, Path]) -> int:
     return total * 1_000_000_000 // tick
 
 
+def process_usage(pid: int) -> dict:
+    """A sample of one process (and the children it reaped) from /proc, for a job without a
+    cgroup: its CPU time, resident memory and its high-water mark, threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    status = {k: v.split() for k, _, v in (line.partition(":") for line in _text(Path(f"/proc/{pid}/status")).splitlines())}
+    kib = 1024
+    return sample(
+        cpu_ns=sum(int(v) for v in fields[11:15]) * 1_000_000_000 // os.sysconf("SC_CLK_TCK"),
+        memory=int(status["VmRSS"][0]) * kib, memory_peak=int(status["VmHWM"][0]) * kib, pids=int(status["Threads"][0]),
+    )
+
+
 def _text(path: Path) -> str:
     return path.read_text().strip()
 

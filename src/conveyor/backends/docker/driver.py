@@ -28,17 +28,17 @@ from ..base import (
     ImageNotFound,
     InvalidSpec,
 )
-from ..cgroup_usage import net_counters, process_dirs, read_group
 from .files import FilesMixin
 from .images import ImagesMixin
 from .logs import LogsMixin
 from .translate import engine_errors
-from .mapping import container_config, container_status, conveyor_labels, host_config, numeric_user, usage_from_stats
+from .usage import UsageMixin
+from .mapping import container_config, container_status, conveyor_labels, host_config, numeric_user
 
 # ----------------------------------------------------------------------------- the driver
 
 
-class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
+class DockerBackend(ImagesMixin, LogsMixin, FilesMixin, UsageMixin):
     """The Backend for a Docker engine (local socket, DOCKER_HOST, or ``base_url``)."""
 
     name = "docker"
@@ -72,9 +72,7 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
         self._events_lock = threading.Lock()
         self._images_seen: dict[str, float] = {}
         self._runtimes: dict[str, dict] = {}
-        # handle -> (pid, cgroup directories), or None where the files are not the container's
-        # (a remote or rootless engine): found once per container, then read without the engine
-        self._groups: dict[str, tuple[int, dict] | None] = {}
+        self._groups: dict[str, tuple[int, dict] | None] = {}  # see UsageMixin
 
     def version(self) -> dict:
         with engine_errors():
@@ -206,53 +204,6 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin):
         so precpu_stats is filled (about a second)."""
         with engine_errors():
             return self.api.stats(handle, stream=False)
-
-    def usage(self, handle: str) -> dict | None:
-        """Read from the container's cgroup and network namespace (no engine call once its
-        pid is known); from the engine's stats document where those files are not its own."""
-        if handle not in self._groups:
-            self._groups[handle] = self._find_group(handle)
-            if len(self._groups) > 4096:  # ended containers' entries
-                self._groups.pop(next(iter(self._groups)))
-        found = self._groups[handle]
-        if found is None:
-            return self._usage_from_engine(handle)
-        pid, dirs = found
-        try:
-            return {**read_group(dirs), **net_counters(pid)}
-        except (FileNotFoundError, ProcessLookupError):
-            del self._groups[handle]  # ended: its group is gone
-            return None
-
-    def _find_group(self, handle: str) -> tuple[int, dict] | None:
-        try:
-            with engine_errors():
-                info = self.api.inspect_container(handle)
-        except ContainerNotFound:
-            return None
-        pid, full_id = (info.get("State") or {}).get("Pid") or 0, info["Id"]
-        try:
-            dirs = process_dirs(pid) if pid else {}
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            dirs = {}
-        # The container's own group names it; anything else is another machine's pid, or a
-        # group this process cannot see (rootless): ask the engine instead.
-        if not dirs or not all(full_id in str(d) for d in dirs.values()):
-            return None
-        return pid, dirs
-
-    def _usage_from_engine(self, handle: str) -> dict | None:
-        try:
-            with engine_errors():
-                raw = self.api.stats(handle, stream=False, one_shot=True)
-        except ContainerNotFound:
-            return None
-        return usage_from_stats(raw) if raw.get("pids_stats") or raw.get("memory_stats") else None
-
-    def top(self, handle: str) -> dict:
-        with engine_errors():
-            found = self.api.top(handle)
-        return {"titles": found.get("Titles") or [], "processes": found.get("Processes") or []}
 
     def exec(
         self,
