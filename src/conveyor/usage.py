@@ -50,8 +50,8 @@ def accumulate(totals: dict | None, now: dict, handle: str, limit: int | None) -
     was given, for the OOM margin; else the sample's. ``now`` gets its ``cpu_percent``."""
     if not totals or totals.get("container") != handle:
         totals = {"container": handle, "samples": 0, "first_at": now["at"], "first_cpu_ns": now["cpu_ns"],
-                  "cpu_percent_max": None, "memory_peak": None, "memory_sum": 0, "pids_max": None, "last": None}
-    now["cpu_percent"] = cpu_percent(totals["last"], now)
+                  "cpu_percent_max": None, "memory_peak": None, "memory_sum": 0, "pids_max": None}
+    now["cpu_percent"] = cpu_percent(last_of(totals), now)
     memory = now["memory"] or 0
     peak = max(v for v in (now["memory_peak"], memory, totals["memory_peak"]) if v is not None)
     limit = limit or now["memory_limit"]
@@ -73,10 +73,17 @@ def accumulate(totals: dict | None, now: dict, handle: str, limit: int | None) -
         "oom_margin": limit - peak if limit else None,
         "pids": now["pids"],
         "pids_max": _max(totals["pids_max"], now["pids"]),
-        "last": now,
+        "last_cpu_ns": now["cpu_ns"],
     }
     out.update({k: now[k] for k in COUNTERS})  # cumulative counters: the last is the total
     return out
+
+
+def last_of(totals: dict | None) -> dict | None:
+    """The time and CPU of the totals' last sample: what the next one's CPU % is counted from."""
+    if not totals or not totals.get("samples"):
+        return None
+    return {"at": totals["last_at"], "cpu_ns": totals.get("last_cpu_ns")}
 
 
 def _max(a: float | None, b: float | None) -> float | None:

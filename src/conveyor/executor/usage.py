@@ -10,7 +10,7 @@ from ..backends.base import ContainerNotFound
 from ..errors import InvalidState
 from ..state import JobState
 from ..store import JobRecord
-from ..usage import cpu_percent
+from ..usage import cpu_percent, last_of
 from .base import ExecutorBase
 
 LIVE = (JobState.RUNNING, JobState.SUSPENDED)
@@ -42,7 +42,7 @@ class UsageMixin(ExecutorBase):
         totals = rec.usage
         if now is not None:
             same_run = totals is not None and totals.get("container") == rec.container_id
-            now["cpu_percent"] = cpu_percent(totals["last"] if same_run else None, now)
+            now["cpu_percent"] = cpu_percent(last_of(totals) if same_run else None, now)
         entry = {"job": rec.id, "name": rec.name, "state": rec.state.value, "now": now, "totals": totals,
                  "node_memory": memory}
         if series:
