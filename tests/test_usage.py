@@ -142,3 +142,33 @@ def test_process_jobs_report_usage_from_their_cgroup_but_no_top(sampled):
     with pytest.raises(NotSupported, match="capability 'top'"):
         sampled.top(running)
     sampled.cancel(running)
+
+
+def test_usage_and_top_through_the_agent_and_the_python_client(agent, state_dir, test_image):
+    """A remote caller (Client, REST) gets what the embedded Executor gets, behind the token:
+    otherwise a dashboard would show other numbers than the CLI, or anyone could read them."""
+    from conveyor import Client
+    from conveyor.errors import InvalidState, JobNotFound
+
+    client = Client(state_dir)
+    job = client.submit(JobSpec(image=test_image, command=["sh", "-c", "sleep 8"], network="none"))
+    client.wait_started(job)
+    entry = _until(lambda: (e := client.usage([job])[0]) and e["totals"] and e)
+    assert entry["job"] == job and entry["state"] == "Running" and entry["now"]["pids"] >= 1
+    assert any(e["job"] == job for e in client.usage())  # no job named: every running one
+    assert any(p[-1] == "sleep 8" for p in client.top(job)["processes"])
+    with agent.http() as http:
+        answer = http.get("/v1/usage", params={"job": job, "series": "true"})
+        assert answer.status_code == 200 and answer.json()[0]["series"], answer.text
+        assert http.get(f"/v1/jobs/{job}/top").json()["titles"][:2] == ["UID", "PID"]
+        assert http.get("/v1/usage", params={"job": "no-such-job"}).status_code == 404
+    with agent.http(token=None) as anonymous:
+        assert anonymous.get("/v1/usage").status_code == 401
+    with pytest.raises(JobNotFound):
+        client.usage(["no-such-job"])
+    with pytest.raises(TypeError, match="put the ids in a list"):
+        client.usage(job)  # a string where a list of ids belongs
+    client.cancel(job, grace=0)
+    with pytest.raises(InvalidState, match="cannot list the processes of job"):
+        client.top(job)
+    assert client.info(job).usage["samples"] >= 1
