@@ -45,7 +45,7 @@ def stats_cmd(ctx: click.Context, no_stream: bool, show_all: bool, template: str
         click.echo(json.dumps(api.usage(ids, series=True), indent=2))
         return
     try:
-        fmt = Template(template or CONVEYOR_TABLE)
+        fmt = Template(template if template and template != "table" else CONVEYOR_TABLE)
     except TemplateError as exc:
         fail(f"--format: {exc}")
     headers = {name: header for name, (header, _) in STATS_FIELDS.items()}
