@@ -28,7 +28,7 @@ def stats_cmd(ctx: click.Context, no_stream: bool, show_all: bool, template: str
               interval: float, jobs: tuple[str, ...]) -> None:
     """Resource usage of jobs (default: every running one), refreshed live: CPU, CPU time,
     memory and its peak, network and block IO, processes. A finished job shows its totals."""
-    from .format import Template, TemplateError
+    from .format import Fields, Template, TemplateError
     from .usageview import CONVEYOR_TABLE, STATS_FIELDS, stats_row
 
     if as_json and template:
@@ -52,8 +52,6 @@ def stats_cmd(ctx: click.Context, no_stream: bool, show_all: bool, template: str
     getters = {name: get for name, (_, get) in STATS_FIELDS.items()}
     live = sys.stdout.isatty() and not no_stream
     while True:
-        from .format import Fields
-
         entries = api.usage(ids)
         rows = [Fields(stats_row(ref, e), getters) for ref, e in zip(refs or [e["job"] for e in entries], entries)]
         try:
