@@ -20,10 +20,11 @@ TINY = [
     "--api-clients", "2", "--api-submits", "10", "--api-inspects", "5",
     "--data-mb", "2", "--data-files", "20", "--cli-batch", "2",
     "--slurm-jobs", "2", "--slurm-tasks", "4", "--cwl-repeat", "1", "--cluster-tasks", "4",
+    "--usage-jobs", "3", "--usage-interval", "0.3", "--usage-window", "1",
 ]
 # Every benchmark `python -m bench` has; a module dropped from bench/__main__.py fails here.
 EXPECTED = {"sequential", "concurrent", "cli", "logs", "supervision", "queue", "scheduling", "recovery", "api", "data",
-            "cwl", "backends", "cluster", "slurm"}
+            "cwl", "backends", "cluster", "slurm", "usage"}
 NO_BASELINE = {"scheduling"}  # docker has no scheduler: absolute figures, ratio None
 
 
@@ -84,6 +85,10 @@ def test_every_benchmark_prints_figures_baseline_and_ratio(docker_client, test_i
     assert sup["6"]["threads"] - sup["1"]["threads"] < 5
     assert doc["benchmarks"]["recovery"]["conveyor"]["restart_to_reattached_s"]["n"] == 1
     assert doc["benchmarks"]["queue"]["conveyor"]["jobs"] == 20
+    # usage: both modes measured on 3 jobs, the sampler took rounds, both ways of reading one job timed
+    use = doc["benchmarks"]["usage"]["conveyor"]
+    assert use["jobs"] == 3 and use["rounds_in_window"] >= 1 and use["sampling_on"]["rss_mb"] > 0
+    assert use["read_per_job"]["cgroup"]["wall_ms"] > 0 and use["read_per_job"]["engine_stats_one_shot"]["wall_ms"] > 0
 
     # data: 2 MB in 20 files captured out of the container and restored, against docker cp
     data = doc["benchmarks"]["data"]

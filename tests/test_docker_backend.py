@@ -97,7 +97,8 @@ def test_version_and_capabilities(backend, docker_client):
     assert backend.name == "docker"
     assert backend.capabilities == Capabilities(
         pause=True, exec=True, gpus=frozenset({"nvidia", "amd", "intel"}), ports=True, stdin=True,
-        recover=True, files=True, image_load=True, stats=True, tty=True, images=True, signals=True, oom=True,
+        recover=True, files=True, image_load=True, stats=True, usage=True, top=True, tty=True, images=True, signals=True,
+        oom=True,
     )
 
 

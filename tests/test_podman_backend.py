@@ -126,7 +126,7 @@ def test_version_capabilities_and_unreachable(backend, podman_api):
     assert backend.version() == {"name": "podman", "version": podman_api.version()["Version"], "api_version": "1.41"}
     assert backend.capabilities == Capabilities(
         pause=True, exec=True, gpus=frozenset(), ports=False, stdin=True, recover=True, files=True,
-        image_load=True, images=True, stats=True, tty=True, signals=True, oom=True,
+        image_load=True, images=True, stats=True, usage=True, top=True, tty=True, signals=True, oom=True,
     )
     with pytest.raises(EngineUnavailable, match="scripts/ensure-podman"):
         PodmanBackend("x", base_url="unix:///nonexistent/podman.sock")

@@ -95,6 +95,13 @@ class AgentConfig(_Section):
     open_metrics: bool = Field(default=False, description="serve /v1/metrics without a token (for a Prometheus scraper)")
 
 
+class UsageConfig(_Section):
+    """Sampling each running job's resource usage (runtime/sampler.py): one thread for all."""
+
+    interval: Seconds = Field(default=2.0, ge=0, description="seconds between samples of every running job; 0: no sampling")
+    samples: int = Field(default=60, ge=1, le=100_000, description="samples kept per running job (the series' length)")
+
+
 class EngineConfig(_Section):
     """The node's container engine: Docker, or Podman through its Docker-compatible API, or
     none (a machine without one runs process jobs only). ``$CONVEYOR_ENGINE`` (``--engine`` on
@@ -134,6 +141,7 @@ class SchedulingConfig(_Section):
     reserve: ReserveConfig = Field(default_factory=ReserveConfig)
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
     label_caps: dict[str, int] = Field(default_factory=dict, description='{"team=ml": 4}')
 
     @field_validator("label_caps")

@@ -28,6 +28,8 @@ class Job:
     finished_at: float | None
     logs_dir: Path
     node: str | None = None  # the machine it runs or ran on, when the engine has several (swarm)
+    # Its resource usage totals, kept while it runs and final once it ended (see runtime/sampler.py)
+    usage: dict | None = None
 
     @property
     def image(self) -> str | None:  # None: a process job
@@ -79,6 +81,7 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "node": self.node,
+            "usage": self.usage,
             "labels": self.spec.labels,
             "resources": res.model_dump(mode="json", exclude_none=True),
             "spec": self.spec.model_dump(mode="json", exclude_defaults=True),

@@ -235,6 +235,10 @@ OPERATIONS: dict[str, Operation] = _ops(
               "messages as they come", "POST", "/images/pull", "pull", tags=("images",)),
     Operation("stats", "One sample of a running job's resource usage, the engine's own document (null once it "
               "is not running)", "GET", "/jobs/{ref}/stats"),
+    Operation("usage", "Resource usage of jobs (default: every running one): a sample read now, the totals in "
+              "the job's record (peak memory, CPU seconds, IO bytes, OOM margin) and, with series, the samples kept",
+              "GET", "/usage", "stats"),
+    Operation("top", "The processes running in a job, as docker top lists them", "GET", "/jobs/{ref}/top", "top"),
     Operation("queue", "The queue as the scheduler sees it, and what each waiting job waits for", "GET", "/queue",
               "queue", tags=("agent",)),
     Operation("machine", "This node: CPUs, memory, GPUs, load, engine, capacity in use", "GET", "/machine",

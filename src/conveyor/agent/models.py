@@ -39,6 +39,9 @@ class JobOut(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     node: str | None = None  # the machine it runs or ran on, when the engine has several (swarm)
+    usage: dict[str, Any] | None = Field(default=None, description="resource usage totals, kept while it runs and "
+                                         "final once it ended: cpu_seconds, memory_peak, oom_margin, block_read, "
+                                         "block_write, net_rx, net_tx, pids_max, samples, ...")
     labels: dict[str, str] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict)
     spec: dict[str, Any]

@@ -59,7 +59,11 @@ class Capabilities:
     files: bool = False  # read files out of a job (output capture)
     image_load: bool = False  # load image tarballs
     images: bool = False  # list, inspect and pull images by name (the engine's own documents)
-    stats: bool = False  # resource usage of a running job
+    stats: bool = False  # resource usage of a running job, the engine's own document
+    # usage(handle): CPU, memory (and its peak), block and network IO, pids of a running job in
+    # Conveyor's own terms (backends/usage.py), cheap enough for the sampler to read every job
+    usage: bool = False
+    top: bool = False  # the processes of a running job (docker top)
     tty: bool = False  # give a job a terminal, and resize it
     signals: bool = False  # send a job any signal (kill -s); without it only cancel (TERM, grace, KILL) stops it
     oom: bool = False  # tell an OOM kill from other ends (without it, an OOM kill is a plain exit 137)
@@ -181,6 +185,17 @@ def collect(process: ExecProcess, stdin: bytes | None = None) -> ExecResult:
     finally:
         process.close()
     return ExecResult(code, b"".join(out["stdout"]), b"".join(out["stderr"]))
+class NoUsage:
+    """For a driver whose jobs run where this process cannot look (on another node): no usage
+    (capability usage) and no processes (capability top)."""
+
+    name: str
+
+    def usage(self, handle: str) -> dict | None:
+        return None
+
+    def top(self, handle: str) -> dict:
+        raise NotSupported(f"the {self.name} backend cannot list a job's processes (capability 'top')")
 
 
 class Backend(Protocol):
@@ -280,6 +295,15 @@ class Backend(Protocol):
     def open_port(self, handle: str, port: int) -> "socket.socket":
         """A TCP connection, made from this machine, to ``port`` of a running job (its address
         on its network); EngineError when it has none or nothing answers there."""
+
+    def usage(self, handle: str) -> dict | None:
+        """One sample of a running job's usage (backends/usage.py: the engine-neutral form), read
+        now; None when it is not running (or gone). Must be cheap: the sampler reads every
+        running job with it."""
+
+    def top(self, handle: str) -> dict:
+        """The processes of a running job: ``{"titles": [...], "processes": [[...], ...]}``, as
+        ``ps`` prints them (Docker: GET /containers/{id}/top); EngineConflict when it is not running."""
 
     # ---- input, output, logs
     def resize(self, handle: str, height: int, width: int) -> None:

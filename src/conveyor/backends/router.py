@@ -28,7 +28,23 @@ PROCESS = "process"
 PROCESS_PREFIX = "process:"
 
 
-class BackendRouter:
+class _UsageCalls:
+    """Part of BackendRouter: a job's usage and processes, where its handle says."""
+
+    _route: Callable[[str], tuple[Backend, str, str]]
+    _call: Callable[..., Any]
+
+    def usage(self, handle: str) -> dict | None:
+        """None also for a job whose backend cannot say (capability usage): the sampler asks
+        about every running job, whatever runs it."""
+        backend, _, _ = self._route(handle)
+        return self._call("usage", handle) if backend.capabilities.usage else None
+
+    def top(self, handle: str) -> dict:
+        return self._call("top", handle)
+
+
+class BackendRouter(_UsageCalls):
     """The node's backends as one. ``engine``: "docker", "podman" or "none"; ``engine_backend``
     replaces the engine's driver (tests inject one)."""
 

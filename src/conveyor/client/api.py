@@ -138,7 +138,24 @@ class Sessions:
         return PortSocket(AgentSocket(self.http, route("port_forward", ref), {"port": port}))
 
 
-class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions):
+class JobUsage:
+    """Jobs' resource usage and processes (routers/usage.py). Part of AgentAPI: needs its ``call``."""
+
+    def usage(self, jobs: list[str] | None = None, series: bool = False) -> list[dict]:
+        """Each job's usage (every running job's without ``jobs``): a sample read now, its
+        totals and, with ``series``, the samples kept."""
+        if jobs is None:
+            return self.call("GET", route("usage"), {"series": series})
+        # a request per 100 jobs: a query of thousands of ids would outgrow a request line
+        return [entry for i in range(0, len(jobs), 100)
+                for entry in self.call("GET", route("usage"), {"job": jobs[i:i + 100], "series": series})]
+
+    def top(self, ref: str) -> dict:
+        """{"job", "titles", "processes"}: the processes in a running job."""
+        return self.call("GET", route("top", ref))
+
+
+class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions, JobUsage):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
     The token is ``token``, else ``$CONVEYOR_TOKEN``, else the state directory's agent.token."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import BinaryIO, Iterator
 
-from ..arguments import IMAGE, job_ref
+from ..arguments import IMAGE, job_ref, job_refs
 
 
 class NodeCalls:
@@ -17,6 +17,12 @@ class NodeCalls:
 
     def machine(self) -> dict:
         return self.api.machine()
+
+    def usage(self, jobs: list[str] | None = None, series: bool = False) -> list[dict]:
+        return self.api.usage(None if jobs is None else job_refs("usage", jobs), series)
+
+    def top(self, ref: str) -> dict:
+        return self.api.top(job_ref("top", ref))
 
     def metrics(self) -> str:
         return self.api.metrics()

@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..cli.format import Template, TemplateError
-from ..cli.humanize import binary_size, human_size
 from ..errors import ConveyorError, ImageNotFound, JobNotFound
 from ..state import FINAL_STATES, JobState, docker_status
 from .commands import EXIT_FAILED, FORMAT, DockerError, Session, command, one_line, print_table
@@ -212,6 +211,8 @@ _PS_TABLE = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status
     FORMAT,
 ), aliases=("container stats",))
 def stats(session: Session, values: dict, args: list[str]) -> int:
+    from ..cli.usageview import DOCKER_TABLE, STATS_FIELDS, stats_row
+
     api = session.api
     if args:
         jobs = [_job(api, ref) for ref in args]
@@ -220,59 +221,15 @@ def stats(session: Session, values: dict, args: list[str]) -> int:
 
         states = None if values["all"] else [JobState.RUNNING.value, JobState.SUSPENDED.value]
         jobs = api.list_all(list_query(states, newest_first=True))
-    fields = {
-        "Container": ("CONTAINER", lambda s: s["ref"]),
-        "ID": ("CONTAINER ID", lambda s: s["id"]),
-        "Name": ("NAME", lambda s: s["name"]),
-        "CPUPerc": ("CPU %", lambda s: s["cpu"]),
-        "MemUsage": ("MEM USAGE / LIMIT", lambda s: s["mem"]),
-        "MemPerc": ("MEM %", lambda s: s["memperc"]),
-        "NetIO": ("NET I/O", lambda s: s["net"]),
-        "BlockIO": ("BLOCK I/O", lambda s: s["block"]),
-        "PIDs": ("PIDS", lambda s: s["pids"]),
-    }
-    fmt = values["format"] or "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"
     refs = args or [j["id"] for j in jobs]
     while True:
-        rows = [_stats_row(ref, job, api.stats(job["id"])["stats"]) for ref, job in zip(refs, jobs)]
-        print_table(session, fmt, rows, fields)
-        if values["no_stream"]:
-            return 0
+        entries = api.usage([j["id"] for j in jobs]) if jobs else []
+        print_table(session, values["format"] or DOCKER_TABLE, [stats_row(r, e) for r, e in zip(refs, entries)],
+                    STATS_FIELDS)
         # docker streams until every named container has stopped (or forever, for all running)
-        jobs = [api.info(j["id"]) for j in jobs]
-        if all(JobState(j["state"]) in FINAL_STATES for j in jobs) and jobs:
+        if values["no_stream"] or (jobs and all(JobState(e["state"]) in FINAL_STATES for e in entries)):
             return 0
         time.sleep(1.0)
-
-
-def _stats_row(ref: str, job: dict, raw: dict | None) -> dict:
-    row = {"ref": ref, "id": job["id"], "name": job["name"] or job["id"]}
-    if not raw:  # not running: docker prints zeros for a stopped container
-        return {**row, "cpu": "0.00%", "mem": "0B / 0B", "memperc": "0.00%", "net": "0B / 0B", "block": "0B / 0B", "pids": "0"}
-    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
-    cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (pre.get("cpu_usage") or {}).get("total_usage", 0)
-    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
-    online = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
-    cpu_percent = cpu_delta / system_delta * online * 100.0 if cpu_delta > 0 and system_delta > 0 else 0.0
-    memory = raw.get("memory_stats") or {}
-    mem_stats = memory.get("stats") or {}
-    # docker's "usage minus cache": cgroup v2 reports inactive_file, v1 total_inactive_file
-    used = memory.get("usage", 0) - mem_stats.get("inactive_file", mem_stats.get("total_inactive_file", 0))
-    limit = memory.get("limit", 0)
-    net_rx = sum(n.get("rx_bytes", 0) for n in (raw.get("networks") or {}).values())
-    net_tx = sum(n.get("tx_bytes", 0) for n in (raw.get("networks") or {}).values())
-    blk = (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
-    read = sum(e.get("value", 0) for e in blk if e.get("op", "").lower() == "read")
-    write = sum(e.get("value", 0) for e in blk if e.get("op", "").lower() == "write")
-    return {
-        **row,
-        "cpu": f"{cpu_percent:.2f}%",
-        "mem": f"{binary_size(max(used, 0))} / {binary_size(limit)}",
-        "memperc": f"{(used / limit * 100.0) if limit else 0.0:.2f}%",
-        "net": f"{human_size(net_rx)} / {human_size(net_tx)}",
-        "block": f"{human_size(read)} / {human_size(write)}",
-        "pids": str((raw.get("pids_stats") or {}).get("current", 0)),
-    }
 
 
 @command("kill", "kill [OPTIONS] CONTAINER [CONTAINER...]", "Kill one or more running containers", (

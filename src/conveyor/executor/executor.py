@@ -33,12 +33,13 @@ from .modes import Observing, Supervising
 from .node import NodeMixin
 from .reading import ReadMixin
 from .submit import SubmitMixin
+from .usage import UsageMixin
 from .waiters import Waiters
 from .waiting import WaitMixin
 
 
 @with_array_forms
-class Executor(SubmitMixin, ControlMixin, ExecMixin, WaitMixin, ReadMixin, NodeMixin, DataMixin):
+class Executor(SubmitMixin, ControlMixin, ExecMixin, WaitMixin, ReadMixin, NodeMixin, DataMixin, UsageMixin):
     """Runs jobs on this node. One Executor per state directory supervises its jobs (the one
     that got there first holds ``supervisor.lock``); any other observes: it queues work and
     reads the store, and the supervising process launches and watches.

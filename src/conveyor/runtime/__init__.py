@@ -5,6 +5,7 @@
        └── relaunch a claimed job ──► Launcher ◄─┴── Scheduler (Planner: what may start now)
                                          │
     Stopper (cancel, timeouts: SIGTERM, grace, SIGKILL on one DeadlineTimer)
+    Sampler (every running job's usage, each interval, into the store)
 
 :class:`Runtime` builds these parts and wires them; none of them imports another's owner, so
 there is no cycle. Every committed transition is reported through :meth:`Runtime.notify`,
@@ -24,6 +25,7 @@ from ..state import JobState, Substate
 from ..store import JobRecord, Store
 from .finisher import Finisher
 from .launcher import Launcher
+from .sampler import Sampler
 from .locks import JobLocks
 from .scheduler import Scheduler
 from .stopper import Stopper
@@ -54,17 +56,20 @@ class Runtime:
             store, executor_id, self.launcher, WakeReceiver(home), self.notify, self.stopper.terminate, scheduling, capacity
         )
         self.watcher = Watcher(store, backend, executor_id, self.finisher, self.launcher, self.stopper)
+        self.sampler = Sampler(store, backend, executor_id, scheduling.usage)
 
     def start(self) -> None:
         """Subscribe to the engine and reconcile, then start launching."""
         try:
             self.watcher.start()
             self.scheduler.start()
+            self.sampler.start()
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
+        self.sampler.close()
         self.scheduler.close()
         self.watcher.close()
         self.stopper.close()

@@ -188,6 +188,7 @@ class JobsMixin:
             self._db.execute("DELETE FROM attempts WHERE job_id=?", (job_id,))
             self._db.execute("DELETE FROM provenance WHERE job_id=?", (job_id,))
             self._db.execute("DELETE FROM job_filesets WHERE job_id=?", (job_id,))
+            self._db.execute("DELETE FROM usage_samples WHERE job_id=?", (job_id,))
             self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
 

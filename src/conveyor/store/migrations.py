@@ -144,4 +144,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, attempt)
     );
     """,
+    # 10: resource usage. A job's totals (peak memory, CPU seconds, IO bytes, OOM margin, the
+    # summary of its samples) as JSON in its row, rewritten at every sample so they survive a
+    # crash; the last samples of each running job in a ring (seq counts a job's samples; the
+    # sampler deletes those older than its window, and those of jobs that ended).
+    """
+    ALTER TABLE jobs ADD COLUMN usage TEXT;
+    CREATE TABLE usage_samples (
+        job_id TEXT NOT NULL,
+        seq    INTEGER NOT NULL,
+        sample TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    ) WITHOUT ROWID;
+    """,
 ]

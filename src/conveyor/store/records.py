@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import time
@@ -14,7 +15,7 @@ from ..state import JobState
 _JOB_COLUMNS = (
     "id executor_id name spec state substate exit_code message container_id stop_reason "
     "idempotency_key array_id array_index created_at started_at finished_at "
-    "priority req_cpus req_memory req_gpus gpu_ids start_deadline retries retry_backoff attempt not_before has_deps node engine_deps submitted_by"
+    "priority req_cpus req_memory req_gpus gpu_ids start_deadline retries retry_backoff attempt not_before has_deps node engine_deps submitted_by usage"
 ).split()
 
 
@@ -56,16 +57,19 @@ class JobRecord:
     node: str | None = None  # the machine it runs or ran on, when the engine has several
     engine_deps: int = 0  # 1: its engine holds it for its dependencies (capability dependencies)
     submitted_by: str | None = None  # the agent token's name; None from an embedded Executor
+    usage: dict | None = None  # its resource usage totals, kept by the sampler (runtime/sampler.py)
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "JobRecord":
         data = dict(zip(_JOB_COLUMNS, row))
         data["spec"] = spec_from_json(data["spec"])
         data["state"] = JobState(data["state"])
+        data["usage"] = json.loads(data["usage"]) if data["usage"] else None
         return cls(**data)
 
     def _to_row(self) -> tuple:
-        data = {**self.__dict__, "spec": self.spec.to_json(), "state": self.state.value}
+        data = {**self.__dict__, "spec": self.spec.to_json(), "state": self.state.value,
+                "usage": json.dumps(self.usage) if self.usage is not None else None}
         return tuple(data[c] for c in _JOB_COLUMNS)
 
 

@@ -1,6 +1,6 @@
 """The :class:`Store` itself: the SQLite connection (WAL mode, or read-only), the lock that
 serialises its use, transactions and migration. What it can do comes from one mixin per concern
-(jobs, transitions, arrays, data), as the docker SDK builds its APIClient."""
+(jobs, transitions, arrays, data, usage), as the docker SDK builds its APIClient."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from .data import DataMixin
 from .jobs import JobsMixin
 from .migrations import MIGRATIONS
 from .transitions import TransitionsMixin
+from .usage import UsageMixin
 
 
-class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin):
+class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin, UsageMixin):
     """Jobs, arrays, filesets and images in one SQLite database. ``readonly`` opens it for a
     reader (an events stream, say) that must never write, migrate or wait for the writer."""
 

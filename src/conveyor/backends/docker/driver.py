@@ -32,12 +32,13 @@ from .images import ImagesMixin
 from .logs import LogsMixin
 from .ports import PortsMixin
 from .translate import engine_errors
+from .usage import UsageMixin
 from .mapping import container_config, container_status, conveyor_labels, host_config, numeric_user
 
 # ----------------------------------------------------------------------------- the driver
 
 
-class DockerBackend(ImagesMixin, LogsMixin, FilesMixin, ExecMixin, PortsMixin):
+class DockerBackend(ImagesMixin, LogsMixin, FilesMixin, ExecMixin, PortsMixin, UsageMixin):
     """The Backend for a Docker engine (local socket, DOCKER_HOST, or ``base_url``)."""
 
     name = "docker"
@@ -52,6 +53,8 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin, ExecMixin, PortsMixin):
         image_load=True,
         images=True,
         stats=True,
+        usage=True,
+        top=True,
         tty=True,
         signals=True,
         oom=True,
@@ -69,6 +72,7 @@ class DockerBackend(ImagesMixin, LogsMixin, FilesMixin, ExecMixin, PortsMixin):
         self._events_lock = threading.Lock()
         self._images_seen: dict[str, float] = {}
         self._runtimes: dict[str, dict] = {}
+        self._groups: dict[str, tuple[int, dict] | None] = {}  # see UsageMixin
 
     def version(self) -> dict:
         with engine_errors():

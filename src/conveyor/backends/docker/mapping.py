@@ -21,6 +21,7 @@ from docker.types import Ulimit as DockerUlimit
 from ...errors import InvalidSpec
 from ...spec import GpuRequest, GpuVendor, JobSpec
 from ..base import LABEL_EXECUTOR, LABEL_JOB, LABEL_MANAGED, LABEL_NAME, ContainerStatus
+from ...usage import UNLIMITED, sample
 
 # ----------------------------------------------------------------------------- JobSpec -> engine
 
@@ -242,4 +243,25 @@ def container_status(attrs: dict) -> ContainerStatus:
         labels=(attrs.get("Config") or {}).get("Labels") or {},
         image_id=attrs.get("Image"),
         runtime=(attrs.get("HostConfig") or {}).get("Runtime"),
+    )
+
+
+def usage_from_stats(raw: dict) -> dict:
+    """The engine-neutral usage sample (backends/usage.py) from a docker stats document, for an
+    engine whose cgroup files this process cannot read. The peak is the engine's where cgroup v1
+    keeps one; v2's document has none (the sampler then keeps the highest sample)."""
+    memory = raw.get("memory_stats") or {}
+    mem_stats = memory.get("stats") or {}
+    used = memory.get("usage", 0) - mem_stats.get("inactive_file", mem_stats.get("total_inactive_file", 0))
+    networks = (raw.get("networks") or {}).values()
+    blk = (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
+    limit = memory.get("limit")
+    return sample(
+        cpu_ns=((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage"),
+        memory=max(used, 0), memory_peak=memory.get("max_usage"),
+        memory_limit=limit if limit and limit < UNLIMITED else None,
+        block_read=sum(e.get("value", 0) for e in blk if e.get("op", "").lower() == "read"),
+        block_write=sum(e.get("value", 0) for e in blk if e.get("op", "").lower() == "write"),
+        net_rx=sum(n.get("rx_bytes", 0) for n in networks), net_tx=sum(n.get("tx_bytes", 0) for n in networks),
+        pids=(raw.get("pids_stats") or {}).get("current"),
     )

@@ -34,17 +34,18 @@ from .events import EventsMixin
 from .files import FilesMixin
 from .runs import read_json, same_process
 from .shim import write_json
+from .usage import UsageMixin
 
 SHIM = str(Path(__file__).with_name("shim.py"))
 _HANDLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-class ProcessBackend(ControlMixin, FilesMixin, EventsMixin):
+class ProcessBackend(ControlMixin, FilesMixin, EventsMixin, UsageMixin):
     """Jobs as host process groups under ``root`` (``<state dir>/process``): ``runs/<handle>/``
     per job run, ``events.log`` for every run's events."""
 
     name = "process"
-    capabilities = Capabilities(pause=True, recover=True, files=True, stdin=True, signals=True, oom=True)
+    capabilities = Capabilities(pause=True, recover=True, files=True, stdin=True, signals=True, oom=True, usage=True)
 
     def __init__(self, executor_id: str, root: Path):
         self.executor_id = executor_id

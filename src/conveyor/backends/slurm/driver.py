@@ -27,6 +27,7 @@ from ..base import (
     ContainerNotFound,
     ContainerStatus,
     EngineConflict,
+    NoUsage,
     NotSupported,
 )
 from ..hostfiles import fresh_dir, host_path, mount_holding, tar_of, under, write_json
@@ -41,7 +42,7 @@ STREAMS = ("stdout", "stderr")
 START_WAIT_S = 10.0  # how long start waits for the job to run, when Slurm gives no reason to wait
 
 
-class SlurmBackend(StopMixin, ArrayMixin, PolledEvents):
+class SlurmBackend(StopMixin, ArrayMixin, PolledEvents, NoUsage):
     """The Backend for a Slurm cluster. ``conf``: its slurm.conf (None: SLURM_CONF, or the
     site's default); ``shared_dir``: a directory every node mounts at the same path, where each
     job's directory is (``<shared_dir>/<executor id>/slurm/<job id>``)."""

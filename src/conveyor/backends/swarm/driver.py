@@ -28,6 +28,7 @@ from ..base import (
     EngineConflict,
     EngineError,
     EngineUnavailable,
+    NoUsage,
     NotSupported,
 )
 from ..docker.images import ImagesMixin
@@ -50,7 +51,7 @@ from .mapping import (
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.id"  # on every task container, set by Swarm
 
 
-class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin):
+class SwarmBackend(ImagesMixin, StopMixin, LogsMixin, WatchMixin, NoUsage):
     """The Backend for a Docker Swarm, through its manager (``base_url``). ``node_urls``: the
     engines of the other nodes, when this agent can reach them, for removing the task
     containers Swarm leaves behind there and for loading images on every node. ``shared_dir``:
