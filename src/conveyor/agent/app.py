@@ -22,9 +22,9 @@ from ..operations import OPERATIONS
 from . import API_PREFIX, errors
 from .dependencies import AgentState, authorized, metrics_reader
 from .models import error_doc
-from .routers import arrays, control, data, engine, events, jobs, logs, node, run, tokens, waiting
+from .routers import arrays, control, data, engine, events, jobs, leases, logs, node, run, tokens, waiting
 
-ROUTERS = (jobs, run, control, waiting, logs, arrays, data, node, engine, events, tokens)
+ROUTERS = (jobs, run, control, waiting, logs, arrays, data, node, engine, events, tokens, leases)
 
 
 @asynccontextmanager

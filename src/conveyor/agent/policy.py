@@ -356,6 +356,8 @@ class TokenRules:
 
     def check(self, spec: JobSpec) -> None:
         try:
+            if spec.lease is not None:  # leases are the owner's (routers/leases.py): no share of one for others
+                raise PolicyRefused("leases", "spec.lease", "a lease is the owner's: a named token cannot run jobs in one")
             self.source.check(spec)
         except PolicyRefused as exc:
             raise exc.by(self.token, self.source.label) from None

@@ -26,7 +26,7 @@ def main() -> None:
 
 
 def _group():
-    from . import control, data, run, serve, shim, tokens, views  # noqa: F401 - each registers its commands
+    from . import control, data, leases, run, serve, shim, tokens, views  # noqa: F401 - each registers its commands
     from .app import cli
 
     return cli

@@ -14,6 +14,7 @@ each; the job-control verbs and their array forms come from :mod:`conveyor.opera
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -23,6 +24,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from ..arguments import ARRAY_ID, IMAGE, job_ref, job_refs, job_spec
 from ..errors import ConveyorError
 from ..job import Job, Transition
+from ..leasing import Lease, hold_lease
 from ..operations import Verb, with_verbs
 from ..spec import JobSpec
 from ..state import JobState
@@ -278,6 +280,31 @@ class Client:
 
     def cleanup(self) -> dict[str, int]:
         return self.api.cleanup()
+
+    # ------------------------------------------------------------------ leases (README: Leases)
+
+    def lease_create(self, cpus: float = 0.0, memory: int | str = 0, gpus: int = 0, keepalive: float | str = 30.0,
+                     labels: dict[str, str] | None = None, gpu_vendor: str = "nvidia") -> dict:
+        return self.api.lease_create(cpus=cpus, memory=memory, gpus=gpus, keepalive=keepalive, labels=labels or {},
+                                     gpu_vendor=gpu_vendor)
+
+    def lease(self, cpus: float = 0.0, memory: int | str = 0, gpus: int = 0, keepalive: float | str = 30.0,
+              labels: dict[str, str] | None = None, drain: bool = False) -> "contextlib.AbstractContextManager[Lease]":
+        """``with client.lease(cpus=2, memory="4g", keepalive=30) as lease:``: renewed in the
+        background while the block runs, released at its end (Executor.lease)."""
+        return hold_lease(self, drain, cpus=cpus, memory=memory, gpus=gpus, keepalive=keepalive, labels=labels)
+
+    def lease_list(self, all: bool = False) -> list[dict]:
+        return self.api.lease_list(all)
+
+    def lease_info(self, ref: str) -> dict:
+        return self.api.lease_info(ref)
+
+    def lease_renew(self, ref: str) -> dict:
+        return self.api.lease_renew(ref)
+
+    def lease_release(self, ref: str, drain: bool = False) -> dict:
+        return self.api.lease_release(ref, drain)
 
     # ------------------------------------------------------------------ the engine's own documents
 

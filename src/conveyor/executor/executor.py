@@ -28,6 +28,7 @@ from ..operations import with_array_forms
 from ..store import Store
 from .control import ControlMixin
 from .data import DataMixin
+from .leases import LeaseMixin
 from .modes import Observing, Supervising
 from .node import NodeMixin
 from .reading import ReadMixin
@@ -37,7 +38,7 @@ from .waiting import WaitMixin
 
 
 @with_array_forms
-class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataMixin):
+class Executor(SubmitMixin, ControlMixin, WaitMixin, ReadMixin, NodeMixin, DataMixin, LeaseMixin):
     """Runs jobs on this node. One Executor per state directory supervises its jobs (the one
     that got there first holds ``supervisor.lock``); any other observes: it queues work and
     reads the store, and the supervising process launches and watches.

@@ -67,6 +67,7 @@ class NodeMixin(ExecutorBase):
             "waiting": sum(v["queued"] + v["held"] for v in by_priority.values()),
             "blocker": plan.blocker,
             "jobs": jobs,
+            "leases": self._live_leases(plan.leases),
         }
 
     def metrics(self) -> str:
@@ -86,7 +87,8 @@ class NodeMixin(ExecutorBase):
         except ConveyorError:  # the view still answers without the engine
             pass
         cap = self.capacity
-        in_use = self._planner().ledger().in_use()
+        ledger, leases = self._planner().lease_ledgers()
+        in_use = ledger.in_use()
         return {
             "hostname": socket.gethostname(),
             "os": f"{platform.system()} {platform.release()}",
@@ -105,6 +107,7 @@ class NodeMixin(ExecutorBase):
             },
             "in_use": in_use,
             "free": {"cpus": (cap.cpus_m - in_use["cpus"] * 1000) / 1000, "memory": cap.memory - in_use["memory"]},
+            "leases": self._live_leases(leases),
         }
 
     def _nodes(self) -> list[dict] | None:

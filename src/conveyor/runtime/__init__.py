@@ -56,9 +56,10 @@ class Runtime:
         self.watcher = Watcher(store, backend, executor_id, self.finisher, self.launcher, self.stopper)
 
     def start(self) -> None:
-        """Subscribe to the engine and reconcile, then start launching."""
+        """Subscribe to the engine and reconcile (leases too), then start launching."""
         try:
             self.watcher.start()
+            self.scheduler.keep_leases()  # once at reconcile: an expiry that fell while none supervised
             self.scheduler.start()
         except BaseException:
             self.close()

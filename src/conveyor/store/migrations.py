@@ -133,4 +133,28 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN engine_deps INTEGER NOT NULL DEFAULT 0;
     """,
+    # 9 (leases; renumber after the other branches' migrations): a share of the node reserved
+    # for a holder that keeps it alive. ``deadline`` is compared with the clock at each
+    # scheduler pass and once at reconcile, so a lease outlives an agent restart.
+    """
+    CREATE TABLE leases (
+        id          TEXT PRIMARY KEY,
+        executor_id TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        cpus        REAL NOT NULL,
+        memory      INTEGER NOT NULL,
+        req_gpus    TEXT,
+        gpu_ids     TEXT,
+        keepalive   REAL NOT NULL,
+        deadline    REAL NOT NULL,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_at  REAL NOT NULL,
+        renewed_at  REAL NOT NULL,
+        ended_at    REAL,
+        reason      TEXT
+    );
+    CREATE INDEX leases_live ON leases(state) WHERE state IN ('active', 'draining');
+    ALTER TABLE jobs ADD COLUMN lease_id TEXT;
+    CREATE INDEX jobs_lease ON jobs(lease_id) WHERE lease_id IS NOT NULL;
+    """,
 ]

@@ -14,7 +14,7 @@ from ..state import JobState
 _JOB_COLUMNS = (
     "id executor_id name spec state substate exit_code message container_id stop_reason "
     "idempotency_key array_id array_index created_at started_at finished_at "
-    "priority req_cpus req_memory req_gpus gpu_ids start_deadline retries retry_backoff attempt not_before has_deps node engine_deps"
+    "priority req_cpus req_memory req_gpus gpu_ids start_deadline retries retry_backoff attempt not_before has_deps node engine_deps lease_id"
 ).split()
 
 
@@ -55,6 +55,7 @@ class JobRecord:
     has_deps: int = 0
     node: str | None = None  # the machine it runs or ran on, when the engine has several
     engine_deps: int = 0  # 1: its engine holds it for its dependencies (capability dependencies)
+    lease_id: str | None = None  # the lease whose share it draws from
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "JobRecord":

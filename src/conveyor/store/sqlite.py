@@ -14,11 +14,12 @@ from ..home import unusable, writing
 from .arrays import ArraysMixin
 from .data import DataMixin
 from .jobs import JobsMixin
+from .leases import LeasesMixin
 from .migrations import MIGRATIONS
 from .transitions import TransitionsMixin
 
 
-class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin):
+class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin, LeasesMixin):
     """Jobs, arrays, filesets and images in one SQLite database. ``readonly`` opens it for a
     reader (an events stream, say) that must never write, migrate or wait for the writer."""
 
