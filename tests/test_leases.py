@@ -229,3 +229,29 @@ def test_leases_in_every_state_survive_an_agent_restart(served, test_image):
     used = client.machine()["in_use"]
     assert used["leases"] == 1 and used["cpus"] == 0.5  # only the live lease holds anything
     client.lease_release(live["id"])
+
+
+def test_the_cli_holds_a_lease_while_keepalive_runs_and_shows_it(fresh_cli):
+    """Prevents a script's lease dying while `conveyor lease keepalive` still runs beside it
+    (or living on after it is killed), a refusal that exits 0, and machine/queue hiding what
+    leases hold."""
+    cli = fresh_cli
+    (cli.home / "config.toml").write_text(CONFIG)
+    lease_id = cli.ok("lease", "create", "--cpus", "1", "-m", "512m", "--keepalive", "2s", "--label", "team=ml").strip()
+    keeper = cli.popen("lease", "keepalive", lease_id)
+    refused = cli.run("lease", "create", "--cpus", "1.5")
+    assert refused.returncode != 0 and b"cpus" in refused.stderr and b"1 free" in refused.stderr
+    time.sleep(4)  # two keepalives
+    shown = json.loads(cli.ok("lease", "inspect", lease_id, "--json"))
+    assert shown["state"] == "active" and shown["labels"] == {"team": "ml"}
+    job_id = cli.submit("--lease", lease_id, "--cpus", "1", "--stop-timeout", "1", cli.image, "sleep", "300")
+    cli.until(job_id, "Running")
+    assert lease_id in cli.ok("machine") and lease_id in cli.ok("queue")
+    assert "1 job(s)" in cli.ok("lease", "list")
+    keeper.kill()
+    job = cli.until(job_id, "Failed", timeout=20)
+    assert job["substate"] == "cancelled" and "lease expired" in job["message"]
+    gone = cli.run("lease", "renew", lease_id)
+    assert gone.returncode != 0 and b"expired" in gone.stderr
+    assert lease_id not in cli.ok("lease", "list")
+    assert "expired" in cli.ok("lease", "list", "--all")

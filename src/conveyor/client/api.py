@@ -65,7 +65,26 @@ class EngineDocuments:
         return self.call("GET", route("stats", ref))
 
 
-class AgentAPI(EngineDocuments):
+class LeaseRequests:
+    """Leases (routers/leases.py): part of AgentAPI, needs its ``call``."""
+
+    def lease_create(self, **request: Any) -> dict:
+        return self.call("POST", route("lease_create"), body=request)
+
+    def lease_list(self, all: bool = False) -> list[dict]:
+        return self.call("GET", route("lease_list"), {"all": all})
+
+    def lease_info(self, ref: str) -> dict:
+        return self.call("GET", route("lease_info", ref))
+
+    def lease_renew(self, ref: str) -> dict:
+        return self.call("POST", route("lease_renew", ref))
+
+    def lease_release(self, ref: str, drain: bool = False) -> dict:
+        return self.call("POST", route("lease_release", ref), {"drain": drain})
+
+
+class AgentAPI(EngineDocuments, LeaseRequests):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
     The token is ``token``, else ``$CONVEYOR_TOKEN``, else the state directory's agent.token."""
@@ -288,23 +307,6 @@ class AgentAPI(EngineDocuments):
 
     def cleanup(self) -> dict[str, int]:
         return self.call("POST", route("cleanup"), timeout=max(self.http.timeout, 600))
-
-    # ------------------------------------------------------------------ leases
-
-    def lease_create(self, **request: Any) -> dict:
-        return self.call("POST", route("lease_create"), body=request)
-
-    def lease_list(self, all: bool = False) -> list[dict]:
-        return self.call("GET", route("lease_list"), {"all": all})
-
-    def lease_info(self, ref: str) -> dict:
-        return self.call("GET", route("lease_info", ref))
-
-    def lease_renew(self, ref: str) -> dict:
-        return self.call("POST", route("lease_renew", ref))
-
-    def lease_release(self, ref: str, drain: bool = False) -> dict:
-        return self.call("POST", route("lease_release", ref), {"drain": drain})
 
     # ------------------------------------------------------------------ data
 

@@ -45,8 +45,37 @@ class RemoteJob(Job):
         return b"".join(chunk for _, chunk in self.client.logs(self.id, stream))
 
 
+class ClientLeases:
+    """Leases (README: Leases), part of Client: needs its ``api``."""
+
+    api: AgentAPI
+
+    def lease_create(self, cpus: float = 0.0, memory: int | str = 0, gpus: int = 0, keepalive: float | str = 30.0,
+                     labels: dict[str, str] | None = None, gpu_vendor: str = "nvidia") -> dict:
+        return self.api.lease_create(cpus=cpus, memory=memory, gpus=gpus, keepalive=keepalive, labels=labels or {},
+                                     gpu_vendor=gpu_vendor)
+
+    def lease(self, cpus: float = 0.0, memory: int | str = 0, gpus: int = 0, keepalive: float | str = 30.0,
+              labels: dict[str, str] | None = None, drain: bool = False) -> "contextlib.AbstractContextManager[Lease]":
+        """``with client.lease(cpus=2, memory="4g", keepalive=30) as lease:``: renewed in the
+        background while the block runs, released at its end (Executor.lease)."""
+        return hold_lease(self, drain, cpus=cpus, memory=memory, gpus=gpus, keepalive=keepalive, labels=labels)
+
+    def lease_list(self, all: bool = False) -> list[dict]:
+        return self.api.lease_list(all)
+
+    def lease_info(self, ref: str) -> dict:
+        return self.api.lease_info(ref)
+
+    def lease_renew(self, ref: str) -> dict:
+        return self.api.lease_renew(ref)
+
+    def lease_release(self, ref: str, drain: bool = False) -> dict:
+        return self.api.lease_release(ref, drain)
+
+
 @with_verbs
-class Client:
+class Client(ClientLeases):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
 
@@ -280,31 +309,6 @@ class Client:
 
     def cleanup(self) -> dict[str, int]:
         return self.api.cleanup()
-
-    # ------------------------------------------------------------------ leases (README: Leases)
-
-    def lease_create(self, cpus: float = 0.0, memory: int | str = 0, gpus: int = 0, keepalive: float | str = 30.0,
-                     labels: dict[str, str] | None = None, gpu_vendor: str = "nvidia") -> dict:
-        return self.api.lease_create(cpus=cpus, memory=memory, gpus=gpus, keepalive=keepalive, labels=labels or {},
-                                     gpu_vendor=gpu_vendor)
-
-    def lease(self, cpus: float = 0.0, memory: int | str = 0, gpus: int = 0, keepalive: float | str = 30.0,
-              labels: dict[str, str] | None = None, drain: bool = False) -> "contextlib.AbstractContextManager[Lease]":
-        """``with client.lease(cpus=2, memory="4g", keepalive=30) as lease:``: renewed in the
-        background while the block runs, released at its end (Executor.lease)."""
-        return hold_lease(self, drain, cpus=cpus, memory=memory, gpus=gpus, keepalive=keepalive, labels=labels)
-
-    def lease_list(self, all: bool = False) -> list[dict]:
-        return self.api.lease_list(all)
-
-    def lease_info(self, ref: str) -> dict:
-        return self.api.lease_info(ref)
-
-    def lease_renew(self, ref: str) -> dict:
-        return self.api.lease_renew(ref)
-
-    def lease_release(self, ref: str, drain: bool = False) -> dict:
-        return self.api.lease_release(ref, drain)
 
     # ------------------------------------------------------------------ the engine's own documents
 

@@ -14,7 +14,7 @@ from ..arguments import IMAGE, job_ref
 from ..backends.base import LABEL_JOB, ContainerNotFound, ContainerStatus
 from ..capacity import Request, discover
 from ..errors import ConveyorError, ImageNotFound, JobNotFound
-from ..runtime.planner import Planner
+from ..runtime.planner import Planner, in_use
 from ..state import ACTIVE_STATES, FINAL_STATES, HELD_STATES, WAITING_STATES, JobState, Substate, sql_in
 from ..store import JobRecord
 from .base import ExecutorBase
@@ -62,7 +62,7 @@ class NodeMixin(ExecutorBase):
             })
         return {
             "capacity": self.capacity.to_dict(),
-            "in_use": plan.ledger.in_use() if plan.ledger else {},
+            "in_use": in_use(plan.ledger, plan.leases) if plan.ledger else {},
             "priorities": {str(k): v for k, v in sorted(by_priority.items(), reverse=True)},
             "waiting": sum(v["queued"] + v["held"] for v in by_priority.values()),
             "blocker": plan.blocker,
@@ -88,7 +88,7 @@ class NodeMixin(ExecutorBase):
             pass
         cap = self.capacity
         ledger, leases = self._planner().lease_ledgers()
-        in_use = ledger.in_use()
+        used = in_use(ledger, leases)
         return {
             "hostname": socket.gethostname(),
             "os": f"{platform.system()} {platform.release()}",
@@ -105,8 +105,8 @@ class NodeMixin(ExecutorBase):
                 "reserve": {"cpus": cap.reserve[0], "memory": cap.reserve[1]},
                 "gpu_sharing": cap.gpu_sharing,
             },
-            "in_use": in_use,
-            "free": {"cpus": (cap.cpus_m - in_use["cpus"] * 1000) / 1000, "memory": cap.memory - in_use["memory"]},
+            "in_use": used,
+            "free": {"cpus": (cap.cpus_m - used["cpus"] * 1000) / 1000, "memory": cap.memory - used["memory"]},
             "leases": self._live_leases(leases),
         }
 

@@ -318,6 +318,14 @@ class Planner:
         return {k: frozenset(v) for k, v in out.items()}
 
 
+def in_use(ledger: Ledger, leases: dict[str, Ledger]) -> dict:
+    """What the node's ledger says is in use, its job count including the jobs inside leases
+    (whose share the node's ledger books as one holder per lease)."""
+    out = ledger.in_use()
+    out["jobs"] += sum(len(lease.jobs) for lease in leases.values())
+    return out
+
+
 def gpu_id_list(text: str | None) -> tuple[str, ...]:
     """The GPU ids a job holds, from the store's comma-separated column."""
     return tuple(text.split(",")) if text else ()
