@@ -239,3 +239,24 @@ def test_the_cli_holds_a_lease_while_keepalive_runs_and_shows_it(fresh_cli):
     assert gone.returncode != 0 and b"expired" in gone.stderr
     assert lease_id not in cli.ok("lease", "list")
     assert "expired" in cli.ok("lease", "list", "--all")
+
+
+def test_a_lease_grows_only_into_free_capacity_and_shrinks_only_to_what_its_jobs_need(lex, test_image):
+    """Prevents a resized lease taking capacity already given to others, or shrinking under
+    the jobs it runs or holds queued (which would then overrun it or never start)."""
+    lease = lex.lease_create(cpus=0.5, keepalive=60)
+    other = lex.lease_create(cpus=1, keepalive=60)
+    running = lex.submit(sh(test_image, "sleep 300", lease=lease["id"], resources={"cpus": 0.5}, stop_grace=1))
+    waiting = lex.submit(sh(test_image, "true", lease=lease["id"], resources={"cpus": 0.5}))
+    eventually("it runs", lambda: lex.info(running).state is JobState.RUNNING)
+    too_big = _refusal(lambda: lex.lease_resize(lease["id"], cpus=1.5))
+    assert too_big.problems[0][0] == "cpus" and "needs 1.5, 1 free" in str(too_big)
+    too_small = _refusal(lambda: lex.lease_resize(lease["id"], cpus=0.25))
+    assert too_small.problems[0][0] == "cpus" and "0.5 CPUs" in str(too_small)
+    assert lex.info(waiting).state is JobState.QUEUED
+    assert lex.lease_resize(lease["id"], cpus=1)["cpus"] == 1
+    assert lex.wait(waiting, timeout=60).state is JobState.DONE  # the room it grew into is its jobs'
+    assert _refusal(lambda: lex.lease_create(cpus=0.5)).problems[0][0] == "cpus"  # nothing left outside
+    lex.lease_release(other["id"])
+    lex.lease_release(lease["id"])
+    assert lex.wait(running, timeout=30).substate == Substate.CANCELLED

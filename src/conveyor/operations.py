@@ -246,6 +246,8 @@ OPERATIONS: dict[str, Operation] = _ops(
               "/leases/{ref}", "lease inspect", tags=("leases",)),
     Operation("lease_renew", "Keep a lease alive: its deadline becomes now + its keepalive", "POST", "/leases/{ref}/renew",
               "lease renew", tags=("leases",)),
+    Operation("lease_resize", "Resize an active lease's share: it grows only into what the node has free, and shrinks "
+              "no lower than what its jobs hold now", "POST", "/leases/{ref}/resize", "lease resize", tags=("leases",)),
     Operation("lease_release", "Release a lease: its jobs are cancelled (running ones with their grace period), or with "
               "drain it ends once they have", "POST", "/leases/{ref}/release", "lease release", tags=("leases",)),
     Operation("token_create", "Create a named token bound to a policy; the answer holds the token, shown only once (owner only)",

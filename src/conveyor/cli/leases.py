@@ -101,6 +101,16 @@ def renew_cmd(ctx, lease, as_json) -> None:
     _show(connect(ctx).lease_renew(lease), as_json)
 
 
+@lease_group.command("resize", help=OPERATIONS["lease_resize"].summary + ".")
+@click.argument("lease")
+@click.option("--cpus", type=float, help="The new CPUs.")
+@click.option("-m", "--memory", help="The new memory (8g, 512m).")
+@JSON_OPTION
+@click.pass_context
+def resize_cmd(ctx, lease, cpus, memory, as_json) -> None:
+    _show(connect(ctx).lease_resize(lease, cpus, memory), as_json)
+
+
 @lease_group.command("release", help=OPERATIONS["lease_release"].summary + ".")
 @click.argument("lease")
 @click.option("--drain", is_flag=True, help="Let its jobs finish first; it ends once they have.")

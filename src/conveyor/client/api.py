@@ -80,6 +80,9 @@ class LeaseRequests:
     def lease_renew(self, ref: str) -> dict:
         return self.call("POST", route("lease_renew", ref))
 
+    def lease_resize(self, ref: str, cpus: float | None = None, memory: int | str | None = None) -> dict:
+        return self.call("POST", route("lease_resize", ref), body={"cpus": cpus, "memory": memory})
+
     def lease_release(self, ref: str, drain: bool = False) -> dict:
         return self.call("POST", route("lease_release", ref), {"drain": drain})
 

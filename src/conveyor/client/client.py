@@ -70,6 +70,9 @@ class ClientLeases:
     def lease_renew(self, ref: str) -> dict:
         return self.api.lease_renew(ref)
 
+    def lease_resize(self, ref: str, cpus: float | None = None, memory: int | str | None = None) -> dict:
+        return self.api.lease_resize(ref, cpus, memory)
+
     def lease_release(self, ref: str, drain: bool = False) -> dict:
         return self.api.lease_release(ref, drain)
 

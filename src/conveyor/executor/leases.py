@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib
 import time
 
-from ..capacity import MILLI, Ledger, Request
+from ..capacity import LEASE_PREFIX, MILLI, Ledger, Request
 from ..errors import InvalidSpec, LeaseNotFound
 from ..leasing import Lease, hold_lease
 from ..runtime.leases import release_lease
 from ..spec.lease import LeaseSpec
+from ..state import WAITING_STATES, sql_in
 from ..store import LeaseRecord, new_lease_id
 from .base import ExecutorBase
 
@@ -41,14 +42,8 @@ class LeaseMixin(ExecutorBase):
         )
 
         def admit(inflight: dict) -> None:
-            ledger, leases = self._planner().lease_ledgers()
-            for job_id, inf in inflight.items():
-                leases.get(inf.lease_id, ledger).take(job_id, inf.request, inf.gpu_ids)
-            short = ledger.shortfall(req)
-            if short is not None:
-                raise InvalidSpec([(part.split(" ", 1)[0], getattr(spec, part.split(" ", 1)[0]),
-                                    f"this node cannot reserve it now: {part}; ask for less, or wait for running "
-                                    "jobs and leases to end") for part in short.split("; ")])
+            ledger, _ = self._ledgers_with(inflight)
+            self._refuse_shortfall(ledger, req, spec)
             lease.gpu_ids = ",".join(ledger.take("new lease", req)) or None
 
         self._mode.reserve(lambda inflight: self.store.insert_lease(lease, lambda: admit(inflight)))
@@ -88,6 +83,36 @@ class LeaseMixin(ExecutorBase):
         self._mode.wake()  # the scheduler's next wake-up is the earliest deadline
         return self.lease_info(lease.id)
 
+    def lease_resize(self, ref: str, cpus: float | None = None, memory: int | str | None = None) -> dict:
+        """Give an active lease a new share (what is not given stays): it grows only into what
+        the node has free now, and shrinks no lower than what its jobs hold (InvalidSpec
+        naming the field otherwise)."""
+        lease = self._active_lease(ref)
+        spec = LeaseSpec(cpus=lease.cpus if cpus is None else cpus, memory=lease.memory if memory is None else memory,
+                         keepalive=lease.keepalive)
+        req = Request(cpus_m=int(round(spec.cpus * MILLI)), memory=spec.memory)
+
+        def admit(inflight: dict) -> None:
+            ledger, leases = self._ledgers_with(inflight)
+            ledger.release(LEASE_PREFIX + lease.id)  # its own share is what it resizes
+            held = leases[lease.id]
+            # A waiting job bigger than the new share would never start in it.
+            (cpus_w, memory_w), = self.store.query(
+                f"SELECT MAX(req_cpus), MAX(req_memory) FROM jobs WHERE lease_id=? AND {sql_in(WAITING_STATES)}", (lease.id,))
+            need_cpus_m = max(held.cpus_m, int(round((cpus_w or 0) * MILLI)))
+            need_memory = max(held.memory, memory_w or 0)
+            problems = [(kind, value, f"its jobs hold or wait for {shown}; wait for them to end, or ask for more")
+                        for kind, value, over, shown in (("cpus", spec.cpus, need_cpus_m > req.cpus_m, f"{need_cpus_m / MILLI:g} CPUs"),
+                                                         ("memory", spec.memory, need_memory > req.memory, f"{need_memory} bytes"))
+                        if over]
+            if problems:
+                raise InvalidSpec(problems)
+            self._refuse_shortfall(ledger, req, spec)
+
+        self._mode.reserve(lambda inflight: self.store.resize_lease(lease.id, spec.cpus, spec.memory, lambda: admit(inflight)))
+        self._mode.wake()
+        return self.lease_info(lease.id)
+
     def lease_release(self, ref: str, drain: bool = False) -> dict:
         """Give a lease's share back: its jobs are cancelled (running ones with their grace
         period; logs and outputs kept), or with ``drain`` it ends once they have. Releasing an
@@ -98,6 +123,28 @@ class LeaseMixin(ExecutorBase):
         return self.lease_info(lease.id)
 
     # ------------------------------------------------------------------ helpers
+
+    def _ledgers_with(self, inflight: dict) -> tuple[Ledger, dict[str, Ledger]]:
+        """The node's ledger and each lease's, from the store and the launches in flight."""
+        ledger, leases = self._planner().lease_ledgers()
+        for job_id, inf in inflight.items():
+            leases.get(inf.lease_id, ledger).take(job_id, inf.request, inf.gpu_ids)
+        return ledger, leases
+
+    @staticmethod
+    def _refuse_shortfall(ledger: Ledger, req: Request, spec: LeaseSpec) -> None:
+        """InvalidSpec naming each of cpus, memory, gpus the node has not free for ``req``."""
+        short = ledger.shortfall(req)
+        if short is not None:
+            raise InvalidSpec([(part.split(" ", 1)[0], getattr(spec, part.split(" ", 1)[0]),
+                                f"this node cannot reserve it now: {part}; ask for less, or wait for running "
+                                "jobs and leases to end") for part in short.split("; ")])
+
+    def _active_lease(self, ref: str) -> LeaseRecord:
+        lease = self.store.get_lease(ref)
+        if lease.state != "active":
+            raise InvalidSpec.single("lease", ref, f"the lease is {lease.state} ({lease.reason}); create a new one")
+        return lease
 
     def _live_leases(self, ledgers: dict[str, Ledger]) -> list[dict]:
         """The live leases with what their jobs hold (`machine` and `queue` show them)."""
@@ -112,11 +159,9 @@ class LeaseMixin(ExecutorBase):
     def _lease_for_job(self, ref: str, req: Request) -> LeaseRecord:
         """The lease a job names, if it is active and the job fits in its share at all."""
         try:
-            lease = self.store.get_lease(ref)
+            lease = self._active_lease(ref)
         except LeaseNotFound as exc:
             raise InvalidSpec.single("lease", ref, f"{exc}; `conveyor lease list` shows the live ones") from None
-        if lease.state != "active":
-            raise InvalidSpec.single("lease", ref, f"the lease is {lease.state} ({lease.reason}); create a new one")
         share = Request.from_columns(lease.cpus, lease.memory, lease.req_gpus)
         problems = []
         if req.cpus_m > share.cpus_m:

@@ -72,6 +72,14 @@ class LeasesMixin:
                              lease._to_row())
         return lease
 
+    def resize_lease(self, lease_id: str, cpus: float, memory: int, admit) -> bool:
+        """Give an active lease a new share if ``admit()`` (called inside the write transaction,
+        as for :meth:`insert_lease`) raises nothing; False if it is not active."""
+        with self._tx():
+            admit()
+            cur = self._db.execute("UPDATE leases SET cpus=?, memory=? WHERE id=? AND state='active'", (cpus, memory, lease_id))
+        return cur.rowcount == 1
+
     def get_lease(self, ref: str) -> LeaseRecord:
         """A lease by id or unique id prefix."""
         with self._lock:

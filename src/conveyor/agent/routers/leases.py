@@ -50,6 +50,18 @@ def renew(ref: str, ex: Executor = Depends(executor)) -> dict:
     return ex.lease_renew(ref)
 
 
+class ResizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: float | None = Field(default=None, description="the new CPUs; null: unchanged")
+    memory: int | str | None = Field(default=None, description="the new memory (bytes, or 8g); null: unchanged")
+
+
+@operation(router, "lease_resize", responses={**OWNER_ONLY, **NO_LEASE, **INVALID})
+def resize(ref: str, body: ResizeRequest, ex: Executor = Depends(executor)) -> dict:
+    return ex.lease_resize(ref, body.cpus, body.memory)
+
+
 @operation(router, "lease_release", responses={**OWNER_ONLY, **NO_LEASE})
 def release(ref: str, drain: bool = Query(default=False, description="end once its jobs have, not at once"),
             ex: Executor = Depends(executor)) -> dict:
