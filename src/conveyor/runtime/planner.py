@@ -187,7 +187,8 @@ class Planner:
             if not explain and (
                 plan.scanned >= self.SCAN_LIMIT
                 or (max_running is not None and running >= max_running)
-                or (ledger.free_cpus_m <= 0 and not leases and self._min_cpus() > 0)
+                or (ledger.free_cpus_m <= 0 and all(lease.free_cpus_m <= 0 for lease in leases.values())
+                    and self._min_cpus() > 0)
             ):
                 break
         plan.blocker = blocker
