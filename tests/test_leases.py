@@ -178,12 +178,17 @@ def test_release_cancels_at_once_and_drain_lets_jobs_finish(lex, test_image):
     assert lex.machine()["in_use"]["leases"] == 0
 
 
+def _stored_lease_state(agent: AgentProcess, lease_id: str) -> str:
+    """A lease's state as the store has it, with no agent running."""
+    return Store(agent.home / "conveyor.db", readonly=True).get_lease(lease_id).state
+
+
 def test_leases_in_every_state_survive_an_agent_restart(served, test_image):
     """Prevents a restart forgetting a lease (its share then given to others), renewing one
     that expired while the agent was down, or applying that expiry more than once."""
     client = Client(served.home)
     live = client.lease_create(cpus=0.5, keepalive=120)
-    short = client.lease_create(cpus=0.5, keepalive=1)
+    short = client.lease_create(cpus=0.5, keepalive=2)
     released = client.lease_create(cpus=0.25, keepalive=120)
     draining = client.lease_create(cpus=0.5, keepalive=120)
     kept = client.submit(sh(test_image, "sleep 300", lease=live["id"]))
@@ -195,7 +200,9 @@ def test_leases_in_every_state_survive_an_agent_restart(served, test_image):
     client.lease_release(released["id"])
     client.lease_release(draining["id"], drain=True)
     served.stop(signal.SIGKILL)
-    time.sleep(2)  # the short lease's deadline falls while no agent runs
+    down = time.time()
+    assert _stored_lease_state(served, short["id"]) == "active"  # it was alive when the agent died
+    time.sleep(3)  # the short lease's deadline falls while no agent runs
     served.start()
     client = Client(served.home)
     eventually("the overdue lease's job ended", lambda: client.info(lost).state.is_final, timeout=15)
@@ -206,6 +213,7 @@ def test_leases_in_every_state_survive_an_agent_restart(served, test_image):
     assert client.info(kept).state is JobState.RUNNING
     job = client.info(lost)
     assert "lease expired" in job.message and job.stdout == "bye\n"
+    assert client.lease_info(short["id"])["ended_at"] > down + 2  # expired by the restarted agent, at reconcile
     ended = [t for t in Store(served.home / "conveyor.db", readonly=True).transitions(lost) if t.to_state is JobState.FAILED]
     assert len(ended) == 1  # applied once
     assert client.wait(drains, timeout=60).state is JobState.DONE
