@@ -268,3 +268,21 @@ def test_a_lease_grows_only_into_free_capacity_and_shrinks_only_to_what_its_jobs
     lex.lease_release(other["id"])
     lex.lease_release(lease["id"])
     assert lex.wait(running, timeout=30).substate == Substate.CANCELLED
+
+
+def test_leases_are_the_owners_a_named_token_can_neither_hold_nor_use_one(served, test_image):
+    """Prevents a named token (bound to a policy with no rule for leases) reserving the node
+    against everyone else, or running its jobs inside the owner's lease."""
+    owner = Client(served.home)
+    lease = owner.lease_create(cpus=0.5, keepalive=60)
+    made = subprocess.run([sys.executable, "-m", "conveyor", "--home", str(served.home), "token", "create", "guest"],
+                          capture_output=True, text=True, env={**os.environ, "CONVEYOR_HOME": str(served.home)})
+    assert made.returncode == 0, made.stderr
+    guest = served.http(made.stdout.strip())
+    assert guest.post("/v1/leases", json={"cpus": 0.5}).status_code == 403
+    assert guest.get("/v1/leases").status_code == 403
+    assert guest.post(f"/v1/leases/{lease['id']}/release").status_code == 403
+    refused = guest.post("/v1/jobs", json={"spec": {"image": test_image, "command": ["true"], "lease": lease["id"]}})
+    assert refused.status_code == 403 and refused.json()["code"] == "policy_refused"
+    assert "lease" in refused.json()["message"]
+    assert owner.lease_info(lease["id"])["jobs"] == []  # nothing ran in it
