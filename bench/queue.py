@@ -28,6 +28,7 @@ SUBMIT_BATCHES = 10
 def add_arguments(parser) -> None:
     parser.add_argument("--queue-jobs", type=int, default=10_000, help="queue: held jobs to submit (default 10000)")
     parser.add_argument("--ps-containers", type=int, default=200, help="queue: size of the ps comparison with docker ps -a (default 200)")
+    parser.add_argument("--leases", type=int, default=1000, help="leases: live leases on the scheduler pass (default 1000)")
 
 
 def _submit_held(ex: Executor, spec, n: int) -> list[float]:
@@ -233,4 +234,57 @@ def scheduling(ctx: Context) -> dict:
     }
 
 
-BENCHMARKS = {"queue": queue, "scheduling": scheduling}
+# ----------------------------------------------------------------------------- leases (issue 18)
+
+
+def leases(ctx: Context) -> dict:
+    """The cost of ``--leases`` (1,000) live leases on the scheduler pass. The same store both
+    ways: that many running jobs and ``--queue-jobs`` (capped at 2,000) queued ones; first
+    with no lease, then with each running job inside a lease of its own. Also the rate of
+    lease creation (each one admitted against the node in a write transaction) and the
+    expiry check each pass makes (runtime/leases.py) with none overdue. No supervisor: the
+    planner is called directly, nothing starts."""
+    from conveyor.capacity import SchedulingConfig, node_capacity
+    from conveyor.runtime.leases import keep_leases
+    from conveyor.scheduler import Planner
+    from conveyor.state import JobState
+
+    n, queued = ctx.args.leases, min(2000, ctx.args.queue_jobs)
+    samples = max(5, ctx.repeat)
+    config = {"capacity": {"cpus": n * 0.01 + 64, "memory": "64g"}}
+    figures: dict = {}
+    for mode in ("without", "with"):
+        home = ctx.home(f"leases-{mode}")
+        with Executor(home, supervise=False, scheduling=config) as ex:
+            t = time.perf_counter()
+            ids = [ex.lease_create(cpus=0.01, keepalive=3600)["id"] for _ in range(n)] if mode == "with" else [None] * n
+            create_s = time.perf_counter() - t
+            for lease_id in ids:
+                job_id = ex.submit(ctx.spec(["true"], resources={"cpus": 0.01}, lease=lease_id))
+                ex.store.transition(job_id, JobState.RUNNING, started_at=time.time())
+            for _ in range(queued):
+                ex.submit(ctx.spec(["true"], resources={"cpus": 1}))
+            settings = SchedulingConfig.model_validate(config)
+            planner = Planner(ex.store, ex.executor_id, settings, node_capacity(settings))
+            passes, checks = [], []
+            for _ in range(samples):
+                t = time.perf_counter()
+                plan = planner.plan()
+                passes.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                keep_leases(ex.store, ex.executor_id, lambda *a: None, lambda job_id: None)
+                checks.append(time.perf_counter() - t)
+            figures[mode] = {"planner_pass_s": summary(passes), "lease_check_s": summary(checks),
+                             "jobs_started_per_pass": len(plan.starts), "live_leases": len(plan.leases)}
+            if mode == "with":
+                figures[mode]["lease_create_per_s"] = n / create_s
+    with_, without = figures["with"], figures["without"]
+    return {
+        "unit": "seconds per scheduler pass (planner) and per expiry check; leases created per second",
+        "conveyor": {"leases": n, "running_jobs": n, "queued_jobs": queued, **with_},
+        "baseline": {"note": f"the same {n} running and {queued} queued jobs, no lease", **without},
+        "ratio": ratio(with_["planner_pass_s"]["median"], without["planner_pass_s"]["median"]),
+    }
+
+
+BENCHMARKS = {"queue": queue, "scheduling": scheduling, "leases": leases}

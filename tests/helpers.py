@@ -44,6 +44,16 @@ def eventually(what: str, check, timeout: float = 60, every: float = 0.1):
         time.sleep(every)
 
 
+def most_at_once(jobs) -> int:
+    """The most of ``jobs`` that ran at the same moment (from their start and end times)."""
+    edges = sorted([(j.started_at, 1) for j in jobs] + [(j.finished_at, -1) for j in jobs])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
 # ----------------------------------------------------------------------------- the console script
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from conveyor import Executor, JobSpec, JobState, Substate
 from conveyor.errors import ConveyorError, InvalidSpec, InvalidState, WaitTimeout
-from helpers import Cli, eventually
+from helpers import Cli, eventually, most_at_once
 
 from conftest import TEST_IMAGE
 
@@ -227,16 +227,6 @@ def test_cancel_of_a_suspended_job_thaws_it_so_its_term_handler_runs(slurm, ex):
     eventually("no container left on the node", lambda: _containers(ex, job_id) == [])
 
 
-def _overlap(jobs) -> int:
-    """The most of ``jobs`` that ran at the same moment (from their start and end times)."""
-    edges = sorted([(j.started_at, 1) for j in jobs] + [(j.finished_at, -1) for j in jobs])
-    most = now = 0
-    for _, step in edges:
-        now += step
-        most = max(most, now)
-    return most
-
-
 def test_an_array_is_one_slurm_job_array_whose_max_parallel_slurm_enforces(slurm, ex, tmp_path):
     once = tmp_path / "failed-once"
     script = (f"if [ $CONVEYOR_TASK_ID = 3 ] && [ ! -e {once} ]; then touch {once}; exit 3; fi; "
@@ -255,7 +245,7 @@ def test_an_array_is_one_slurm_job_array_whose_max_parallel_slurm_enforces(slurm
     array_job = {h.split("_")[0] for i, h in handles.items() if i != 3}
     assert len(array_job) == 1 and all(handles[i] == f"{next(iter(array_job))}_{i}" for i in handles if i != 3), handles
     assert "_" not in handles[3] and len(ex.attempts(jobs[3].id)) == 2
-    assert _overlap([j for j in jobs.values()]) <= 2
+    assert most_at_once([j for j in jobs.values()]) <= 2
     # Every task ended: nothing of the array is left in Slurm or on the shared directory.
     eventually("the array closed", lambda: not (ex.backend.for_job(None).arrays_dir / array_id).exists(), timeout=WAIT)
     assert f"conveyor-array-{array_id}" not in slurm.run("squeue", "-h", "-o", "%j")

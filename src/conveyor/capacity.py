@@ -31,6 +31,7 @@ from .spec import Bytes, JobSpec, Seconds, _field_path
 
 CONFIG_FILE = "config.toml"
 MILLI = 1000  # CPUs are counted in thousandths so sums never drift
+LEASE_PREFIX = "lease:"  # a live lease's share is booked in the node's ledger as one holder under this key
 
 
 class ConfigError(ConveyorError):
@@ -476,9 +477,11 @@ class Ledger:
             self.gpu_use[key] -= 1
 
     def in_use(self) -> dict:
+        leases = sum(1 for holder in self.jobs if holder.startswith(LEASE_PREFIX))
         return {
             "cpus": self.cpus_m / MILLI,
             "memory": self.memory,
             "gpus": {f"{v}:{g}": n for (v, g), n in sorted(self.gpu_use.items()) if n},
-            "jobs": len(self.jobs),
+            "jobs": len(self.jobs) - leases,
+            "leases": leases,
         }

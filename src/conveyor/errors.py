@@ -77,6 +77,21 @@ class JobNotFound(ConveyorError, LookupError):
         return _with_message(cls(details.get("ref", "")), message)
 
 
+class LeaseNotFound(ConveyorError, LookupError):
+    code, status, field = "lease_not_found", 404, "lease"
+
+    def __init__(self, ref: str, detail: str = ""):
+        self.ref = ref
+        super().__init__(f"no such lease: {ref}" + (f" ({detail})" if detail else ""))
+
+    def details(self) -> dict[str, Any]:
+        return {"ref": self.ref}
+
+    @classmethod
+    def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "LeaseNotFound":
+        return _with_message(cls(details.get("ref", "")), message)
+
+
 class InvalidState(ConveyorError):
     """A control call was made on a job in a state that does not allow it."""
 
@@ -245,7 +260,7 @@ class AgentUnreachable(AgentError):
 ERRORS_BY_CODE: dict[str, type[ConveyorError]] = {
     cls.code: cls
     for cls in (
-        InvalidSpec, PolicyRefused, JobNotFound, InvalidState, WaitTimeout, ImageNotFound, EngineUnavailable,
+        InvalidSpec, PolicyRefused, JobNotFound, LeaseNotFound, InvalidState, WaitTimeout, ImageNotFound, EngineUnavailable,
         NotSupported, StateDirUnusable, ConveyorError,
     )
 }

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .state import FINAL_STATES, RUNNABLE_STATES, JobState, sql_in
+from .store.leases import LEASE_STATES, LIVE_LEASES_SQL
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
@@ -148,6 +149,18 @@ class StoreCollector:
             for kind, value in figures.items():
                 capacity.add_metric([resource, kind], value)
         yield capacity
+
+        leases = GaugeMetricFamily("conveyor_leases", "Leases of this executor by state (README: Leases)", labels=["state"])
+        counts = dict(q("SELECT state, COUNT(*) FROM leases WHERE executor_id=? GROUP BY state", (executor_id,)))
+        for state in LEASE_STATES:
+            leases.add_metric([state], counts.get(state, 0))
+        yield leases
+        reserved = GaugeMetricFamily("conveyor_lease_reserved", "What the live leases reserve", labels=["resource"])
+        cpus, memory = q(f"SELECT TOTAL(cpus), TOTAL(memory) FROM leases WHERE {LIVE_LEASES_SQL} AND executor_id=?",
+                         (executor_id,))[0]
+        reserved.add_metric(["cpus"], cpus)
+        reserved.add_metric(["memory_bytes"], memory)
+        yield reserved
 
         (starts,) = q("SELECT COUNT(*) FROM transitions t JOIN jobs j ON j.id = t.job_id WHERE t.to_state = 'Running' "
                       f"AND t.from_state IN ('Queued', 'Requeued') AND j.executor_id=?", (executor_id,))[0]

@@ -252,6 +252,19 @@ OPERATIONS: dict[str, Operation] = _ops(
               tags=("agent",)),
     Operation("cleanup", "Remove every container, volume and network this executor made", "POST", "/cleanup",
               "cleanup", tags=("control",)),
+    Operation("lease_create", "Reserve a share of the node (CPUs, memory, GPUs) for a holder that keeps it alive; refused, "
+              "saying what is missing, when it does not fit in what is free", "POST", "/leases", "lease create",
+              tags=("leases",)),
+    Operation("lease_list", "Leases: live ones (all: ended ones too), each with its share and what its jobs hold", "GET",
+              "/leases", "lease list", tags=("leases",)),
+    Operation("lease_info", "One lease: its share, state, deadline, what its jobs hold, and its jobs", "GET",
+              "/leases/{ref}", "lease inspect", tags=("leases",)),
+    Operation("lease_renew", "Keep a lease alive: its deadline becomes now + its keepalive", "POST", "/leases/{ref}/renew",
+              "lease renew", tags=("leases",)),
+    Operation("lease_resize", "Resize an active lease's share: it grows only into what the node has free, and shrinks "
+              "no lower than what its jobs hold now", "POST", "/leases/{ref}/resize", "lease resize", tags=("leases",)),
+    Operation("lease_release", "Release a lease: its jobs are cancelled (running ones with their grace period), or with "
+              "drain it ends once they have", "POST", "/leases/{ref}/release", "lease release", tags=("leases",)),
     Operation("token_create", "Create a named token bound to a policy; the answer holds the token, shown only once (owner only)",
               "POST", "/tokens", "token create", tags=("tokens",)),
     Operation("token_list", "Named tokens: name, policy, created, last used; never the tokens (owner only)", "GET",

@@ -66,6 +66,10 @@ class Substate:
     # node") is the job's message. Such a job holds its share like a running one, the
     # scheduler does not launch it again, and cancelling it goes through the engine.
     ENGINE_QUEUED = "engine_queued"
+    # Stop reasons only (a job stopped for them ends Failed/cancelled, its message naming why):
+    # its lease expired (a keepalive was missed) or was released.
+    LEASE_EXPIRED = "lease_expired"
+    LEASE_RELEASED = "lease_released"
 
 
 # The failures a job with retries left is run again for. Not for what another try cannot

@@ -22,9 +22,9 @@ from ..operations import OPERATIONS
 from . import API_PREFIX, errors
 from .dependencies import AgentState, authorized, metrics_reader
 from .models import error_doc
-from .routers import arrays, control, data, engine, events, execs, jobs, logs, node, ports, run, tokens, usage, waiting
+from .routers import arrays, control, data, engine, events, execs, jobs, leases, logs, node, ports, run, tokens, usage, waiting
 
-ROUTERS = (jobs, run, control, waiting, logs, arrays, data, node, engine, events, tokens, usage, execs, ports)
+ROUTERS = (jobs, run, control, waiting, logs, arrays, data, node, engine, events, tokens, usage, leases, execs, ports)
 # WebSocket routes check their token themselves (sockets.accept): a WebSocket has no Request.
 SOCKET_ROUTERS = (execs, ports)
 

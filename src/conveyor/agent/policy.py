@@ -385,7 +385,12 @@ class TokenRules:
         self.token, self.source = token, source
 
     def check(self, spec: JobSpec) -> None:
-        self._named(self.source.check, spec)
+        self._named(self._check_spec, spec)
+
+    def _check_spec(self, spec: JobSpec) -> None:
+        if spec.lease is not None:  # leases are the owner's (routers/leases.py): no share of one for others
+            raise PolicyRefused("leases", "spec.lease", "a lease is the owner's: a named token cannot run jobs in one")
+        self.source.check(spec)
 
     def check_image(self, image: str) -> None:
         self._named(self.source.check_image, image)

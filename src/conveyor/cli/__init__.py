@@ -27,7 +27,7 @@ def main() -> None:
 
 
 def _group():
-    from . import control, data, execs, ports, provenance, run, serve, shim, tokens, usage, views  # noqa: F401 - each registers its commands
+    from . import control, data, execs, leases, ports, provenance, run, serve, shim, tokens, usage, views  # noqa: F401 - each registers its commands
     from .app import cli
 
     return cli

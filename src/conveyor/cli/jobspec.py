@@ -57,6 +57,7 @@ FLAG_FOR_FIELD = {
     "start_deadline": "--start-deadline",
     "retries": "--retries",
     "retry_backoff": "--retry-backoff",
+    "lease": "--lease",
     "array": "--array",
     "max_parallel": "--max-parallel",
 }
@@ -122,6 +123,7 @@ def job_options(fn):
         click.option("--retries", type=int, help="Run a failed job again up to N times."),
         click.option("--retry-backoff", help="Wait before a retry (30s, 5m); doubles each time."),
         click.option("--start-deadline", help="Fail the job if it has not started this long after submission (10m)."),
+        click.option("--lease", help="Run in this lease's share of the node (README: Leases)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -174,7 +176,7 @@ def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -
         "shm_size": "shm_size", "restart": "restart", "auto_remove": "auto_remove", "timeout": "timeout",
         "stop_grace": "stop_grace", "pull": "pull", "tty": "tty", "interactive": "stdin_open",
         "priority": "priority", "retries": "retries", "retry_backoff": "retry_backoff",
-        "start_deadline": "start_deadline",
+        "start_deadline": "start_deadline", "lease": "lease",
     }
     if o.get("after"):
         data["after"] = [*data.get("after", []), *o.get("after")]

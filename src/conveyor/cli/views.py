@@ -15,6 +15,7 @@ from ..state import FINAL_STATES, JobState
 from .app import cli, connect, fail, job_id, job_info
 from .humanize import human_duration  # noqa: F401 - tests import it from here
 from .jobspec import FlagError
+from .leases import lease_rows
 from .psview import PS_FIELDS, list_jobs, ps_filters
 from .render import Console, Table, columns, escape, size, state_label, timestamp
 
@@ -229,11 +230,15 @@ def machine_cmd(ctx: click.Context, as_json: bool) -> None:
                      f"(reserve {cap['reserve']['cpus']:g} CPUs, {size(cap['reserve']['memory'])})"),
         ("in use", f"{used['cpus']:g} CPUs, {size(used['memory'])}, GPUs {', '.join(used['gpus']) or 'none'} "
                    f"by {used['jobs']} job(s)"
-                   + (f" of max_running {cap['max_running']}" if cap.get("max_running") else "")),
+                   + (f" of max_running {cap['max_running']}" if cap.get("max_running") else "")
+                   + (f" and {used['leases']} lease(s)" if used.get("leases") else "")),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+    if m.get("leases"):
+        click.echo("")
+        click.echo(lease_rows(m["leases"]))
     if m.get("nodes"):  # an engine over several machines (swarm)
         click.echo("")
         click.echo(columns([("NODE", "ROLE", "STATE", "AVAILABILITY", "ADDRESS", "CPUS", "MEMORY", "GPUS", "RUNNING", "LABELS")] + [
@@ -266,6 +271,8 @@ def queue_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
         table.add_row(prio, str(counts["running"]), str(counts["queued"]), str(counts["held"]))
     console = Console(highlight=False)
     console.print(table)
+    if q.get("leases"):
+        click.echo(lease_rows(q["leases"]))
     if not q["jobs"]:
         click.echo("no waiting jobs")
         return

@@ -155,7 +155,29 @@ class JobUsage:
         return self.call("GET", route("top", ref))
 
 
-class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions, JobUsage):
+class LeaseRequests:
+    """Leases (routers/leases.py): part of AgentAPI, needs its ``call``."""
+
+    def lease_create(self, **request: Any) -> dict:
+        return self.call("POST", route("lease_create"), body=request)
+
+    def lease_list(self, all: bool = False) -> list[dict]:
+        return self.call("GET", route("lease_list"), {"all": all})
+
+    def lease_info(self, ref: str) -> dict:
+        return self.call("GET", route("lease_info", ref))
+
+    def lease_renew(self, ref: str) -> dict:
+        return self.call("POST", route("lease_renew", ref))
+
+    def lease_resize(self, ref: str, cpus: float | None = None, memory: int | str | None = None) -> dict:
+        return self.call("POST", route("lease_resize", ref), body={"cpus": cpus, "memory": memory})
+
+    def lease_release(self, ref: str, drain: bool = False) -> dict:
+        return self.call("POST", route("lease_release", ref), {"drain": drain})
+
+
+class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions, JobUsage, LeaseRequests):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
     The token is ``token``, else ``$CONVEYOR_TOKEN``, else the state directory's agent.token."""

@@ -28,7 +28,7 @@ from ..backends.base import ExecResult, collect
 from ..spec import ExecSpec, JobSpec
 from ..state import JobState
 from .api import AgentAPI, list_query
-from .parts import DataCalls, NodeCalls
+from .parts import DataCalls, LeaseCalls, NodeCalls
 from .streams import ExecSocket, PortSocket
 
 STREAMS = ("stdout", "stderr")
@@ -47,7 +47,7 @@ class RemoteJob(Job):
 
 
 @with_verbs
-class Client(NodeCalls, DataCalls):
+class Client(NodeCalls, DataCalls, LeaseCalls):
     """Talks to the agent of ``home`` (its ``agent.sock``), or to ``url``
     (``http://HOST:PORT``, ``unix:///path/agent.sock``; default ``$CONVEYOR_HOST``).
 

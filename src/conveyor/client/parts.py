@@ -1,12 +1,14 @@
 """Parts of the Client (client.py) by concern, as the Executor's mixins are: the node and its
-engine's own documents, and data. Each needs the Client's ``api`` (an AgentAPI)."""
+engine's own documents, data, and leases. Each needs the Client's ``api`` (an AgentAPI)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import BinaryIO, Iterator
 
 from ..arguments import IMAGE, job_ref, job_refs
+from ..leasing import Lease, hold_lease
 
 
 class NodeCalls:
@@ -81,3 +83,33 @@ class DataCalls:
     def load_image(self, path: str | os.PathLike) -> dict:
         """Send an image tarball (docker save) to the agent, which loads it into its engine."""
         return self.api.load_image(path)
+
+
+class LeaseCalls:
+    """Leases (README: Leases)."""
+
+    def lease_create(self, cpus: float = 0.0, memory: int | str = 0, gpus: int = 0, keepalive: float | str = 30.0,
+                     labels: dict[str, str] | None = None, gpu_vendor: str = "nvidia") -> dict:
+        return self.api.lease_create(cpus=cpus, memory=memory, gpus=gpus, keepalive=keepalive, labels=labels or {},
+                                     gpu_vendor=gpu_vendor)
+
+    def lease(self, cpus: float = 0.0, memory: int | str = 0, gpus: int = 0, keepalive: float | str = 30.0,
+              labels: dict[str, str] | None = None, drain: bool = False) -> "contextlib.AbstractContextManager[Lease]":
+        """``with client.lease(cpus=2, memory="4g", keepalive=30) as lease:``: renewed in the
+        background while the block runs, released at its end (Executor.lease)."""
+        return hold_lease(self, drain, cpus=cpus, memory=memory, gpus=gpus, keepalive=keepalive, labels=labels)
+
+    def lease_list(self, all: bool = False) -> list[dict]:
+        return self.api.lease_list(all)
+
+    def lease_info(self, ref: str) -> dict:
+        return self.api.lease_info(ref)
+
+    def lease_renew(self, ref: str) -> dict:
+        return self.api.lease_renew(ref)
+
+    def lease_resize(self, ref: str, cpus: float | None = None, memory: int | str | None = None) -> dict:
+        return self.api.lease_resize(ref, cpus, memory)
+
+    def lease_release(self, ref: str, drain: bool = False) -> dict:
+        return self.api.lease_release(ref, drain)

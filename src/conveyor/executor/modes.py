@@ -8,7 +8,7 @@ holds one of these and never asks which.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..backends.base import ContainerNotFound, ContainerStatus, EngineError
 from ..daemon import SupervisorLock, wake
@@ -41,6 +41,10 @@ class Supervising:
 
     def stop(self, rec: "JobRecord", reason: str, grace: float) -> None:
         self.runtime.terminate(rec, reason, grace)
+
+    def reserve(self, admit: "Callable[[dict], None]") -> None:
+        """Run a lease's admission with no scheduler pass planning meanwhile."""
+        self.runtime.scheduler.reserve(admit)
 
     def terminal(self, job_id: str) -> "Iterator[bytes] | None":
         """A tty job's output as its terminal wrote it, from the first byte (terminals.py)."""
@@ -76,6 +80,10 @@ class Observing:
 
     def terminal(self, job_id: str) -> None:
         return None  # only the supervising process reads terminals
+
+    def reserve(self, admit: "Callable[[dict], None]") -> None:
+        """No scheduler runs here: the store's write transaction is all the admission has."""
+        admit({})
 
     def stop(self, rec: "JobRecord", reason: str, grace: float) -> None:
         """The engine itself does SIGTERM, the grace, then SIGKILL; the supervisor (now or

@@ -14,7 +14,7 @@ from ..backends.base import LABEL_JOB, ContainerNotFound, ContainerStatus
 from ..capacity import Request
 from ..errors import ConveyorError, ImageNotFound, JobNotFound
 from ..provenance import host_facts
-from ..runtime.planner import Planner
+from ..runtime.planner import Planner, in_use
 from ..state import ACTIVE_STATES, FINAL_STATES, HELD_STATES, WAITING_STATES, JobState, Substate, sql_in
 from ..store import JobRecord
 from .base import ExecutorBase
@@ -62,11 +62,12 @@ class NodeMixin(ExecutorBase):
             })
         return {
             "capacity": self.capacity.to_dict(),
-            "in_use": plan.ledger.in_use() if plan.ledger else {},
+            "in_use": in_use(plan.ledger, plan.leases) if plan.ledger else {},
             "priorities": {str(k): v for k, v in sorted(by_priority.items(), reverse=True)},
             "waiting": sum(v["queued"] + v["held"] for v in by_priority.values()),
             "blocker": plan.blocker,
             "jobs": jobs,
+            "leases": self._live_leases(plan.leases),
         }
 
     def metrics(self) -> str:
@@ -86,7 +87,8 @@ class NodeMixin(ExecutorBase):
         except ConveyorError:  # the view still answers without the engine
             pass
         cap = self.capacity
-        in_use = self._planner().ledger().in_use()
+        ledger, leases = self._planner().lease_ledgers()
+        used = in_use(ledger, leases)
         return {
             "hostname": host["hostname"],
             "os": f"{host['os']} {platform.release()}",
@@ -105,8 +107,9 @@ class NodeMixin(ExecutorBase):
                 "reserve": {"cpus": cap.reserve[0], "memory": cap.reserve[1]},
                 "gpu_sharing": cap.gpu_sharing,
             },
-            "in_use": in_use,
-            "free": {"cpus": (cap.cpus_m - in_use["cpus"] * 1000) / 1000, "memory": cap.memory - in_use["memory"]},
+            "in_use": used,
+            "free": {"cpus": (cap.cpus_m - used["cpus"] * 1000) / 1000, "memory": cap.memory - used["memory"]},
+            "leases": self._live_leases(leases),
         }
 
     def _nodes(self) -> list[dict] | None:

@@ -180,6 +180,8 @@ class SubmitMixin(ExecutorBase):
         self.backend.check(spec)  # the job's backend can do what it asks (InvalidSpec if not)
         req = request_for(spec, self.scheduling)
         check_possible(req, self.capacity)
+        if spec.lease is not None:
+            spec = spec.model_copy(update={"lease": self._lease_for_job(spec.lease, req).id})
         if spec.after:
             deps: dict[str, Dependency] = {}
             for i, dep in enumerate(spec.after):
@@ -203,6 +205,7 @@ class SubmitMixin(ExecutorBase):
             "retry_backoff": spec.retry_backoff,
             "has_deps": 1 if spec.after else 0,
             "engine_deps": int(self.backend.for_job(spec).capabilities.dependencies),
+            "lease_id": spec.lease,
             "created_at": now,
         }
 

@@ -59,9 +59,10 @@ class Runtime:
         self.sampler = Sampler(store, backend, executor_id, scheduling.usage)
 
     def start(self) -> None:
-        """Subscribe to the engine and reconcile, then start launching."""
+        """Subscribe to the engine and reconcile (leases too), then start launching."""
         try:
             self.watcher.start()
+            self.scheduler.keep_leases()  # once at reconcile: an expiry that fell while none supervised
             self.scheduler.start()
             self.sampler.start()
         except BaseException:

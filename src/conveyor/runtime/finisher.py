@@ -29,6 +29,10 @@ ENDED_RECHECKS = 7  # after a die event, look again after 0.1, 0.2, ... 6.4 s (1
 
 STREAMS = ("stdout", "stderr")
 
+# Why a job in a lease was stopped, as its message says it.
+LEASE_ENDS = {Substate.LEASE_EXPIRED: "its lease expired (its holder missed a keepalive)",
+              Substate.LEASE_RELEASED: "its lease was released"}
+
 
 def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState, str, str | None]:
     """Final state, substate and message from what the engine saw. OOM comes only from the
@@ -44,6 +48,8 @@ def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState
         return JobState.FAILED, Substate.DEPENDENCY_FAILED, "a job it runs --after ended badly (or was removed); it never ran"
     if stop_reason == Substate.CANCELLED:
         return JobState.FAILED, Substate.CANCELLED, f"cancelled (exit code {code})"
+    if stop_reason in LEASE_ENDS:
+        return JobState.FAILED, Substate.CANCELLED, f"cancelled: {LEASE_ENDS[stop_reason]} (exit code {code})"
     if status.status == "dead" and code is None:  # its node or supervisor died: no exit code to tell
         return JobState.FAILED, Substate.CONTAINER_LOST, status.error or "the engine lost the job before it ended"
     if code == 0:

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..capacity import Capacity, Ledger, Request, SchedulingConfig
+from ..capacity import LEASE_PREFIX, Capacity, Ledger, Request, SchedulingConfig
 from ..state import (
     NOT_ENGINE_QUEUED_SQL,
     RUNNABLE_STATES,
@@ -30,6 +30,7 @@ from ..state import (
     sql_in,
 )
 from ..store import Store
+from ..store.leases import LIVE_LEASES_SQL
 
 # Literal states in SQL so SQLite uses the partial indexes (jobs_runnable is in queue order).
 # A job its engine queues (Substate.ENGINE_QUEUED) is Queued but launched: it holds its share
@@ -38,7 +39,9 @@ _RUNNABLE_SQL = sql_in(RUNNABLE_STATES)
 _LAUNCHABLE_SQL = f"{_RUNNABLE_SQL} AND {NOT_ENGINE_QUEUED_SQL}"
 _HOLDING_SQL = in_engine_sql()
 _DEADLINE_SQL = f"start_deadline IS NOT NULL AND attempt = 0 AND {sql_in(WAITING_STATES)}"  # = partial index jobs_deadline
-_QUEUE_COLUMNS = "id, state, priority, created_at, req_cpus, req_memory, req_gpus, array_id, not_before, has_deps, engine_deps"
+_QUEUE_COLUMNS = ("id, state, priority, created_at, req_cpus, req_memory, req_gpus, array_id, not_before, has_deps, engine_deps, "
+                  "lease_id")
+_LEASE_COLUMNS = "id, cpus, memory, req_gpus, gpu_ids"
 
 @dataclass
 class Inflight:
@@ -48,6 +51,7 @@ class Inflight:
     gpu_ids: tuple[str, ...]
     array_id: str | None
     labels: frozenset[tuple[str, str]] = frozenset()
+    lease_id: str | None = None
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Plan:
     next_wake: float | None = None  # a backoff, start deadline or backfill window ends then
     scanned: int = 0
     ledger: Ledger | None = None
+    leases: dict[str, Ledger] = field(default_factory=dict)  # each live lease's own ledger: what its jobs hold
 
 
 class Planner:
@@ -86,13 +91,13 @@ class Planner:
         limits, caps = self.config.limits, self.config.caps
         max_running = self.capacity.max_running
 
-        # What is held now: every active job (from the store) and every launch in flight.
+        # What is held now: every live lease's share, every active job (from the store; one in a
+        # live lease holds part of that lease's share) and every launch in flight.
         ledger = plan.ledger = Ledger(self.capacity)
+        leases = plan.leases = self._lease_ledgers(ledger)
         per_array: Counter = Counter()
-        active = q(f"SELECT id, req_cpus, req_memory, req_gpus, gpu_ids, array_id FROM jobs WHERE {_HOLDING_SQL} AND executor_id=?",
-                   (self.executor_id,))
-        for job_id, cpus, memory, gpus, gpu_ids, array_id in active:
-            ledger.take(job_id, Request.from_columns(cpus, memory, gpus), gpu_id_list(gpu_ids))
+        active = self._book_active(ledger, leases)
+        for _, array_id in active:
             per_array[array_id] += 1
         active_ids = {r[0] for r in active}
         per_label: Counter = Counter()
@@ -106,11 +111,11 @@ class Planner:
         for job_id, inf in inflight.items():
             if job_id in active_ids:
                 continue
-            ledger.take(job_id, inf.request, inf.gpu_ids)
+            leases.get(inf.lease_id, ledger).take(job_id, inf.request, inf.gpu_ids)
             per_array[inf.array_id] += 1
             for kv in inf.labels:
                 per_label[kv] += 1
-        running = len(ledger.jobs)
+        running = len(active_ids | inflight.keys())
         # (An array its engine runs as one array job is limited there: not counted here.)
         max_parallel = dict(q("SELECT id, max_parallel FROM arrays WHERE max_parallel IS NOT NULL AND engine_array = 0"))
         cap_of = {(k, v): n for k, v, n in caps}
@@ -127,7 +132,7 @@ class Planner:
             offset += len(rows)
             waiting_on = self._unmet_deps([r[0] for r in rows if r[9]], {r[0] for r in rows if r[10]})
             labels = self._labels([r[0] for r in rows], {k for k, _, _ in caps}) if caps else {}
-            for job_id, state, priority, created_at, cpus, memory, gpus, array_id, not_before, _, _ in rows:
+            for job_id, state, priority, created_at, cpus, memory, gpus, array_id, not_before, _, _, lease_id in rows:
                 plan.scanned += 1
                 if job_id in doomed or job_id in inflight:
                     continue
@@ -146,6 +151,14 @@ class Planner:
                 elif any(per_label[kv] >= cap_of[kv] for kv in job_labels):
                     kv = next(kv for kv in job_labels if per_label[kv] >= cap_of[kv])
                     reason = f"cap: {kv[0]}={kv[1]} runs {per_label[kv]} of {cap_of[kv]}"
+                elif lease_id is not None:
+                    # Its lease's own admission: only the lease's share, never the rest of the node.
+                    reason = self._admit_in_lease(job_id, req, lease_id, leases, plan, array_id, job_labels)
+                    if reason is None:
+                        running += 1
+                        per_array[array_id] += 1
+                        for kv in job_labels:
+                            per_label[kv] += 1
                 else:
                     short = ledger.shortfall(req)
                     if short is not None:
@@ -174,13 +187,17 @@ class Planner:
             if not explain and (
                 plan.scanned >= self.SCAN_LIMIT
                 or (max_running is not None and running >= max_running)
-                or (ledger.free_cpus_m <= 0 and self._min_cpus() > 0)
+                or (ledger.free_cpus_m <= 0 and all(lease.free_cpus_m <= 0 for lease in leases.values())
+                    and self._min_cpus() > 0)
             ):
                 break
         plan.blocker = blocker
         for job_id in list(blocked_since):  # the clock runs only while a job is first in line
             if job_id != blocker:
                 del blocked_since[job_id]
+        for (deadline,) in q(f"SELECT MIN(deadline) FROM leases INDEXED BY leases_live WHERE {LIVE_LEASES_SQL}"):
+            if deadline is not None:  # a lease expires then
+                plan.next_wake = min(plan.next_wake or deadline, deadline)
         for (deadline,) in q(f"SELECT MIN(start_deadline) FROM jobs INDEXED BY jobs_deadline WHERE {_DEADLINE_SQL}"):
             if deadline is not None:
                 plan.next_wake = min(plan.next_wake or deadline, deadline)
@@ -192,14 +209,58 @@ class Planner:
         return value or 0.0
 
     def ledger(self) -> Ledger:
-        """What the active jobs hold now, from the store alone."""
+        """What the live leases and the active jobs hold now, from the store alone."""
         ledger = Ledger(self.capacity)
-        for job_id, cpus, memory, gpus, gpu_ids in self.store.query(
-            f"SELECT id, req_cpus, req_memory, req_gpus, gpu_ids FROM jobs WHERE {_HOLDING_SQL} AND executor_id=?",
+        self._book_active(ledger, self._lease_ledgers(ledger))
+        return ledger
+
+    def lease_ledgers(self) -> tuple[Ledger, dict[str, Ledger]]:
+        """The node's ledger and each live lease's, from the store alone."""
+        ledger = Ledger(self.capacity)
+        leases = self._lease_ledgers(ledger)
+        self._book_active(ledger, leases)
+        return ledger, leases
+
+    def _lease_ledgers(self, ledger: Ledger) -> dict[str, Ledger]:
+        """Book each live lease's share in the node's ledger, as one holder, and give the
+        lease a ledger of its own whose capacity is that share."""
+        out = {}
+        for lease_id, cpus, memory, gpus, gpu_ids in self.store.query(
+            f"SELECT {_LEASE_COLUMNS} FROM leases INDEXED BY leases_live WHERE {LIVE_LEASES_SQL} AND executor_id=?",
             (self.executor_id,),
         ):
-            ledger.take(job_id, Request.from_columns(cpus, memory, gpus), gpu_id_list(gpu_ids))
-        return ledger
+            req = Request.from_columns(cpus, memory, gpus)
+            ids = ledger.take(LEASE_PREFIX + lease_id, req, gpu_id_list(gpu_ids))
+            share = Capacity(cpus_m=req.cpus_m, memory=req.memory, gpus={req.gpu_vendor: ids} if ids else {},
+                             gpu_sharing=self.capacity.gpu_sharing)
+            out[lease_id] = Ledger(share)
+        return out
+
+    def _book_active(self, ledger: Ledger, leases: dict[str, Ledger]) -> list[tuple[str, str | None]]:
+        """Book every active job: in its lease's ledger while the lease lives, else in the
+        node's (a job whose lease ended holds its own share until it is gone). Returns (id,
+        array id) of each."""
+        active = self.store.query(
+            f"SELECT id, req_cpus, req_memory, req_gpus, gpu_ids, array_id, lease_id FROM jobs WHERE {_HOLDING_SQL} "
+            "AND executor_id=?", (self.executor_id,),
+        )
+        for job_id, cpus, memory, gpus, gpu_ids, _, lease_id in active:
+            leases.get(lease_id, ledger).take(job_id, Request.from_columns(cpus, memory, gpus), gpu_id_list(gpu_ids))
+        return [(r[0], r[5]) for r in active]
+
+    @staticmethod
+    def _admit_in_lease(job_id: str, req: Request, lease_id: str, leases: dict[str, Ledger], plan: Plan,
+                        array_id: str | None, labels: frozenset) -> str | None:
+        """Start the job if it fits in what its lease has free; else why it waits."""
+        lease = leases.get(lease_id)
+        if lease is None:
+            return f"lease: {lease_id} has ended (its jobs are being cancelled)"
+        short = lease.shortfall(req)
+        if short is not None:
+            return f"lease: {short} in lease {lease_id}"
+        gpu_ids = lease.take(job_id, req)
+        plan.starts.append((job_id, Inflight(req, gpu_ids, array_id, labels, lease_id)))
+        return None
 
     def _doomed(self, now: float) -> list[tuple[str, str, str]]:
         """Queued jobs that can never start: start deadline passed, or a dependency failed
@@ -256,6 +317,14 @@ class Planner:
             if (key, value) in {(k, v) for k, v, _ in self.config.caps}:
                 out.setdefault(job_id, set()).add((key, value))
         return {k: frozenset(v) for k, v in out.items()}
+
+
+def in_use(ledger: Ledger, leases: dict[str, Ledger]) -> dict:
+    """What the node's ledger says is in use, its job count including the jobs inside leases
+    (whose share the node's ledger books as one holder per lease)."""
+    out = ledger.in_use()
+    out["jobs"] += sum(len(lease.jobs) for lease in leases.values())
+    return out
 
 
 def gpu_id_list(text: str | None) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from ..errors import EngineUnavailable, JobNotFound
 from ..state import WAITING_STATES, JobState, Substate
 from ..store import JobRecord, Store
 from .launcher import Launcher
+from .leases import keep_leases
 from .planner import Inflight, Planner
 
 log = logging.getLogger("conveyor.scheduler")
@@ -46,6 +47,9 @@ class Scheduler:
         self._pool = ThreadPoolExecutor(max_workers=launchers, thread_name_prefix="conveyor-launch")
         self._inflight: dict[str, Inflight] = {}  # handed to a launcher, not yet seen Running
         self._inflight_lock = threading.Lock()
+        # Held while a pass plans and hands out its starts, and while a lease is reserved: a
+        # lease never takes what a pass is starting, and a pass sees every lease reserved.
+        self._admission = threading.Lock()
         self._blocked_since: dict[str, float] = {}
         self._stopping: set[str] = set()  # engine-queued jobs being stopped for a failed dependency
         self._next_wake: float | None = None
@@ -77,7 +81,23 @@ class Scheduler:
             timeout = 1.0 if self._next_wake is None else min(1.0, max(0.01, self._next_wake - time.time()))
             self._waker.wait(timeout=timeout)
 
+    def keep_leases(self) -> None:
+        """Expire overdue leases and end drained ones (runtime/leases.py), by the store's clock."""
+        keep_leases(self.store, self.executor_id, self._terminate, self._notify)
+
+    def reserve(self, admit: Callable[[dict[str, Inflight]], None]) -> None:
+        """Run ``admit(inflight)`` with no pass planning meanwhile (a lease's reservation)."""
+        with self._admission:
+            with self._inflight_lock:
+                inflight = dict(self._inflight)
+            admit(inflight)
+
     def dispatch(self) -> None:
+        self.keep_leases()
+        with self._admission:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
         with self._inflight_lock:
             inflight = dict(self._inflight)
         plan = self.planner.plan(inflight=inflight, blocked_since=self._blocked_since)

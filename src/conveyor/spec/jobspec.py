@@ -142,6 +142,8 @@ class JobSpec(SpecModel):
     start_deadline: Seconds | None = Field(default=None, description="fail the job if not started this long after submission")
     retries: int = Field(default=0, ge=0, le=100, description="run a failed job again up to this many times")
     retry_backoff: Seconds = Field(default=0.0, description="wait before a retry; doubles each time")
+    lease: str | None = Field(default=None, description="a lease id: the job draws from that lease's share of the node "
+                              "(README: Leases)")
     # data (README: Data): staged in read-only at start, captured into the content store at the end
     inputs: list[Annotated[Input, _from_text(Input.parse)]] = Field(default_factory=list)
     outputs: list[Annotated[str, BeforeValidator(_output_path)]] = Field(default_factory=list)

@@ -11,7 +11,8 @@ every name is re-exported here.
 
 from ..job import Transition
 from .migrations import MIGRATIONS
+from .leases import LeaseRecord, new_lease_id
 from .records import ArrayRecord, JobRecord, new_job_id
 from .sqlite import Store
 
-__all__ = ["MIGRATIONS", "ArrayRecord", "JobRecord", "Store", "Transition", "new_job_id"]
+__all__ = ["MIGRATIONS", "ArrayRecord", "JobRecord", "LeaseRecord", "new_lease_id", "Store", "Transition", "new_job_id"]

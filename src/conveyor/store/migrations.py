@@ -157,4 +157,28 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 11: leases, a share of the node reserved
+    # for a holder that keeps it alive. ``deadline`` is compared with the clock at each
+    # scheduler pass and once at reconcile, so a lease outlives an agent restart.
+    """
+    CREATE TABLE leases (
+        id          TEXT PRIMARY KEY,
+        executor_id TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        cpus        REAL NOT NULL,
+        memory      INTEGER NOT NULL,
+        req_gpus    TEXT,
+        gpu_ids     TEXT,
+        keepalive   REAL NOT NULL,
+        deadline    REAL NOT NULL,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_at  REAL NOT NULL,
+        renewed_at  REAL NOT NULL,
+        ended_at    REAL,
+        reason      TEXT
+    );
+    CREATE INDEX leases_live ON leases(state) WHERE state IN ('active', 'draining');
+    ALTER TABLE jobs ADD COLUMN lease_id TEXT;
+    CREATE INDEX jobs_lease ON jobs(lease_id) WHERE lease_id IS NOT NULL;
+    """,
 ]

@@ -15,7 +15,7 @@ from ..state import JobState
 _JOB_COLUMNS = (
     "id executor_id name spec state substate exit_code message container_id stop_reason "
     "idempotency_key array_id array_index created_at started_at finished_at "
-    "priority req_cpus req_memory req_gpus gpu_ids start_deadline retries retry_backoff attempt not_before has_deps node engine_deps submitted_by usage"
+    "priority req_cpus req_memory req_gpus gpu_ids start_deadline retries retry_backoff attempt not_before has_deps node engine_deps submitted_by usage lease_id"
 ).split()
 
 
@@ -58,6 +58,7 @@ class JobRecord:
     engine_deps: int = 0  # 1: its engine holds it for its dependencies (capability dependencies)
     submitted_by: str | None = None  # the agent token's name; None from an embedded Executor
     usage: dict | None = None  # its resource usage totals, kept by the sampler (runtime/sampler.py)
+    lease_id: str | None = None  # the lease whose share it draws from
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "JobRecord":

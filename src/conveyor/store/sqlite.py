@@ -14,12 +14,13 @@ from ..home import unusable, writing
 from .arrays import ArraysMixin
 from .data import DataMixin
 from .jobs import JobsMixin
+from .leases import LeasesMixin
 from .migrations import MIGRATIONS
 from .transitions import TransitionsMixin
 from .usage import UsageMixin
 
 
-class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin, UsageMixin):
+class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin, UsageMixin, LeasesMixin):
     """Jobs, arrays, filesets and images in one SQLite database. ``readonly`` opens it for a
     reader (an events stream, say) that must never write, migrate or wait for the writer."""
 
