@@ -62,7 +62,7 @@ def test_a_lease_larger_than_what_is_free_is_refused_naming_what_is_missing(node
         assert first["state"] == "active"
         refused = _refusal(lambda: ex.lease_create(cpus=1, memory="512m"))
         assert [p[0] for p in refused.problems] == ["cpus"]
-        assert "needs 1, 0.5 free" in str(refused)
+        assert "needs 1, 0.5 free" in str(refused) and str(refused).startswith("invalid lease request: cpus:")
         both = _refusal(lambda: ex.lease_create(cpus=1, memory="2g"))
         assert [p[0] for p in both.problems] == ["cpus", "memory"]
         assert "needs 1, 0.5 free" in str(both) and "1g free" in str(both)

@@ -42,24 +42,26 @@ class InvalidSpec(ConveyorError, ValueError):
 
     code, status = "invalid_spec", 422
 
-    def __init__(self, problems: list[tuple[str, object, str]]):
-        self.problems = problems
+    def __init__(self, problems: list[tuple[str, object, str]], what: str = "job spec"):
+        self.problems, self.what = problems, what  # what: the request they are fields of
         self.field = problems[0][0] if problems else None
         lines = [f"{field}: {value!r} is not valid; {hint}" for field, value, hint in problems]
-        super().__init__("invalid job spec: " + "; ".join(lines))
+        super().__init__(f"invalid {what}: " + "; ".join(lines))
 
     @classmethod
     def single(cls, field: str, value: object, hint: str) -> "InvalidSpec":
         return cls([(field, value, hint)])
 
     def details(self) -> dict[str, Any]:
-        return {"problems": [{"field": f, "value": jsonable(v), "hint": str(h)} for f, v, h in self.problems]}
+        return {"problems": [{"field": f, "value": jsonable(v), "hint": str(h)} for f, v, h in self.problems],
+                "what": self.what}
 
     @classmethod
     def from_wire(cls, message: str, field: str | None, details: dict[str, Any]) -> "InvalidSpec":
         # The agent names fields of its request body ("spec.resources.memory"); a caller of the
         # library knows them as fields of the spec. The message is rebuilt from the problems.
-        return cls([(p["field"].removeprefix("spec."), p.get("value"), p["hint"]) for p in details.get("problems", [])])
+        return cls([(p["field"].removeprefix("spec."), p.get("value"), p["hint"]) for p in details.get("problems", [])],
+                   details.get("what", "job spec"))
 
 
 class JobNotFound(ConveyorError, LookupError):

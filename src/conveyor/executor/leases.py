@@ -106,7 +106,7 @@ class LeaseMixin(ExecutorBase):
                                                          ("memory", spec.memory, need_memory > req.memory, f"{need_memory} bytes"))
                         if over]
             if problems:
-                raise InvalidSpec(problems)
+                raise InvalidSpec(problems, "lease request")
             self._refuse_shortfall(ledger, req, spec)
 
         self._mode.reserve(lambda inflight: self.store.resize_lease(lease.id, spec.cpus, spec.memory, lambda: admit(inflight)))
@@ -138,7 +138,7 @@ class LeaseMixin(ExecutorBase):
         if short is not None:
             raise InvalidSpec([(part.split(" ", 1)[0], getattr(spec, part.split(" ", 1)[0]),
                                 f"this node cannot reserve it now: {part}; ask for less, or wait for running "
-                                "jobs and leases to end") for part in short.split("; ")])
+                                "jobs and leases to end") for part in short.split("; ")], "lease request")
 
     def _active_lease(self, ref: str) -> LeaseRecord:
         lease = self.store.get_lease(ref)
