@@ -5,7 +5,7 @@ syntax."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
@@ -38,13 +38,14 @@ def _invalid_from(err: ValidationError, model: type[BaseModel]) -> InvalidSpec:
         elif e["type"] == "missing":
             msg = "this field is required"
         problems.append((_field_path(e["loc"]), e.get("input"), msg))
-    return InvalidSpec(problems)
+    return InvalidSpec(problems, model.kind)
 
 
 class SpecModel(BaseModel):
     """Base for every spec model: strict about unknown fields, one error type on failure."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    kind: ClassVar[str] = "job spec"  # what its errors call it: "invalid job spec: ..."
 
     def __init__(self, **data: Any) -> None:
         try:

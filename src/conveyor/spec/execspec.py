@@ -4,7 +4,7 @@ message of its exec WebSocket is one) and the Client alike."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
@@ -13,6 +13,8 @@ from .jobspec import _pairs, _split_command, check_env, check_user, check_workdi
 
 
 class ExecSpec(SpecModel):
+    kind: ClassVar[str] = "exec request"
+
     command: Annotated[list[str], BeforeValidator(_split_command)] = Field(
         min_length=1, description="the program and its arguments (no shell unless you name one)"
     )

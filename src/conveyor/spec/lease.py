@@ -3,6 +3,8 @@ is an InvalidSpec naming its field on every path."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, field_validator
 
 from .base import SpecModel
@@ -11,6 +13,8 @@ from .units import Bytes, Seconds
 
 
 class LeaseSpec(SpecModel):
+    kind: ClassVar[str] = "lease request"
+
     cpus: float = Field(default=0.0, ge=0, le=4096, description="CPUs reserved, e.g. 4 or 1.5")
     memory: Bytes = Field(default=0, ge=0, description="memory reserved, e.g. 8g")
     gpus: int = Field(default=0, ge=0, le=64, description="GPUs reserved")
