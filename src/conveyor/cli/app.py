@@ -39,7 +39,7 @@ def report_error(exc: ConveyorError) -> None:
             where = f"{field} ({flag})" if flag else field
             hint = " ".join(str(hint).split())  # one line per field, even for YAML parser errors
             lines.append(f"  {where}: {value!r} is not valid; {hint}")
-        fail("invalid job spec:\n" + "\n".join(lines))
+        fail(f"invalid {exc.what}:\n" + "\n".join(lines))
     if isinstance(exc, ImageNotFound):
         fail(f"{exc} (IMAGE, --pull)")
     fail(str(exc))
