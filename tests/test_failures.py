@@ -359,7 +359,8 @@ OPTIONAL_REF = {"events", "verify"}  # None there means every job
 SPEC_METHODS = ["ensure_image", "submit", "submit_array", "start", "run"]
 EXTRA_ARGS = {
     "read_output": ("/out/file",), "restore_outputs": ("/tmp/nowhere",), "submit_array": (0, 1),
-    "resize": (30, 120), "attach_stdin": (io.BytesIO(b""),),
+    "resize": (30, 120), "attach_stdin": (io.BytesIO(b""),), "exec": (["true"],), "open_exec": (["true"],),
+    "open_port": (80,),
 }
 
 
@@ -383,8 +384,11 @@ def test_wrong_arguments_raise_type_errors_that_say_what_was_expected(ex, state_
     client = Client(state_dir)  # the checks come before any request: no agent needed
     for api in (ex, client):
         for name in REF_METHODS:
-            takes = "an array id" if "array" in name else "a job id"
-            if name == "wait_any":
+            takes = "an array id" if "array" in name else "a lease id" if name.startswith("lease_") else "a job id"
+            if name.startswith("lease_"):  # a JobSpec is no lease: no hint
+                with pytest.raises(TypeError, match=rf"^{name}\(\) takes a lease id \(str\): a JobSpec was given$"):
+                    _call(api, name, spec)
+            elif name == "wait_any":
                 with pytest.raises(TypeError, match=r"^wait_any\(\) takes job ids \(a list of str\): a JobSpec was given; put the ids in a list$"):
                     api.wait_any(spec)
             else:

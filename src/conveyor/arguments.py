@@ -18,6 +18,7 @@ from .job import Job
 from .spec import JobSpec
 
 JOB_ID = "a job id (str)"
+LEASE_ID = "a lease id (str)"
 ARRAY_ID = "an array id (str)"
 IMAGE = "an image reference (str), e.g. busybox:1.36"
 
@@ -34,7 +35,7 @@ MAX_SIGNAL = 64
 def job_ref(method: str, ref: object, takes: str = JOB_ID) -> str:
     """``ref`` when it is a non-empty string; otherwise the error that says so."""
     if not isinstance(ref, str):
-        raise TypeError(f"{method}() takes {takes}: {_given(ref)}{_hint(ref)}")
+        raise TypeError(f"{method}() takes {takes}: {_given(ref)}{_hint(ref) if takes != LEASE_ID else ''}")
     if not ref.strip():
         raise ValueError(f"{method}() takes {takes}: an empty string was given")
     return ref

@@ -166,6 +166,7 @@ class Client(NodeCalls, DataCalls, LeaseCalls):
     def exec(self, ref: str, command: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None,
              user: str | None = None, workdir: str | None = None) -> ExecResult:
         """Run ``command`` in a running job to its end: its exit code, stdout and stderr."""
+        job_ref("exec", ref)
         return collect(self.open_exec(ref, command, stdin=stdin is not None, env=env, user=user, workdir=workdir), stdin)
 
     def open_port(self, ref: str, port: int) -> PortSocket:

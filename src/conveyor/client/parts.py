@@ -7,7 +7,7 @@ import contextlib
 import os
 from typing import BinaryIO, Iterator
 
-from ..arguments import IMAGE, job_ref, job_refs
+from ..arguments import IMAGE, LEASE_ID, job_ref, job_refs
 from ..leasing import Lease, hold_lease
 
 
@@ -103,13 +103,13 @@ class LeaseCalls:
         return self.api.lease_list(all)
 
     def lease_info(self, ref: str) -> dict:
-        return self.api.lease_info(ref)
+        return self.api.lease_info(job_ref("lease_info", ref, LEASE_ID))
 
     def lease_renew(self, ref: str) -> dict:
-        return self.api.lease_renew(ref)
+        return self.api.lease_renew(job_ref("lease_renew", ref, LEASE_ID))
 
     def lease_resize(self, ref: str, cpus: float | None = None, memory: int | str | None = None) -> dict:
-        return self.api.lease_resize(ref, cpus, memory)
+        return self.api.lease_resize(job_ref("lease_resize", ref, LEASE_ID), cpus, memory)
 
     def lease_release(self, ref: str, drain: bool = False) -> dict:
-        return self.api.lease_release(ref, drain)
+        return self.api.lease_release(job_ref("lease_release", ref, LEASE_ID), drain)

@@ -87,6 +87,7 @@ class ExecMixin(ExecutorBase):
              user: str | None = None, workdir: str | None = None) -> ExecResult:
         """Run ``command`` in a running job to its end (``stdin``: bytes it reads, then EOF):
         its exit code, stdout and stderr."""
+        job_ref("exec", ref)
         session = self.open_exec(ref, command, stdin=stdin is not None, env=env, user=user, workdir=workdir)
         return collect(session, stdin)
 

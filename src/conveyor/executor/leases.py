@@ -8,6 +8,7 @@ import contextlib
 import time
 
 from ..capacity import LEASE_PREFIX, MILLI, Ledger, Request
+from ..arguments import LEASE_ID, job_ref
 from ..errors import InvalidSpec, LeaseNotFound
 from ..leasing import Lease, hold_lease
 from ..runtime.leases import release_lease
@@ -66,6 +67,7 @@ class LeaseMixin(ExecutorBase):
 
     def lease_info(self, ref: str) -> dict:
         """One lease (id or unique prefix): its share, state, deadline, and its jobs."""
+        job_ref("lease_info", ref, LEASE_ID)
         lease = self.store.get_lease(ref)
         _, ledgers = self._planner().lease_ledgers()
         view = self._lease_view(lease, ledgers.get(lease.id))
@@ -76,6 +78,7 @@ class LeaseMixin(ExecutorBase):
     def lease_renew(self, ref: str) -> dict:
         """Keep a lease alive: its deadline becomes now + its keepalive. An ended lease cannot
         be renewed (LeaseNotFound saying how it ended)."""
+        job_ref("lease_renew", ref, LEASE_ID)
         lease = self.store.get_lease(ref)
         if not self.store.renew_lease(lease.id, time.time()):
             lease = self.store.get_lease(lease.id)
@@ -87,6 +90,7 @@ class LeaseMixin(ExecutorBase):
         """Give an active lease a new share (what is not given stays): it grows only into what
         the node has free now, and shrinks no lower than what its jobs hold (InvalidSpec
         naming the field otherwise)."""
+        job_ref("lease_resize", ref, LEASE_ID)
         lease = self._active_lease(ref)
         spec = LeaseSpec(cpus=lease.cpus if cpus is None else cpus, memory=lease.memory if memory is None else memory,
                          keepalive=lease.keepalive)
@@ -117,6 +121,7 @@ class LeaseMixin(ExecutorBase):
         """Give a lease's share back: its jobs are cancelled (running ones with their grace
         period; logs and outputs kept), or with ``drain`` it ends once they have. Releasing an
         ended lease changes nothing."""
+        job_ref("lease_release", ref, LEASE_ID)
         lease = self.store.get_lease(ref)
         release_lease(self.store, lease.id, drain, self._mode.stop, self._changed)
         self._mode.wake()
