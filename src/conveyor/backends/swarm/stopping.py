@@ -99,10 +99,14 @@ class StopMixin:
             # The update deletes the task and its log: the follow must hold all written so far
             # first (on a loaded node its first bytes came after the task was gone).
             _wait_for(lambda: copied[0] >= self._log_size(handle), timeout=10)
+            # The task as it runs now names its container: on a loaded manager the update can
+            # delete the task before the first listing below sees it, and that container's
+            # engine is then the only one that knows the exit code.
+            with engine_errors():
+                seen: list[dict] = self.api.tasks(filters={"service": handle})
             began = time.time()
             self._update(handle, 0, {LABEL_PHASE: PHASE_STOPPING}, grace=grace)
             last: ContainerStatus | None = None
-            seen: list[dict] = []
             while True:
                 with engine_errors():
                     tasks = self.api.tasks(filters={"service": handle})
@@ -161,7 +165,11 @@ class StopMixin:
                     code = _die_exit_code(api, cid, since)
                     if code is not None:
                         return code
-                    break
+                    if api is not self.api or time.monotonic() > deadline:
+                        break
+                    # The manager runs most tasks: its die event can trail the removal a little.
+                    time.sleep(0.1)
+                    continue
                 if state.get("Status") in ("exited", "dead"):
                     return state.get("ExitCode")
                 if time.monotonic() > deadline:
