@@ -57,10 +57,18 @@ def docker_available() -> bool:
     return client is not None
 
 
+# Tests of one shared engine that change it (stop a swarm node, kill a slurmd, restart a
+# podman service) run one after another on one pytest-xdist worker; the rest spread out.
+_SERIAL_GROUPS = ("swarm", "slurm", "podman")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "docker_client" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.docker)
+        group = next((g for g in _SERIAL_GROUPS if g in item.nodeid), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
