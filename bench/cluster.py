@@ -23,7 +23,7 @@ import docker
 
 from conveyor import Executor, JobSpec
 
-from .common import BENCH_LABEL, IMAGE, Context, interleaved, ratio, summary
+from .common import BENCH_LABEL, BENCH_RUN, IMAGE, Context, interleaved, ratio, summary
 
 SWARM_URL = "unix:///run/conveyor-swarm/n1.sock"
 CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "swarm-cluster"
@@ -52,9 +52,9 @@ def _raw_loop(api: docker.APIClient, counter: list[int], n: int) -> None:
     """docker service create x n (replicated-job), poll tasks until all complete, remove."""
     counter[0] += 1
     tag = f"{counter[0]}-{time.time_ns()}"
-    labels = {BENCH_LABEL: "1", ROUND_LABEL: tag}
+    labels = {BENCH_LABEL: BENCH_RUN, ROUND_LABEL: tag}
     task_template = docker.types.TaskTemplate(
-        container_spec=docker.types.ContainerSpec(IMAGE, ["sleep", "1"], labels={BENCH_LABEL: "1"}),
+        container_spec=docker.types.ContainerSpec(IMAGE, ["sleep", "1"], labels={BENCH_LABEL: BENCH_RUN}),
         restart_policy=docker.types.RestartPolicy(condition="none"),
     )
     mode = docker.types.ServiceMode("replicated-job", concurrency=1, replicas=1)
@@ -76,7 +76,7 @@ def _raw_loop(api: docker.APIClient, counter: list[int], n: int) -> None:
 
 
 def _remove_raw_services(api: docker.APIClient) -> None:
-    for s in api.services(filters={"label": ROUND_LABEL}):
+    for s in api.services(filters={"label": [ROUND_LABEL, f"{BENCH_LABEL}={BENCH_RUN}"]}):
         try:
             api.remove_service(s["ID"])
         except Exception:  # noqa: BLE001, S110 - already gone
@@ -109,7 +109,7 @@ def cluster(ctx: Context) -> dict:
     (swarm_home / "config.toml").write_text(f'[engine]\nname = "swarm"\nurl = "{SWARM_URL}"\n[defaults]\ncpus = 0\n')
     local_home = Path(ctx.home("cluster-local"))
     (local_home / "config.toml").write_text("[defaults]\ncpus = 0\n")
-    labels = {BENCH_LABEL: "1"}
+    labels = {BENCH_LABEL: BENCH_RUN}
     swarm_spec = JobSpec(image=IMAGE, command=["sleep", "1"], backend={"name": "swarm"}, labels=labels)
     local_spec = JobSpec(image=IMAGE, command=["sleep", "1"], network=ctx.network, labels=labels)
     api = docker.APIClient(base_url=SWARM_URL, version="auto")

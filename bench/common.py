@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from typing import Callable
 IMAGE = "conveyor/busybox:latest"
 CONVEYOR = str(Path(sys.executable).parent / "conveyor")
 BENCH_LABEL = "conveyor-bench"  # on every container a baseline makes, so cleanup is exact
+# Its value names this run: two runs at once (two sessions, a smoke test beside a full run)
+# each remove only their own containers, never the other's running jobs.
+BENCH_RUN = os.environ.get("CONVEYOR_BENCH_RUN") or f"{socket.gethostname()}-{os.getpid()}"
 VERBOSE = bool(os.environ.get("BENCH_VERBOSE"))
 
 
@@ -76,12 +80,12 @@ class Context:
     def spec(self, command: list[str], **fields):
         from conveyor import JobSpec
 
-        labels = {BENCH_LABEL: "1", **fields.pop("labels", {})}  # so the run's cleanup finds every container
+        labels = {BENCH_LABEL: BENCH_RUN, **fields.pop("labels", {})}  # so the run's cleanup finds every container
         return JobSpec(image=IMAGE, command=command, network=self.network, labels=labels, **fields)
 
     def docker_run(self, *command: str) -> list[str]:
         """The `docker run --rm` baseline command line, same image and network as the jobs."""
-        return ["docker", "run", "--rm", "--network", self.network, "--label", f"{BENCH_LABEL}=1", IMAGE, *command]
+        return ["docker", "run", "--rm", "--network", self.network, "--label", f"{BENCH_LABEL}={BENCH_RUN}", IMAGE, *command]
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -252,7 +256,7 @@ def stop_all(home: str) -> None:
 
 def remove_bench_containers(client) -> None:
     """Containers a baseline made (label conveyor-bench), and nothing else."""
-    for c in client.api.containers(all=True, filters={"label": BENCH_LABEL}):
+    for c in client.api.containers(all=True, filters={"label": f"{BENCH_LABEL}={BENCH_RUN}"}):
         try:
             client.api.remove_container(c["Id"], force=True)
         except Exception:  # noqa: BLE001 - already gone

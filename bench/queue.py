@@ -20,7 +20,7 @@ import time
 
 from conveyor import Executor
 
-from .common import BENCH_LABEL, CONVEYOR, IMAGE, Context, Serve, interleaved, ratio, run_measured, summary
+from .common import BENCH_LABEL, BENCH_RUN, CONVEYOR, IMAGE, Context, Serve, interleaved, ratio, run_measured, summary
 
 SUBMIT_BATCHES = 10
 
@@ -111,7 +111,7 @@ def _ps_comparison(ctx: Context) -> dict:
         hc = api.create_host_config(network_mode=ctx.network)
         for _ in range(m):
             created.append(
-                api.create_container(IMAGE, ["true"], labels={BENCH_LABEL: "1", run_label.split("=")[0]: str(os.getpid())}, host_config=hc)["Id"]
+                api.create_container(IMAGE, ["true"], labels={BENCH_LABEL: BENCH_RUN, run_label.split("=")[0]: str(os.getpid())}, host_config=hc)["Id"]
             )
         env = {**os.environ, "CONVEYOR_HOME": home}
         samples = interleaved(

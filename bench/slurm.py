@@ -24,7 +24,7 @@ from pathlib import Path
 
 from conveyor import Executor, JobSpec
 
-from .common import BENCH_LABEL, IMAGE, Context, interleaved, ratio, summary
+from .common import BENCH_LABEL, BENCH_RUN, IMAGE, Context, interleaved, ratio, summary
 
 CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "slurm-cluster"
 MEMORY = "200M"  # without --mem Slurm gives a job a whole node's memory: one task a node
@@ -148,13 +148,13 @@ def slurm(ctx: Context) -> dict:
     home = ctx.home("slurm")
     Path(home, "config.toml").write_text(
         f'[defaults]\ncpus = 0\n[engine]\nname = "slurm"\nurl = "{conf}"\nshared_dir = "{root}"\n')
-    labels = {BENCH_LABEL: "1"}
+    labels = {BENCH_LABEL: BENCH_RUN}
     process = JobSpec(command=["echo", "hi"], backend="slurm", labels=labels)
     container = JobSpec(image=IMAGE, command=["echo", "hi"], network=ctx.network, labels=labels)
     task = ["sh", "-c", "echo task $CONVEYOR_TASK_ID; sleep 0"]
     task_process = JobSpec(command=task, backend="slurm", labels=labels, resources={"memory": MEMORY})
     task_container = JobSpec(image=IMAGE, command=task, network=ctx.network, labels=labels, resources={"memory": MEMORY})
-    docker = f"docker run --rm --network {shlex.quote(ctx.network)} --label {BENCH_LABEL}=1"
+    docker = f"docker run --rm --network {shlex.quote(ctx.network)} --label {BENCH_LABEL}={BENCH_RUN}"
     tasks = ctx.args.slurm_tasks
     try:
         with Executor(home) as ex:

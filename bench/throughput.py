@@ -18,7 +18,7 @@ import docker
 
 from conveyor import Executor
 
-from .common import BENCH_LABEL, IMAGE, Context, interleaved, ratio, summary
+from .common import BENCH_LABEL, BENCH_RUN, IMAGE, Context, interleaved, ratio, summary
 
 
 def add_arguments(parser) -> None:
@@ -37,7 +37,7 @@ def sdk_job(ctx: Context, url: str | None = None, runtime: str | None = None):
         if api is None:
             api = local.api = docker.APIClient(base_url=url, version="auto") if url else docker.APIClient(version="auto")
         hc = api.create_host_config(network_mode=ctx.network, runtime=runtime)
-        cid = api.create_container(IMAGE, ["true"], labels={BENCH_LABEL: "1"}, host_config=hc)["Id"]
+        cid = api.create_container(IMAGE, ["true"], labels={BENCH_LABEL: BENCH_RUN}, host_config=hc)["Id"]
         api.start(cid)
         api.wait(cid)
         api.logs(cid, stdout=True, stderr=False)

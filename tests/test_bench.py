@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,8 +52,10 @@ def test_every_benchmark_prints_figures_baseline_and_ratio(docker_client, test_i
 
     names = list(load()[0])
     assert EXPECTED <= set(names), EXPECTED - set(names)
+    run = f"test-bench-{os.getpid()}"  # this run's containers, not a concurrent run's
     out = subprocess.run(
         [sys.executable, "-m", "bench", *TINY], cwd=REPO, capture_output=True, text=True, timeout=400,
+        env={**os.environ, "CONVEYOR_BENCH_RUN": run},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout)
@@ -98,5 +101,5 @@ def test_every_benchmark_prints_figures_baseline_and_ratio(docker_client, test_i
     assert data["conveyor"]["capture_s"]["n"] == data["baseline"]["docker_cp_s"]["n"] == 1
     assert data["ratio"] == {"capture": capture / docker_cp, "restore": restore / docker_cp}
 
-    left = docker_client.containers.list(all=True, filters={"label": "conveyor-bench"}, sparse=True)
+    left = docker_client.containers.list(all=True, filters={"label": f"conveyor-bench={run}"}, sparse=True)
     assert not left, "benchmark containers left behind"
