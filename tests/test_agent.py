@@ -407,7 +407,9 @@ def test_cli_through_the_agent_for_every_verb(agent, state_dir, test_image, tmp_
     missing = cli("inspect", "nope", ok=False)
     assert missing.returncode == 125 and "no such job: nope" in missing.stderr
     # the job-control verbs
-    held = cli("submit", "--hold", "--network", "none", "--name", "second", test_image, "sh", "-c", "sleep 2; echo second").stdout.strip()
+    # It runs until told to end (a signal, below), so that suspend finds it Running however slow the node.
+    held = cli("submit", "--hold", "--network", "none", "--name", "second", test_image, "sh", "-c",
+               "trap 'echo second; exit 0' USR1; while :; do sleep 0.1; done").stdout.strip()
     assert json.loads(cli("inspect", held).stdout)["state"] == "QueuedHeld"
     cli("release", held)
     assert json.loads(cli("inspect", held).stdout)["state"] in ("Queued", "Running")
@@ -417,6 +419,7 @@ def test_cli_through_the_agent_for_every_verb(agent, state_dir, test_image, tmp_
     cli("suspend", held)
     assert json.loads(cli("inspect", held).stdout)["state"] == "Suspended"
     cli("resume", held)
+    cli("kill", "--signal", "USR1", held)
     waited = cli("wait", held)
     assert held in waited.stdout and " 0 " in waited.stdout
     assert cli("logs", "--timestamps", held).stdout.split(" ", 1)[1] == "second\n"
