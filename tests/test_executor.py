@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 import uuid
 
@@ -732,3 +733,32 @@ def test_a_die_event_that_comes_before_inspect_shows_the_end_is_looked_at_again(
         job = ex.run(sh(test_image, "echo done; exit 3", network="none"), timeout=30)
         assert (job.state, job.exit_code, job.stdout) == (JobState.FAILED, 3, "done\n")
         assert backend.lies_left == 0  # it was told "running" after the end, and looked again
+
+
+def test_cancel_between_claim_and_start_stops_the_job(ex, test_image):
+    """A cancel that lands after the launcher claimed a job but before the engine started its
+    container found nothing running to signal: the job then ran its full course (a foreground
+    `conveyor run` interrupted during start-up hung for the job's whole run). The start is
+    held at that exact moment here, on the real engine."""
+    claimed, go = threading.Event(), threading.Event()
+    start = ex.backend.start
+
+    def start_when_told(handle):
+        claimed.set()
+        assert go.wait(30)
+        return start(handle)
+
+    ex.backend.start = start_when_told
+    try:
+        job = ex.submit(JobSpec(image=test_image, command=["sleep", "30"], network="none", stop_grace=1))
+        assert claimed.wait(30), "the job was never started"
+        assert ex.info(job).state is JobState.RUNNING  # claimed: the launcher is about to start it
+        ex.cancel(job, wait=False)
+        go.set()
+        began = time.monotonic()
+        done = ex.wait(job, timeout=20)
+    finally:
+        ex.backend.start = start
+        go.set()
+    assert (done.state, done.substate) == (JobState.FAILED, Substate.CANCELLED)
+    assert time.monotonic() - began < 10, "the cancelled job ran on"

@@ -83,9 +83,10 @@ class Runtime:
             self.scheduler.wake()  # it ended or was requeued: resources, dependencies, retries
 
     def _started(self, rec: JobRecord) -> None:
-        """The engine took the job: its timeout counts from its start; a job its engine
-        queues is looked at once now (running already, or the engine's reason to wait)."""
-        self.stopper.watch_timeout(rec)
+        """The engine took the job: the stopper takes it from here (its timeout, a stop asked
+        for meanwhile); a job its engine queues is looked at once now (running already, or
+        the engine's reason to wait)."""
+        self.stopper.started(rec)
         if rec.substate == Substate.ENGINE_QUEUED:
             self.finisher.finalize_later(rec.id)
 

@@ -31,6 +31,16 @@ class Stopper:
     def close(self) -> None:
         self._timer.close()
 
+    def started(self, rec: JobRecord) -> None:
+        """The engine took the job: its run timeout counts from its start, and a stop asked
+        for between its claim and its start is carried out now. That stop found a container
+        not yet running, with nothing to signal, and only recorded why (the claim clears the
+        reason, so one found here is this attempt's); without this the job ran to its end."""
+        self.watch_timeout(rec)
+        reason = self.store.get(rec.id).stop_reason
+        if reason:
+            self.terminate(rec, reason, rec.spec.stop_grace)  # the grace asked for was not kept: the spec's
+
     def watch_timeout(self, rec: JobRecord) -> None:
         """Start counting the job's run timeout (from when it started)."""
         if rec.spec.timeout:

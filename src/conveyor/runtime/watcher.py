@@ -131,7 +131,8 @@ class Watcher:
             else:
                 counts["live"] += 1
                 self.finisher.sync_alive(rec, container)
-                self.stopper.watch_timeout(rec)
+                # Its timeout again, and a stop whose SIGKILL timer died with the last process.
+                self.stopper.started(rec)
         strays = [c for job_id, c in containers.items() if job_id not in known] + unlabelled
         for container in strays:
             if container.id not in self.orphans:
