@@ -14,6 +14,7 @@ the run picks the job up again from the next agent (started if need be).
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
@@ -23,6 +24,9 @@ from typing import Callable
 from ..errors import EXIT_CONVEYOR_ERROR, AgentUnreachable, ConveyorError
 from ..operations import CANCEL, DISCARD_CONTAINER, RESIZE
 from .terminal import RawTerminal, terminal_size, write_all
+
+
+ABORT_AFTER = 2.0  # seconds a signal waits for the job's id before the client stops without it
 
 
 class Foreground:
@@ -41,6 +45,7 @@ class Foreground:
         self.job: str | None = None
         self.sent = {"stdout": 0, "stderr": 0}  # output bytes written out: where to resume
         self.signals = 0
+        self._abort: threading.Timer | None = None  # started by a signal that came before the job's id
         self.cancelled = False
         self.closed = False  # our stdout or stderr reader went away
         self.out = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
@@ -81,6 +86,9 @@ class Foreground:
         self.job = job
         if self.on_started is not None:
             self.on_started(job)
+        if self._abort is not None:  # interrupted before we knew the job
+            self._abort.cancel()
+            self._cancel()
         if self.interactive:
             threading.Thread(target=self._send_stdin, daemon=True, name="conveyor-stdin").start()
 
@@ -116,9 +124,16 @@ class Foreground:
     def _on_signal(self, signum, frame) -> None:
         self.signals += 1
         if self.job is None:
-            # Nothing to cancel yet (the image is being pulled, say): stop here; the agent
-            # sees the connection go and cancels the job if it was made meanwhile.
-            raise KeyboardInterrupt
+            # The job's id is the agent's first answer: it is usually here already, unread.
+            # Cancel the job when it is read, as for any signal (so the client returns once
+            # the job and its container are gone); with no answer in a moment, or on a
+            # second signal, stop here: the agent sees the connection go and cancels the job.
+            if self.signals > 1:
+                raise KeyboardInterrupt
+            self._abort = threading.Timer(ABORT_AFTER, _thread.interrupt_main)
+            self._abort.daemon = True
+            self._abort.start()
+            return
         self._cancel()
 
     def _cancel(self) -> None:
