@@ -20,11 +20,11 @@ TINY = [
     "--api-clients", "2", "--api-submits", "10", "--api-inspects", "5",
     "--data-mb", "2", "--data-files", "20", "--cli-batch", "2",
     "--slurm-jobs", "2", "--slurm-tasks", "4", "--cwl-repeat", "1", "--cluster-tasks", "4",
-    "--usage-jobs", "3", "--usage-interval", "0.3", "--usage-window", "1",
+    "--usage-jobs", "3", "--usage-interval", "0.3", "--usage-window", "1", "--ui-jobs", "200",
 ]
 # Every benchmark `python -m bench` has; a module dropped from bench/__main__.py fails here.
 EXPECTED = {"sequential", "concurrent", "cli", "logs", "supervision", "queue", "scheduling", "leases", "recovery", "api", "data",
-            "cwl", "backends", "cluster", "slurm", "usage"}
+            "cwl", "backends", "cluster", "slurm", "usage", "ui"}
 NO_BASELINE = {"scheduling"}  # docker has no scheduler: absolute figures, ratio None
 
 
