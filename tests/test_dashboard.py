@@ -95,6 +95,7 @@ def test_pages_need_a_token_and_the_login_keeps_it_in_a_strict_httponly_cookie(b
     wrong token is told so, and the right one is kept in an HttpOnly, SameSite=Strict cookie."""
     from selenium.webdriver.common.by import By
 
+    assert httpx.get(agent.url + "/ui/data/jobs").status_code == 401  # no open view unless the operator says so
     browser.delete_all_cookies()
     browser.get(agent.url + "/ui/jobs")
     assert "/ui/login" in browser.current_url
@@ -220,3 +221,77 @@ def test_untrusted_text_from_a_job_is_shown_as_text_and_never_run(browser, agent
     assert not browser.find_elements(By.CSS_SELECTOR, "main script, main img")
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text
+
+
+def test_conveyor_ui_gives_the_dashboard_url_of_the_running_agent(agent):
+    """Without this, a user would have to piece the dashboard's address together from the
+    agent's log: `conveyor ui` prints it (and opens it where a browser is)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "conveyor", "--home", str(agent.home), "ui", "--print-only"],
+                         capture_output=True, text=True, timeout=WAIT)
+    assert (out.returncode, out.stdout.strip()) == (0, agent.url + "/ui")
+    page = httpx.get(out.stdout.strip() + "/jobs", cookies={"conveyor_session": agent.token})
+    assert page.status_code == 200 and 'data-page="jobs"' in page.text
+
+
+def test_the_operators_open_view_reads_without_a_token_and_changes_nothing(tmp_path, test_image):
+    """Without this, opening the dashboard to everyone ([agent] open_dashboard) would also open
+    every action to everyone: callers without a token read the pages and the API, and each
+    change is refused naming the rule; off by default, nothing is served without a token."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[agent]\nopen_dashboard = true\n")
+    a = AgentProcess(home).start()
+    try:
+        job_id = Client(home).submit(sh(test_image, "true", name="visible", network="none"), hold=True)
+        with httpx.Client(base_url=a.url, timeout=WAIT) as anyone:
+            page = anyone.get("/ui/jobs")
+            assert page.status_code == 200 and "(no token)" in page.text
+            assert anyone.get("/ui/data/jobs").json()["jobs"][0]["id"] == job_id
+            refused = anyone.post(f"/v1/jobs/{job_id}/release")
+            assert refused.status_code == 403 and refused.json()["details"]["rule"] == "read_only"
+            assert anyone.post("/v1/jobs", json={"spec": {"image": test_image, "command": ["true"]}}).status_code == 403
+        assert Client(home).info(job_id).state == JobState.QUEUED_HELD
+    finally:
+        a.stop()
+        with Executor(home) as ex:
+            ex.cleanup()
+
+
+def test_the_list_filters_and_pages_without_losing_or_repeating_a_job(browser, agent, client, test_image):
+    """Without this, a filter could show other jobs than asked, or paging skip or repeat some:
+    the array, label, state and search filters each find exactly their jobs, and
+    the pages of an array, walked with the page's Next button, hold each task once."""
+    from selenium.webdriver.common.by import By
+
+    array_id = client.submit_array(sh(test_image, "true", network="none"), 1, 7, hold=True)
+    tagged = client.submit(sh(test_image, "true", name="tagged-one", labels={"batch": "b-77"}, network="none"), hold=True)
+    with httpx.Client(base_url=agent.url, cookies={"conveyor_session": agent.token}, timeout=WAIT) as http:
+        def ids(**params):
+            return [j["id"] for j in http.get("/ui/data/jobs", params=params).json()["jobs"]]
+
+        tasks = ids(array=array_id)
+        assert len(tasks) == 7 and set(tasks) == {t for t, _, _ in client.array_tasks(array_id)}
+        assert ids(label="batch=b-77") == [tagged] == ids(q="tagged-on")
+        assert tagged in ids(state="QueuedHeld") and not {tagged, *tasks} & set(ids(state="Done"))
+        counts = http.get("/ui/data/jobs").json()["counts"]
+        assert counts["QueuedHeld"] >= 8
+    log_in(browser, agent, agent.token)
+    browser.get(f"{agent.url}/ui/jobs?array={array_id}&limit=3")
+    seen: list[str] = []
+    for _ in range(10):
+        eventually("a page of rows", lambda: browser.execute_script(
+            "return document.body.dataset.loaded && document.querySelectorAll('#rows tr[data-job]').length"), timeout=WAIT)
+        page = browser.execute_script("return [...document.querySelectorAll('#rows tr[data-job]')].map(r => r.dataset.job)")
+        assert len(page) <= 3
+        seen += page
+        more = browser.find_element(By.ID, "more")
+        if more.get_attribute("disabled"):
+            break
+        browser.execute_script("document.body.dataset.loaded = ''")
+        more.click()
+    assert sorted(seen) == sorted(tasks)
+    client.cancel_array(array_id)
+    client.cancel(tagged)

@@ -1,6 +1,11 @@
 """Browsing jobs a page at a time, for the dashboard: newest first, resumed after the last
 row shown (keyset paging: a page costs the same at the millionth job as at the first, where an
-OFFSET would step over every row before it), and the count of jobs in each state."""
+OFFSET would step over every row before it), and the count of jobs in each state.
+
+"Newest" is the order the jobs were stored in (their rowid, which only grows): every index of
+the jobs table ends with the rowid, so a page of one state, one array or one lease is read
+from its index already in order, where ``ORDER BY created_at`` would sort every match first
+(half a second for the 100,000 tasks of one state)."""
 
 from __future__ import annotations
 
@@ -20,12 +25,12 @@ class BrowseMixin:
         search: str | None = None,
         array_id: str | None = None,
         lease_id: str | None = None,
-        after: tuple[float, int] | None = None,
+        after: int | None = None,
         limit: int = 50,
-    ) -> tuple[list[tuple[JobRecord, int]], tuple[float, int] | None]:
-        """One page of jobs, the most recent first, each with its rowid; and where the next page
-        starts (None: this is the last). ``search`` matches a part of the name or the start of
-        the id; ``after`` is the (created_at, rowid) of the last job of the previous page."""
+    ) -> tuple[list[JobRecord], int | None]:
+        """One page of jobs, the most recent first, and where the next page starts (None: this
+        is the last). ``search`` matches a part of the name or the start of the id; ``after``
+        is where the previous page said the next one starts."""
         where, params = self._where(states, labels, None, None, None, None, None, None, None)
         more = _Where()
         if search:
@@ -35,14 +40,13 @@ class BrowseMixin:
         if lease_id is not None:
             more.add("lease_id=?", lease_id)
         if after is not None:
-            more.add("(created_at, rowid) < (?, ?)", *after)
+            more.add("rowid < ?", after)
         sql = (f"SELECT {','.join(_JOB_COLUMNS)}, rowid FROM jobs WHERE {where} AND {more.sql} "
-               "ORDER BY created_at DESC, rowid DESC LIMIT ?")
+               "ORDER BY rowid DESC LIMIT ?")
         with self._lock:
             rows = self._db.execute(sql, [*params, *more.params, limit + 1]).fetchall()
-        page = [(JobRecord._from_row(r[:-1]), r[-1]) for r in rows[:limit]]
-        last = page[-1] if len(rows) > limit else None
-        return page, (last[0].created_at, last[1]) if last else None
+        page = rows[:limit]
+        return [JobRecord._from_row(r[:-1]) for r in page], page[-1][-1] if len(rows) > limit else None
 
     def state_counts(self) -> dict[str, int]:
         """How many jobs are in each state (states without a job left out): one pass over the

@@ -215,7 +215,7 @@ def jobs_data(
     q: str | None = Query(default=None, max_length=256),
     array: str | None = Query(default=None, max_length=64),
     lease: str | None = Query(default=None, max_length=64),
-    after: str | None = Query(default=None, max_length=64, pattern=r"^[0-9.e+-]+:[0-9]+$"),
+    after: int | None = Query(default=None, ge=0, le=2**63),
     limit: int = Query(default=PAGE_SIZE, ge=1, le=500),
 ):
     """One page of the jobs list (newest first) and the count of jobs in each state."""
@@ -225,15 +225,11 @@ def jobs_data(
     if label:
         key, eq, value = label.partition("=")
         labels = {key: value if eq else None}
-    cursor = None
-    if after:
-        at, _, rowid = after.partition(":")
-        cursor = (float(at), int(rowid))
     page, nxt = store.browse(state, labels, search=q or None, array_id=array or None, lease_id=lease or None,
-                             after=cursor, limit=limit)
+                             after=after, limit=limit)
     return JSONResponse({
-        "jobs": [_row(rec) for rec, _ in page],
-        "next": f"{nxt[0]!r}:{nxt[1]}" if nxt else None,
+        "jobs": [_row(rec) for rec in page],
+        "next": nxt,
         "counts": store.state_counts(),
     }, headers={"Cache-Control": "no-store"})
 

@@ -98,13 +98,16 @@ function jobsPage() {
       el("td", {}, when(job.created_at)));
   }
 
+  let latest = 0;  // answers can arrive out of order: only the last request's is shown
   async function load() {
     const params = filters();
     const cursor = pages[pages.length - 1];
     if (cursor) params.after = cursor;
+    const mine = ++latest;
     try {
       const res = await fetch(`${UI}/data/jobs?` + new URLSearchParams(params), {credentials: "same-origin"});
       const data = await res.json();
+      if (mine !== latest) return;
       if (!res.ok) throw new Error(data.message || `HTTP ${res.status}`);
       rows.replaceChildren(...data.jobs.map(row));
       if (!data.jobs.length) rows.append(el("tr", {}, el("td", {colspan: "8"}, "no job matches")));
