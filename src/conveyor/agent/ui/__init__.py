@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from ... import __version__
 from ...errors import ConveyorError
 from ...operations import VERBS
-from ...state import FINAL_STATES, JobState
+from ...state import JobState
 from .. import API_PREFIX
 from ..dependencies import OWNER_OVER_TCP, caller_of
 from ..errors import ApiError
@@ -161,7 +161,7 @@ async def job_page(request: Request, ref: str):
             request, "job.html", page="job", job=job, spec=json.dumps(job.to_dict()["spec"], indent=2),
             timeline=timeline, attempts=_quiet(ex.attempts, job.id) or [], outputs=_quiet(ex.outputs, job.id) or [],
             provenance=_pretty(_quiet(ex.provenance, job.id)), buttons=BUTTONS, destructive=DESTRUCTIVE,
-            verbs=verbs, final=job.state in FINAL_STATES, limit=(job.to_dict()["resources"] or {}).get("memory"),
+            verbs=verbs, record=ex.store.get(job.id), limit=(job.to_dict()["resources"] or {}).get("memory"),
         )
 
     return await _guarded(request, render)

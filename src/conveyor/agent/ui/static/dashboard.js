@@ -193,6 +193,7 @@ function jobPage() {
   buttons();
   followLogs(id);
   usage();
+  setInterval(() => { if (state.textContent === "Running") usage(); }, 5000);  // samples come every few seconds
 
   async function usage() {
     const note = document.getElementById("usage-note");
