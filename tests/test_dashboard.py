@@ -295,3 +295,40 @@ def test_the_list_filters_and_pages_without_losing_or_repeating_a_job(browser, a
     assert sorted(seen) == sorted(tasks)
     client.cancel_array(array_id)
     client.cancel(tagged)
+
+
+def test_outputs_array_grid_queue_and_node_pages_show_what_the_agent_knows(browser, agent, client, test_image):
+    """Without this, the pages beyond the list could show nothing or stale figures: a job's
+    output file is listed with its digest and downloads as its bytes, an array's grid recolours
+    a task as it changes state, the queue says a held job waits for its hold, and the node page
+    shows the engine answering."""
+    import hashlib
+
+    from selenium.webdriver.common.by import By
+
+    log_in(browser, agent, agent.token)
+    made = client.run(sh(test_image, "mkdir -p /out && echo result-bytes > /out/r.txt", name="maker", outputs=["/out"],
+                         network="none"), timeout=WAIT)
+    assert made.state == JobState.DONE, made.stderr
+    open_job(browser, agent, made.id)
+    (link,) = browser.find_elements(By.CSS_SELECTOR, 'a[href*="/outputs/content"]')
+    assert link.text == "/out/r.txt"
+    digest = "sha256:" + hashlib.sha256(b"result-bytes\n").hexdigest()
+    assert digest in browser.find_element(By.TAG_NAME, "main").text
+    got = httpx.get(link.get_attribute("href"), cookies={"conveyor_session": agent.token})
+    assert got.content == b"result-bytes\n"
+
+    array_id = client.submit_array(sh(test_image, "true", network="none"), 1, 3, hold=True)
+    browser.get(f"{agent.url}/ui/arrays/{array_id}")
+    cells = "#grid .cell.state-QueuedHeld"
+    assert len(browser.find_elements(By.CSS_SELECTOR, cells)) == 3
+    browser.get(f"{agent.url}/ui/queue")
+    assert sum(1 for row in browser.find_elements(By.CSS_SELECTOR, "table.queue tbody tr") if "hold" in row.text) >= 3
+    browser.get(f"{agent.url}/ui/arrays/{array_id}")
+    eventually("the grid's scripts listening", lambda: shown(browser, "#grid .cell"), timeout=WAIT)
+    time.sleep(0.5)  # the event stream connected
+    client.release_array(array_id)
+    eventually("every cell Done without a reload", lambda: len(browser.find_elements(By.CSS_SELECTOR, "#grid .cell.state-Done")) == 3,
+               timeout=WAIT)
+    browser.get(f"{agent.url}/ui/node")
+    assert "up" in text_of(browser, "engine") and "docker" in text_of(browser, "engine")
