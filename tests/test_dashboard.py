@@ -332,3 +332,14 @@ def test_outputs_array_grid_queue_and_node_pages_show_what_the_agent_knows(brows
                timeout=WAIT)
     browser.get(f"{agent.url}/ui/node")
     assert "up" in text_of(browser, "engine") and "docker" in text_of(browser, "engine")
+
+
+def test_a_login_posted_by_another_site_is_refused(agent):
+    """Without this, another site's page could log a visitor's browser in with the attacker's
+    own token (login CSRF) and watch what the visitor then does: a login whose Origin is not the
+    dashboard's is refused and sets no cookie."""
+    with httpx.Client(base_url=agent.url, timeout=WAIT) as http:
+        evil = http.post("/ui/login", data={"token": agent.token}, headers={"Origin": "http://evil.example"})
+        assert evil.status_code == 403 and "conveyor_session" not in evil.cookies
+        own = http.post("/ui/login", data={"token": agent.token}, headers={"Origin": agent.url})
+        assert own.status_code == 303 and own.cookies["conveyor_session"] == agent.token

@@ -109,6 +109,10 @@ def login_form() -> HTMLResponse:
 
 @router.post("/login")
 async def login(request: Request):
+    origin = request.headers.get("origin")
+    if origin not in (None, "null") and origin.split("://", 1)[-1] != request.headers.get("host"):
+        # another site's page posting its own token here would log this browser in as that token
+        return _login_page("a login must come from this dashboard's own page", 403)
     form = parse_qs((await request.body()).decode(errors="replace"))
     token = (form.get("token") or [""])[0].strip()
     agent = request.app.state.agent
