@@ -301,7 +301,7 @@ def test_outputs_array_grid_queue_and_node_pages_show_what_the_agent_knows(brows
     """Without this, the pages beyond the list could show nothing or stale figures: a job's
     output file is listed with its digest and downloads as its bytes, an array's grid recolours
     a task as it changes state, the queue says a held job waits for its hold, and the node page
-    shows the engine answering."""
+    shows the engine answering and each live lease with its share."""
     import hashlib
 
     from selenium.webdriver.common.by import By
@@ -330,8 +330,12 @@ def test_outputs_array_grid_queue_and_node_pages_show_what_the_agent_knows(brows
     client.release_array(array_id)
     eventually("every cell Done without a reload", lambda: len(browser.find_elements(By.CSS_SELECTOR, "#grid .cell.state-Done")) == 3,
                timeout=WAIT)
+    lease = client.lease_create(cpus=0.5, memory="64m", keepalive=60, labels={"holder": "dash-test"})
     browser.get(f"{agent.url}/ui/node")
     assert "up" in text_of(browser, "engine") and "docker" in text_of(browser, "engine")
+    (row,) = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "table.leases tbody tr") if lease["id"] in r.text]
+    assert "0.5 CPUs" in row and "holder=dash-test" in row
+    client.lease_release(lease["id"])
 
 
 def test_a_login_posted_by_another_site_is_refused(agent):

@@ -192,7 +192,7 @@ async def queue_page(request: Request):
 async def node_page(request: Request):
     ex = request.app.state.agent.executor
     return await _guarded(request, lambda: _page(
-        request, "node.html", page="node", machine=ex.machine(), leases=ex.lease_list(), pretty=_pretty,
+        request, "node.html", page="node", machine=ex.machine(), leases=ex.lease_list(),
     ))
 
 
