@@ -143,7 +143,10 @@ def test_a_job_goes_from_queued_to_done_on_the_list_without_a_reload(browser, ag
 
 def test_logs_are_followed_while_the_job_writes_them(browser, agent, client, test_image):
     """Without this, the job page would show output only once the job ended: its lines appear
-    while it runs, stdout and stderr each in its own pane."""
+    while it runs, stdout and stderr each in its own pane; a tail shows the last lines only, and
+    each stream downloads whole."""
+    from selenium.webdriver.common.by import By
+
     log_in(browser, agent, agent.token)
     script = "for i in 1 2 3 4 5 6; do echo out $i; echo err $i >&2; sleep 0.5; done"
     job_id = client.submit(sh(test_image, script, name="writer", network="none"))
@@ -154,11 +157,20 @@ def test_logs_are_followed_while_the_job_writes_them(browser, agent, client, tes
     eventually("the last line", lambda: "out 6" in text_of(browser, "stdout"), timeout=WAIT)
     assert "err 6" in text_of(browser, "stderr") and "err" not in text_of(browser, "stdout")
     eventually("Done on the page", lambda: text_of(browser, "state") == "Done", timeout=WAIT)
+    tail = browser.find_element(By.ID, "tail")
+    tail.clear()
+    tail.send_keys("2\n")
+    browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", tail)
+    eventually("the last two lines only", lambda: text_of(browser, "stdout") == "out 5\nout 6", timeout=WAIT)
+    link = browser.find_element(By.CSS_SELECTOR, 'a[href$="logs.txt?stream=stderr"]').get_attribute("href")
+    saved = httpx.get(link, cookies={"conveyor_session": agent.token})
+    assert saved.text == "".join(f"err {i}\n" for i in range(1, 7))
+    assert saved.headers["content-disposition"].startswith("attachment")
 
 
 def test_cancel_from_the_job_page_asks_first_and_ends_the_job(browser, agent, client, test_image):
-    """Without this, the cancel button would do nothing (or end a job without asking): the page
-    asks, and the job is ended in the engine once the person agrees."""
+    """Without this, the buttons would do nothing (or cancel would end a job without asking):
+    suspend and resume act on the job, and cancel asks, then ends it once the person agrees."""
     from selenium.webdriver.common.by import By
 
     log_in(browser, agent, agent.token)
@@ -166,6 +178,10 @@ def test_cancel_from_the_job_page_asks_first_and_ends_the_job(browser, agent, cl
     client.wait_started(job_id, timeout=WAIT)
     open_job(browser, agent, job_id)
     eventually("Running on the page", lambda: text_of(browser, "state") == "Running", timeout=WAIT)
+    for verb, state in (("suspend", "Suspended"), ("resume", "Running")):  # the other buttons act too
+        browser.find_element(By.CSS_SELECTOR, f'button[data-verb="{verb}"]').click()
+        eventually(f"{state} on the page", lambda: text_of(browser, "state") == state, timeout=WAIT)
+        assert client.info(job_id).state.value == state
     browser.find_element(By.CSS_SELECTOR, 'button[data-verb="cancel"]').click()
     dialog = browser.switch_to.alert
     assert job_id in dialog.text
