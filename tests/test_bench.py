@@ -90,6 +90,10 @@ def test_every_benchmark_prints_figures_baseline_and_ratio(docker_client, test_i
     assert use["jobs"] == 3 and use["rounds_in_window"] >= 1 and use["sampling_on"]["rss_mb"] > 0
     assert use["read_per_job"]["cgroup"]["wall_ms"] > 0 and use["read_per_job"]["engine_stats_one_shot"]["wall_ms"] > 0
 
+    # ui: the dashboard's list over the 200 jobs stored, each figure measured once
+    ui = doc["benchmarks"]["ui"]
+    assert ui["jobs"] == 200 and ui["conveyor"]["first_page"]["n"] == 1 and _median(ui["conveyor"]["deep_page"]) > 0
+
     # data: 2 MB in 20 files captured out of the container and restored, against docker cp
     data = doc["benchmarks"]["data"]
     assert data["unit"].startswith("seconds to move 2 MB in 20 files"), data["unit"]
