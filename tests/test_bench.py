@@ -21,11 +21,11 @@ TINY = [
     "--api-clients", "2", "--api-submits", "10", "--api-inspects", "5",
     "--data-mb", "2", "--data-files", "20", "--cli-batch", "2",
     "--slurm-jobs", "2", "--slurm-tasks", "4", "--cwl-repeat", "1", "--cluster-tasks", "4",
-    "--usage-jobs", "3", "--usage-interval", "0.3", "--usage-window", "1",
+    "--usage-jobs", "3", "--usage-interval", "0.3", "--usage-window", "1", "--ui-jobs", "200",
 ]
 # Every benchmark `python -m bench` has; a module dropped from bench/__main__.py fails here.
 EXPECTED = {"sequential", "concurrent", "cli", "logs", "supervision", "queue", "scheduling", "leases", "recovery", "api", "data",
-            "cwl", "backends", "cluster", "slurm", "usage"}
+            "cwl", "backends", "cluster", "slurm", "usage", "ui"}
 NO_BASELINE = {"scheduling"}  # docker has no scheduler: absolute figures, ratio None
 
 
@@ -92,6 +92,10 @@ def test_every_benchmark_prints_figures_baseline_and_ratio(docker_client, test_i
     use = doc["benchmarks"]["usage"]["conveyor"]
     assert use["jobs"] == 3 and use["rounds_in_window"] >= 1 and use["sampling_on"]["rss_mb"] > 0
     assert use["read_per_job"]["cgroup"]["wall_ms"] > 0 and use["read_per_job"]["engine_stats_one_shot"]["wall_ms"] > 0
+
+    # ui: the dashboard's list over the 200 jobs stored, each figure measured once
+    ui = doc["benchmarks"]["ui"]
+    assert ui["jobs"] == 200 and ui["conveyor"]["first_page"]["n"] == 1 and _median(ui["conveyor"]["deep_page"]) > 0
 
     # data: 2 MB in 20 files captured out of the container and restored, against docker cp
     data = doc["benchmarks"]["data"]

@@ -94,6 +94,8 @@ class AgentConfig(_Section):
 
     idle_exit: Seconds | None = Field(default=None, gt=0, description="stop after this long with no live job and no request")
     open_metrics: bool = Field(default=False, description="serve /v1/metrics without a token (for a Prometheus scraper)")
+    open_dashboard: bool = Field(default=False, description="let callers without a token read (the dashboard at /ui and "
+                                 "the API's reads); they can change nothing")
 
 
 class UsageConfig(_Section):

@@ -20,7 +20,8 @@ from .. import __version__
 from ..metrics import CONTENT_TYPE
 from ..operations import OPERATIONS
 from . import API_PREFIX, errors
-from .dependencies import AgentState, authorized, metrics_reader
+from . import ui as dashboard
+from .dependencies import AgentState, authorized, metrics_reader, writes_allowed
 from .models import error_doc
 from .routers import arrays, control, data, engine, events, execs, jobs, leases, logs, node, ports, run, tokens, usage, waiting
 
@@ -65,11 +66,12 @@ def create_app(agent: AgentState | None = None) -> FastAPI:
 
     for module in ROUTERS:
         app.include_router(
-            module.router, prefix=API_PREFIX, dependencies=[Depends(authorized)],
+            module.router, prefix=API_PREFIX, dependencies=[Depends(authorized), Depends(writes_allowed)],
             responses={401: error_doc("missing or wrong token")},
         )
     for module in SOCKET_ROUTERS:
         app.include_router(module.websockets, prefix=API_PREFIX)
+    dashboard.install(app)
     app.openapi = lambda: _openapi(app)
     if agent is not None:
         app.add_middleware(_Activity, state=agent)

@@ -14,6 +14,7 @@ from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from .errors import ApiError
+from .session import SAFE_METHODS, session_authorization
 
 if TYPE_CHECKING:
     from ..executor import Executor
@@ -71,7 +72,10 @@ async def authorized(request: Request, _creds=Depends(bearer)) -> "Caller":
 def caller_of(conn: HTTPConnection) -> "Caller":
     """``authorized`` for a request or a WebSocket (whose routes take no Request)."""
     agent: AgentState = conn.app.state.agent
-    who = agent.callers.resolve(conn.headers.get("authorization"))
+    header = conn.headers.get("authorization") or session_authorization(conn)
+    who = agent.callers.resolve(header)
+    if who is None and header is None and agent.executor.scheduling.agent.open_dashboard:
+        return agent.callers.anonymous
     if who is None:
         raise ApiError(
             401, "unauthorized",
@@ -89,6 +93,20 @@ async def metrics_reader(request: Request, creds=Depends(bearer)) -> "Caller | N
     if agent_state(request).executor.scheduling.agent.open_metrics:
         return None
     return await authorized(request, creds)
+
+
+# POSTs that change nothing: a read-only token may make them
+READING_POSTS = frozenset({"wait_any", "verify"})
+
+
+async def writes_allowed(request: Request, who: "Caller" = Depends(authorized)) -> None:
+    """A request that changes something is refused, naming the rule, for a caller whose policy
+    lets it only read (a read-only token, a caller of the operator's open read-only view)."""
+    route = request.scope.get("route")
+    name = getattr(route, "name", None) or request.url.path
+    if who.owner or request.method in SAFE_METHODS or name in READING_POSTS:
+        return
+    await run_in_threadpool(who.rules.check_write, name)
 
 
 def policy(who: "Caller" = Depends(authorized)) -> "Rules":

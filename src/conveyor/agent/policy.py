@@ -20,6 +20,7 @@ other token is bound to a policy (:class:`TokenRules`): a file of its own, or th
     max_resources: {cpus: 4, memory: 8g, pids_limit: 4096, gpus: 1, shm_size: 1g, timeout: 24h}
     exec: false                         # run commands inside running jobs (conveyor exec)
     port_forward: false                 # reach running jobs' TCP ports (conveyor port-forward)
+    read_only: false                    # true: list, inspect, follow; never submit nor control
 
 Without a file every default applies: bind mounts only inside the jobs area
 (``<state dir>/jobs``), no privileged containers, no host namespaces, any image, no
@@ -98,6 +99,13 @@ class Policy(_Strict):
     max_resources: MaxResources = Field(default_factory=MaxResources)
     exec: bool = Field(default=False, description="run commands inside running jobs (conveyor exec)")
     port_forward: bool = Field(default=False, description="reach running jobs' TCP ports (conveyor port-forward)")
+    read_only: bool = Field(default=False, description="the token reads (list, inspect, logs, events) and changes nothing")
+
+    def check_write(self, action: str) -> None:
+        """Raise PolicyRefused when the policy lets its tokens only read."""
+        if self.read_only:
+            raise PolicyRefused("read_only", None, f"{action} changes the node, and this policy lets its tokens only read "
+                                                   "(the policy's 'read_only: false' allows it)")
 
     # ------------------------------------------------------------------ checking
 
@@ -346,6 +354,9 @@ class PolicyFile:
     def check_inside(self, rule: str, spec: JobSpec) -> None:
         self.policy.check_inside(rule, spec, self.jobs_area)
 
+    def check_write(self, action: str) -> None:
+        self.policy.check_write(action)
+
     def describe(self) -> dict:
         data = self.policy.model_dump(mode="json")
         data["jobs_area"] = str(self.jobs_area)
@@ -362,6 +373,9 @@ class Rules(Protocol):
     def check_inside(self, rule: str, spec: JobSpec) -> None:
         """May a running job of ``spec`` be reached by way of ``rule`` (exec, port_forward)?"""
 
+    def check_write(self, action: str) -> None:
+        """May the caller change anything (``action`` names the request, for the refusal)?"""
+
 
 class Unrestricted:
     """The owner's rules: nothing beyond the spec's own validation. The owner of the state
@@ -376,6 +390,28 @@ class Unrestricted:
 
     def check_inside(self, rule: str, spec: JobSpec) -> None:
         return None
+
+    def check_write(self, action: str) -> None:
+        return None
+
+
+class ReadOnly:
+    """The rules of a caller without a token where the operator opened a read-only view
+    ([agent] open_dashboard): it reads, and changes nothing."""
+
+    REASON = "callers without a token may only read ([agent] open_dashboard); log in with a token"
+
+    def check(self, spec: JobSpec) -> None:
+        raise PolicyRefused("read_only", None, self.REASON)
+
+    def check_image(self, image: str) -> None:
+        raise PolicyRefused("read_only", None, self.REASON)
+
+    def check_inside(self, rule: str, spec: JobSpec) -> None:
+        raise PolicyRefused("read_only", None, self.REASON)
+
+    def check_write(self, action: str) -> None:
+        raise PolicyRefused("read_only", None, f"{action}: {self.REASON}")
 
 
 class TokenRules:
@@ -397,6 +433,9 @@ class TokenRules:
 
     def check_inside(self, rule: str, spec: JobSpec) -> None:
         self._named(self.source.check_inside, rule, spec)
+
+    def check_write(self, action: str) -> None:
+        self._named(self.source.check_write, action)
 
     def _named(self, check, *values) -> None:
         try:

@@ -259,7 +259,7 @@ def serve(home: str | os.PathLike | None, tcp: str | None = None, announce=print
             return
         announce(
             f"conveyor: agent pid {os.getpid()} supervising {root}; API on unix:{sock_file}"
-            + (f" and {url}" if url else "") + f"; the owner's token in {token_path(root)}"
+            + (f" and {url}; the dashboard on {url}/ui" if url else "") + f"; the owner's token in {token_path(root)}"
             + (" (not accepted on TCP: named tokens only, see 'conveyor token create')" if url and not tcp_allow_owner else "")
         )
         server.run(sockets=sockets)

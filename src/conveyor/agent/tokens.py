@@ -31,7 +31,7 @@ from pathlib import Path
 from . import OWNER
 from .auth import TokenCheck, bearer_token, write_private
 from .errors import ApiError
-from .policy import PolicyFile, Rules, TokenRules, Unrestricted, load_policy, parse_policy
+from .policy import PolicyFile, ReadOnly, Rules, TokenRules, Unrestricted, load_policy, parse_policy
 
 log = logging.getLogger("conveyor.agent")
 
@@ -164,6 +164,8 @@ class Callers:
         self.owner_token = TokenCheck(root)
         self.tokens = TokenFile(root)
         self._owner = Caller(OWNER, Unrestricted(), owner=True)
+        # no token name can be this (NAME_PATTERN): the operator's open read-only view
+        self.anonymous = Caller("(no token)", ReadOnly())
         self._policies: dict[str, PolicyFile] = {}  # by file: each re-read when it changes
         self._last_used: dict[str, float] = {}  # kept in memory: a write per request costs too much
         self._admin = threading.Lock()

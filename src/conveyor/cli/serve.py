@@ -68,6 +68,30 @@ def serve(ctx: click.Context, tcp: str | None, tcp_allow_owner: bool, engine: st
     serve_agent(home.root, tcp=tcp, announce=lambda text: err_console.print(escape(text), soft_wrap=True), tcp_allow_owner=tcp_allow_owner)
 
 
+@cli.command("ui")
+@click.option("--print-only", is_flag=True, help="Print the dashboard's URL; open no browser.")
+@click.pass_context
+def ui(ctx: click.Context, print_only: bool) -> None:
+    """Open the dashboard of this state directory's agent in a browser (it is served on the
+    agent's TCP listener: conveyor serve --tcp PORT). Without a browser, print its URL."""
+    import webbrowser
+
+    from ..agent.server import read_info
+    from ..home import Home
+
+    root = Home(ctx.obj["home"]).root
+    url = (read_info(root) or {}).get("url")
+    if not url:
+        raise click.ClickException(f"no agent serves {root} on TCP, and a browser reaches the dashboard only there: "
+                                   "start one with 'conveyor serve --tcp 8080' (and log in with a token)")
+    click.echo(f"{url}/ui")
+    if not print_only:
+        try:
+            webbrowser.get().open(f"{url}/ui")
+        except webbrowser.Error:
+            click.echo("no browser found here: open the URL above in one", err=True)
+
+
 @cli.command("cleanup")
 @click.pass_context
 def cleanup(ctx: click.Context) -> None:
