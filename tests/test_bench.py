@@ -17,7 +17,7 @@ TINY = [
     "--repeat", "1", "--heavy-repeat", "1", "--warmup", "0",
     "--inflight", "2", "--log-mb", "1", "--sizes", "1,6", "--wait-sample", "1", "--idle-window", "0.5",
     "--queue-jobs", "20", "--ps-containers", "3", "--recovery-jobs", "2", "--leases", "5",
-    "--api-clients", "2", "--api-submits", "10", "--api-inspects", "5",
+    "--api-clients", "2", "--api-submits", "10", "--api-inspects", "5", "--api-batch", "20",
     "--data-mb", "2", "--data-files", "20", "--cli-batch", "2",
     "--slurm-jobs", "2", "--slurm-tasks", "4", "--cwl-repeat", "1", "--cluster-tasks", "4",
     "--usage-jobs", "3", "--usage-interval", "0.3", "--usage-window", "1",

@@ -108,17 +108,20 @@ def timestamped(path: Path, start: int = 0, block: int = 1 << 16) -> Iterator[by
 # ----------------------------------------------------------------------------- retention
 
 def cap(path: Path, max_bytes: int) -> int:
-    """Keep a saved log to ``max_bytes``: its first and last halves, and between them a line
-    that says where and how much was cut (a reader sees the cut; nothing is cut silently).
-    The times index follows, so --timestamps still dates every kept byte. Bytes cut (0: the
-    log was within its cap)."""
+    """Keep a saved log to ``max_bytes``: its first and last halves (cut at line ends where a
+    line ends within them), and between them a line that says where and how much was cut (a
+    reader sees the cut; nothing is cut silently). The times index follows, so --timestamps
+    still dates every kept byte. Bytes cut (0: the log was within its cap)."""
     size = path.stat().st_size if path.exists() else 0
     if size <= max_bytes:
         return 0
-    head = max_bytes // 2
-    tail_start = size - (max_bytes - head)
-    marker = (f"\n[conveyor: {tail_start - head} bytes cut here, bytes {head} to {tail_start} of {size}: this log "
-              f"keeps its first and last {max_bytes // 2} bytes (retention log_max_bytes = {max_bytes})]\n").encode()
+    with open(path, "rb") as src:
+        head = _line_end_before(src, max_bytes // 2)
+        tail_start = _line_start_after(src, size - (max_bytes - max_bytes // 2), size)
+        src.seek(head - 1)
+        newline = src.read(1) == b"\n"
+    marker = (f"{'' if newline else chr(10)}[conveyor: {tail_start - head} bytes cut here, bytes {head} to {tail_start} "
+              f"of {size}: this log keeps its first and last lines to {max_bytes} bytes (retention log_max_bytes)]\n").encode()
     partial = path.with_name(f".{path.name}.cap")
     with open(path, "rb") as src, open(partial, "wb") as out:
         _copy(src, out, head)
@@ -146,6 +149,20 @@ def drop(logs_dir: Path, why: str) -> int:
             freed += times.stat().st_size
             times.unlink()
     return freed
+
+
+def _line_end_before(f, n: int) -> int:
+    """The end of the last whole line in the first ``n`` bytes (``n`` if none ends there)."""
+    f.seek(0)
+    end = f.read(n).rfind(b"\n")
+    return end + 1 if end >= 0 else n
+
+
+def _line_start_after(f, pos: int, size: int, block: int = 1 << 16) -> int:
+    """The start of the first line that begins at or after ``pos`` within a block (else ``pos``)."""
+    f.seek(pos - 1)
+    found = f.read(block).find(b"\n")
+    return pos - 1 + found + 1 if 0 <= found and pos + found < size else pos
 
 
 def _copy(src, out, n: int, block: int = 1 << 20) -> None:

@@ -117,7 +117,11 @@ class Client(NodeCalls, DataCalls, LeaseCalls):
         return self.api.submit(_spec_json("submit", spec), hold=hold, idempotency_key=idempotency_key)["id"]
 
     def submit_many(self, specs: list[JobSpec], *, hold: bool = False, image_ready: bool = False) -> list[str]:
-        return self.api.submit_many([_spec_json("submit_many", spec) for spec in specs], hold=hold)
+        texts: dict[int, dict] = {}  # one spec object given many times is serialised once
+        for spec in specs:
+            if id(spec) not in texts:
+                texts[id(spec)] = _spec_json("submit_many", spec)
+        return self.api.submit_many([texts[id(spec)] for spec in specs], hold=hold)
 
     def submit_array(
         self, spec: JobSpec, begin: int, end: int, step: int = 1, max_parallel: int | None = None,

@@ -86,10 +86,14 @@ class SubmitMixin(ExecutorBase):
         refused (an InvalidSpec naming ``specs[i].<field>``), none. Their ids, in order.
         Each image is checked once; the rows are written in one transaction."""
         specs = [job_spec("submit_many", spec) for spec in specs]
-        admitted = []
+        admitted, seen = [], {}
         for i, spec in enumerate(specs):
             try:
-                admitted.append(self._admit(spec))
+                if id(spec) not in seen:  # one spec object given many times is admitted once
+                    seen[id(spec)] = self._admit(spec)
+                else:
+                    self.meters.counters.accepted()
+                admitted.append(seen[id(spec)])
             except InvalidSpec as exc:
                 raise InvalidSpec([(f"specs[{i}].{f}", v, h) for f, v, h in exc.problems], exc.what) from None
         if not image_ready:

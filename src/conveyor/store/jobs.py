@@ -35,9 +35,14 @@ class JobsMixin:
             self._insert_jobs(jobs)
 
     def _insert_jobs(self, jobs: list[JobRecord]) -> None:
+        # An array's tasks (or a batch of one spec) share one spec object: serialised once.
+        texts: dict[int, str] = {}
+        for job in jobs:
+            if id(job.spec) not in texts:
+                texts[id(job.spec)] = job.spec.to_json()
         self._db.executemany(
             f"INSERT INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({','.join('?' * len(_JOB_COLUMNS))})",
-            [job._to_row() for job in jobs],
+            [job._to_row(texts[id(job.spec)]) for job in jobs],
         )
         self._insert_extras(jobs)
         now = time.time()
