@@ -91,17 +91,21 @@ def test_prune_forgets_old_ended_jobs_but_never_a_live_one_its_dependency_or_its
         assert done.state.value == "Done" and done.stdout == "still needed\n", (done.state, done.message, done.stdout)
 
 
-def test_prune_refuses_a_bad_until_and_keeps_everything_without_rules(fresh_cli, test_image):
-    """A typo in --until is an error naming the flag, not a prune of everything; with no
-    [retention] rule and no --until nothing is removed."""
-    job = fresh_cli.submit(test_image, "true")
+def test_prune_refuses_a_bad_until_keeps_records_without_rules_and_caps_all_logs(fresh_cli, test_image):
+    """A typo in --until is an error naming the flag, not a prune of everything; with no age
+    rule and no --until no job is removed; over logs_total_bytes the oldest ended job's saved
+    log is replaced by a line saying it was removed and why (not silently emptied)."""
+    _config(fresh_cli.home, "[retention]\nlogs_total_bytes = 1024\n")
+    job = fresh_cli.submit(test_image, "seq", "1", "600")
     fresh_cli.until(job, "Done")
     _backdate(fresh_cli.home, [job], days=400)
     bad = fresh_cli.run("prune", "--until", "yesterdayish")
     assert bad.returncode != 0 and b"--until" in bad.stderr, bad.stderr
-    assert fresh_cli.ok("prune").strip() == "removed 0 ended job(s)"
+    assert fresh_cli.ok("prune").startswith("removed 0 ended job(s); removed the saved logs of 1 more")
     assert fresh_cli.info(job)["state"] == "Done"
-    assert fresh_cli.ok("prune", "--until", "30d").strip() == "removed 1 ended job(s)"
+    assert fresh_cli.ok("logs", job) == ("[conveyor: the 2292 bytes of this log were removed: retention keeps all saved "
+                                         "logs to logs_total_bytes = 1024]\n")
+    assert fresh_cli.ok("prune", "--until", "30d").startswith("removed 1 ended job(s)")
     assert fresh_cli.run("inspect", job).returncode != 0
 
 
