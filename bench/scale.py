@@ -149,18 +149,35 @@ def _planner_pass(ctx: Context, home: str) -> dict:
         return _timed(planner.plan, ctx.repeat, ctx.warmup)
 
 
-def _restarts(ctx: Context, home: str, serve: Serve) -> tuple[dict, dict | None, Serve]:
-    """Agent start (the first, then after clean stops) and recovery (after SIGKILL), in ms."""
-    start, recover = [serve.started_in * 1000], []
+def _restarts(ctx: Context, home: str, serve: Serve, start: list[float]) -> tuple[dict, dict | None, Serve]:
+    """Agent start (``start``: the first; then after clean stops) and recovery (after SIGKILL), in ms."""
+    recover: list[float] = []
     restarts = ctx.repeat if ctx.args.scale_restarts is None else ctx.args.scale_restarts
     for _ in range(restarts):
         serve.stop()
-        serve = Serve(home)
-        start.append(serve.started_in * 1000)
+        serve = _started(home, start)
         serve.kill()
-        serve = Serve(home)
-        recover.append(serve.started_in * 1000)
+        serve = _started(home, recover)
     return summary(start), summary(recover) if recover else None, serve
+
+
+def _started(home: str, samples: list) -> Serve:
+    """A `conveyor serve` of ``home``, its start time added to ``samples``. One that does not
+    start is recorded (its words, in the result) and started again: a figure of the run is
+    not lost to it."""
+    for attempt in range(3):
+        try:
+            serve = Serve(home)
+            break
+        except RuntimeError as exc:
+            FAILED_STARTS.setdefault(home, []).append(str(exc)[-300:])
+            if attempt == 2:
+                raise
+    samples.append(serve.started_in * 1000)
+    return serve
+
+
+FAILED_STARTS: dict[str, list[str]] = {}
 
 
 def one_size(ctx: Context, ended: int, queued: int) -> dict:
@@ -168,19 +185,20 @@ def one_size(ctx: Context, ended: int, queued: int) -> dict:
     t = time.perf_counter()
     ids = fill(home, ctx.spec(["echo", "hello"]).to_json(), ended, queued)
     fill_s = time.perf_counter() - t
-    serve = Serve(home)
+    serve = _started(home, first := [])
     try:
         figures = {"api": _api_figures(ctx, home, ids)}
         if not ctx.args.scale_no_cli:
             figures["cli"] = _cli_figures(ctx, home, ids)
         figures["scheduler_pass_ms"] = _planner_pass(ctx, home)
-        figures["agent_start_ms"], recovery, serve = _restarts(ctx, home, serve)
+        figures["agent_start_ms"], recovery, serve = _restarts(ctx, home, serve, first)
         if recovery is not None:
             figures["recovery_ms"] = recovery
         figures["agent"] = serve.status()
     finally:
         serve.stop()
     figures["fill_s"] = fill_s
+    figures["failed_starts"] = FAILED_STARTS.get(home, [])
     figures["state_dir_mb"] = _du(home) / 1e6
     return figures
 
@@ -213,7 +231,8 @@ def scale(ctx: Context) -> dict:
     medians = {n: _medians(f) for n, f in per_size.items()}
     names = list(medians[str(sizes[0])])
     slopes = {
-        f"{b}/{a}": {name: medians[str(b)][name] / medians[str(a)][name] for name in names if medians[str(a)][name]}
+        f"{b}/{a}": {name: medians[str(b)][name] / medians[str(a)][name] for name in names
+                     if medians[str(a)][name] and name in medians[str(b)]}
         for a, b in zip(sizes, sizes[1:])
     }
     first, last = str(sizes[0]), str(sizes[-1])
@@ -225,8 +244,9 @@ def scale(ctx: Context) -> dict:
         "baseline": {"note": f"the same figures at the smallest size ({first} ended jobs): docker keeps no history",
                      "medians": medians[first]},
         "slope": slopes,
-        "ratio": {name: medians[last][name] / medians[first][name] for name in names if medians[first][name]},
-        "table": {name: {n: round(medians[n][name], 1) for n in medians} for name in names},
+        "ratio": {name: medians[last][name] / medians[first][name] for name in names
+                  if medians[first][name] and name in medians[last]},
+        "table": {name: {n: round(medians[n][name], 1) for n in medians if name in medians[n]} for name in names},
     }
 
 
@@ -236,7 +256,7 @@ def print_table(doc: dict) -> str:
     head = "| what (ms, median) | " + " | ".join(f"{n:,} ended" for n in sizes) + " | " + " | ".join(doc["slope"]) + " |"
     lines = [head, "|---" * (1 + len(sizes) + len(doc["slope"])) + "|"]
     for name, by_size in doc["table"].items():
-        cells = [f"{by_size[str(n)]:g}" for n in sizes] + [f"{s.get(name, 0):.2f}" for s in doc["slope"].values()]
+        cells = [f"{by_size[str(n)]:g}" if str(n) in by_size else "—" for n in sizes] + [f"{s.get(name, 0):.2f}" for s in doc["slope"].values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
