@@ -9,6 +9,8 @@ this process reading and writing the store directly), with the same threads.
   from 1 client and from ``--api-clients`` clients; jobs/s.
 - inspect: ``--api-clients`` (50) clients each calling inspect ``--api-inspects`` times on
   random jobs; p50/p99 latency per call and calls/s.
+- batch: ``--api-batch`` (10,000) held jobs in one ``submit_many`` call (one request), against
+  the same call on the library; seconds for the batch.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--api-clients", type=int, default=50, help="api: concurrent clients (default 50)")
     parser.add_argument("--api-submits", type=int, default=500, help="api: held jobs submitted per measurement (default 500)")
     parser.add_argument("--api-inspects", type=int, default=40, help="api: inspect calls per client (default 40)")
+    parser.add_argument("--api-batch", type=int, default=10_000, help="api: held jobs in one batch submit (default 10000)")
 
 
 def _parallel(n_threads: int, work) -> float:
@@ -88,6 +91,20 @@ def _inspect_latency(make, ids: list[str], clients: int, calls: int) -> dict:
             "calls_per_s": len(samples) / took, "n": len(samples)}
 
 
+def _batch_seconds(make, spec, n: int) -> float | None:
+    """Seconds to submit ``n`` held jobs in one submit_many call (None: the code under test has
+    no batch submit, in a before/after run)."""
+    with make() as handle:
+        if not hasattr(handle, "submit_many"):
+            return None
+        t = time.perf_counter()
+        ids = handle.submit_many([spec] * n, hold=True, image_ready=True)
+        took = time.perf_counter() - t
+    if len(ids) != n:
+        raise RuntimeError(f"a batch of {n} submitted {len(ids)}")
+    return took
+
+
 def api(ctx: Context) -> dict:
     a = ctx.args
     home = ctx.home("api")
@@ -106,6 +123,10 @@ def api(ctx: Context) -> dict:
             rounds["library_n"].append(_submit_rate(library, spec, a.api_submits, a.api_clients))
         with Client(home) as c:
             ids = [j.id for j in c.list(states=["QueuedHeld"])]
+        batch = {"api": [], "library": []}
+        for _ in range(ctx.heavy_repeat):
+            batch["api"].append(_batch_seconds(client, spec, a.api_batch))
+            batch["library"].append(_batch_seconds(library, spec, a.api_batch))
         inspect = {"api": [], "library": []}
         for _ in range(ctx.heavy_repeat):
             inspect["api"].append(_inspect_latency(client, ids, a.api_clients, a.api_inspects))
@@ -121,6 +142,9 @@ def api(ctx: Context) -> dict:
     def med_inspect(who: str, key: str) -> float:
         return statistics.median(r[key] for r in inspect[who])
 
+    def med_batch(who: str) -> float | None:
+        return None if None in batch[who] else statistics.median(batch[who])
+
     return {
         "unit": "submit: held jobs per second (median of rounds); inspect: ms per call and calls/s under concurrent clients",
         "clients": a.api_clients,
@@ -131,6 +155,7 @@ def api(ctx: Context) -> dict:
             "inspect_p50_ms": med_inspect("api", "p50_ms"),
             "inspect_p99_ms": med_inspect("api", "p99_ms"),
             "inspect_calls_per_s": med_inspect("api", "calls_per_s"),
+            f"batch_submit_{a.api_batch}_s": med_batch("api"),
             "agent_rss_mb": agent["rss_mb"],
             "agent_threads": agent["threads"],
         },
@@ -141,6 +166,7 @@ def api(ctx: Context) -> dict:
             "inspect_p50_ms": med_inspect("library", "p50_ms"),
             "inspect_p99_ms": med_inspect("library", "p99_ms"),
             "inspect_calls_per_s": med_inspect("library", "calls_per_s"),
+            f"batch_submit_{a.api_batch}_s": med_batch("library"),
         },
         "ratio": {
             # time per submitted job over the library's (> 1: the API is slower)
@@ -148,8 +174,9 @@ def api(ctx: Context) -> dict:
             f"submit_{a.api_clients}_clients": ratio(med("library_n"), med("api_n")),
             "inspect_p50": ratio(med_inspect("api", "p50_ms"), med_inspect("library", "p50_ms")),
             "inspect_p99": ratio(med_inspect("api", "p99_ms"), med_inspect("library", "p99_ms")),
+            **({"batch_submit": ratio(med_batch("api"), med_batch("library"))} if med_batch("api") else {}),
         },
-        "samples": {"submit": rounds, "inspect": inspect},
+        "samples": {"submit": rounds, "inspect": inspect, "batch": batch},
     }
 
 

@@ -18,14 +18,15 @@ TINY = [
     "--repeat", "1", "--heavy-repeat", "1", "--warmup", "0",
     "--inflight", "2", "--log-mb", "1", "--sizes", "1,6", "--wait-sample", "1", "--idle-window", "0.5",
     "--queue-jobs", "20", "--ps-containers", "3", "--recovery-jobs", "2", "--leases", "5",
-    "--api-clients", "2", "--api-submits", "10", "--api-inspects", "5",
+    "--api-clients", "2", "--api-submits", "10", "--api-inspects", "5", "--api-batch", "20",
     "--data-mb", "2", "--data-files", "20", "--cli-batch", "2",
     "--slurm-jobs", "2", "--slurm-tasks", "4", "--cwl-repeat", "1", "--cluster-tasks", "4",
     "--usage-jobs", "3", "--usage-interval", "0.3", "--usage-window", "1", "--ui-jobs", "200",
+    "--scale-sizes", "20,40", "--scale-queued", "10", "--scale-restarts", "0", "--scale-no-cli",
 ]
 # Every benchmark `python -m bench` has; a module dropped from bench/__main__.py fails here.
 EXPECTED = {"sequential", "concurrent", "cli", "logs", "supervision", "queue", "scheduling", "leases", "recovery", "api", "data",
-            "cwl", "backends", "cluster", "slurm", "usage", "ui"}
+            "cwl", "backends", "cluster", "slurm", "usage", "ui", "scale"}
 NO_BASELINE = {"scheduling"}  # docker has no scheduler: absolute figures, ratio None
 
 
@@ -104,6 +105,13 @@ def test_every_benchmark_prints_figures_baseline_and_ratio(docker_client, test_i
     docker_cp = _median(data["baseline"]["docker_cp_s"])
     assert data["conveyor"]["capture_s"]["n"] == data["baseline"]["docker_cp_s"]["n"] == 1
     assert data["ratio"] == {"capture": capture / docker_cp, "restore": restore / docker_cp}
+
+    # scale: both sizes filled and measured, a slope per figure between them
+    scale = doc["benchmarks"]["scale"]
+    assert scale["sizes"] == [20, 40] and set(scale["conveyor"]) == {"20", "40"}
+    assert set(scale["slope"]["40/20"]) >= {"api.ps_first_page_ms", "api.queue_ms", "api.events_since_10m_ms",
+                                            "scheduler_pass_ms", "agent_start_ms"}, scale["slope"]
+    assert scale["conveyor"]["40"]["state_dir_mb"] > 0
 
     left = docker_client.containers.list(all=True, filters={"label": f"conveyor-bench={run}"}, sparse=True)
     assert not left, "benchmark containers left behind"

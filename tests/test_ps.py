@@ -295,7 +295,7 @@ def test_ps_last_five_of_thousands_reads_five(big_home, parsed, monkeypatch):
             requests.append(dict(params))
             args = {k: params.get(k) for k in ("state", "label", "id", "name", "image", "exit_code", "before", "since")}
             answer = list_jobs(**args, limit=params["limit"], offset=params["offset"],
-                               newest_first=params.get("newest_first", False), ex=ex)
+                               newest_first=params.get("newest_first", False), cursor=params.get("cursor"), ex=ex)
             return json.loads(answer.body)
 
     with Executor(home.root, supervise=False) as ex:

@@ -105,6 +105,18 @@ class UsageConfig(_Section):
     samples: int = Field(default=60, ge=1, le=100_000, description="samples kept per running job (the series' length)")
 
 
+class RetentionConfig(_Section):
+    """How much history the node keeps (README: Retention); unset: everything. Saved logs are
+    capped as they are saved; `conveyor prune` removes the ended jobs the rules let go."""
+
+    keep_days: float | None = Field(default=None, gt=0, description="prune jobs that ended more than this many days ago")
+    keep_last: int | None = Field(default=None, ge=0, description="but keep the newest N ended jobs, whatever their age")
+    log_max_bytes: Bytes | None = Field(default=None, ge=1024, description="a saved stdout or stderr over this keeps "
+                                        "its first and last halves and a line saying where and how much was cut")
+    logs_total_bytes: Bytes | None = Field(default=None, ge=1024, description="prune also drops the saved logs of the "
+                                           "oldest ended jobs (saying so) until all logs take at most this")
+
+
 class EngineConfig(_Section):
     """The node's container engine: Docker, or Podman through its Docker-compatible API, or
     none (a machine without one runs process jobs only). ``$CONVEYOR_ENGINE`` (``--engine`` on
@@ -145,6 +157,7 @@ class SchedulingConfig(_Section):
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     label_caps: dict[str, int] = Field(default_factory=dict, description='{"team=ml": 4}')
 
     @field_validator("label_caps")

@@ -1,4 +1,5 @@
-"""Reading the logs Conveyor saved: ``logs/<job>/stdout|stderr`` and their ``.times`` index.
+"""The logs Conveyor saved: ``logs/<job>/stdout|stderr`` and their ``.times`` index; reading
+them, and keeping them to the size retention allows (:func:`cap`, :func:`drop`).
 
 Saved logs can be gigabytes: everything here reads in blocks, and ``tail`` reads backwards.
 """
@@ -9,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .logtimes import format_ns, read_times, times_path
+from .logtimes import HEADER, format_ns, read_times, times_path
 
 STREAMS = ("stdout", "stderr")
 
@@ -102,3 +103,96 @@ def timestamped(path: Path, start: int = 0, block: int = 1 << 16) -> Iterator[by
                 out, pending = [], 0
     if out:
         yield b"".join(out)
+
+
+# ----------------------------------------------------------------------------- retention
+
+def cap(path: Path, max_bytes: int) -> int:
+    """Keep a saved log to ``max_bytes``: its first and last halves (cut at line ends where a
+    line ends within them), and between them a line that says where and how much was cut (a
+    reader sees the cut; nothing is cut silently). The times index follows, so --timestamps
+    still dates every kept byte. Bytes cut (0: the log was within its cap)."""
+    size = path.stat().st_size if path.exists() else 0
+    if size <= max_bytes:
+        return 0
+    with open(path, "rb") as src:
+        head = _line_end_before(src, max_bytes // 2)
+        tail_start = _line_start_after(src, size - (max_bytes - max_bytes // 2), size)
+        src.seek(head - 1)
+        newline = src.read(1) == b"\n"
+    marker = (f"{'' if newline else chr(10)}[conveyor: {tail_start - head} bytes cut here, bytes {head} to {tail_start} "
+              f"of {size}: this log keeps its first and last lines to {max_bytes} bytes (retention log_max_bytes)]\n").encode()
+    partial = path.with_name(f".{path.name}.cap")
+    with open(path, "rb") as src, open(partial, "wb") as out:
+        _copy(src, out, head)
+        out.write(marker)
+        src.seek(tail_start)
+        _copy(src, out, size - tail_start)
+        out.flush()
+        os.fsync(out.fileno())
+    _cap_times(times_path(path), head, tail_start, size, len(marker))
+    os.replace(partial, path)
+    return tail_start - head
+
+
+def drop(logs_dir: Path, why: str) -> int:
+    """Replace a job's saved logs by one line saying they were removed and why (retention's
+    total cap): bytes freed."""
+    freed = 0
+    for name in STREAMS:
+        path = logs_dir / name
+        if path.exists():
+            freed += path.stat().st_size
+            path.write_bytes(f"[conveyor: the {path.stat().st_size} bytes of this log were removed: {why}]\n".encode())
+        times = times_path(path)
+        if times.exists():
+            freed += times.stat().st_size
+            times.unlink()
+    return freed
+
+
+def _line_end_before(f, n: int) -> int:
+    """The end of the last whole line in the first ``n`` bytes (``n`` if none ends there)."""
+    f.seek(0)
+    end = f.read(n).rfind(b"\n")
+    return end + 1 if end >= 0 else n
+
+
+def _line_start_after(f, pos: int, size: int, block: int = 1 << 16) -> int:
+    """The start of the first line that begins at or after ``pos`` within a block (else ``pos``)."""
+    f.seek(pos - 1)
+    found = f.read(block).find(b"\n")
+    return pos - 1 + found + 1 if 0 <= found and pos + found < size else pos
+
+
+def _copy(src, out, n: int, block: int = 1 << 20) -> None:
+    while n > 0 and (chunk := src.read(min(block, n))):
+        out.write(chunk)
+        n -= len(chunk)
+
+
+def _cap_times(index: Path, head: int, tail_start: int, size: int, marker: int) -> None:
+    """The times index of a capped log: messages cut to the head, the marker dated as the
+    first byte it stands for, the tail's messages as they were."""
+    entries = read_times(index)
+    if entries is None:
+        return
+    ends = [off for off, _ in entries[1:]] + [size]
+    kept: list[tuple[int, int]] = []  # (length, epoch ns)
+    marked = False
+    for (off, ns), end in zip(entries, ends):
+        if off < head:
+            kept.append((min(end, head) - off, ns))
+        if not marked and end > head and off < tail_start:
+            kept.append((marker, ns))  # dated as the first message the cut takes
+            marked = True
+        if end > tail_start:
+            kept.append((end - max(off, tail_start), ns))
+    lines, prev = [HEADER], 0
+    for length, ns in kept:
+        if length > 0:
+            lines.append(f"{length} {ns - prev}\n".encode())
+            prev = ns
+    partial = index.with_name(f".{index.name}.cap")
+    partial.write_bytes(b"".join(lines))
+    os.replace(partial, index)

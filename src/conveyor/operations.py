@@ -184,6 +184,8 @@ OPERATIONS: dict[str, Operation] = _ops(
     Operation("ping", "Liveness; needs no token", "GET", "/ping", tags=("agent",)),
     Operation("agent_info", "The agent: version, pid, state directory, policy", "GET", "/info", tags=("agent",)),
     Operation("submit", "Submit a job (queued, or held with hold=true)", "POST", "/jobs", "submit"),
+    Operation("submit_many", "Submit many jobs in one request: all of them, or (one spec refused, named by its "
+              "index) none; their ids in order", "POST", "/jobs:batch"),
     Operation("run", "Submit a job and follow it on this connection: its output as it is written, then its end "
               "(a foreground job: cancelled if the connection goes away first)", "POST", "/run", "run"),
     Operation("attach", "Follow a job again on this connection, from given byte offsets of its output, to its end "
@@ -227,6 +229,9 @@ OPERATIONS: dict[str, Operation] = _ops(
               "/data/verify", "verify", tags=("data",)),
     Operation("gc", "Remove blobs no job references (never one a queued or running job needs)", "POST", "/data/gc",
               "gc", tags=("data",)),
+    Operation("prune", "Remove the ended jobs the [retention] rules (or until) let go: records, transitions, "
+              "containers, saved logs; then keep all saved logs to logs_total_bytes (never a live job, nor one a "
+              "live job depends on)", "POST", "/prune", "prune", tags=("data",)),
     Operation("images", "The engine's images, as its API lists them (Docker: GET /images/json)", "GET", "/images",
               tags=("images",)),
     Operation("image_inspect", "One image as the engine describes it (Docker: GET /images/{name}/json); 404 when it "

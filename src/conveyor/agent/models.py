@@ -50,10 +50,11 @@ class JobOut(BaseModel):
 
 class JobPage(BaseModel):
     jobs: list[JobOut]
-    total: int
+    total: int | None  # None on a page asked for by cursor: counted on the first page only
     offset: int
     limit: int
     next_offset: int | None
+    next_cursor: str | None = None  # keyset paging: give it as ``cursor`` for the next page
 
 
 class SubmitRequest(BaseModel):
@@ -62,6 +63,13 @@ class SubmitRequest(BaseModel):
     spec: JobSpec
     hold: bool = False
     idempotency_key: str | None = Field(default=None, max_length=256, description='"digest" = the spec\'s content digest')
+
+
+class BatchSubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    specs: list[JobSpec] = Field(min_length=1, max_length=100_000)
+    hold: bool = False
 
 
 class ArrayRequest(BaseModel):

@@ -84,6 +84,29 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: str) -> None:
     click.echo(f"{verb} {result['removed']} blob(s), {size(result['bytes'])}; kept {result['kept']}")
 
 
+@cli.command("prune", help=OPERATIONS["prune"].summary + """.
+
+The rules are config.toml's [retention] (keep_days, keep_last, logs_total_bytes); --until
+prunes every ended job that ended before then as well. Then `conveyor gc` frees the blobs
+only the pruned jobs referenced.""")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--until", help="Also every ended job that ended before this: 30d (back from now), 2026-01-02T15:04:05 "
+              "or a Unix timestamp.")
+@JSON_OPTION
+@click.pass_context
+def prune_cmd(ctx: click.Context, dry_run: bool, until: str | None, as_json: bool) -> None:
+    from .views import point_in_time
+
+    result = connect(ctx).prune(dry_run=dry_run, until=point_in_time(until, "--until"))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {result['jobs']} ended job(s)"
+               + (f"; {verb} the saved logs of {result['logs_dropped']} more, {size(result['log_bytes'])}"
+                  if result["logs_dropped"] else ""))
+
+
 @cli.command("pull", help=OPERATIONS["pull"].summary.split(",")[0] + """.
 
 On a terminal, each layer's download and extraction as it goes; otherwise (and with --json)

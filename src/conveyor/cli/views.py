@@ -125,7 +125,7 @@ def logs_cmd(ctx: click.Context, follow: bool, tail: int | None, only: str | Non
         out.flush()
 
 
-def _since(value: str | None) -> float | None:
+def point_in_time(value: str | None, flag: str = "--since") -> float | None:
     """docker's --since: a Unix timestamp, a date-time, or a duration back from now."""
     if value is None:
         return None
@@ -147,7 +147,7 @@ def _since(value: str | None) -> float | None:
         raise click.BadParameter(
             f"{value!r} is not valid; use a duration back from now (10m, 1h30m), "
             "a date-time (2026-01-02T15:04:05) or a Unix timestamp",
-            param_hint="--since",
+            param_hint=flag,
         ) from None
 
 
@@ -162,12 +162,14 @@ def events_cmd(ctx: click.Context, since: str | None, follow: bool, job: str | N
 
     Without -f: the recorded history (since --since). With -f: the transitions since
     --since (or from now), then each new one as it is committed."""
-    after = _since(since)
+    after = point_in_time(since)
     api = connect(ctx)
     only = job_id(api, job) if job is not None else None
-    start = 0 if (after is not None or not follow) else None
+    # --since: the agent finds the first transition at that time in an index (a long history
+    # is not sent to be filtered here); the clock may have stepped back, so still compare.
+    start = 0 if (after is None and not follow) else None
     try:
-        for t in api.events(only, since=start, follow=follow):
+        for t in api.events(only, since=start, follow=follow, since_time=after):
             if after is not None and t["at"] < after:
                 continue
             if as_json:

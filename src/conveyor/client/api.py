@@ -245,6 +245,9 @@ class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions, JobUsage, Lea
         body = {"spec": spec, "hold": hold, "idempotency_key": idempotency_key}
         return self.call("POST", route("submit"), body=body, timeout=max(self.http.timeout, LONG))
 
+    def submit_many(self, specs: list[dict], *, hold: bool = False) -> list[str]:
+        return self.call("POST", route("submit_many"), body={"specs": specs, "hold": hold}, timeout=max(self.http.timeout, LONG))["ids"]
+
     def submit_array(self, spec: dict, begin: int, end: int, step: int = 1, max_parallel: int | None = None,
                      *, hold: bool = False) -> dict:
         body = {"spec": spec, "begin": begin, "end": end, "step": step, "max_parallel": max_parallel, "hold": hold}
@@ -285,23 +288,23 @@ class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions, JobUsage, Lea
         return self.call("GET", route("info", ref))
 
     def list(self, params: dict[str, Any]) -> dict:
-        """One page of GET /jobs: {"jobs", "total", "offset", "limit", "next_offset"}."""
+        """One page of GET /jobs: {"jobs", "total", "offset", "limit", "next_offset", "next_cursor"}."""
         return self.call("GET", route("list"), params)
 
     def list_all(self, params: dict[str, Any], limit: int | None = None, offset: int = 0) -> list[dict]:
         """The jobs GET /jobs answers for ``params`` (see :func:`list_query`) from ``offset``, at
-        most ``limit``: a request per 1,000, or one for ``ps -n 5``."""
+        most ``limit``: a request per 1,000 (by cursor from the start: each costs the same), or one for ``ps -n 5``."""
         jobs: dict[str, dict] = {}
         params = {**params, "offset": offset}
         while limit is None or len(jobs) < limit:
             params["limit"] = 1000 if limit is None else min(1000, limit - len(jobs))
             page = self.list(params)
-            # newest first, a job submitted between two pages shifts the next one: its first
-            # job is the one already last on this page, so keep each job once
+            # by offset, newest first, a job submitted meanwhile shifts the next page: keep each job once
             jobs.update((j["id"], j) for j in page["jobs"] if j["id"] not in jobs)
-            if page["next_offset"] is None:
+            cursor = page.get("next_cursor")
+            if cursor is None and (page["next_offset"] is None or "cursor" in params):
                 break
-            params["offset"] = page["next_offset"]
+            params = {**params, "cursor": cursor, "offset": 0} if cursor else {**params, "offset": page["next_offset"]}
         return list(jobs.values())
 
     def attempts(self, ref: str) -> list[dict]:
@@ -339,9 +342,9 @@ class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions, JobUsage, Lea
                     raise
                 self.patiently(lambda: self.info(ref))  # an agent again (bounded), then resume
 
-    def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True) -> Iterator[dict]:
+    def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True, since_time: float | None = None) -> Iterator[dict]:
         """Transitions as dicts (Server-Sent Events), in commit order."""
-        resp = self.http.stream(route("events"), {"job": job, "since": since, "follow": follow})
+        resp = self.http.stream(route("events"), {"job": job, "since": since, "follow": follow, "since_time": since_time})
         try:
             data: list[str] = []
             while line := resp.readline():
@@ -408,6 +411,9 @@ class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions, JobUsage, Lea
 
     def gc(self, dry_run: bool = False, grace: float = 600.0) -> dict:
         return self.call("POST", route("gc"), {"dry_run": dry_run, "grace": grace}, timeout=max(self.http.timeout, LONG))
+
+    def prune(self, dry_run: bool = False, until: float | None = None) -> dict:
+        return self.call("POST", route("prune"), {"dry_run": dry_run, "until": until}, timeout=max(self.http.timeout, LONG))
 
     def load_image(self, path: str | os.PathLike) -> dict:
         with open(path, "rb") as f:

@@ -116,6 +116,13 @@ class Client(NodeCalls, DataCalls, LeaseCalls):
     def submit(self, spec: JobSpec, *, hold: bool = False, idempotency_key: str | None = None, image_ready: bool = False) -> str:
         return self.api.submit(_spec_json("submit", spec), hold=hold, idempotency_key=idempotency_key)["id"]
 
+    def submit_many(self, specs: list[JobSpec], *, hold: bool = False, image_ready: bool = False) -> list[str]:
+        texts: dict[int, dict] = {}  # one spec object given many times is serialised once
+        for spec in specs:
+            if id(spec) not in texts:
+                texts[id(spec)] = _spec_json("submit_many", spec)
+        return self.api.submit_many([texts[id(spec)] for spec in specs], hold=hold)
+
     def submit_array(
         self, spec: JobSpec, begin: int, end: int, step: int = 1, max_parallel: int | None = None,
         *, hold: bool = False, image_ready: bool = False,
@@ -255,12 +262,14 @@ class Client(NodeCalls, DataCalls, LeaseCalls):
             raise ValueError("stream must be 'stdout', 'stderr' or 'all'")
         return self.api.logs(ref, stream, tail=tail, follow=follow, timestamps=timestamps)
 
-    def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True) -> Iterator[Transition]:
+    def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True,
+               since_time: float | None = None) -> Iterator[Transition]:
         """State transitions in commit order (Server-Sent Events): from now on, or after ``since``
-        (a transition's seq; 0 for the whole history). ``follow=False`` ends at the present."""
+        (a transition's seq; 0 for the whole history), or from time ``since_time`` (Unix
+        seconds). ``follow=False`` ends at the present."""
         if job is not None:
             job_ref("events", job)
-        return (Transition.from_dict(t) for t in self.api.events(job, since=since, follow=follow))
+        return (Transition.from_dict(t) for t in self.api.events(job, since=since, follow=follow, since_time=since_time))
 
     # ------------------------------------------------------------------ waiting (long-polls)
 

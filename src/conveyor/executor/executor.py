@@ -33,6 +33,7 @@ from .leases import LeaseMixin
 from .modes import Observing, Supervising
 from .node import NodeMixin
 from .reading import ReadMixin
+from .retention import RetentionMixin
 from .submit import SubmitMixin
 from .usage import UsageMixin
 from .waiters import Waiters
@@ -40,7 +41,8 @@ from .waiting import WaitMixin
 
 
 @with_array_forms
-class Executor(SubmitMixin, ControlMixin, ExecMixin, WaitMixin, ReadMixin, NodeMixin, DataMixin, UsageMixin, LeaseMixin):
+class Executor(SubmitMixin, ControlMixin, ExecMixin, WaitMixin, ReadMixin, NodeMixin, DataMixin, UsageMixin, LeaseMixin,
+               RetentionMixin):
     """Runs jobs on this node. One Executor per state directory supervises its jobs (the one
     that got there first holds ``supervisor.lock``); any other observes: it queues work and
     reads the store, and the supervising process launches and watches.

@@ -15,7 +15,7 @@ from ..capacity import Request
 from ..errors import ConveyorError, ImageNotFound, JobNotFound
 from ..provenance import host_facts
 from ..runtime.planner import Planner, in_use
-from ..state import ACTIVE_STATES, FINAL_STATES, HELD_STATES, WAITING_STATES, JobState, Substate, sql_in
+from ..state import ACTIVE_STATES, FINAL_STATES, HELD_STATES, LIVE_STATES, WAITING_STATES, JobState, Substate, sql_in
 from ..store import JobRecord
 from .base import ExecutorBase
 
@@ -28,13 +28,14 @@ class NodeMixin(ExecutorBase):
         """The queue as the scheduler sees it: counts per priority, and for each waiting job
         (in the order they will be considered, ``limit`` of them) what it waits for:
         resources, dependency, hold, cap, backoff or backfill."""
-        plan = self._planner().plan(explain=True)
+        plan = self._planner().plan(explain=True, explain_limit=limit)
         reasons = dict(plan.reasons)
         for job_id, substate, message in plan.failures:
             reasons[job_id] = f"{substate}: {message} (failing)"
         by_priority: dict[int, dict[str, int]] = {}
         for priority, state, n in self.store.query(
-            f"SELECT priority, state, COUNT(*) FROM jobs WHERE executor_id=? AND NOT {sql_in(FINAL_STATES)} "
+            # the live states by name, so the state index reads the live jobs, not the whole history
+            f"SELECT priority, state, COUNT(*) FROM jobs WHERE executor_id=? AND {sql_in(LIVE_STATES)} "
             "GROUP BY priority, state",
             (self.executor_id,),
         ):

@@ -49,6 +49,13 @@ class ReadMixin(ExecutorBase):
         )
         return [self._job(r) for r in records]
 
+    def page(self, limit: int, cursor: str | None = None, *, newest_first: bool = False,
+             states: Iterable[JobState | str] | None = None, **filters) -> tuple[list[Job], str | None]:
+        """One page of list() after ``cursor`` and the next page's cursor (None: the last);
+        ``filters`` as list()'s. See :meth:`conveyor.store.Store.page`."""
+        records, nxt = self.store.page(limit, cursor, newest_first=newest_first, states=_states(states), **filters)
+        return [self._job(r) for r in records], nxt
+
     def count(
         self,
         states: Iterable[JobState | str] | None = None,
@@ -188,17 +195,19 @@ class ReadMixin(ExecutorBase):
 
     # ------------------------------------------------------------------ the transition log
 
-    def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True) -> Iterator[Transition]:
+    def events(self, job: str | None = None, *, since: int | None = None, follow: bool = True,
+               since_time: float | None = None) -> Iterator[Transition]:
         """State transitions in commit order: those after seq ``since`` (0: the whole history;
-        None: from now on), then with ``follow`` each new one as it is committed, until the
-        executor is closed. The append-only table is polled by seq: one small query a tick."""
+        None: from now on), or with ``since_time`` those from that time (Unix seconds) on,
+        then with ``follow`` each new one as it is committed, until the executor is closed.
+        The append-only table is polled by seq: one small query a tick."""
         if job is not None:
             job_ref("events", job)
-        return self._events(job, since, follow)
+        return self._events(job, since, follow, since_time)
 
-    def _events(self, job: str | None, since: int | None, follow: bool) -> Iterator[Transition]:
+    def _events(self, job: str | None, since: int | None, follow: bool, since_time: float | None) -> Iterator[Transition]:
         job_id = self.store.resolve(job) if job is not None else None
-        last = self.last_seq() if since is None else since
+        last = self.event_start(since, since_time)
         while True:
             page = self.transitions(last, job_id)
             for t in page:
@@ -213,6 +222,13 @@ class ReadMixin(ExecutorBase):
         """One page of the transition log after seq ``since`` (a job's, or all). Read on a
         connection of its own, so event readers never queue behind the writer."""
         return self._reader.transitions(job_id, since_seq=since, limit=limit)
+
+    def event_start(self, since: int | None, since_time: float | None) -> int:
+        """The seq an events reader starts after: ``since``, else the first transition at or
+        after ``since_time`` (found in an index, not by reading the history), else now."""
+        if since is not None:
+            return since
+        return self._reader.seq_before(since_time) if since_time is not None else self.last_seq()
 
     def last_seq(self) -> int:
         """The seq of the newest transition (0 for none): where "from now on" starts."""

@@ -81,6 +81,35 @@ class SubmitMixin(ExecutorBase):
             self._mode.wake()
         return rec.id
 
+    def submit_many(self, specs: list[JobSpec], *, hold: bool = False, image_ready: bool = False) -> list[str]:
+        """Queue many jobs at once (QueuedHeld with ``hold``): all of them, or, when one spec is
+        refused (an InvalidSpec naming ``specs[i].<field>``), none. Their ids, in order.
+        Each image is checked once; the rows are written in one transaction."""
+        specs = [job_spec("submit_many", spec) for spec in specs]
+        admitted, seen = [], {}
+        for i, spec in enumerate(specs):
+            try:
+                if id(spec) not in seen:  # one spec object given many times is admitted once
+                    seen[id(spec)] = self._admit(spec)
+                else:
+                    self.meters.counters.accepted()
+                admitted.append(seen[id(spec)])
+            except InvalidSpec as exc:
+                raise InvalidSpec([(f"specs[{i}].{f}", v, h) for f, v, h in exc.problems], exc.what) from None
+        if not image_ready:
+            for spec in {(s.image, s.pull, str(s.backend)): s for s, _ in admitted}.values():
+                self.ensure_image(spec)
+        state = JobState.QUEUED_HELD if hold else JobState.QUEUED
+        records = [
+            JobRecord(id=new_job_id(), executor_id=self.executor_id, spec=spec, name=spec.name, state=state,
+                      substate=Substate.HELD if hold else None, submitted_by=_SUBMITTER.get(), **columns)
+            for spec, columns in admitted
+        ]
+        self.store.insert_many(records)
+        if not hold and records:
+            self._mode.wake()
+        return [r.id for r in records]
+
     def submit_array(
         self,
         spec: JobSpec,

@@ -48,7 +48,7 @@ class Runtime:
     ):
         self._on_change = on_change  # wakes the job's waiters; returns its state (None: gone)
         locks = JobLocks()
-        self.finisher = Finisher(store, backend, home, locks, self.notify)
+        self.finisher = Finisher(store, backend, home, locks, self.notify, scheduling.retention.log_max_bytes)
         self.stopper = Stopper(store, backend, self.finisher)
         self.terminals = Terminals()
         self.launcher = Launcher(store, backend, home, locks, self.notify, self._started, self.terminals)

@@ -19,6 +19,7 @@ from .. import faults
 from ..backends.base import Backend, ContainerStatus
 from ..errors import EngineUnavailable, JobNotFound
 from ..home import Home
+from ..logfiles import STREAMS, cap
 from ..state import JobState, Substate, in_engine
 from ..store import JobRecord, Store
 from .locks import JobLocks
@@ -27,7 +28,6 @@ log = logging.getLogger("conveyor.supervisor")
 
 ENDED_RECHECKS = 7  # after a die event, look again after 0.1, 0.2, ... 6.4 s (12.7 s in all)
 
-STREAMS = ("stdout", "stderr")
 
 # Why a job in a lease was stopped, as its message says it.
 LEASE_ENDS = {Substate.LEASE_EXPIRED: "its lease expired (its holder missed a keepalive)",
@@ -59,8 +59,10 @@ def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState
 
 
 class Finisher:
-    def __init__(self, store: Store, backend: Backend, home: Home, locks: JobLocks, notify: Callable[[str], None]):
+    def __init__(self, store: Store, backend: Backend, home: Home, locks: JobLocks, notify: Callable[[str], None],
+                 log_max_bytes: int | None = None):
         self.store, self.backend, self.home, self.locks = store, backend, home, locks
+        self.log_max_bytes = log_max_bytes  # retention: each saved stream kept to this (head, marker, tail)
         self._notify = notify
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="conveyor-finish")
 
@@ -151,6 +153,9 @@ class Finisher:
         logs = self.home.job_logs(job_id)
         logs.mkdir(parents=True, exist_ok=True)
         self.backend.save_logs(rec.container_id, {s: logs / s for s in STREAMS})
+        if self.log_max_bytes is not None:
+            for stream in STREAMS:
+                cap(logs / stream, self.log_max_bytes)
         faults.reached("after-logs", job_id)
         if rec.spec.outputs:
             # Captured before the state is recorded and before the container can go:

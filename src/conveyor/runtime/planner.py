@@ -81,7 +81,11 @@ class Planner:
         inflight: dict[str, Inflight] | None = None,
         blocked_since: dict[str, float] | None = None,
         explain: bool = False,
+        explain_limit: int | None = None,
     ) -> Plan:
+        """``explain``: say why each queued job looked at waits. ``explain_limit``: the caller
+        shows only the first that many, so the pass may end once it has looked at them and
+        found the blocker (or read SCAN_LIMIT jobs), as a pass that launches does."""
         now = time.time() if now is None else now
         inflight = inflight or {}
         blocked_since = {} if blocked_since is None else blocked_since
@@ -183,6 +187,10 @@ class Planner:
                 if explain:
                     plan.reasons[job_id] = reason or "starting"
             if len(rows) < self.PAGE:
+                break
+            if explain and explain_limit is not None and plan.scanned >= explain_limit and (
+                blocker is not None or plan.scanned >= self.SCAN_LIMIT
+            ):
                 break
             if not explain and (
                 plan.scanned >= self.SCAN_LIMIT

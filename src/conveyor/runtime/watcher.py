@@ -14,8 +14,8 @@ import threading
 import time
 
 from ..backends.base import LABEL_JOB, Backend, ContainerStatus, EngineEvent
-from ..errors import EngineUnavailable
-from ..state import WAITING_STATES, JobState, Substate, in_engine
+from ..errors import EngineUnavailable, JobNotFound
+from ..state import LIVE_STATES, WAITING_STATES, JobState, Substate, in_engine
 from ..store import Store
 from .finisher import Finisher
 from .launcher import Launcher
@@ -70,6 +70,22 @@ class Watcher:
                 return
             backoff = min(backoff * 2, 5.0)
 
+    def _ended_with_container(self, containers: dict[str, ContainerStatus], live: set[str]) -> set[str]:
+        """The ended jobs the engine still has a container of; an auto_remove one's is removed
+        (a crash between recording its result and removing it: the result is in)."""
+        found = set()
+        for job_id, container in containers.items():
+            if job_id in live:
+                continue
+            try:
+                rec = self.store.get(job_id)
+            except JobNotFound:
+                continue  # not ours (any more): an orphan
+            found.add(job_id)
+            if rec.spec.auto_remove:
+                self.backend.remove(container.id)
+        return found
+
     def _handle(self, ev: EngineEvent) -> None:
         if not ev.job_id:
             return
@@ -95,16 +111,13 @@ class Watcher:
                 containers[job_id] = c
             else:
                 unlabelled.append(c)
-        known = set()
         counts = dict.fromkeys(("live", "finishing", "relaunch", "lost"), 0)
-        for rec in self.store.list(executor_id=self.executor_id):
-            known.add(rec.id)
+        # The live jobs (an index read), not the whole history: a start with 100,000 ended
+        # jobs costs what one with none does. Ended jobs matter only where a container is left.
+        live = self.store.list(LIVE_STATES, executor_id=self.executor_id)
+        known = {rec.id for rec in live} | self._ended_with_container(containers, {rec.id for rec in live})
+        for rec in live:
             container = containers.get(rec.id)
-            if rec.state.is_final:
-                if rec.spec.auto_remove and container is not None:
-                    # Crashed between recording the result and removing: the result is in.
-                    self.backend.remove(container.id)
-                continue
             if rec.state in WAITING_STATES and rec.substate != Substate.ENGINE_QUEUED:
                 # Not started yet: the scheduler launches it, with the container a crashed
                 # launch made (adopted here if its id was not recorded) or a new one.

@@ -3,18 +3,15 @@ tasks at once, looked up by id or prefix, and its tasks and their states."""
 
 from __future__ import annotations
 
-import time
-
 from ..errors import JobNotFound
 from ..state import FINAL_STATES, JobState, sql_in
 from .jobs import _like_prefix
-from .records import _JOB_COLUMNS, ArrayRecord, JobRecord
+from .records import ArrayRecord, JobRecord
 
 
 class ArraysMixin:
     def insert_array(self, array: "ArrayRecord", tasks: list[JobRecord]) -> None:
         """An array and all its tasks in one transaction: all of them, or nothing."""
-        placeholders = ",".join("?" * len(_JOB_COLUMNS))
         with self._tx():
             self._db.execute(
                 "INSERT INTO arrays (id, executor_id, first_index, last_index, step, max_parallel, created_at, "
@@ -22,15 +19,7 @@ class ArraysMixin:
                 (array.id, array.executor_id, array.first, array.last, array.step, array.max_parallel, array.created_at,
                  int(array.engine_array)),
             )
-            self._db.executemany(
-                f"INSERT INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({placeholders})", [t._to_row() for t in tasks]
-            )
-            self._insert_extras(tasks)
-            now = time.time()
-            self._db.executemany(
-                "INSERT INTO transitions (job_id, at, from_state, to_state, substate, reason) VALUES (?,?,?,?,?,?)",
-                [(t.id, now, None, t.state.value, t.substate, "submitted") for t in tasks],
-            )
+            self._insert_jobs(tasks)
 
     def ended_engine_arrays(self, executor_id: str) -> list[tuple[str, str]]:
         """(array id, a task's id) of each array its engine runs (engine_array) that has no

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from typing import Iterable
 
 from ..errors import JobNotFound
-from ..state import FINAL_STATES, JobState, sql_in
+from ..state import FINAL_STATES, LIVE_STATES, JobState, sql_in
 from .records import _JOB_COLUMNS, JobRecord
 
 
@@ -26,6 +27,29 @@ class JobsMixin:
             self._insert_extras([job])
             self._record(job.id, None, job.state, job.substate, "submitted")
         return job
+
+    def insert_many(self, jobs: list[JobRecord]) -> None:
+        """New jobs (no idempotency keys) and their first transitions in one transaction: all of
+        them, or none."""
+        with self._tx():
+            self._insert_jobs(jobs)
+
+    def _insert_jobs(self, jobs: list[JobRecord]) -> None:
+        # An array's tasks (or a batch of one spec) share one spec object: serialised once.
+        texts: dict[int, str] = {}
+        for job in jobs:
+            if id(job.spec) not in texts:
+                texts[id(job.spec)] = job.spec.to_json()
+        self._db.executemany(
+            f"INSERT INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({','.join('?' * len(_JOB_COLUMNS))})",
+            [job._to_row(texts[id(job.spec)]) for job in jobs],
+        )
+        self._insert_extras(jobs)
+        now = time.time()
+        self._db.executemany(
+            "INSERT INTO transitions (job_id, at, from_state, to_state, substate, reason) VALUES (?,?,?,?,?,?)",
+            [(job.id, now, None, job.state.value, job.substate, "submitted") for job in jobs],
+        )
 
     def _insert_extras(self, jobs: list[JobRecord]) -> None:
         self._db.executemany(
@@ -115,6 +139,27 @@ class JobsMixin:
             rows = self._db.execute(sql, params).fetchall()
         return [JobRecord._from_row(r) for r in rows]
 
+    def page(
+        self, limit: int, cursor: str | None = None, *, newest_first: bool = False, **filters
+    ) -> tuple[list[JobRecord], str | None]:
+        """One page of :meth:`list`: at most ``limit`` jobs after ``cursor`` (None: from the
+        first), and the cursor of the next page (None: this is the last). Keyset paging on
+        (created_at, rowid) through the jobs_created index: a page costs the same at job 100
+        as at job 100,000 (OFFSET would walk past every earlier one), and a job submitted
+        between two pages shifts nothing. ``filters``: list()'s (states, labels, ids, ...)."""
+        where, params = self._where(**{**dict.fromkeys(_FILTERS), **filters})
+        order = " DESC" if newest_first else ""
+        if cursor is not None:
+            where += f" AND (created_at, rowid) {'<' if newest_first else '>'} (?, ?)"
+            params += list(_parse_cursor(cursor))
+        sql = (f"SELECT {','.join(_JOB_COLUMNS)}, rowid FROM jobs WHERE {where} "
+               f"ORDER BY created_at{order}, rowid{order} LIMIT ?")
+        with self._lock:
+            rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
+        more, rows = len(rows) > limit, rows[:limit]
+        nxt = f"{rows[-1][_CREATED]!r}:{rows[-1][-1]}" if more else None
+        return [JobRecord._from_row(r[:-1]) for r in rows], nxt
+
     def count(
         self,
         states: Iterable[JobState] | None = None,
@@ -183,13 +228,59 @@ class JobsMixin:
 
     def delete(self, job_id: str) -> None:
         with self._tx():
-            self._db.execute("DELETE FROM job_labels WHERE job_id=?", (job_id,))
-            self._db.execute("DELETE FROM job_deps WHERE job_id=?", (job_id,))
-            self._db.execute("DELETE FROM attempts WHERE job_id=?", (job_id,))
-            self._db.execute("DELETE FROM provenance WHERE job_id=?", (job_id,))
-            self._db.execute("DELETE FROM job_filesets WHERE job_id=?", (job_id,))
-            self._db.execute("DELETE FROM usage_samples WHERE job_id=?", (job_id,))
-            self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            self._delete([job_id])
+
+    def _delete(self, ids: list[str], history: bool = False) -> None:
+        """Every row of these jobs (``history``: their transitions too) in the open transaction."""
+        marks = ",".join("?" * len(ids))
+        for table in ("job_labels", "job_deps", "attempts", "provenance", "job_filesets", "usage_samples",
+                      *(("transitions",) if history else ())):
+            self._db.execute(f"DELETE FROM {table} WHERE job_id IN ({marks})", ids)
+        self._db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
+
+    def prune_jobs(self, ids: list[str]) -> int:
+        """Forget ended jobs, their transitions included (retention: the history stops
+        growing), a batch a transaction; a job that is not ended (any more) is left alone.
+        Returns how many were removed."""
+        removed = 0
+        for start in range(0, len(ids), 500):
+            batch = ids[start:start + 500]
+            with self._tx():
+                ended = [r[0] for r in self._db.execute(
+                    f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(batch))}) AND {sql_in(FINAL_STATES)}", batch)]
+                if ended:
+                    self._delete(ended, history=True)
+                removed += len(ended)
+        return removed
+
+    def prunable(self, ended_before: float | None, keep_last: int | None) -> list[tuple[str, str | None]]:
+        """(id, container id) of the ended jobs retention lets go, oldest end first: ended before
+        ``ended_before`` (None: any time) and not among the newest ``keep_last`` ended ones. Never
+        one a live job depends on: its end is that job's condition to start."""
+        where, params = [sql_in(FINAL_STATES)], []
+        if ended_before is not None:
+            where.append("finished_at < ?")
+            params.append(ended_before)
+        if keep_last is not None:
+            where.append(f"id NOT IN (SELECT id FROM jobs INDEXED BY jobs_ended WHERE {sql_in(FINAL_STATES)} "
+                         "ORDER BY finished_at DESC LIMIT ?)")
+            params.append(keep_last)
+        where.append(f"id NOT IN (SELECT d.dep_id FROM job_deps d JOIN jobs q ON q.id = d.job_id "
+                     f"WHERE {sql_in(LIVE_STATES, 'q.state')})")
+        return self.query(f"SELECT id, container_id FROM jobs INDEXED BY jobs_ended WHERE {' AND '.join(where)} "
+                          "ORDER BY finished_at", params)
+
+
+_FILTERS = ("states", "labels", "executor_id", "ids", "names", "images", "exit_codes", "before", "since")
+_CREATED = _JOB_COLUMNS.index("created_at")
+
+
+def _parse_cursor(cursor: str) -> tuple[float, int]:
+    created, _, rowid = cursor.partition(":")
+    try:
+        return float(created), int(rowid)
+    except ValueError:
+        raise ValueError(f"cursor {cursor!r} is not one a page answered with; give its next_cursor, or none for the first page") from None
 
 
 class _Where:

@@ -181,4 +181,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN lease_id TEXT;
     CREATE INDEX jobs_lease ON jobs(lease_id) WHERE lease_id IS NOT NULL;
     """,
+    # 12: a history that grows. `events --since 10m` finds its first transition by time in
+    # this index instead of reading the log from the start; retention (prune) finds the
+    # ended jobs oldest first without reading the live ones.
+    """
+    CREATE INDEX transitions_at ON transitions(at);
+    CREATE INDEX jobs_ended ON jobs(finished_at) WHERE state IN ('Done', 'Failed');
+    """,
 ]

@@ -68,8 +68,8 @@ class JobRecord:
         data["usage"] = json.loads(data["usage"]) if data["usage"] else None
         return cls(**data)
 
-    def _to_row(self) -> tuple:
-        data = {**self.__dict__, "spec": self.spec.to_json(), "state": self.state.value,
+    def _to_row(self, spec_json: str | None = None) -> tuple:
+        data = {**self.__dict__, "spec": spec_json or self.spec.to_json(), "state": self.state.value,
                 "usage": json.dumps(self.usage) if self.usage is not None else None}
         return tuple(data[c] for c in _JOB_COLUMNS)
 

@@ -67,35 +67,10 @@ class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin, UsageMixin, Lea
     def schema_version(self) -> int:
         return self._db.execute("PRAGMA user_version").fetchone()[0]
 
-    def _tx(self):
+    def _tx(self) -> "_Tx":
         """A write transaction. A full disk or an unwritable directory (at BEGIN, any statement
         or COMMIT) rolls it back and raises StateDirUnusable: nothing of it is recorded."""
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                store._lock.acquire()
-                try:
-                    with store._writing():
-                        store._db.execute("BEGIN IMMEDIATE")
-                except BaseException:
-                    store._lock.release()
-                    raise
-
-            def __exit__(self, exc_type, exc, tb):
-                try:
-                    if exc_type is None:
-                        with store._writing():
-                            store._commit()
-                        return
-                    store._rollback()
-                    error = None if store.readonly else unusable(store.path.parent, exc)
-                    if error is not None:
-                        raise error from exc
-                finally:
-                    store._lock.release()
-
-        return _Tx()
+        return _Tx(self)
 
     def _writing(self):
         """Errors of writing the state directory as StateDirUnusable; a read-only store's refusal
@@ -118,3 +93,35 @@ class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin, UsageMixin, Lea
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class _Tx:
+    """Store._tx()'s context manager (one class, not one built per transaction: a submit makes
+    several)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __enter__(self) -> None:
+        store = self.store
+        store._lock.acquire()
+        try:
+            with store._writing():
+                store._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            store._lock.release()
+            raise
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        store = self.store
+        try:
+            if exc_type is None:
+                with store._writing():
+                    store._commit()
+                return
+            store._rollback()
+            error = None if store.readonly else unusable(store.path.parent, exc)
+            if error is not None:
+                raise error from exc
+        finally:
+            store._lock.release()

@@ -169,6 +169,16 @@ class TransitionsMixin:
             rows = self._db.execute(sql, params).fetchall()
         return [Transition.from_row(r) for r in rows]
 
+    def seq_before(self, at: float) -> int:
+        """The seq after which the transitions at or after time ``at`` begin (an index lookup,
+        whatever the history's length). The clock may step back, so this is where to start
+        reading, and a reader still compares each transition's time."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT seq FROM transitions INDEXED BY transitions_at WHERE at >= ? ORDER BY at LIMIT 1", (at,)
+            ).fetchone()
+        return row[0] - 1 if row else self.last_seq()
+
     def last_seq(self) -> int:
         """The newest transition's seq (0 when there is none)."""
         with self._lock:

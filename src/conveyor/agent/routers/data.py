@@ -1,5 +1,5 @@
 """Data (README: Data): captured outputs, verified as they are read; integrity checks and
-garbage collection of the content store."""
+garbage collection of the content store; pruning the history (README: Retention)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from ...executor import Executor
 from ..dependencies import executor
-from ..models import NOT_FOUND, error_doc
+from ..models import INVALID, NOT_FOUND, error_doc
 from . import operation
 
 router = APIRouter()
@@ -33,3 +33,13 @@ def verify(job: str | None = Query(default=None, min_length=1, max_length=256), 
 @operation(router, "gc")
 def gc(dry_run: bool = False, grace: float = Query(default=600.0, ge=0, le=10**9), ex: Executor = Depends(executor)) -> dict:
     return ex.gc(dry_run=dry_run, grace=grace)
+
+
+@operation(router, "prune", responses=INVALID)
+def prune(
+    dry_run: bool = False,
+    until: float | None = Query(default=None, ge=0, description="also prune every ended job that ended before this "
+                                "time (Unix seconds)"),
+    ex: Executor = Depends(executor),
+) -> dict:
+    return ex.prune(dry_run=dry_run, until=until)

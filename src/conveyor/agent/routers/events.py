@@ -33,6 +33,8 @@ async def events(
     job: str | None = Query(default=None, description="only this job's transitions"),
     since: int | None = Query(default=None, ge=0, le=2**62, description="start after this seq (0: from the beginning); default now"),
     follow: bool = Query(default=True, description="false: send what is there and end"),
+    since_time: float | None = Query(default=None, ge=0, description="without since: start at the first transition "
+                                     "at or after this time (Unix seconds)"),
     ex: Executor = Depends(executor),
 ):
     job_id = await run_in_threadpool(ex.store.resolve, job) if job is not None else None
@@ -40,7 +42,7 @@ async def events(
     if since is None and last_id and last_id.isdigit():
         since = int(last_id)
     # fixed before the response starts: whatever is committed after the headers is sent
-    start = since if since is not None else await run_in_threadpool(ex.last_seq)
+    start = await run_in_threadpool(ex.event_start, since, since_time)
 
     async def stream():
         last, idle = start, 0.0

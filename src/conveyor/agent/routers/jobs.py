@@ -14,7 +14,7 @@ from ...state import JobState
 from . import operation
 from ..dependencies import authorized, executor, policy
 from ..errors import ApiError
-from ..models import CONFLICT, INVALID, NOT_FOUND, REFUSED, ImageRequest, JobOut, JobPage, SubmitRequest
+from ..models import CONFLICT, INVALID, NOT_FOUND, REFUSED, BatchSubmitRequest, ImageRequest, JobOut, JobPage, SubmitRequest
 from ..policy import PolicyFile
 from ..tokens import Caller
 
@@ -32,6 +32,15 @@ def submit(body: SubmitRequest, ex: Executor = Depends(executor), rules: PolicyF
     with ex.submitting_as(who.name):
         job_id = ex.submit(body.spec, hold=body.hold, idempotency_key=body.idempotency_key)
     return JSONResponse(ex.info(job_id).to_dict(), status_code=201)
+
+
+@route("submit_many", status_code=201, responses={**REFUSED, **INVALID})
+def submit_many(body: BatchSubmitRequest, ex: Executor = Depends(executor), rules: PolicyFile = Depends(policy),
+                who: Caller = Depends(authorized)) -> dict:
+    for spec in body.specs:
+        rules.check(spec)  # every one before any is recorded
+    with ex.submitting_as(who.name):
+        return {"ids": ex.submit_many(body.specs, hold=body.hold)}
 
 
 @route("ensure_image", responses={**REFUSED, **INVALID})
@@ -81,6 +90,8 @@ def list_jobs(
     exit_code: list[int] | None = Query(default=None, description="only jobs that ended with one of these exit codes"),
     before: str | None = Query(default=None, description="only jobs created before this one (id, prefix or name)"),
     since: str | None = Query(default=None, description="only jobs created after this one (id, prefix or name)"),
+    cursor: str | None = Query(default=None, max_length=64, description="the next_cursor of the page before (keyset "
+                               "paging: each page costs the same however deep; total is counted on the first page only)"),
     ex: Executor = Depends(executor),
 ):
     labels: dict[str, str | None] = {}
@@ -91,6 +102,8 @@ def list_jobs(
         labels[key] = value if eq else None
     filters = dict(states=state, labels=labels or None, ids=id, names=name, images=image, exit_codes=exit_code,
                    before=before, since=since)
+    if cursor is not None or offset == 0:
+        return _keyset_page(ex, filters, limit, cursor, newest_first)
     try:
         page = ex.list(**filters, limit=limit, offset=offset, newest_first=newest_first)
     except ValueError as exc:  # a name that is no regular expression
@@ -98,8 +111,20 @@ def list_jobs(
     total = ex.count(**filters)
     nxt = offset + limit if offset + limit < total else None
     return JSONResponse(
-        {"jobs": [j.to_dict() for j in page], "total": total, "offset": offset, "limit": limit, "next_offset": nxt}
+        {"jobs": [j.to_dict() for j in page], "total": total, "offset": offset, "limit": limit, "next_offset": nxt,
+         "next_cursor": None}
     )
+
+
+def _keyset_page(ex: Executor, filters: dict, limit: int, cursor: str | None, newest_first: bool) -> JSONResponse:
+    try:
+        page, nxt = ex.page(limit, cursor, newest_first=newest_first, **filters)
+    except ValueError as exc:  # a name that is no regular expression, or a cursor no page gave
+        raise ApiError(422, "invalid_request", str(exc), "cursor" if "cursor" in str(exc) else "name") from None
+    # Counting is a pass over every match: done once, for the first page, not for each one.
+    total = ex.count(**filters) if cursor is None else None
+    return JSONResponse({"jobs": [j.to_dict() for j in page], "total": total, "offset": 0, "limit": limit,
+                         "next_offset": None if nxt is None or cursor is not None else limit, "next_cursor": nxt})
 
 
 @route("info", response_model=JobOut, responses=NOT_FOUND)

@@ -1,0 +1,87 @@
+"""Retention (README: Retention): prune the ended jobs the node's ``[retention]`` rules let go,
+their records, transitions, containers and saved logs, and keep the saved logs of all jobs to
+``logs_total_bytes``. Blobs are left to ``gc``, which keeps any a live job needs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from ..backends.base import ContainerNotFound
+from ..errors import ConveyorError, InvalidSpec
+from ..logfiles import drop
+from .base import ExecutorBase
+
+DAY = 86400.0
+# A job that ended this recently is never pruned: its finisher may still be removing its
+# container or staging directory, and would find no record.
+SETTLING_S = 60.0
+
+
+class RetentionMixin(ExecutorBase):
+    def prune(self, dry_run: bool = False, until: float | None = None) -> dict:
+        """Remove the ended jobs the ``[retention]`` rules let go (``until``: also every ended job
+        that ended before this time, Unix seconds), with their transitions, containers and
+        saved logs; then, over ``logs_total_bytes``, the saved logs of the oldest ended jobs.
+        Never a live job, nor one a live job depends on. ``dry_run``: only say what it would do."""
+        rules = self.scheduling.retention
+        if until is not None and not (0 <= until <= time.time() + DAY * 36500):
+            raise InvalidSpec.single("until", until, "give a time (Unix seconds, or 2026-01-02, or 30d back from now)")
+        cutoffs = [c for c in (until, time.time() - rules.keep_days * DAY if rules.keep_days else None) if c is not None]
+        ruled = bool(cutoffs) or rules.keep_last is not None
+        settled = time.time() - SETTLING_S
+        ended_before = min([*cutoffs, settled])
+        doomed = self.store.prunable(ended_before, rules.keep_last) if ruled else []
+        removed = 0 if dry_run else self._forget(doomed)
+        logs = self._cap_total_logs(rules.logs_total_bytes, dry_run, {job_id for job_id, _ in doomed})
+        return {
+            "dry_run": dry_run,
+            "jobs": len(doomed) if dry_run else removed,
+            "ids": [job_id for job_id, _ in doomed],
+            **logs,
+            "rules": {**rules.model_dump(), "until": until},
+        }
+
+    def _forget(self, doomed: list[tuple[str, str | None]]) -> int:
+        for job_id, container_id in doomed:
+            if container_id:
+                try:
+                    self.backend.remove(container_id)
+                except (ContainerNotFound, ConveyorError):
+                    pass  # gone already, or its engine is away: the record goes anyway, `cleanup` finds the rest
+            shutil.rmtree(self.home.job_logs(job_id), ignore_errors=True)
+            shutil.rmtree(self.backend.staging_dir(job_id), ignore_errors=True)
+        return self.store.prune_jobs([job_id for job_id, _ in doomed])
+
+    def _cap_total_logs(self, total: int | None, dry_run: bool, gone: set[str]) -> dict:
+        """Drop the saved logs of the oldest ended jobs (their records stay, and their log says
+        so) until all saved logs take at most ``total`` bytes."""
+        if total is None:
+            return {"log_bytes": 0, "logs_dropped": 0}
+        sizes = _dir_sizes(self.home.logs)
+        used = sum(size for job_id, size in sizes.items() if job_id not in gone)  # (a dry run: still there)
+        freed, dropped = 0, 0
+        for (job_id, _) in self.store.prunable(None, None):
+            if used - freed <= total:
+                break
+            if job_id in gone or sizes.get(job_id, 0) <= 256:
+                continue  # pruned above, or its logs are already only the note
+            freed += sizes[job_id]
+            dropped += 1
+            if not dry_run:
+                drop(self.home.job_logs(job_id), f"retention keeps all saved logs to logs_total_bytes = {total}")
+        return {"log_bytes": freed, "logs_dropped": dropped}
+
+
+def _dir_sizes(logs: os.PathLike) -> dict[str, int]:
+    """Bytes of each job's saved logs, by job id."""
+    out: dict[str, int] = {}
+    try:
+        entries = list(os.scandir(logs))
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            out[entry.name] = sum(f.stat().st_size for f in os.scandir(entry.path) if f.is_file(follow_symlinks=False))
+    return out
