@@ -30,7 +30,7 @@ import time
 from typing import Any, Callable
 
 from . import __version__
-from .capacity import discover
+from .machine import discover
 
 # Keys whose values differ between any two runs by nature: a diff that listed them would hide
 # what matters.
