@@ -80,6 +80,9 @@ class DataCalls:
     def gc(self, dry_run: bool = False, grace: float = 600.0) -> dict:
         return self.api.gc(dry_run, grace)
 
+    def fsck(self, repair: bool = False) -> dict:
+        return self.api.fsck(repair)
+
     def load_image(self, path: str | os.PathLike) -> dict:
         """Send an image tarball (docker save) to the agent, which loads it into its engine."""
         return self.api.load_image(path)

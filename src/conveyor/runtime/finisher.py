@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from .. import faults
+from ..faults import Point
 from ..backends.base import Backend, ContainerStatus
 from ..errors import EngineUnavailable, JobNotFound
 from ..home import Home
@@ -151,14 +152,14 @@ class Finisher:
         logs = self.home.job_logs(job_id)
         logs.mkdir(parents=True, exist_ok=True)
         self.backend.save_logs(rec.container_id, {s: logs / s for s in STREAMS})
-        faults.reached("after-logs", job_id)
+        faults.reached(Point.AFTER_LOGS, job_id)
         if rec.spec.outputs:
             # Captured before the state is recorded and before the container can go:
             # a crash in between captures again on the next finalize (same digests).
             problem = self._capture_outputs(rec)
             if problem:
                 message = f"{message}; {problem}" if message else problem
-            faults.reached("after-outputs", job_id)
+            faults.reached(Point.AFTER_OUTPUTS, job_id)
         moved = self.store.transition(
             job_id,
             state,
@@ -170,7 +171,7 @@ class Finisher:
             finished_at=finished_at,
             **({"node": status.node} if status.node else {}),
         )
-        faults.reached("after-record", job_id)
+        faults.reached(Point.AFTER_RECORD, job_id)
         if rec.spec.inputs and self.store.get(job_id).state.is_final:
             shutil.rmtree(self.backend.staging_dir(job_id), ignore_errors=True)
         return moved

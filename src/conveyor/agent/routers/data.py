@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Response
 
 from ...executor import Executor
-from ..dependencies import executor
+from ..dependencies import executor, owner
 from ..models import NOT_FOUND, error_doc
 from . import operation
 
@@ -33,3 +33,9 @@ def verify(job: str | None = Query(default=None, min_length=1, max_length=256), 
 @operation(router, "gc")
 def gc(dry_run: bool = False, grace: float = Query(default=600.0, ge=0, le=10**9), ex: Executor = Depends(executor)) -> dict:
     return ex.gc(dry_run=dry_run, grace=grace)
+
+
+# Repairs remove containers and record jobs' ends: the owner's, like the state directory.
+@operation(router, "fsck", dependencies=[Depends(owner)], responses={403: error_doc("only the owner may check and repair")})
+def fsck(repair: bool = False, ex: Executor = Depends(executor)) -> dict:
+    return ex.fsck(repair=repair)
