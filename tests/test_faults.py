@@ -19,13 +19,14 @@ reach, fails :func:`test_every_fault_point_has_a_scenario` or the walk itself.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import docker
 import docker.errors
 import pytest
 
@@ -35,6 +36,7 @@ from conveyor.cas import BlobStore
 from conveyor.faults import Point, armed
 from conveyor.home import Home
 from helpers import SupervisorProcess, eventually, sh
+from test_recovery import private_dockerd  # noqa: F401 - the fixture
 
 WAIT = 60
 INPUT = b"input bytes\n"
@@ -383,3 +385,44 @@ def test_kill_at_every_fault_point_loses_nothing(tmp_path, test_image, docker_cl
         futures = {p: pool.submit(_walk_one, p, tmp_path / p.value, test_image, docker_client) for p in Point}
         failures = [f.result() for f in futures.values() if f.result() is not None]
     assert not failures, f"{len(failures)} of {len(Point)} fault points broke an invariant:\n" + "\n\n".join(failures)
+
+
+# ----------------------------------------------------------------------------- the engine misbehaves
+
+
+def test_dockerd_sigkilled_and_away_while_jobs_are_submitted(private_dockerd, state_dir, test_image):
+    """The engine SIGKILLed mid-run, and away while jobs are submitted: nothing is concluded
+    from its silence (a job that outlives it is followed on, queued work waits and then runs),
+    the executor answers meanwhile, and each job's final state is the one the engine holds."""
+    engine = private_dockerd
+    with Executor(state_dir, docker_url=engine.url) as ex:
+        api = docker.APIClient(base_url=engine.url, version="1.41", timeout=60)
+        survivor = ex.start(sh(test_image, "echo a; sleep 8; echo b; exit 3", network="none"))
+        cid = ex.info(survivor).container_id
+        eventually("started in the engine", lambda: not api.inspect_container(cid)["State"]["StartedAt"].startswith("0001"))
+        engine.kill()  # with live-restore on: its containers live on without it
+        queued = [ex.submit(sh(test_image, f"echo queued {i}", network="none"), image_ready=True) for i in range(3)]
+        time.sleep(3)
+        assert ex.info(survivor).state is JobState.RUNNING  # nothing concluded from a lost stream
+        assert [ex.info(j).state for j in queued] == [JobState.QUEUED] * 3  # waiting, not failed
+        engine.start(live_restore=True)
+        for i, job_id in enumerate(queued):
+            job = ex.wait(job_id, timeout=WAIT)
+            assert (job.state, job.stdout, ex.store.get(job_id).attempt) == (JobState.DONE, f"queued {i}\n", 1)
+        job = ex.wait(survivor, timeout=WAIT)
+        assert (job.state, job.exit_code, job.stdout) == (JobState.FAILED, 3, "a\nb\n")
+
+        # Without live-restore the engine's restart ends what ran: the job's end is what it says.
+        engine.stop()
+        api = engine.start(live_restore=False)
+        victim = ex.start(sh(test_image, "echo up; sleep 60", network="none"))
+        eventually("victim printed up", lambda: b"up" in api.logs(ex.info(victim).container_id))
+        engine.kill()
+        time.sleep(1)
+        assert ex.info(victim).state is JobState.RUNNING
+        api = engine.start(live_restore=False)
+        job = ex.wait(victim, timeout=WAIT)
+        truth = api.inspect_container(job.container_id)["State"]
+        assert truth["Status"] == "exited", truth
+        assert (job.state, job.exit_code, job.stdout) == (JobState.FAILED, truth["ExitCode"], "up\n")
+        assert ex.fsck()["problems"] == []

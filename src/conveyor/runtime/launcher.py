@@ -213,8 +213,12 @@ class Launcher:
             raise
         except EngineError as exc:
             status = self.backend.inspect(rec.container_id)
-            self._fail(rec, Substate.START_FAILED, str(exc), exit_code=status.exit_code if status else None, remove=True)
-            return
+            if status is None or status.started_at is None:
+                self._fail(rec, Substate.START_FAILED, str(exc), exit_code=status.exit_code if status else None, remove=True)
+                return
+            # An engine going down can answer the start with an error after its process began:
+            # the engine's record of a start is the truth, and its end is recorded as any other.
+            log.warning("job %s: the engine refused its start (%s) but says it started; followed on", rec.id, exc)
         faults.reached(Point.AFTER_START, rec.id)
         if rec.substate != Substate.ENGINE_QUEUED:
             rec.started_at = time.time()
