@@ -112,6 +112,8 @@ class FsckMixin(ExecutorBase):
 
     def _final_job_problems(self, rec: JobRecord, container: ContainerStatus | None) -> list[Problem]:
         problems = []
+        if rec.started_at is not None and container is not None and container.finished:
+            problems += self._short_logs(rec, container)  # first: a repair below may remove the container
         if container is not None and container.id != rec.container_id:
             problems.append(Problem("extra-container", container.id, f"job {rec.id} is {rec.state.value} and this "
                                     "container is not the one it recorded", "remove the container",
@@ -120,21 +122,20 @@ class FsckMixin(ExecutorBase):
             problems.append(Problem("container-not-removed", rec.id, f"{rec.state.value} with auto_remove, but its "
                                     "container is still there", "remove the container",
                                     lambda: self.backend.remove(container.id)))
-        if rec.started_at is not None and container is not None and container.finished:
-            problems += self._short_logs(rec, container)
         return problems
 
     def _short_logs(self, rec: JobRecord, container: ContainerStatus) -> list[Problem]:
         """Saved logs missing or shorter than the engine still has them (a crash mid-save, a
-        full disk): saved again from the engine."""
+        full disk): saved again from the engine. Compared through a copy outside the state
+        directory, whose disk may be the full one."""
         logs = self.home.job_logs(rec.id)
-        with tempfile.TemporaryDirectory(dir=self.home.root) as tmp:
-            try:
+        saved = {s: (logs / s).stat().st_size if (logs / s).exists() else None for s in STREAMS}
+        try:
+            with tempfile.TemporaryDirectory(prefix="conveyor-fsck-") as tmp:
                 engine = self.backend.save_logs(container.id, {s: Path(tmp) / s for s in STREAMS})
-            except EngineError:
-                return []  # the engine cannot give them: nothing to compare against
-        short = [s for s in STREAMS if (logs / s).stat().st_size < engine[s]] if all(
-            (logs / s).exists() for s in STREAMS) else list(STREAMS)
+        except (EngineError, OSError):
+            engine = None  # nothing to compare with: only missing files are known to be wrong
+        short = [s for s in STREAMS if saved[s] is None or (engine is not None and saved[s] < engine[s])]
         if not short:
             return []
 
@@ -142,8 +143,10 @@ class FsckMixin(ExecutorBase):
             logs.mkdir(parents=True, exist_ok=True)
             self.backend.save_logs(container.id, {s: logs / s for s in STREAMS})
 
-        return [Problem("logs-short", rec.id, f"saved {', '.join(short)} shorter than the engine's "
-                        f"({', '.join(f'{s} {engine[s]} bytes' for s in short)})", "save them again from the engine", save)]
+        said = ", ".join(f"{s} {'missing' if saved[s] is None else f'{saved[s]} bytes'}"
+                         + (f" of {engine[s]}" if engine else "") for s in short)
+        return [Problem("logs-short", rec.id, f"saved logs shorter than the engine's: {said}",
+                        "save them again from the engine", save)]
 
     def _settle(self, job_id: str) -> Callable[[], None]:
         """The repair a restart would make: start a claimed container, or record the job's end."""

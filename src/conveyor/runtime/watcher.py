@@ -17,7 +17,7 @@ from ..backends.base import LABEL_JOB, Backend, ContainerStatus, EngineEvent
 from ..errors import EngineUnavailable
 from ..state import WAITING_STATES, JobState, Substate, in_engine
 from ..store import Store
-from .finisher import Finisher
+from .finisher import Finisher, removable
 from .launcher import Launcher
 from .stopper import Stopper
 
@@ -101,7 +101,7 @@ class Watcher:
             known.add(rec.id)
             container = containers.get(rec.id)
             if rec.state.is_final:
-                if rec.spec.auto_remove and container is not None:
+                if removable(rec) and container is not None:
                     # Crashed between recording the result and removing: the result is in.
                     self.backend.remove(container.id)
                 continue
