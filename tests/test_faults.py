@@ -448,9 +448,9 @@ def test_concurrent_clients_lose_no_request(tmp_path, test_image):
     ops = result["by_operation"]
     assert all(ops.get(name, 0) > 0 for name in ("submit", "wait", "logs", "follow", "cancel", "inspect", "list")), ops
     agent = result["agent"]
-    # Sync routes run on a bounded pool (anyio's 40 threads) plus the engine's and the
-    # supervisor's few: a thread per client or per request would pass 100 here.
-    assert agent["threads_peak"] <= 100, agent
+    # Blocking calls run on one bounded pool (256 threads, agent/app.py) plus the supervisor's
+    # few: a thread leaked per request (over a thousand requests here) would pass that.
+    assert result["requests"] > 300 and agent["threads_peak"] <= 256 + 30, (result["requests"], agent)
     assert agent["rss_mb_after"] <= agent["rss_mb_idle"] + 150, agent
 
 
