@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..backends.base import LABEL_JOB, ContainerStatus
-from ..errors import EngineError
+from ..errors import ConveyorError, EngineError
 from ..state import WAITING_STATES, Substate, in_engine
 from ..store import JobRecord
 from .base import ExecutorBase
@@ -69,10 +69,20 @@ class FsckMixin(ExecutorBase):
         if repair:
             for p in problems:
                 if p.fix is not None:
-                    p.fix()
-                    p.repaired = True
+                    self._repair(p)
         return {"problems": [p.public() for p in problems], "repair": repair,
                 "checked": {"jobs": len(records), "containers": len(engine), "blobs": blobs["checked"]}}
+
+    @staticmethod
+    def _repair(problem: Problem) -> None:
+        """One repair; one that fails (the engine went away, the disk is still full) is
+        reported with the problem, and the others are still made."""
+        try:
+            problem.fix()
+        except (ConveyorError, OSError) as exc:
+            problem.detail += f"; the repair failed: {exc}"
+            return
+        problem.repaired = True
 
     # ------------------------------------------------------------------ jobs
 
