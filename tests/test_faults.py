@@ -499,3 +499,85 @@ def test_a_full_disk_fails_the_job_that_hit_it_and_nothing_else(small_disk, test
         before = shutil.disk_usage(small_disk).used
         ex.remove(big)
         assert shutil.disk_usage(small_disk).used <= before - 11_000_000
+
+
+class SocketProxy:
+    """A unix-socket proxy in front of the engine's socket that a test can cut (every open
+    connection closed, the engine untouched) or stall (bytes held, connections left open)."""
+
+    def __init__(self, path: Path, target: str):
+        import socket
+
+        self.path, self.target, self.socket = path, target, socket
+        self.conns: list = []
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(path))
+        self.server.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = self.socket.socket(self.socket.AF_UNIX)
+            upstream.connect(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                self.flowing.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(self.socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(self.socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.server.close()
+        self.cut()
+
+
+def test_event_stream_cut_and_a_hanging_engine_conclude_nothing(tmp_path, state_dir, test_image, docker_client):
+    """The engine's event stream cut without the engine dying, then every engine call hanging:
+    a job that ends meanwhile is recorded from the engine's word once it answers again (its
+    exit code and output, not a guess), and the executor answers its callers all along."""
+    proxy = SocketProxy(tmp_path / "engine.sock", "/var/run/docker.sock")
+    try:
+        with Executor(state_dir, docker_url=f"unix://{tmp_path / 'engine.sock'}") as ex:
+            job_id = ex.start(sh(test_image, "echo before; sleep 2; echo after; exit 6", network="none"))
+            proxy.cut()  # the stream (and every other connection) breaks; the job ends after it
+            job = ex.wait(job_id, timeout=WAIT)
+            assert (job.state, job.exit_code, job.stdout) == (JobState.FAILED, 6, "before\nafter\n")
+
+            slow = ex.start(sh(test_image, "echo x; sleep 1; exit 2", network="none"))
+            proxy.flowing.clear()  # every engine call hangs from here
+            time.sleep(3)  # it ends in the engine meanwhile
+            t = time.monotonic()
+            assert ex.info(slow).state is JobState.RUNNING and [j.id for j in ex.list()] == [job_id, slow]
+            assert time.monotonic() - t < 2  # the store answers; nothing waits on the engine
+            proxy.flowing.set()
+            job = ex.wait(slow, timeout=WAIT)
+            assert (job.state, job.exit_code, job.stdout) == (JobState.FAILED, 2, "x\n")
+            assert ex.fsck()["problems"] == []
+            ex.cleanup()
+    finally:
+        proxy.close()
