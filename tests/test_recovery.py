@@ -444,11 +444,6 @@ class PrivateDockerd:
             self.proc.terminate()
             self.proc.wait(timeout=60)
 
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, its containerd and shims are left as they are."""
-        self.proc.kill()
-        self.proc.wait(timeout=60)
-
     def destroy(self) -> None:
         try:
             if self.proc is None or self.proc.poll() is not None:
