@@ -488,6 +488,12 @@ def test_dockerd_restart_while_jobs_run(private_dockerd, state_dir, test_image):
         # With live-restore the jobs outlive the engine: one ends while it is down.
         survivor = ex.start(sh(test_image, "echo a; sleep 15; echo b; exit 3", network="none"))
         ends_meanwhile = ex.start(sh(test_image, "echo q; sleep 1; exit 4", network="none", auto_remove=True))
+        # ex.start returns at the claim, which comes before the engine's start: this part is
+        # about processes that outlive the engine, so both must have begun by the engine's word.
+        api = docker.APIClient(base_url=engine.url, version="1.41", timeout=60)
+        for job_id in (survivor, ends_meanwhile):
+            cid = ex.info(job_id).container_id
+            eventually("started in the engine", lambda: not api.inspect_container(cid)["State"]["StartedAt"].startswith("0001"))
         engine.stop()
         time.sleep(3)  # `ends_meanwhile` exits now, unseen by the engine's API
         for job_id in (survivor, ends_meanwhile):

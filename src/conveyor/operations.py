@@ -227,6 +227,10 @@ OPERATIONS: dict[str, Operation] = _ops(
               "/jobs/{ref}/outputs/content", "cat", tags=("data",)),
     Operation("verify", "Re-hash stored blobs (one job's, or all); report corrupt and missing ones", "POST",
               "/data/verify", "verify", tags=("data",)),
+    Operation("fsck", "Check the store against the engine and the content store: jobs without the container they "
+              "should have, containers without a job, missing or corrupt blobs, logs shorter than the engine's, "
+              "half-finished transitions; each problem says what repair does, and repair=true does it", "POST",
+              "/fsck", "fsck", tags=("data",)),
     Operation("gc", "Remove blobs no job references (never one a queued or running job needs)", "POST", "/data/gc",
               "gc", tags=("data",)),
     Operation("prune", "Remove the ended jobs the [retention] rules (or until) let go: records, transitions, "

@@ -61,6 +61,9 @@ class Substate:
     DEPENDENCY_FAILED = "dependency_failed"  # a job it runs --after ended badly (or was removed)
     START_DEADLINE = "start_deadline"  # not started by its start deadline
     RETRY = "retry"  # Requeued after a failed attempt, waiting for its backoff and a slot
+    # Its logs could not be saved: the state directory's disk is full. Its container stays
+    # (auto_remove or not) so `conveyor fsck --repair` can save them once there is space.
+    STORAGE_FULL = "storage_full"
     # Queued in the engine's own queue: handed to an engine that queues jobs itself (Slurm,
     # Swarm) and not yet running there. The engine's reason (Resources, Priority, "no suitable
     # node") is the job's message. Such a job holds its share like a running one, the

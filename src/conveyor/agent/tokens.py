@@ -28,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import faults
+from ..faults import Point
 from . import OWNER
 from .auth import TokenCheck, bearer_token, write_private
 from .errors import ApiError
@@ -206,6 +208,8 @@ class Callers:
             if name in self.tokens.all():
                 raise ApiError(409, "token_exists", f"a token named {name!r} exists; revoke it first or choose another name", "name")
             policy = self._bind(name, policy_path, policy_text)
+            if policy_text is not None:
+                faults.reached(Point.TOKEN_POLICY_WRITTEN, name)
             token = secrets.token_urlsafe(32)
             record = NamedToken(name, digest(token), policy, time.time())
             self.tokens.add(record)
@@ -238,6 +242,7 @@ class Callers:
         """Forget a named token: the next request that carries it gets 401."""
         with self._admin:
             record = self.tokens.remove(name)
+            faults.reached(Point.TOKEN_REVOKED, name)
             self._last_used.pop(name, None)
             kept = self.root / POLICIES_DIR / f"{name}.yaml"
             if record.policy == str(kept):  # its inline policy goes with it

@@ -107,6 +107,27 @@ def prune_cmd(ctx: click.Context, dry_run: bool, until: str | None, as_json: boo
                   if result["logs_dropped"] else ""))
 
 
+@cli.command("fsck", help=OPERATIONS["fsck"].summary.replace("repair=true", "--repair") + """.
+
+Exits 1 when a problem is left (one --repair could not fix, or any without --repair).""")
+@click.option("--repair", is_flag=True, help="Repair what can be repaired.")
+@JSON_OPTION
+@click.pass_context
+def fsck_cmd(ctx: click.Context, repair: bool, as_json: bool) -> None:
+    report = connect(ctx).fsck(repair=repair)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for p in report["problems"]:
+            action = ("repaired: " if p["repaired"] else "would repair: ") + p["repair"] if p["repair"] else "cannot repair"
+            click.echo(f"{p['kind']}\t{p['subject']}\t{p['detail']}\t({action})")
+        checked = report["checked"]
+        click.echo(f"checked {checked['jobs']} job(s), {checked['containers']} container(s), {checked['blobs']} blob(s); "
+                   f"{len(report['problems'])} problem(s)")
+    if any(not p["repaired"] for p in report["problems"]):
+        sys.exit(1)
+
+
 @cli.command("pull", help=OPERATIONS["pull"].summary.split(",")[0] + """.
 
 On a terminal, each layer's download and extraction as it goes; otherwise (and with --json)

@@ -409,6 +409,9 @@ class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions, JobUsage, Lea
     def verify(self, ref: str | None = None) -> dict:
         return self.call("POST", route("verify"), {"job": ref}, timeout=max(self.http.timeout, LONG))
 
+    def fsck(self, repair: bool = False) -> dict:
+        return self.call("POST", route("fsck"), {"repair": repair}, timeout=max(self.http.timeout, LONG))
+
     def gc(self, dry_run: bool = False, grace: float = 600.0) -> dict:
         return self.call("POST", route("gc"), {"dry_run": dry_run, "grace": grace}, timeout=max(self.http.timeout, LONG))
 

@@ -83,6 +83,9 @@ class DataCalls:
     def prune(self, dry_run: bool = False, until: float | None = None) -> dict:
         return self.api.prune(dry_run, until)
 
+    def fsck(self, repair: bool = False) -> dict:
+        return self.api.fsck(repair)
+
     def load_image(self, path: str | os.PathLike) -> dict:
         """Send an image tarball (docker save) to the agent, which loads it into its engine."""
         return self.api.load_image(path)

@@ -11,6 +11,8 @@ import shutil
 import time
 from typing import Any, BinaryIO
 
+from .. import faults
+from ..faults import Point
 from ..arguments import ARRAY_ID, job_ref, signal_name
 from ..errors import ConveyorError, EngineError, InvalidState
 from ..job import Job
@@ -68,6 +70,7 @@ class ControlMixin(ExecutorBase):
             rec = self.store.get(self.cancel(rec.id, grace=0).id)
         if rec.container_id:
             self.backend.remove(rec.container_id)
+            faults.reached(Point.CONTAINER_REMOVED, rec.id)
         shutil.rmtree(self.home.job_logs(rec.id), ignore_errors=True)
         shutil.rmtree(self.backend.staging_dir(rec.id), ignore_errors=True)
         self.store.delete(rec.id)
@@ -100,6 +103,7 @@ class ControlMixin(ExecutorBase):
             self.backend.signal(rec.container_id, sig)
         except EngineError as exc:  # it ended meanwhile
             raise InvalidState(rec.id, self.store.get(rec.id).state.value, f"{SIGNAL.action} ({exc})") from None
+        faults.reached(Point.SIGNALLED, rec.id)
         return self.info(rec.id)
 
     def attach_stdin(self, ref: str, source: BinaryIO) -> None:
@@ -141,6 +145,7 @@ class ControlMixin(ExecutorBase):
             (self.backend.pause if dst is JobState.SUSPENDED else self.backend.unpause)(rec.container_id)
         except EngineError as exc:
             raise InvalidState(rec.id, self.store.get(rec.id).state.value, f"{verb.action} ({exc})") from None
+        faults.reached(Point.PAUSED if dst is JobState.SUSPENDED else Point.UNPAUSED, rec.id)
         self.store.transition(rec.id, dst, expect={rec.state}, reason="suspended" if dst is JobState.SUSPENDED else "resumed")
         return self.info(rec.id)
 

@@ -9,6 +9,8 @@ import os
 import time
 from typing import TYPE_CHECKING, BinaryIO
 
+from .. import faults
+from ..faults import Point
 from ..arguments import job_ref
 from ..errors import JobNotFound
 from .base import ExecutorBase
@@ -155,6 +157,7 @@ class DataMixin(ExecutorBase):
                     kept += 1
                     continue
                 self.blobs.delete(digest)
+                faults.reached(Point.BLOB_DELETED, digest)
             removed.append(digest)
             freed += size
         return {"removed": len(removed), "bytes": freed, "kept": kept, "dry_run": dry_run, "digests": removed}

@@ -29,6 +29,7 @@ from ..store import Store
 from .control import ControlMixin
 from .data import DataMixin
 from .execs import ExecMixin
+from .fsck import FsckMixin
 from .leases import LeaseMixin
 from .modes import Observing, Supervising
 from .node import NodeMixin
@@ -42,7 +43,7 @@ from .waiting import WaitMixin
 
 @with_array_forms
 class Executor(SubmitMixin, ControlMixin, ExecMixin, WaitMixin, ReadMixin, NodeMixin, DataMixin, UsageMixin, LeaseMixin,
-               RetentionMixin):
+               RetentionMixin, FsckMixin):
     """Runs jobs on this node. One Executor per state directory supervises its jobs (the one
     that got there first holds ``supervisor.lock``); any other observes: it queues work and
     reads the store, and the supervising process launches and watches.

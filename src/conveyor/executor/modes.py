@@ -50,6 +50,11 @@ class Supervising:
         """A tty job's output as its terminal wrote it, from the first byte (terminals.py)."""
         return self.runtime.terminals.follow(job_id)
 
+    def settle(self, job_id: str) -> None:
+        """What a restart does for one job: start its claimed container, or record its end."""
+        self.runtime.launcher.start_claimed(job_id)
+        self.runtime.finalize(job_id)
+
     def end_for_cleanup(self, rec: "JobRecord", status: ContainerStatus) -> None:
         if status.alive:
             self.runtime.terminate(rec, Substate.CANCELLED, grace=0)
@@ -97,6 +102,11 @@ class Observing:
             backend.stop(rec.container_id, grace)
         except ContainerNotFound:
             pass
+
+    def settle(self, job_id: str) -> None:
+        """Left to the supervising process: it starts or finishes the job when it next looks
+        (at once if one runs now and the job's container dies; else at its start)."""
+        self.wake()
 
     def end_for_cleanup(self, rec: "JobRecord", status: ContainerStatus) -> None:
         """Kill the container here; the supervising process sees it die, saves the logs and

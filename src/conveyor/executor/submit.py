@@ -11,6 +11,8 @@ import time
 from contextvars import ContextVar
 from typing import BinaryIO, Iterator
 
+from .. import faults
+from ..faults import Point
 from ..arguments import job_spec
 from ..capacity import check_possible, request_for
 from ..errors import ConveyorError, EngineError, InvalidSpec, InvalidState, JobNotFound
@@ -77,6 +79,7 @@ class SubmitMixin(ExecutorBase):
                 **columns,
             )
         )
+        faults.reached(Point.SUBMITTED, rec.id)
         if not hold:
             self._mode.wake()
         return rec.id
@@ -153,6 +156,7 @@ class SubmitMixin(ExecutorBase):
             for index in array.indices
         ]
         self.store.insert_array(array, tasks)
+        faults.reached(Point.ARRAY_SUBMITTED, array.id)
         if not hold:
             self._mode.wake()
         return array.id

@@ -8,6 +8,7 @@ reconcile after a restart, a cancel, a cleanup.
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import threading
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from .. import faults
+from ..faults import Point
 from ..backends.base import Backend, ContainerStatus
 from ..errors import EngineUnavailable, JobNotFound
 from ..home import Home
@@ -28,6 +30,7 @@ log = logging.getLogger("conveyor.supervisor")
 
 ENDED_RECHECKS = 7  # after a die event, look again after 0.1, 0.2, ... 6.4 s (12.7 s in all)
 
+FULL = (errno.ENOSPC, errno.EDQUOT)  # the disk (or the user's quota) is full
 
 # Why a job in a lease was stopped, as its message says it.
 LEASE_ENDS = {Substate.LEASE_EXPIRED: "its lease expired (its holder missed a keepalive)",
@@ -56,6 +59,12 @@ def classify(status: ContainerStatus, stop_reason: str | None) -> tuple[JobState
         note = "a process inside hit the memory limit and was killed" if status.oom_killed else None
         return JobState.DONE, Substate.EXITED, note
     return JobState.FAILED, Substate.EXITED, f"exited with code {code}"
+
+
+def removable(rec: JobRecord) -> bool:
+    """An ended auto_remove job's container may go: not while it holds the only copy of
+    logs the state directory had no room for."""
+    return rec.spec.auto_remove and rec.substate != Substate.STORAGE_FULL
 
 
 class Finisher:
@@ -113,7 +122,7 @@ class Finisher:
             if rec.container_id is None:
                 return False
             if rec.state.is_final:
-                if rec.spec.auto_remove:
+                if removable(rec):
                     self.backend.remove(rec.container_id)
                 return False
             if not in_engine(rec.state, rec.substate):
@@ -131,7 +140,8 @@ class Finisher:
             moved = self._record_end(rec, status)
         if moved:
             self._notify(job_id)
-        if rec.spec.auto_remove and self.store.get(job_id).state.is_final:
+        after = self.store.get(job_id)
+        if after.state.is_final and removable(after):
             # After the record (a crash in between: the next reconcile removes it).
             with self.locks(job_id):
                 self.backend.remove(rec.container_id)
@@ -151,19 +161,28 @@ class Finisher:
             # It ran (an engine that queues jobs: perhaps between two looks): the history says so.
             self.store.transition(job_id, JobState.RUNNING, reason="engine: started", started_at=started_at, message=None)
         logs = self.home.job_logs(job_id)
-        logs.mkdir(parents=True, exist_ok=True)
-        self.backend.save_logs(rec.container_id, {s: logs / s for s in STREAMS})
-        if self.log_max_bytes is not None:
-            for stream in STREAMS:
-                cap(logs / stream, self.log_max_bytes)
-        faults.reached("after-logs", job_id)
-        if rec.spec.outputs:
+        try:
+            logs.mkdir(parents=True, exist_ok=True)
+            self.backend.save_logs(rec.container_id, {s: logs / s for s in STREAMS})
+            if self.log_max_bytes is not None:
+                for stream in STREAMS:
+                    cap(logs / stream, self.log_max_bytes)
+        except OSError as exc:
+            if exc.errno not in FULL:
+                raise
+            # Recorded rather than retried for ever: the job ended, the disk is what failed.
+            state, substate = JobState.FAILED, Substate.STORAGE_FULL
+            message = (f"exit code {status.exit_code}, but its logs could not be saved: the state directory's disk is "
+                       f"full ({exc.strerror}, {self.home.root}); free space, then 'conveyor fsck --repair' saves them "
+                       "from its container")
+        faults.reached(Point.AFTER_LOGS, job_id)
+        if rec.spec.outputs and substate != Substate.STORAGE_FULL:
             # Captured before the state is recorded and before the container can go:
             # a crash in between captures again on the next finalize (same digests).
             problem = self._capture_outputs(rec)
             if problem:
                 message = f"{message}; {problem}" if message else problem
-            faults.reached("after-outputs", job_id)
+            faults.reached(Point.AFTER_OUTPUTS, job_id)
         moved = self.store.transition(
             job_id,
             state,
@@ -175,7 +194,7 @@ class Finisher:
             finished_at=finished_at,
             **({"node": status.node} if status.node else {}),
         )
-        faults.reached("after-record", job_id)
+        faults.reached(Point.AFTER_RECORD, job_id)
         if rec.spec.inputs and self.store.get(job_id).state.is_final:
             shutil.rmtree(self.backend.staging_dir(job_id), ignore_errors=True)
         return moved

@@ -15,6 +15,7 @@ import time
 from typing import Callable
 
 from .. import faults
+from ..faults import Point
 from ..backends.base import (
     LABEL_AFTER,
     LABEL_ARRAY,
@@ -103,6 +104,7 @@ class Launcher:
             except ImageNotFound as exc:
                 self._fail(rec, Substate.IMAGE_MISSING, str(exc))
                 return
+            faults.reached(Point.IMAGE_READY, rec.id)
             if rec.container_id is None and not self._create(rec, gpu_ids):
                 return
             # Claim the job before starting it: a hold or cancel that won the race wins, and
@@ -125,7 +127,7 @@ class Launcher:
                 self.backend.remove(rec.container_id)
                 return
             rec.state, rec.substate = to, substate
-            faults.reached("after-claim", rec.id)
+            faults.reached(Point.AFTER_CLAIM, rec.id)
             self._start(rec)
 
     def close_ended_arrays(self, executor_id: str) -> None:
@@ -169,7 +171,7 @@ class Launcher:
         except ConveyorError as exc:
             self._fail(rec, Substate.START_FAILED, str(exc))
             return False
-        faults.reached("after-create", rec.id)
+        faults.reached(Point.AFTER_CREATE, rec.id)
         self._record_provenance(rec, as_run)  # before the id is kept: a crash between makes it again
         self.store.update(rec.id, container_id=rec.container_id)
         return True
@@ -186,6 +188,7 @@ class Launcher:
             log.warning("job %s: its provenance was not recorded: %s", rec.id, exc)
             return
         self.store.put_provenance(rec.id, rec.attempt + 1, json.dumps(doc))
+        faults.reached(Point.PROVENANCE_RECORDED, rec.id)
 
     def start_claimed(self, job_id: str) -> None:
         """Start the container of a job that was claimed (Running) before a crash. Re-checked
@@ -210,8 +213,13 @@ class Launcher:
             raise
         except EngineError as exc:
             status = self.backend.inspect(rec.container_id)
-            self._fail(rec, Substate.START_FAILED, str(exc), exit_code=status.exit_code if status else None, remove=True)
-            return
+            if status is None or status.started_at is None:
+                self._fail(rec, Substate.START_FAILED, str(exc), exit_code=status.exit_code if status else None, remove=True)
+                return
+            # An engine going down can answer the start with an error after its process began:
+            # the engine's record of a start is the truth, and its end is recorded as any other.
+            log.warning("job %s: the engine refused its start (%s) but says it started; followed on", rec.id, exc)
+        faults.reached(Point.AFTER_START, rec.id)
         if rec.substate != Substate.ENGINE_QUEUED:
             rec.started_at = time.time()
         self._on_started(rec)
@@ -233,6 +241,7 @@ class Launcher:
         except (CasError, OSError) as exc:
             self._fail(rec, Substate.START_FAILED, f"cannot stage inputs: {exc}")
             return None
+        faults.reached(Point.INPUTS_STAGED, rec.id)
         return spec.model_copy(update={"mounts": [*spec.mounts, *mounts]})
 
     def _retire_attempt(self, rec: JobRecord) -> None:
@@ -245,6 +254,7 @@ class Launcher:
             if (logs / stream).exists():
                 shutil.move(str(logs / stream), str(keep / stream))
         self.backend.remove(rec.container_id)
+        faults.reached(Point.RETIRED, rec.id)
         self.store.update(rec.id, container_id=None)
         rec.container_id = None
 

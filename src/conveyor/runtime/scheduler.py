@@ -14,6 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from .. import faults
+from ..faults import Point
 from ..capacity import Capacity, SchedulingConfig
 from ..daemon import WakeReceiver
 from ..errors import EngineUnavailable, JobNotFound
@@ -128,6 +130,7 @@ class Scheduler:
             job_id, JobState.FAILED, substate, expect=WAITING_STATES, reason=substate, message=message,
             finished_at=time.time(),
         ):
+            faults.reached(Point.DEPENDENCY_FAILED, job_id)
             self._notify(job_id)
 
     def _launch_logged(self, job_id: str, gpu_ids: tuple[str, ...]) -> None:

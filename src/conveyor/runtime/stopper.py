@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
+from .. import faults
+from ..faults import Point
 from ..backends.base import Backend
 from ..errors import EngineError, JobNotFound
 from ..state import Substate
@@ -49,6 +51,7 @@ class Stopper:
     def terminate(self, rec: JobRecord, reason: str, grace: float) -> None:
         """Record why, send SIGTERM, and SIGKILL after ``grace`` seconds if still alive."""
         self.store.update(rec.id, stop_reason=reason)
+        faults.reached(Point.STOP_REQUESTED, rec.id)
         if rec.container_id is None:
             return
         try:

@@ -17,7 +17,7 @@ from ..backends.base import LABEL_JOB, Backend, ContainerStatus, EngineEvent
 from ..errors import EngineUnavailable, JobNotFound
 from ..state import LIVE_STATES, WAITING_STATES, JobState, Substate, in_engine
 from ..store import Store
-from .finisher import Finisher
+from .finisher import Finisher, removable
 from .launcher import Launcher
 from .stopper import Stopper
 
@@ -82,7 +82,7 @@ class Watcher:
             except JobNotFound:
                 continue  # not ours (any more): an orphan
             found.add(job_id)
-            if rec.spec.auto_remove:
+            if removable(rec):
                 self.backend.remove(container.id)
         return found
 
@@ -144,8 +144,12 @@ class Watcher:
             else:
                 counts["live"] += 1
                 self.finisher.sync_alive(rec, container)
-                # Its timeout again, and a stop whose SIGKILL timer died with the last process.
-                self.stopper.started(rec)
+                if rec.stop_reason:
+                    # A stop was asked for and recorded, and the process died before (or while)
+                    # sending it: left alone, the job would run on and be recorded as stopped.
+                    self.finisher.run_later(self.stopper.terminate, rec, rec.stop_reason, rec.spec.stop_grace)
+                else:
+                    self.stopper.watch_timeout(rec)
         strays = [c for job_id, c in containers.items() if job_id not in known] + unlabelled
         for container in strays:
             if container.id not in self.orphans:

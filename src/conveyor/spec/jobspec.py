@@ -72,11 +72,25 @@ def _pairs(value: Any) -> Any:
 
 
 # The checks of what a job and a command run inside one (ExecSpec) share.
+# The kernel's limits on what execve takes (MAX_ARG_STRLEN, and a share of ARG_MAX that leaves
+# room for the command): a container with more could be made but never started.
+MAX_ENV_VAR = 128 << 10
+MAX_ENV_TOTAL = 1 << 20
+
+
 def check_env(v: dict[str, str]) -> dict[str, str]:
     for key, val in v.items():
         if not key or "=" in key or "\0" in key or "\0" in val:
-            raise ValueError(f"bad variable {key!r}: names are non-empty without '=', values have no NUL")
+            raise ValueError(f"bad variable {key[:64]!r}: names are non-empty without '=', values have no NUL")
+        if len(key) + len(val) + 1 > MAX_ENV_VAR:
+            raise ValueError(f"variable {key[:64]!r} is {len(val)} characters; the kernel takes at most {MAX_ENV_VAR} "
+                             "per variable: pass big data as an input file instead")
+    if sum(len(k) + len(x) + 2 for k, x in v.items()) > MAX_ENV_TOTAL:
+        raise ValueError(f"the environment is over {MAX_ENV_TOTAL} bytes in all; pass big data as an input file instead")
     return v
+
+
+MAX_LABELS, MAX_LABEL = 1000, 4096
 
 
 def check_workdir(v: str | None) -> str | None:
@@ -191,7 +205,12 @@ class JobSpec(SpecModel):
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
+        if len(v) > MAX_LABELS:
+            raise ValueError(f"{len(v)} labels; at most {MAX_LABELS} (every list and filter reads them)")
+        for key, value in v.items():
+            if len(key) > MAX_LABEL or len(value) > MAX_LABEL or any(c < " " for c in key + value):
+                raise ValueError(f"label {key[:64]!r}: keys and values have no control characters (NUL, newline, ...) "
+                                 f"and at most {MAX_LABEL} characters each")
             if not key or (key.startswith(RESERVED_LABEL_PREFIX) and key != LABEL_CLIENT):
                 raise ValueError(f"label {key!r}: keys must be non-empty and not start with '{RESERVED_LABEL_PREFIX}' "
                                  f"(but {LABEL_CLIENT}, the submitting tool's name)")

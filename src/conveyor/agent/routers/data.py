@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Response
 
 from ...executor import Executor
-from ..dependencies import executor
+from ..dependencies import executor, owner
 from ..models import INVALID, NOT_FOUND, error_doc
 from . import operation
 
@@ -43,3 +43,9 @@ def prune(
     ex: Executor = Depends(executor),
 ) -> dict:
     return ex.prune(dry_run=dry_run, until=until)
+
+
+# Repairs remove containers and record jobs' ends: the owner's, like the state directory.
+@operation(router, "fsck", dependencies=[Depends(owner)], responses={403: error_doc("only the owner may check and repair")})
+def fsck(repair: bool = False, ex: Executor = Depends(executor)) -> dict:
+    return ex.fsck(repair=repair)

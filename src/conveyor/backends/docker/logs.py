@@ -136,7 +136,12 @@ class AtomicLog:
 
     def discard(self) -> None:
         for f in (self.out, self._index):
-            f.close()
+            try:
+                f.close()
+            except OSError:
+                # A full disk fails the flush of what was buffered: the file must still go,
+                # or the half-written copy keeps the space the rest of the node needs.
+                pass
         for tmp in (self.tmp, self.times_tmp):
             try:
                 os.unlink(tmp)

@@ -1,0 +1,165 @@
+"""Hostile and broken input (issue 20): a corpus of bad requests for the REST API, the CLI and
+the spec parser, a property test of the parser, and every route asked with bad tokens.
+
+What a user (or an attacker) sends may be wrong in type, size, encoding or intent; the answer
+is always a 4xx (the CLI: exit 125) that names the field, never a 5xx or a traceback, and
+nothing is created.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conveyor import Executor, JobSpec
+from conveyor.errors import InvalidSpec
+from helpers import CONVEYOR
+
+IMAGE = "conveyor/busybox:latest"
+BIG = "x" * (10 << 20)
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# (what, the request body as text): each must be refused with a 4xx naming what is wrong.
+SUBMITS = [
+    ("not JSON", "{"),
+    ("a JSON array", "[]"),
+    ("deeply nested JSON", '{"spec": {"image": "busybox", "labels": ' + nested(100_000) + "}}"),
+    ("spec of the wrong type", '{"spec": 5}'),
+    ("no image", '{"spec": {}}'),
+    ("command of numbers", json.dumps({"spec": {"image": IMAGE, "command": [1, 2]}})),
+    ("a 10 MB env value", json.dumps({"spec": {"image": IMAGE, "env": {"A": BIG}}})),
+    ("100,000 labels", json.dumps({"spec": {"image": IMAGE, "labels": {f"k{i}": "v" for i in range(100_000)}}})),
+    ("NUL in a label", json.dumps({"spec": {"image": IMAGE, "labels": {"a\x00b": "v"}}})),
+    ("NUL in the name", json.dumps({"spec": {"image": IMAGE, "name": "a\x00b"}})),
+    ("a path as the name", json.dumps({"spec": {"image": IMAGE, "name": "../../etc"}})),
+    ("traversal in an output", json.dumps({"spec": {"image": IMAGE, "outputs": ["/out/../../etc"]}})),
+    ("a relative input", json.dumps({"spec": {"image": IMAGE, "inputs": ["../../etc/passwd:/in"]}})),
+    ("a huge memory", json.dumps({"spec": {"image": IMAGE, "resources": {"memory": 10**100}}})),
+    ("negative CPUs", json.dumps({"spec": {"image": IMAGE, "resources": {"cpus": -1}}})),
+    ("NUL in the env", json.dumps({"spec": {"image": IMAGE, "env": {"A\x00": "b"}}})),
+    ("unicode in the image", json.dumps({"spec": {"image": "bus\u202eybox\U0001F600"}})),
+    ("an unknown field", json.dumps({"spec": {"image": IMAGE, "rm": True}})),
+    ("a float timeout of NaN", '{"spec": {"image": "%s", "timeout": NaN}}' % IMAGE),
+]
+
+
+@pytest.fixture
+def api(agent):
+    with httpx.Client(base_url=agent.url, headers={"Authorization": f"Bearer {agent.token}"}, timeout=120) as client:
+        yield client
+
+
+def test_bad_submits_are_refused_by_name_and_create_nothing(api):
+    """A bad submit must never be a 500 or a traceback, nor leave a job or container behind."""
+    for what, body in SUBMITS:
+        resp = api.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+        assert 400 <= resp.status_code < 500, (what, resp.status_code, resp.text[:500])
+        error = resp.json()
+        assert error.get("message") and "Traceback" not in resp.text, (what, error)
+    assert api.get("/v1/jobs").json()["jobs"] == []
+
+
+def test_bad_path_and_query_values_are_4xx(api):
+    """Unicode, NUL bytes, traversal and huge numbers in routes' paths and query strings."""
+    for path in ("/v1/jobs/%00", "/v1/jobs/..%2F..%2Fetc", "/v1/jobs/\u00e9\U0001F600", "/v1/jobs/" + "a" * 10_000,
+                 "/v1/jobs?limit=-1", "/v1/jobs?limit=1e400", "/v1/jobs?state=nope", "/v1/jobs/x/logs?tail=abc",
+                 "/v1/arrays/%00/tasks", "/v1/jobs/x/outputs/content?path=../../etc/passwd"):
+        resp = api.get(path)
+        assert 400 <= resp.status_code < 500, (path, resp.status_code, resp.text[:300])
+    for path, params in (("/v1/jobs/x/cancel", {"grace": "1e400"}), ("/v1/jobs/x/signal", {"signal": "\x00"}),
+                         ("/v1/data/gc", {"grace": "-5"})):
+        resp = api.post(path, params=params)
+        assert 400 <= resp.status_code < 500, (path, resp.status_code, resp.text[:300])
+
+
+CLI_FLAGS = [
+    (["--memory", "lots"], "memory"),
+    (["--cpus", "-3"], "cpus"),
+    (["--name", "a/../b"], "name"),
+    (["--label", "\x01=x"], "label"),
+    (["--output", "../x"], "output"),
+    (["--timeout", "forever"], "timeout"),
+    (["--env", "=x"], "env"),
+]
+
+
+def test_bad_cli_flags_exit_125_naming_the_field(state_dir):
+    """A bad flag: exit 125, the field and its flag named, no traceback, no job made."""
+    try:
+        for args, field in CLI_FLAGS:
+            proc = subprocess.run([CONVEYOR, "--home", str(state_dir), "submit", *args, IMAGE, "true"],
+                                  capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert proc.returncode == 125, (args, proc.returncode, proc.stdout, proc.stderr)
+            assert field in proc.stderr.lower() and args[0] in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        with Executor(state_dir, supervise=False) as ex:
+            assert ex.list() == []
+    finally:  # the CLI starts an agent before it reads the spec
+        subprocess.run([CONVEYOR, "--home", str(state_dir), "serve", "--stop"], capture_output=True, timeout=60)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+FIELDS = list(JobSpec.model_fields)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(FIELDS), JSONISH, max_size=6), st.booleans())
+def test_the_spec_parser_accepts_or_names_the_field(fields, with_image):
+    """Whatever a job file or a request holds, the parser answers a JobSpec or an InvalidSpec
+    naming a field of the spec: never another exception (a 500 at the agent, a traceback at
+    the CLI)."""
+    data = {**fields, **({"image": IMAGE} if with_image else {})}
+    try:
+        JobSpec.model_validate(data)
+    except InvalidSpec as exc:
+        named = {re.split(r"[.\[]", field)[0] for field, _, _ in exc.problems}
+        assert exc.problems and named <= set(FIELDS), (named, exc)
+
+
+# ----------------------------------------------------------------------------- authentication
+
+
+def _routes(api) -> list[tuple[str, str]]:
+    doc = api.get("/openapi.json").json()
+    out = []
+    for path, methods in doc["paths"].items():
+        for method in methods:
+            out.append((method.upper(), path.replace("{ref}", "x").replace("{name}", "x")))
+    return out
+
+
+OPEN = {("GET", "/v1/ping")}  # liveness needs no token
+
+
+def test_every_route_refuses_wrong_empty_and_revoked_tokens(agent, api):
+    """Every route, the event and log streams included, answers 401 to a missing, empty,
+    wrong or revoked token before doing anything; a named token is refused (403) on the
+    owner's routes."""
+    made = api.post("/v1/tokens", json={"name": "gone"}).json()["token"]
+    assert api.delete("/v1/tokens/gone").status_code == 204
+    other = api.post("/v1/tokens", json={"name": "other"}).json()["token"]
+    routes = [r for r in _routes(api) if r not in OPEN]
+    assert ("GET", "/v1/events") in routes and ("GET", "/v1/jobs/x/logs") in routes
+    bad = {"missing": {}, "empty": {"Authorization": "Bearer"}, "wrong": {"Authorization": "Bearer nope"},
+           "revoked": {"Authorization": f"Bearer {made}"}, "not bearer": {"Authorization": f"Basic {agent.token}"}}
+    with httpx.Client(base_url=agent.url, timeout=30) as raw:
+        for method, path in routes:
+            for what, headers in bad.items():
+                resp = raw.request(method, path, headers=headers, params={"follow": "true"})
+                assert resp.status_code == 401, (what, method, path, resp.status_code, resp.text[:200])
+        for method, path in (("GET", "/v1/tokens"), ("POST", "/v1/tokens"), ("POST", "/v1/fsck"), ("GET", "/v1/leases")):
+            resp = raw.request(method, path, headers={"Authorization": f"Bearer {other}"}, json={"name": "z"})
+            assert resp.status_code == 403, (method, path, resp.status_code, resp.text[:200])
