@@ -297,10 +297,17 @@ def test_the_list_filters_and_pages_without_losing_or_repeating_a_job(browser, a
     log_in(browser, agent, agent.token)
     browser.get(f"{agent.url}/ui/jobs?array={array_id}&limit=3")
     seen: list[str] = []
+    page: list[str] = []
+
+    def rows() -> list[str]:
+        return browser.execute_script("return document.body.dataset.loaded ? "
+                                      "[...document.querySelectorAll('#rows tr[data-job]')].map(r => r.dataset.job) : []")
+
     for _ in range(10):
-        eventually("a page of rows", lambda: browser.execute_script(
-            "return document.body.dataset.loaded && document.querySelectorAll('#rows tr[data-job]').length"), timeout=WAIT)
-        page = browser.execute_script("return [...document.querySelectorAll('#rows tr[data-job]')].map(r => r.dataset.job)")
+        # The next page, not the last one shown again (a live refresh may redraw it meanwhile).
+        previous = page
+        eventually("a new page of rows", lambda: rows() and rows() != previous, timeout=WAIT)
+        page = rows()
         assert len(page) <= 3
         seen += page
         more = browser.find_element(By.ID, "more")
