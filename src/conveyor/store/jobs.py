@@ -127,11 +127,14 @@ class JobsMixin:
     ) -> list[JobRecord]:
         """Jobs oldest first (``newest_first``: the most recent first, as ``docker ps``), filtered
         as :meth:`_where` says. Ordering, filters and ``limit``/``offset`` are all SQL, so
-        ``ps -n 5`` over a 100,000-job store parses 5 specs, not 100,000."""
+        ``ps -n 5`` over a 100,000-job store parses 5 specs, not 100,000.
+
+        "Oldest" is the order the jobs were stored in, their rowid, which only grows (an array's
+        tasks in index order): every index of the table ends with the rowid, so the jobs of
+        one state, array or lease come out of their index already in order, where ordering by
+        ``created_at`` would sort every match first."""
         where, params = self._where(states, labels, executor_id, ids, names, images, exit_codes, before, since)
-        order = " DESC" if newest_first else ""
-        # rowid breaks ties: the tasks of an array share one created_at and keep their index order
-        sql = f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE {where} ORDER BY created_at{order}, rowid{order}"
+        sql = f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE {where} ORDER BY rowid{' DESC' if newest_first else ''}"
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
             params += [-1 if limit is None else limit, offset]
@@ -143,22 +146,21 @@ class JobsMixin:
         self, limit: int, cursor: str | None = None, *, newest_first: bool = False, **filters
     ) -> tuple[list[JobRecord], str | None]:
         """One page of :meth:`list`: at most ``limit`` jobs after ``cursor`` (None: from the
-        first), and the cursor of the next page (None: this is the last). Keyset paging on
-        (created_at, rowid) through the jobs_created index: a page costs the same at job 100
-        as at job 100,000 (OFFSET would walk past every earlier one), and a job submitted
-        between two pages shifts nothing. ``filters``: list()'s (states, labels, ids, ...)."""
+        first), and the cursor of the next page (None: this is the last). Keyset paging on the
+        rowid: a page costs the same at job 100 as at job 100,000 (OFFSET would walk past every
+        earlier one), and a job submitted between two pages shifts nothing. ``filters``:
+        list()'s (states, labels, ids, ...) and the dashboard's ``search`` (a part of the name
+        or the start of the id), ``array_id`` and ``lease_id``."""
         where, params = self._where(**{**dict.fromkeys(_FILTERS), **filters})
-        order = " DESC" if newest_first else ""
         if cursor is not None:
-            where += f" AND (created_at, rowid) {'<' if newest_first else '>'} (?, ?)"
-            params += list(_parse_cursor(cursor))
+            where += f" AND rowid {'<' if newest_first else '>'} ?"
+            params.append(_parse_cursor(cursor))
         sql = (f"SELECT {','.join(_JOB_COLUMNS)}, rowid FROM jobs WHERE {where} "
-               f"ORDER BY created_at{order}, rowid{order} LIMIT ?")
+               f"ORDER BY rowid{' DESC' if newest_first else ''} LIMIT ?")
         with self._lock:
             rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
         more, rows = len(rows) > limit, rows[:limit]
-        nxt = f"{rows[-1][_CREATED]!r}:{rows[-1][-1]}" if more else None
-        return [JobRecord._from_row(r[:-1]) for r in rows], nxt
+        return [JobRecord._from_row(r[:-1]) for r in rows], str(rows[-1][-1]) if more else None
 
     def count(
         self,
@@ -177,7 +179,14 @@ class JobsMixin:
         with self._lock:
             return self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", params).fetchone()[0]
 
-    def _where(self, states, labels, executor_id, ids, names, images, exit_codes, before, since) -> tuple[str, list]:
+    def state_counts(self) -> dict[str, int]:
+        """How many jobs are in each state (states without a job left out): one pass over the
+        state index."""
+        with self._lock:
+            return dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+
+    def _where(self, states, labels, executor_id, ids, names, images, exit_codes, before, since,
+               search=None, array_id=None, lease_id=None) -> tuple[str, list]:
         """The WHERE clause of list() and count(). Each filter is None for "any"; an empty one
         matches nothing. Within a filter any value matches (``docker ps --filter`` ORs the values
         of one key), labels excepted: every label must match (a value None: the key is set).
@@ -205,11 +214,17 @@ class JobsMixin:
             where.one_of("json_extract(spec, '$.image')", [form for ref in images for form in _image_forms(ref)])
         if exit_codes is not None:
             where.one_of("exit_code", [int(c) for c in exit_codes])
-        # created before/after a job: the list's own order, so a tie (an array's tasks) splits as listed
+        # created before/after a job: the list's own order, so an array's tasks split as listed
         if before is not None:
-            where.add("(created_at, rowid) < (SELECT created_at, rowid FROM jobs WHERE id=?)", self.resolve(before))
+            where.add("rowid < (SELECT rowid FROM jobs WHERE id=?)", self.resolve(before))
         if since is not None:
-            where.add("(created_at, rowid) > (SELECT created_at, rowid FROM jobs WHERE id=?)", self.resolve(since))
+            where.add("rowid > (SELECT rowid FROM jobs WHERE id=?)", self.resolve(since))
+        if search:
+            where.add("(name LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\')", "%" + _like_prefix(search), _like_prefix(search))
+        if array_id is not None:
+            where.add("array_id=?", array_id)
+        if lease_id is not None:
+            where.add("lease_id=?", lease_id)
         return where.sql, where.params
 
     def _allow_regexp(self) -> None:
@@ -271,14 +286,13 @@ class JobsMixin:
                           "ORDER BY finished_at", params)
 
 
-_FILTERS = ("states", "labels", "executor_id", "ids", "names", "images", "exit_codes", "before", "since")
-_CREATED = _JOB_COLUMNS.index("created_at")
+_FILTERS = ("states", "labels", "executor_id", "ids", "names", "images", "exit_codes", "before", "since",
+            "search", "array_id", "lease_id")
 
 
-def _parse_cursor(cursor: str) -> tuple[float, int]:
-    created, _, rowid = cursor.partition(":")
+def _parse_cursor(cursor: str) -> int:
     try:
-        return float(created), int(rowid)
+        return int(cursor)
     except ValueError:
         raise ValueError(f"cursor {cursor!r} is not one a page answered with; give its next_cursor, or none for the first page") from None
 

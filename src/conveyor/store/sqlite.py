@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 from ..home import unusable, writing
 from .arrays import ArraysMixin
-from .browse import BrowseMixin
 from .data import DataMixin
 from .jobs import JobsMixin
 from .leases import LeasesMixin
@@ -21,7 +20,7 @@ from .transitions import TransitionsMixin
 from .usage import UsageMixin
 
 
-class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin, UsageMixin, LeasesMixin, BrowseMixin):
+class Store(JobsMixin, TransitionsMixin, ArraysMixin, DataMixin, UsageMixin, LeasesMixin):
     """Jobs, arrays, filesets and images in one SQLite database. ``readonly`` opens it for a
     reader (an events stream, say) that must never write, migrate or wait for the writer."""
 

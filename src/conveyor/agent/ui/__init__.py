@@ -219,7 +219,7 @@ def jobs_data(
     q: str | None = Query(default=None, max_length=256),
     array: str | None = Query(default=None, max_length=64),
     lease: str | None = Query(default=None, max_length=64),
-    after: int | None = Query(default=None, ge=0, le=2**63),
+    cursor: str | None = Query(default=None, max_length=20, pattern="^[0-9]+$"),
     limit: int = Query(default=PAGE_SIZE, ge=1, le=500),
 ):
     """One page of the jobs list (newest first) and the count of jobs in each state."""
@@ -229,8 +229,8 @@ def jobs_data(
     if label:
         key, eq, value = label.partition("=")
         labels = {key: value if eq else None}
-    page, nxt = store.browse(state, labels, search=q or None, array_id=array or None, lease_id=lease or None,
-                             after=after, limit=limit)
+    page, nxt = store.page(limit, cursor, newest_first=True, states=state, labels=labels, search=q or None,
+                           array_id=array or None, lease_id=lease or None)
     return JSONResponse({
         "jobs": [_row(rec) for rec in page],
         "next": nxt,

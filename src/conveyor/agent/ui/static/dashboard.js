@@ -102,7 +102,7 @@ function jobsPage() {
   async function load() {
     const params = filters();
     const cursor = pages[pages.length - 1];
-    if (cursor) params.after = cursor;
+    if (cursor) params.cursor = cursor;
     const mine = ++latest;
     try {
       const res = await fetch(`${UI}/data/jobs?` + new URLSearchParams(params), {credentials: "same-origin"});
