@@ -269,6 +269,8 @@ def test_the_operators_open_view_reads_without_a_token_and_changes_nothing(tmp_p
             refused = anyone.post(f"/v1/jobs/{job_id}/release")
             assert refused.status_code == 403 and refused.json()["details"]["rule"] == "read_only"
             assert anyone.post("/v1/jobs", json={"spec": {"image": test_image, "command": ["true"]}}).status_code == 403
+            # a POST that only reads (operations' reads_only) is let through: it waits, and times out
+            assert anyone.post("/v1/wait-any", json={"ids": [job_id], "timeout": 0.1}).status_code == 408
         assert Client(home).info(job_id).state == JobState.QUEUED_HELD
     finally:
         a.stop()

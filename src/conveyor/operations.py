@@ -174,6 +174,8 @@ class Operation:
     path: str
     command: str | None = None  # the CLI command that offers it, if any
     tags: tuple[str, ...] = field(default=("jobs",))
+    # a POST that changes nothing (its arguments are a body): a read-only token may make it
+    reads_only: bool = False
 
 
 def _ops(*ops: Operation) -> dict[str, Operation]:
@@ -211,7 +213,8 @@ OPERATIONS: dict[str, Operation] = _ops(
               "/provenance/diff", "provenance diff"),
     Operation("wait", "Long-poll until the job has finished (or started, with until=started)", "GET",
               "/jobs/{ref}/wait", "wait", tags=("wait",)),
-    Operation("wait_any", "Long-poll until the first of several jobs has finished", "POST", "/wait-any", tags=("wait",)),
+    Operation("wait_any", "Long-poll until the first of several jobs has finished", "POST", "/wait-any", tags=("wait",),
+              reads_only=True),
     Operation("logs", "A job's output, stdout and stderr kept apart; follow streams until the job ends", "GET",
               "/jobs/{ref}/logs", "logs", tags=("logs",)),
     Operation("events", "State transitions as Server-Sent Events, in commit order", "GET", "/events", "events",
@@ -226,7 +229,7 @@ OPERATIONS: dict[str, Operation] = _ops(
     Operation("read_output", "One captured output file, verified against its digest", "GET",
               "/jobs/{ref}/outputs/content", "cat", tags=("data",)),
     Operation("verify", "Re-hash stored blobs (one job's, or all); report corrupt and missing ones", "POST",
-              "/data/verify", "verify", tags=("data",)),
+              "/data/verify", "verify", tags=("data",), reads_only=True),
     Operation("fsck", "Check the store against the engine and the content store: jobs without the container they "
               "should have, containers without a job, missing or corrupt blobs, logs shorter than the engine's, "
               "half-finished transitions; each problem says what repair does, and repair=true does it", "POST",

@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from ..operations import OPERATIONS
 from .errors import ApiError
 from .session import SAFE_METHODS, session_authorization
 
@@ -95,16 +96,13 @@ async def metrics_reader(request: Request, creds=Depends(bearer)) -> "Caller | N
     return await authorized(request, creds)
 
 
-# POSTs that change nothing: a read-only token may make them
-READING_POSTS = frozenset({"wait_any", "verify"})
-
-
 async def writes_allowed(request: Request, who: "Caller" = Depends(authorized)) -> None:
     """A request that changes something is refused, naming the rule, for a caller whose policy
     lets it only read (a read-only token, a caller of the operator's open read-only view)."""
     route = request.scope.get("route")
     name = getattr(route, "name", None) or request.url.path
-    if who.owner or request.method in SAFE_METHODS or name in READING_POSTS:
+    operation = OPERATIONS.get(name)
+    if who.owner or request.method in SAFE_METHODS or (operation is not None and operation.reads_only):
         return
     await run_in_threadpool(who.rules.check_write, name)
 
