@@ -34,14 +34,22 @@ class Stopper:
         self._timer.close()
 
     def started(self, rec: JobRecord) -> None:
-        """The engine took the job: its run timeout counts from its start, and a stop asked
-        for between its claim and its start is carried out now. That stop found a container
-        not yet running, with nothing to signal, and only recorded why (the claim clears the
-        reason, so one found here is this attempt's); without this the job ran to its end."""
-        self.watch_timeout(rec)
-        reason = self.store.get(rec.id).stop_reason
-        if reason:
-            self.terminate(rec, reason, rec.spec.stop_grace)  # the grace asked for was not kept: the spec's
+        """The engine took the job. A stop asked for between its claim and its start found a
+        container not yet running, with nothing to signal, and only recorded why (the claim
+        clears the reason, so one found here is this attempt's): read it again now, or the
+        job would run to its end. One column: ``rec``'s copy was read before the start."""
+        rows = self.store.query("SELECT stop_reason FROM jobs WHERE id=?", (rec.id,))
+        self.follow(rec, rows[0][0] if rows else None)
+
+    def follow(self, rec: JobRecord, stop_reason: str | None) -> None:
+        """A job its engine runs is this stopper's from now on (after its start, or found
+        running at reconcile): a stop recorded for it and not carried out (asked for before the
+        start, or the process sending it died) is carried out, on the finisher's threads; else
+        its run timeout counts. The grace asked for with that stop was not kept: the spec's."""
+        if stop_reason:
+            self.finisher.run_later(self.terminate, rec, stop_reason, rec.spec.stop_grace)
+        else:
+            self.watch_timeout(rec)
 
     def watch_timeout(self, rec: JobRecord) -> None:
         """Start counting the job's run timeout (from when it started)."""

@@ -144,12 +144,7 @@ class Watcher:
             else:
                 counts["live"] += 1
                 self.finisher.sync_alive(rec, container)
-                if rec.stop_reason:
-                    # A stop was asked for and recorded, and the process died before (or while)
-                    # sending it: left alone, the job would run on and be recorded as stopped.
-                    self.finisher.run_later(self.stopper.terminate, rec, rec.stop_reason, rec.spec.stop_grace)
-                else:
-                    self.stopper.watch_timeout(rec)
+                self.stopper.follow(rec, rec.stop_reason)
         strays = [c for job_id, c in containers.items() if job_id not in known] + unlabelled
         for container in strays:
             if container.id not in self.orphans:
