@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -348,6 +349,9 @@ def test_retries_keep_every_attempt(make_ex, test_image):
     assert [(a["attempt"], a["state"], a["exit_code"]) for a in attempts] == [(1, "Failed", 7), (2, "Failed", 7), (3, "Done", 0)]
     for a in attempts[:2]:
         assert open(f"{a['logs_dir']}/stdout").read() == f"try {a['attempt']}\n"
+        # its time index went with it: one message, dated within the attempt
+        index = Path(a["logs_dir"]) / "stdout.times"
+        assert index.exists() and index.stat().st_size > 0, a
     assert len({a["container_id"] for a in attempts}) == 3
     states = [t.to_state for t in ex.store.transitions(job_id)]
     assert states.count(JobState.REQUEUED) == 2 and states[-1] is JobState.DONE

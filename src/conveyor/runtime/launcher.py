@@ -29,6 +29,7 @@ from ..backends.base import (
 from ..backends.router import BackendRouter
 from ..errors import ConveyorError, JobNotFound
 from ..home import Home
+from ..logtimes import times_path
 from ..provenance import Recorder
 from ..spec import JobSpec
 from ..state import RUNNABLE_STATES, JobState, Substate, in_engine
@@ -245,14 +246,15 @@ class Launcher:
         return spec.model_copy(update={"mounts": [*spec.mounts, *mounts]})
 
     def _retire_attempt(self, rec: JobRecord) -> None:
-        """Before a retry: the last attempt's logs go to logs/<job>/attempt-N/ and its
-        container goes away (the new attempt's container takes the same name)."""
+        """Before a retry: the last attempt's logs (with their time index, which dates them)
+        go to logs/<job>/attempt-N/ and its container goes away (the new attempt's container
+        takes the same name)."""
         logs = self.home.job_logs(rec.id)
         keep = logs / f"attempt-{rec.attempt}"
         keep.mkdir(parents=True, exist_ok=True)
-        for stream in STREAMS:
-            if (logs / stream).exists():
-                shutil.move(str(logs / stream), str(keep / stream))
+        for name in (name for stream in STREAMS for name in (stream, times_path(logs / stream).name)):
+            if (logs / name).exists():
+                shutil.move(str(logs / name), str(keep / name))
         self.backend.remove(rec.container_id)
         faults.reached(Point.RETIRED, rec.id)
         self.store.update(rec.id, container_id=None)
