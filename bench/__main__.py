@@ -10,7 +10,7 @@ in the same run (> 1: Conveyor takes longer or uses more); a benchmark with seve
 comparisons gives a dict of ratios. Absolute figures are context only.
 
 Each benchmark lives in its own module (throughput, cli, logs, supervision, queue,
-recovery, api, data, cwl, backends, cluster, slurm, usage, ui, scale) with a BENCHMARKS dict and an optional add_arguments(parser); this file only
+recovery, api, busy, data, cwl, backends, cluster, slurm, usage, ui, scale) with a BENCHMARKS dict and an optional add_arguments(parser); this file only
 dispatches.
 """
 
@@ -29,8 +29,8 @@ import docker
 
 from .common import Context, remove_bench_containers
 
-MODULES = ["throughput", "cli", "logs", "supervision", "queue", "recovery", "api", "data", "cwl", "backends", "cluster", "slurm",
-           "usage", "ui", "scale"]
+MODULES = ["throughput", "cli", "logs", "supervision", "queue", "recovery", "api", "busy", "data", "cwl", "backends",
+           "cluster", "slurm", "usage", "ui", "scale"]
 
 
 def load() -> tuple[dict, list]:

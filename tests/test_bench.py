@@ -22,12 +22,12 @@ TINY = [
     "--data-mb", "2", "--data-files", "20", "--cli-batch", "2",
     "--slurm-jobs", "2", "--slurm-tasks", "4", "--cwl-repeat", "1", "--cluster-tasks", "4",
     "--usage-jobs", "3", "--usage-interval", "0.3", "--usage-window", "1", "--ui-jobs", "200",
-    "--scale-sizes", "20,40", "--scale-queued", "10", "--scale-restarts", "0", "--scale-no-cli",
+    "--busy-jobs", "20", "--scale-sizes", "20,40", "--scale-queued", "10", "--scale-restarts", "0", "--scale-no-cli",
 ]
 # Every benchmark `python -m bench` has; a module dropped from bench/__main__.py fails here.
-EXPECTED = {"sequential", "concurrent", "cli", "logs", "supervision", "queue", "scheduling", "leases", "recovery", "api", "data",
+EXPECTED = {"sequential", "concurrent", "cli", "logs", "supervision", "queue", "scheduling", "leases", "recovery", "api", "busy", "data",
             "cwl", "backends", "cluster", "slurm", "usage", "ui", "scale"}
-NO_BASELINE = {"scheduling"}  # docker has no scheduler: absolute figures, ratio None
+NO_BASELINE = {"scheduling", "busy"}  # docker has no scheduler or queue: absolute figures, ratio None
 
 
 def _ratios(value):
@@ -93,6 +93,10 @@ def test_every_benchmark_prints_figures_baseline_and_ratio(docker_client, test_i
     use = doc["benchmarks"]["usage"]["conveyor"]
     assert use["jobs"] == 3 and use["rounds_in_window"] >= 1 and use["sampling_on"]["rss_mb"] > 0
     assert use["read_per_job"]["cgroup"]["wall_ms"] > 0 and use["read_per_job"]["engine_stats_one_shot"]["wall_ms"] > 0
+
+    # busy: every job of the batch waited for, the agent sampled while it worked
+    busy = doc["benchmarks"]["busy"]["conveyor"]
+    assert busy["jobs"] == 20 and busy["samples"] >= 1 and busy["agent_peak_threads"] >= 1, busy
 
     # ui: the dashboard's list over the 200 jobs stored, each figure measured once
     ui = doc["benchmarks"]["ui"]
