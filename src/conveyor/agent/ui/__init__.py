@@ -25,7 +25,7 @@ from ...errors import ConveyorError
 from ...operations import VERBS
 from ...state import JobState
 from .. import API_PREFIX
-from ..dependencies import OWNER_OVER_TCP, caller_of
+from ..dependencies import OWNER_OVER_TCP, caller_of, check_reach
 from ..errors import ApiError
 from ..session import COOKIE, csrf_matches, csrf_token, session_token
 
@@ -249,9 +249,10 @@ def _row(rec) -> dict:
 @router.get("/jobs/{ref}/logs.txt")
 def log_download(request: Request, ref: str, stream: str = Query(default="stdout", pattern="^(stdout|stderr)$")):
     """One stream of a job's output as a file to save."""
-    caller_of(request)
+    who = caller_of(request)
     ex = request.app.state.agent.executor
     job_id = ex.store.resolve(ref)
+    check_reach(ex, who, job_id, "read", "logs")
     chunks = ex.logs(job_id, stream)
     return StreamingResponse((data for _, data in chunks), media_type="text/plain; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="{job_id}.{stream}.log"', "X-Content-Type-Options": "nosniff",
