@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -211,6 +212,86 @@ def array_submitted(w: World) -> None:
         assert w.run_count(f"task-{t.array_index}") == 1 and w.attempts(t.id) == 1
 
 
+def _batch(w: World) -> list:
+    return [w.full(f"batch-{i}") for i in range(3)]
+
+
+def batch_writing(w: World) -> None:
+    """A batch submit cut inside its transaction: none of its jobs exists; sent again, each
+    runs once."""
+    w.start(Point.BATCH_WRITING)
+    w.in_background(lambda c: c.submit_many(_batch(w)))
+    first = _fault_subject(w)
+    w.crash_at(Point.BATCH_WRITING, first)
+    assert w.ex.list() == [] and w.ex.store.query("SELECT COUNT(*) FROM transitions") == [(0,)]
+    for job_id, i in zip(w.client().submit_many(_batch(w)), range(3)):
+        w.check_full(job_id, f"batch-{i}")
+
+
+def batch_submitted(w: World) -> None:
+    """A batch submit cut after its commit, before it woke the scheduler: every job of it runs, once."""
+    w.start(Point.BATCH_SUBMITTED)
+    w.in_background(lambda c: c.submit_many(_batch(w)))
+    first = _fault_subject(w)
+    w.crash_at(Point.BATCH_SUBMITTED, first)
+    jobs = w.ex.list()
+    assert len(jobs) == 3 and jobs[0].id == first
+    for job, i in zip(jobs, range(3)):
+        w.check_full(job.id, f"batch-{i}")
+
+
+def _fault_subject(w: World) -> str:
+    eventually("the fault point reached", lambda: w.sup.fault_file.exists() and w.sup.fault_file.read_text())
+    return w.sup.fault_file.read_text().split()[1]
+
+
+def pruned_at(point: Point) -> Callable[[World], None]:
+    """prune cut with two ended jobs (containers, saved logs, outputs) doomed and one kept: each
+    doomed job is there whole (its record, logs, outputs and container) or gone whole, never
+    half, and the restarted agent leaves nothing of a forgotten one behind."""
+
+    def scenario(w: World) -> None:
+        w.start(point)
+        old = [w.ex.submit(w.full(f"old-{i}")) for i in range(2)]
+        kept = w.ex.submit(w.full("kept"))
+        for i, job_id in enumerate(old):
+            w.check_full(job_id, f"old-{i}")
+        w.check_full(kept, "kept")
+        containers = {j: w.ex.store.get(j).container_id for j in old}
+        with sqlite3.connect(Home(w.home).db) as db:  # ended long ago (prune never takes a job that ended just now)
+            for days, job_id in zip((2, 1), old):
+                db.execute("UPDATE jobs SET finished_at = finished_at - ? WHERE id = ?", (days * 86400, job_id))
+        w.in_background(lambda c: c.api.prune(until=time.time() - 3600))
+        w.crash_at(point, old[0])
+        whole = point is Point.PRUNE_DECIDED  # the records went at PRUNE_FORGOTTEN: the rest follows them
+        for i, job_id in enumerate(old):
+            assert _pruned_parts(w, job_id, containers[job_id]) == ({"record", "logs", "container"} if whole else set())
+            if whole:
+                w.check_full(job_id, f"old-{i}")
+        if whole:
+            assert w.client().api.prune(until=time.time() - 3600)["jobs"] == 2
+            assert [_pruned_parts(w, j, containers[j]) for j in old] == [set(), set()]
+        assert not list((Home(w.home).root / "pruning").glob("*"))
+        w.check_full(kept, "kept")
+
+    return scenario
+
+
+def _pruned_parts(w: World, job_id: str, container_id: str) -> set[str]:
+    """Which parts of a job are still there."""
+    parts = set()
+    if w.ex.store.missing([job_id]) == []:
+        parts.add("record")
+    if w.ex.home.job_logs(job_id).exists():
+        parts.add("logs")
+    try:
+        w.docker.containers.get(container_id)
+        parts.add("container")
+    except docker.errors.NotFound:
+        pass
+    return parts
+
+
 def retired(w: World) -> None:
     """A job with a retry: its first attempt fails, the crash comes while the next is set up."""
     w.start(Point.RETIRED)
@@ -336,6 +417,10 @@ def token_revoked(w: World) -> None:
 SCENARIOS: dict[Point, Callable[[World], None]] = {
     Point.SUBMITTED: submitted,
     Point.ARRAY_SUBMITTED: array_submitted,
+    Point.BATCH_WRITING: batch_writing,
+    Point.BATCH_SUBMITTED: batch_submitted,
+    Point.PRUNE_DECIDED: pruned_at(Point.PRUNE_DECIDED),
+    Point.PRUNE_FORGOTTEN: pruned_at(Point.PRUNE_FORGOTTEN),
     **{p: launch_or_finish_step(p) for p in (
         Point.IMAGE_READY, Point.INPUTS_STAGED, Point.AFTER_CREATE, Point.PROVENANCE_RECORDED, Point.AFTER_CLAIM,
         Point.AFTER_START, Point.AFTER_LOGS, Point.AFTER_OUTPUTS, Point.AFTER_RECORD)},
