@@ -18,7 +18,9 @@ reach, fails :func:`test_every_fault_point_has_a_scenario` or the walk itself.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -545,6 +547,125 @@ def test_a_full_disk_fails_the_job_that_hit_it_and_nothing_else(small_disk, test
         before = shutil.disk_usage(small_disk).used
         ex.remove(big)
         assert shutil.disk_usage(small_disk).used <= before - 11_000_000
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until its disk has no room left."""
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (1 << 20, 1 << 16, 1 << 12):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """Small tmpfs mounts a test makes (``_mount_tmpfs``), unmounted afterwards, innermost first."""
+    made: list[Path] = []
+    yield lambda path, size: (_mount_tmpfs(path, size), made.append(path))
+    for path in reversed(made):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_store_database_refuses_submits_by_name_and_records_every_end_once_there_is_room(tmp_path, mounts, test_image):
+    """The store's database on a full disk (its logs elsewhere, the disk full of blobs no job
+    uses any more): a submit is refused 507 saying the disk is full and creates nothing; the
+    agent keeps answering; a job that ended meanwhile is not left Running for ever: once `gc`
+    gives the space back its true end is recorded, submits work again and fsck is clean."""
+    from conveyor.errors import StateDirUnusable
+    from helpers import AgentProcess
+
+    home = tmp_path / "small"
+    mounts(home, "16m")
+    mounts(home / "logs", "64m")  # the logs have room: this is about the database
+    blobs = BlobStore(Home(home).cas)
+    garbage = [blobs.put_bytes(os.urandom(1 << 20)) for _ in range(4)]  # outputs of jobs long removed, say
+    agent = AgentProcess(home).start()
+    client = Client(home, timeout=WAIT)
+    try:
+        running = client.submit(sh(test_image, "echo before; sleep 4; echo after; exit 5", network="none"))
+        client.wait_started(running, timeout=WAIT)
+        _fill(tmp_path / "small" / "filler")
+        big = {"E": "x" * (100 << 10)}  # each submit grows the database (its write-ahead log) by this
+        refused = None
+        for i in range(200):
+            before = len(client.list())
+            try:
+                client.submit(sh(test_image, "true", network="none", env=big), hold=True)
+            except StateDirUnusable as exc:
+                refused = exc
+                break
+        assert refused is not None, "the database never filled"
+        assert "full" in str(refused) and str(home) in str(refused), refused
+        assert len(client.list()) == before  # the refused submit left nothing
+        t = time.monotonic()
+        assert client.ping() and client.info(running).id == running
+        assert time.monotonic() - t < 5
+        time.sleep(5)  # the job ends meanwhile: its end cannot be recorded yet
+        assert client.info(running).state is JobState.RUNNING
+
+        freed = client.gc(grace=0)
+        assert set(garbage) <= set(freed["digests"]) and freed["bytes"] >= 4 << 20, freed
+        job = client.wait(running, timeout=WAIT)  # recorded once there is room, from the engine's word
+        assert (job.state, job.exit_code, job.stdout) == (JobState.FAILED, 5, "before\nafter\n")
+        done = client.run(sh(test_image, "echo room again", network="none"), timeout=WAIT)
+        assert (done.state, done.stdout) == (JobState.DONE, "room again\n")
+        report = client.fsck()
+        assert report["problems"] == [], report
+        with Executor(home, supervise=False) as ex:
+            assert ex.store.query("PRAGMA integrity_check") == [("ok",)]
+            assert [t.to_state for t in ex.store.transitions(running)].count(JobState.FAILED) == 1
+    finally:
+        agent.stop()
+        with Executor(home) as ex:
+            ex.cleanup()
+
+
+def test_a_full_content_store_fails_the_job_whose_outputs_do_not_fit(tmp_path, mounts, test_image):
+    """The content store on a full disk: the job whose outputs do not fit is recorded Failed,
+    storage_full, with a message saying the disk is full (not Done with its outputs missing);
+    no half-written blob stays; other jobs and the agent keep working; fsck is clean; and
+    after `rm` of an older job and `gc` the space is back and the same job captures its outputs."""
+    from helpers import AgentProcess
+
+    home = tmp_path / "home"
+    home.mkdir()
+    mounts(home / "cas", "8m")
+    agent = AgentProcess(home).start()
+    client = Client(home, timeout=WAIT)
+    writer = sh(test_image, "mkdir -p /out; head -c 5000000 /dev/urandom > /out/f; sha256sum /out/f",
+                network="none", outputs=["/out"])
+    try:
+        first = client.run(writer, timeout=WAIT)
+        assert first.state is JobState.DONE, first.message
+        job = client.run(writer, timeout=WAIT)
+        assert (job.state, job.substate, job.exit_code) == (JobState.FAILED, Substate.STORAGE_FULL, 0), job.message
+        assert "disk is full" in job.message and str(home / "cas") in job.message, job.message
+        assert client.outputs(job.id) == []
+        assert os.listdir(home / "cas" / "tmp") == []  # no half-written blob holds the space
+        other = client.run(sh(test_image, "echo fine", network="none"), timeout=WAIT)
+        assert (other.state, other.stdout) == (JobState.DONE, "fine\n")
+        assert client.fsck()["problems"] == []
+
+        before = shutil.disk_usage(home / "cas").used
+        client.remove(first.id)
+        freed = client.gc(grace=0)
+        assert freed["bytes"] >= 5_000_000 and shutil.disk_usage(home / "cas").used <= before - 5_000_000, freed
+        again = client.run(writer, timeout=WAIT)
+        assert again.state is JobState.DONE, again.message
+        (out,) = client.outputs(again.id)
+        assert out["digest"] == "sha256:" + again.stdout.split()[0] and client.fsck()["problems"] == []
+    finally:
+        agent.stop()
+        with Executor(home) as ex:
+            ex.cleanup()
 
 
 # ----------------------------------------------------------------------------- the engine misbehaves

@@ -230,7 +230,8 @@ def test_a_token_reaches_the_jobs_it_did_not_submit_only_as_its_policy_says(agen
                 assert resp.status_code == 403, (method, url, resp.status_code, resp.text[:300])
                 error = resp.json()
                 assert (error["details"]["rule"], error["details"]["token"]) == ("others_jobs", "bob"), error
-                assert "others_jobs: " in error["message"] and ("alice" in error["message"] or "owner" in error["message"])
+                whose = "the owner" if target == owners else "token 'alice'"
+                assert f"{target} (submitted by {whose}): this policy lets its tokens only see" in error["message"], error
         assert b.get("/v1/jobs", params={"limit": 1000}).status_code == 200  # seeing: the node's list
         for name in ("cleanup", "prune", "data/gc"):  # the routes over every token's jobs
             resp = b.post(f"/v1/{name}")

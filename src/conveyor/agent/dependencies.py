@@ -14,7 +14,7 @@ from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConveyorError
-from . import API_PREFIX
+from . import API_PREFIX, OWNER
 from .errors import ApiError
 from .session import SAFE_METHODS, session_authorization
 
@@ -126,7 +126,7 @@ async def jobs_reached(request: Request, who: "Caller" = Depends(authorized)) ->
     route = request.scope.get("route")
     name = getattr(route, "name", "")
     if name in NODE_WIDE:
-        await run_in_threadpool(who.rules.check_others, "control", name, "every token's jobs")
+        await run_in_threadpool(who.rules.check_others, "control", name, "over every token's jobs")
         return
     ref = request.path_params.get("ref")
     path = request.url.path
@@ -149,9 +149,8 @@ def check_reach(ex: "Executor", who: "Caller", ref: str, level: str, action: str
     except (ConveyorError, IndexError, ValueError):
         return
     if submitter != who.name:
-        whose = f"token {submitter!r}'s" if submitter else "the owner's"
-        what = "array" if array else "job"
-        who.rules.check_others(level, action, f"{what} {ref} ({whose})")
+        whose = "the owner" if submitter in (None, OWNER) else f"token {submitter!r}"  # None: an embedded Executor
+        who.rules.check_others(level, action, f"of {'array' if array else 'job'} {ref} (submitted by {whose})")
 
 
 def policy(who: "Caller" = Depends(authorized)) -> "Rules":
