@@ -165,13 +165,17 @@ def test_every_route_refuses_wrong_empty_and_revoked_tokens(agent, api):
         for method, path in (("GET", "/v1/tokens"), ("POST", "/v1/tokens"), ("POST", "/v1/fsck"), ("GET", "/v1/leases")):
             resp = raw.request(method, path, headers={"Authorization": f"Bearer {other}"}, json={"name": "z"})
             assert resp.status_code == 403, (method, path, resp.status_code, resp.text[:200])
-    # The WebSockets (exec, port-forward) are not in the document's paths as sockets: the
-    # same tokens on the upgrade itself.
+    # The WebSockets (exec, port-forward) are not in the document's paths as sockets: every
+    # one the app mounts, with the same tokens on the upgrade itself.
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
+    from conveyor.agent.app import SOCKET_ROUTERS
+
     host = agent.url.removeprefix("http://")
-    for socket_path in ("/v1/jobs/x/exec", "/v1/jobs/x/port-forward"):
+    sockets = [f"/v1{r.path}".replace("{ref}", "x") for m in SOCKET_ROUTERS for r in m.websockets.routes]
+    assert {"/v1/jobs/x/exec", "/v1/jobs/x/port-forward"} <= set(sockets)
+    for socket_path in sockets:
         for what, headers in bad.items():
             with pytest.raises(InvalidStatus) as refused:
                 connect(f"ws://{host}{socket_path}", additional_headers=headers, open_timeout=30, proxy=None).close()
@@ -233,6 +237,8 @@ def test_a_token_reaches_the_jobs_it_did_not_submit_only_as_its_policy_says(agen
                 whose = "the owner" if target == owners else "token 'alice'"
                 assert f"{target} (submitted by {whose}): this policy lets its tokens only see" in error["message"], error
         assert b.get("/v1/jobs", params={"limit": 1000}).status_code == 200  # seeing: the node's list
+        resp = b.get(f"/ui/jobs/{job}/logs.txt")  # the dashboard's download, outside the document
+        assert (resp.status_code, resp.json()["details"]["rule"]) == (403, "others_jobs"), resp.text[:300]
         for name in ("cleanup", "prune", "data/gc"):  # the routes over every token's jobs
             resp = b.post(f"/v1/{name}")
             assert (resp.status_code, resp.json()["details"]["rule"]) == (403, "others_jobs"), (name, resp.text)
