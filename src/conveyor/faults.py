@@ -60,7 +60,7 @@ class Point(str, enum.Enum):
     AFTER_LOGS = "after-logs", "the finished job's logs are saved, its final state is not yet recorded"
     AFTER_OUTPUTS = "after-outputs", "its outputs are captured into the content store, its final state is not yet recorded"
     AFTER_RECORD = "after-record", "the final state is recorded, the container (auto_remove) is not yet removed"
-    # the content store and the agent's own files
+    # retention, the content store and the agent's own files
     PRUNE_DECIDED = "prune-decided", "prune: the jobs it removes are written down; no record, container or log is gone yet"
     PRUNE_FORGOTTEN = "prune-forgotten", "prune: the jobs' records are gone; their containers and saved logs are not yet"
     BLOB_DELETED = "blob-deleted", "gc removed an unreferenced blob and goes on to the next"

@@ -25,6 +25,7 @@ DAY = 86400.0
 # A job that ended this recently is never pruned: its finisher may still be removing its
 # container or staging directory, and would find no record.
 SETTLING_S = 60.0
+_IN_PROGRESS: set[Path] = set()  # this process's prunes under way (their intent files)
 
 
 class RetentionMixin(ExecutorBase):
@@ -40,6 +41,8 @@ class RetentionMixin(ExecutorBase):
         ruled = bool(cutoffs) or rules.keep_last is not None
         settled = time.time() - SETTLING_S
         ended_before = min([*cutoffs, settled])
+        if not dry_run:
+            self._finish_pruning()  # one a process that died left
         doomed = self.store.prunable(ended_before, rules.keep_last) if ruled else []
         removed = 0 if dry_run else self._forget(doomed)
         logs = self._cap_total_logs(rules.logs_total_bytes, dry_run, {job_id for job_id, _ in doomed})
@@ -60,24 +63,28 @@ class RetentionMixin(ExecutorBase):
             return 0
         intent = self._pruning / f"{os.getpid()}-{secrets.token_hex(4)}.json"
         self._pruning.mkdir(exist_ok=True)
-        write_json(intent, {"jobs": doomed})
-        faults.reached(Point.PRUNE_DECIDED, doomed[0][0])
-        removed = self.store.prune_jobs([job_id for job_id, _ in doomed])
-        faults.reached(Point.PRUNE_FORGOTTEN, doomed[0][0])
-        self._finish_prune(intent)
+        _IN_PROGRESS.add(intent)
+        try:
+            write_json(intent, {"jobs": doomed})
+            faults.reached(Point.PRUNE_DECIDED, doomed[0][0])
+            removed = self.store.prune_jobs([job_id for job_id, _ in doomed])
+            faults.reached(Point.PRUNE_FORGOTTEN, doomed[0][0])
+            self._finish_prune(intent)
+        finally:
+            _IN_PROGRESS.discard(intent)
         return removed
 
     @property
     def _pruning(self) -> Path:
         return self.home.root / "pruning"
 
-    def finish_pruning(self) -> None:
+    def _finish_pruning(self) -> None:
         """Finish every prune a dead process left (the supervisor does at start, before it
         reconciles: their containers would look like orphans)."""
         for intent in sorted(self._pruning.glob("*.json")) if self._pruning.is_dir() else []:
             pid = intent.name.split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-                continue  # a prune in progress in another process
+            if intent in _IN_PROGRESS or (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))):
+                continue  # a prune in progress, here or in another process
             self._finish_prune(intent)
 
     def _finish_prune(self, intent: Path) -> None:
