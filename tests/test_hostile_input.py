@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
 
@@ -242,6 +243,11 @@ def test_a_token_reaches_the_jobs_it_did_not_submit_only_as_its_policy_says(agen
         for name in ("cleanup", "prune", "data/gc"):  # the routes over every token's jobs
             resp = b.post(f"/v1/{name}")
             assert (resp.status_code, resp.json()["details"]["rule"]) == (403, "others_jobs"), (name, resp.text)
+    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_HOME"}
+    follow = subprocess.run([CONVEYOR, "logs", "--follow", job], capture_output=True, text=True, timeout=60,
+                            env={**env, "CONVEYOR_HOST": agent.url, "CONVEYOR_TOKEN": bob}, stdin=subprocess.DEVNULL)
+    assert follow.returncode == 125 and "policy rule 'others_jobs' of token 'bob'" in follow.stderr, follow.stderr
+    assert "secret-of-alice" not in follow.stdout
     with pytest.raises(PolicyRefused) as refused:  # the exec WebSocket: bob may exec, not into alice's job
         Client(url=agent.url, token=bob).exec(job, ["true"])
     assert (refused.value.rule, refused.value.token) == ("others_jobs", "bob")
