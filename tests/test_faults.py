@@ -574,7 +574,8 @@ def mounts(tmp_path):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_a_full_store_database_refuses_submits_by_name_and_records_every_end_once_there_is_room(tmp_path, mounts, test_image):
+def test_a_full_store_database_refuses_submits_by_name_and_records_every_end_once_there_is_room(tmp_path, mounts, test_image,
+                                                                                               docker_client):
     """The store's database on a full disk (its logs elsewhere, the disk full of blobs no job
     uses any more): a submit is refused 507 saying the disk is full and creates nothing; the
     agent keeps answering; a job that ended meanwhile is not left Running for ever: once `gc`
@@ -590,7 +591,9 @@ def test_a_full_store_database_refuses_submits_by_name_and_records_every_end_onc
     agent = AgentProcess(home).start()
     client = Client(home, timeout=WAIT)
     try:
-        running = client.submit(sh(test_image, "echo before; sleep 4; echo after; exit 5", network="none"))
+        (tmp_path / "ctl").mkdir()
+        running = client.submit(sh(test_image, "echo before; while [ ! -e /ctl/go ]; do sleep 0.2; done; echo after; exit 5",
+                                   network="none", mounts=[f"{tmp_path / 'ctl'}:/ctl:ro"]))
         client.wait_started(running, timeout=WAIT)
         _fill(tmp_path / "small" / "filler")
         big = {"E": "x" * (100 << 10)}  # each submit grows the database (its write-ahead log) by this
@@ -608,7 +611,10 @@ def test_a_full_store_database_refuses_submits_by_name_and_records_every_end_onc
         t = time.monotonic()
         assert client.ping() and client.info(running).id == running
         assert time.monotonic() - t < 5
-        time.sleep(5)  # the job ends meanwhile: its end cannot be recorded yet
+        (tmp_path / "ctl" / "go").touch()  # the job ends while the disk is full: its end cannot be recorded yet
+        container = docker_client.containers.get(client.info(running).container_id)
+        eventually("the job's container exited", lambda: container.reload() or container.status == "exited")
+        time.sleep(2)  # the finisher tried, and could not
         assert client.info(running).state is JobState.RUNNING
 
         freed = client.gc(grace=0)
