@@ -212,7 +212,8 @@ def test_a_token_reaches_the_jobs_it_did_not_submit_only_as_its_policy_says(agen
     bob = _made(api, "bob", "exec: true\n")  # may exec, but only into jobs of its own
     reader = _made(api, "reader", "others_jobs: read\n")
     boss = _made(api, "boss", "others_jobs: control\nexec: true\n")
-    spec = {"image": test_image, "command": ["sh", "-c", "echo secret-of-alice; sleep 120"], "network": "none"}
+    spec = {"image": test_image, "command": ["sh", "-c", "mkdir /out; touch /out/name-$((6*7)); echo secret-of-alice; sleep 120"],
+            "network": "none", "outputs": ["/out"]}
     with httpx.Client(base_url=agent.url, headers={"Authorization": f"Bearer {alice}"}, timeout=60) as a:
         job = a.post("/v1/jobs", json={"spec": spec}).json()["id"]
         array = a.post("/v1/arrays", json={"spec": {**spec, "command": ["true"]}, "begin": 0, "end": 1, "hold": True})
@@ -266,3 +267,6 @@ def test_a_token_reaches_the_jobs_it_did_not_submit_only_as_its_policy_says(agen
         assert boss_http.post(f"/v1/jobs/{job}/cancel", params={"grace": 1}).status_code == 200
         assert boss_http.post(f"/v1/jobs/{owners}/cancel", params={"grace": 1}).status_code == 200
     assert Client(agent.home).wait(job, timeout=60).state is JobState.FAILED
+    for token, shown in ((bob, False), (reader, True)):  # the dashboard's page: its outputs' names are contents
+        page = httpx.get(f"{agent.url}/ui/jobs/{job}", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert page.status_code == 200 and ("name-42" in page.text) is shown, page.text[:300]
