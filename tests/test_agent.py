@@ -470,6 +470,7 @@ def test_schemathesis_fuzz_finds_no_server_error(state_dir, test_image, tmp_path
     (state_dir / "policy.yaml").write_text(
         "images: {allowed: ['conveyor/busybox:latest']}\n"
         "max_resources: {cpus: 0.5, memory: 64m, pids_limit: 20, timeout: 10s}\n"
+        "others_jobs: control\n"  # past the 403 on the owner's job below, to the routes' own answers
     )
     agent = AgentProcess(state_dir).start()
     try:

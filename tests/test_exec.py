@@ -144,7 +144,7 @@ def test_a_tokens_policy_allows_or_refuses_exec(agent, fresh_cli, state_dir, tmp
         cli.until(job, "Running")
     guest = cli.ok("token", "create", "guest").strip()  # the node's default policy: no exec
     policy = tmp_path / "shell.yaml"
-    policy.write_text("exec: true\n")
+    policy.write_text("exec: true\nothers_jobs: control\n")  # the jobs here are the owner's
     shell = cli.ok("token", "create", "shell", "--policy", str(policy)).strip()
 
     with pytest.raises(PolicyRefused) as refused:

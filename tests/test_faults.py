@@ -18,8 +18,11 @@ reach, fails :func:`test_every_fault_point_has_a_scenario` or the walk itself.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -211,6 +214,86 @@ def array_submitted(w: World) -> None:
         assert w.run_count(f"task-{t.array_index}") == 1 and w.attempts(t.id) == 1
 
 
+def _batch(w: World) -> list:
+    return [w.full(f"batch-{i}") for i in range(3)]
+
+
+def batch_writing(w: World) -> None:
+    """A batch submit cut inside its transaction: none of its jobs exists; sent again, each
+    runs once."""
+    w.start(Point.BATCH_WRITING)
+    w.in_background(lambda c: c.submit_many(_batch(w)))
+    first = _fault_subject(w)
+    w.crash_at(Point.BATCH_WRITING, first)
+    assert w.ex.list() == [] and w.ex.store.query("SELECT COUNT(*) FROM transitions") == [(0,)]
+    for job_id, i in zip(w.client().submit_many(_batch(w)), range(3)):
+        w.check_full(job_id, f"batch-{i}")
+
+
+def batch_submitted(w: World) -> None:
+    """A batch submit cut after its commit, before it woke the scheduler: every job of it runs, once."""
+    w.start(Point.BATCH_SUBMITTED)
+    w.in_background(lambda c: c.submit_many(_batch(w)))
+    first = _fault_subject(w)
+    w.crash_at(Point.BATCH_SUBMITTED, first)
+    jobs = w.ex.list()
+    assert len(jobs) == 3 and jobs[0].id == first
+    for job, i in zip(jobs, range(3)):
+        w.check_full(job.id, f"batch-{i}")
+
+
+def _fault_subject(w: World) -> str:
+    eventually("the fault point reached", lambda: w.sup.fault_file.exists() and w.sup.fault_file.read_text())
+    return w.sup.fault_file.read_text().split()[1]
+
+
+def pruned_at(point: Point) -> Callable[[World], None]:
+    """prune cut with two ended jobs (containers, saved logs, outputs) doomed and one kept: each
+    doomed job is there whole (its record, logs, outputs and container) or gone whole, never
+    half, and the restarted agent leaves nothing of a forgotten one behind."""
+
+    def scenario(w: World) -> None:
+        w.start(point)
+        old = [w.ex.submit(w.full(f"old-{i}")) for i in range(2)]
+        kept = w.ex.submit(w.full("kept"))
+        for i, job_id in enumerate(old):
+            w.check_full(job_id, f"old-{i}")
+        w.check_full(kept, "kept")
+        containers = {j: w.ex.store.get(j).container_id for j in old}
+        with sqlite3.connect(Home(w.home).db) as db:  # ended long ago (prune never takes a job that ended just now)
+            for days, job_id in zip((2, 1), old):
+                db.execute("UPDATE jobs SET finished_at = finished_at - ? WHERE id = ?", (days * 86400, job_id))
+        w.in_background(lambda c: c.api.prune(until=time.time() - 3600))
+        w.crash_at(point, old[0])
+        whole = point is Point.PRUNE_DECIDED  # the records went at PRUNE_FORGOTTEN: the rest follows them
+        for i, job_id in enumerate(old):
+            assert _pruned_parts(w, job_id, containers[job_id]) == ({"record", "logs", "container"} if whole else set())
+            if whole:
+                w.check_full(job_id, f"old-{i}")
+        if whole:
+            assert w.client().api.prune(until=time.time() - 3600)["jobs"] == 2
+            assert [_pruned_parts(w, j, containers[j]) for j in old] == [set(), set()]
+        assert not list((Home(w.home).root / "pruning").glob("*"))
+        w.check_full(kept, "kept")
+
+    return scenario
+
+
+def _pruned_parts(w: World, job_id: str, container_id: str) -> set[str]:
+    """Which parts of a job are still there."""
+    parts = set()
+    if w.ex.store.missing([job_id]) == []:
+        parts.add("record")
+    if w.ex.home.job_logs(job_id).exists():
+        parts.add("logs")
+    try:
+        w.docker.containers.get(container_id)
+        parts.add("container")
+    except docker.errors.NotFound:
+        pass
+    return parts
+
+
 def retired(w: World) -> None:
     """A job with a retry: its first attempt fails, the crash comes while the next is set up."""
     w.start(Point.RETIRED)
@@ -336,6 +419,10 @@ def token_revoked(w: World) -> None:
 SCENARIOS: dict[Point, Callable[[World], None]] = {
     Point.SUBMITTED: submitted,
     Point.ARRAY_SUBMITTED: array_submitted,
+    Point.BATCH_WRITING: batch_writing,
+    Point.BATCH_SUBMITTED: batch_submitted,
+    Point.PRUNE_DECIDED: pruned_at(Point.PRUNE_DECIDED),
+    Point.PRUNE_FORGOTTEN: pruned_at(Point.PRUNE_FORGOTTEN),
     **{p: launch_or_finish_step(p) for p in (
         Point.IMAGE_READY, Point.INPUTS_STAGED, Point.AFTER_CREATE, Point.PROVENANCE_RECORDED, Point.AFTER_CLAIM,
         Point.AFTER_START, Point.AFTER_LOGS, Point.AFTER_OUTPUTS, Point.AFTER_RECORD)},
@@ -460,6 +547,131 @@ def test_a_full_disk_fails_the_job_that_hit_it_and_nothing_else(small_disk, test
         before = shutil.disk_usage(small_disk).used
         ex.remove(big)
         assert shutil.disk_usage(small_disk).used <= before - 11_000_000
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until its disk has no room left."""
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (1 << 20, 1 << 16, 1 << 12):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """Small tmpfs mounts a test makes (``_mount_tmpfs``), unmounted afterwards, innermost first."""
+    made: list[Path] = []
+    yield lambda path, size: (_mount_tmpfs(path, size), made.append(path))
+    for path in reversed(made):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_store_database_refuses_submits_by_name_and_records_every_end_once_there_is_room(tmp_path, mounts, test_image,
+                                                                                               docker_client):
+    """The store's database on a full disk (its logs elsewhere, the disk full of blobs no job
+    uses any more): a submit is refused 507 saying the disk is full and creates nothing; the
+    agent keeps answering; a job that ended meanwhile is not left Running for ever: once `gc`
+    gives the space back its true end is recorded, submits work again and fsck is clean."""
+    from conveyor.errors import StateDirUnusable
+    from helpers import AgentProcess
+
+    home = tmp_path / "small"
+    mounts(home, "16m")
+    mounts(home / "logs", "64m")  # the logs have room: this is about the database
+    blobs = BlobStore(Home(home).cas)
+    garbage = [blobs.put_bytes(os.urandom(1 << 20)) for _ in range(4)]  # outputs of jobs long removed, say
+    agent = AgentProcess(home).start()
+    client = Client(home, timeout=WAIT)
+    try:
+        (tmp_path / "ctl").mkdir()
+        running = client.submit(sh(test_image, "echo before; while [ ! -e /ctl/go ]; do sleep 0.2; done; echo after; exit 5",
+                                   network="none", mounts=[f"{tmp_path / 'ctl'}:/ctl:ro"]))
+        client.wait_started(running, timeout=WAIT)
+        _fill(tmp_path / "small" / "filler")
+        big = {"E": "x" * (100 << 10)}  # each submit grows the database (its write-ahead log) by this
+        refused = None
+        for i in range(200):
+            before = len(client.list())
+            try:
+                client.submit(sh(test_image, "true", network="none", env=big), hold=True)
+            except StateDirUnusable as exc:
+                refused = exc
+                break
+        assert refused is not None, "the database never filled"
+        assert "full" in str(refused) and str(home) in str(refused), refused
+        assert len(client.list()) == before  # the refused submit left nothing
+        t = time.monotonic()
+        assert client.ping() and client.info(running).id == running
+        assert time.monotonic() - t < 5
+        (tmp_path / "ctl" / "go").touch()  # the job ends while the disk is full: its end cannot be recorded yet
+        container = docker_client.containers.get(client.info(running).container_id)
+        eventually("the job's container exited", lambda: container.reload() or container.status == "exited")
+        time.sleep(2)  # the finisher tried, and could not
+        assert client.info(running).state is JobState.RUNNING
+
+        freed = client.gc(grace=0)
+        assert set(garbage) <= set(freed["digests"]) and freed["bytes"] >= 4 << 20, freed
+        job = client.wait(running, timeout=WAIT)  # recorded once there is room, from the engine's word
+        assert (job.state, job.exit_code, job.stdout) == (JobState.FAILED, 5, "before\nafter\n")
+        done = client.run(sh(test_image, "echo room again", network="none"), timeout=WAIT)
+        assert (done.state, done.stdout) == (JobState.DONE, "room again\n")
+        report = client.fsck()
+        assert report["problems"] == [], report
+        with Executor(home, supervise=False) as ex:
+            assert ex.store.query("PRAGMA integrity_check") == [("ok",)]
+            assert [t.to_state for t in ex.store.transitions(running)].count(JobState.FAILED) == 1
+    finally:
+        agent.stop()
+        with Executor(home) as ex:
+            ex.cleanup()
+
+
+def test_a_full_content_store_fails_the_job_whose_outputs_do_not_fit(tmp_path, mounts, test_image):
+    """The content store on a full disk: the job whose outputs do not fit is recorded Failed,
+    storage_full, with a message saying the disk is full (not Done with its outputs missing);
+    no half-written blob stays; other jobs and the agent keep working; fsck is clean; and
+    after `rm` of an older job and `gc` the space is back and the same job captures its outputs."""
+    from helpers import AgentProcess
+
+    home = tmp_path / "home"
+    home.mkdir()
+    mounts(home / "cas", "8m")
+    agent = AgentProcess(home).start()
+    client = Client(home, timeout=WAIT)
+    writer = sh(test_image, "mkdir -p /out; head -c 5000000 /dev/urandom > /out/f; sha256sum /out/f",
+                network="none", outputs=["/out"])
+    try:
+        first = client.run(writer, timeout=WAIT)
+        assert first.state is JobState.DONE, first.message
+        job = client.run(writer, timeout=WAIT)
+        assert (job.state, job.substate, job.exit_code) == (JobState.FAILED, Substate.STORAGE_FULL, 0), job.message
+        assert "disk is full" in job.message and str(home / "cas") in job.message, job.message
+        assert client.outputs(job.id) == []
+        assert os.listdir(home / "cas" / "tmp") == []  # no half-written blob holds the space
+        other = client.run(sh(test_image, "echo fine", network="none"), timeout=WAIT)
+        assert (other.state, other.stdout) == (JobState.DONE, "fine\n")
+        assert client.fsck()["problems"] == []
+
+        before = shutil.disk_usage(home / "cas").used
+        client.remove(first.id)
+        freed = client.gc(grace=0)
+        assert freed["bytes"] >= 5_000_000 and shutil.disk_usage(home / "cas").used <= before - 5_000_000, freed
+        again = client.run(writer, timeout=WAIT)
+        assert again.state is JobState.DONE, again.message
+        (out,) = client.outputs(again.id)
+        assert out["digest"] == "sha256:" + again.stdout.split()[0] and client.fsck()["problems"] == []
+    finally:
+        agent.stop()
+        with Executor(home) as ex:
+            ex.cleanup()
 
 
 # ----------------------------------------------------------------------------- the engine misbehaves

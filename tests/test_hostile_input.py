@@ -8,7 +8,9 @@ nothing is created.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import subprocess
 
@@ -132,12 +134,13 @@ def test_the_spec_parser_accepts_or_names_the_field(fields, with_image):
 # ----------------------------------------------------------------------------- authentication
 
 
-def _routes(api) -> list[tuple[str, str]]:
+def _routes(api, raw: bool = False) -> list[tuple[str, str]]:
+    """Every (method, path) of the agent's OpenAPI document; its {ref} and {name} as "x" unless ``raw``."""
     doc = api.get("/openapi.json").json()
     out = []
     for path, methods in doc["paths"].items():
         for method in methods:
-            out.append((method.upper(), path.replace("{ref}", "x").replace("{name}", "x")))
+            out.append((method.upper(), path if raw else path.replace("{ref}", "x").replace("{name}", "x")))
     return out
 
 
@@ -163,3 +166,107 @@ def test_every_route_refuses_wrong_empty_and_revoked_tokens(agent, api):
         for method, path in (("GET", "/v1/tokens"), ("POST", "/v1/tokens"), ("POST", "/v1/fsck"), ("GET", "/v1/leases")):
             resp = raw.request(method, path, headers={"Authorization": f"Bearer {other}"}, json={"name": "z"})
             assert resp.status_code == 403, (method, path, resp.status_code, resp.text[:200])
+    # The WebSockets (exec, port-forward) are not in the document's paths as sockets: every
+    # one the app mounts, with the same tokens on the upgrade itself.
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from conveyor.agent.app import SOCKET_ROUTERS
+
+    host = agent.url.removeprefix("http://")
+    sockets = [f"/v1{r.path}".replace("{ref}", "x") for m in SOCKET_ROUTERS for r in m.websockets.routes]
+    assert {"/v1/jobs/x/exec", "/v1/jobs/x/port-forward"} <= set(sockets)
+    for socket_path in sockets:
+        for what, headers in bad.items():
+            with pytest.raises(InvalidStatus) as refused:
+                connect(f"ws://{host}{socket_path}", additional_headers=headers, open_timeout=30, proxy=None).close()
+            assert refused.value.response.status_code == 401, (what, socket_path, refused.value.response.body)
+
+
+# ----------------------------------------------------------------------------- whose jobs
+
+# The job routes that show a job's state and not its contents: a token may use them on any job.
+# Every other route of a job reads its logs, outputs or processes (GET) or changes it.
+SEEING = {("GET", "/v1/jobs/{ref}"), ("GET", "/v1/jobs/{ref}/attempts"), ("GET", "/v1/jobs/{ref}/wait"),
+          ("GET", "/v1/jobs/{ref}/stats"), ("GET", "/v1/jobs/{ref}/provenance"), ("GET", "/v1/arrays/{ref}"),
+          ("GET", "/v1/arrays/{ref}/tasks")}
+
+
+def _made(api, name: str, policy: str | None = None) -> str:
+    resp = api.post("/v1/tokens", json={"name": name, **({"policy": policy} if policy else {})})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["token"]
+
+
+def test_a_token_reaches_the_jobs_it_did_not_submit_only_as_its_policy_says(agent, api, test_image):
+    """Without this, any named token could read the logs of, cancel, signal, exec into or remove
+    another token's (or the owner's) jobs. Every route of a job, taken from the OpenAPI
+    document so a new one cannot escape, is tried by a token that did not submit the job: the
+    routes that only show its state answer, every other is refused 403 naming the rule
+    ``others_jobs`` and the token, and the job is untouched; ``others_jobs: read`` reads it,
+    ``others_jobs: control`` controls it, the token that submitted it does both."""
+    from conveyor import Client, JobState
+    from conveyor.errors import PolicyRefused
+
+    alice = _made(api, "alice", "exec: true\n")
+    bob = _made(api, "bob", "exec: true\n")  # may exec, but only into jobs of its own
+    reader = _made(api, "reader", "others_jobs: read\n")
+    boss = _made(api, "boss", "others_jobs: control\nexec: true\n")
+    spec = {"image": test_image, "command": ["sh", "-c", "mkdir /out; touch /out/name-$((6*7)); echo secret-of-alice; sleep 120"],
+            "network": "none", "outputs": ["/out"]}
+    with httpx.Client(base_url=agent.url, headers={"Authorization": f"Bearer {alice}"}, timeout=60) as a:
+        job = a.post("/v1/jobs", json={"spec": spec}).json()["id"]
+        array = a.post("/v1/arrays", json={"spec": {**spec, "command": ["true"]}, "begin": 0, "end": 1, "hold": True})
+        assert array.status_code == 201, array.text
+        array = array.json()["id"]
+        assert a.get(f"/v1/jobs/{job}/wait", params={"until": "started", "timeout": 60}).status_code == 200
+    owners = api.post("/v1/jobs", json={"spec": spec}).json()["id"]
+
+    routes = [(m, p) for m, p in _routes(api, raw=True) if "{ref}" in p and p.split("/")[2] in ("jobs", "arrays")]
+    assert len(routes) > 25 and ("GET", "/v1/jobs/{ref}/logs") in routes and ("POST", "/v1/jobs/{ref}/cancel") in routes
+    with httpx.Client(base_url=agent.url, headers={"Authorization": f"Bearer {bob}"}, timeout=60) as b:
+        for method, path in routes:
+            for target in ((array,) if path.startswith("/v1/arrays/") else (job, owners)):
+                url = path.replace("{ref}", target)
+                resp = b.request(method, url, params={"follow": "true", "path": "/x", "timeout": 1, "until": "started",
+                                                      "signal": "KILL", "height": 5, "width": 5})
+                if (method, path) in SEEING:
+                    assert resp.status_code < 400 or resp.json()["code"] != "policy_refused", (method, url, resp.text[:300])
+                    continue
+                assert resp.status_code == 403, (method, url, resp.status_code, resp.text[:300])
+                error = resp.json()
+                assert (error["details"]["rule"], error["details"]["token"]) == ("others_jobs", "bob"), error
+                whose = "the owner" if target == owners else "token 'alice'"
+                assert f"{target} (submitted by {whose}): this policy lets its tokens only see" in error["message"], error
+        assert b.get("/v1/jobs", params={"limit": 1000}).status_code == 200  # seeing: the node's list
+        resp = b.get(f"/ui/jobs/{job}/logs.txt")  # the dashboard's download, outside the document
+        assert (resp.status_code, resp.json()["details"]["rule"]) == (403, "others_jobs"), resp.text[:300]
+        for name in ("cleanup", "prune", "data/gc"):  # the routes over every token's jobs
+            resp = b.post(f"/v1/{name}")
+            assert (resp.status_code, resp.json()["details"]["rule"]) == (403, "others_jobs"), (name, resp.text)
+    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_HOME"}
+    follow = subprocess.run([CONVEYOR, "logs", "--follow", job], capture_output=True, text=True, timeout=60,
+                            env={**env, "CONVEYOR_HOST": agent.url, "CONVEYOR_TOKEN": bob}, stdin=subprocess.DEVNULL)
+    assert follow.returncode == 125 and "policy rule 'others_jobs' of token 'bob'" in follow.stderr, follow.stderr
+    assert "secret-of-alice" not in follow.stdout
+    with pytest.raises(PolicyRefused) as refused:  # the exec WebSocket: bob may exec, not into alice's job
+        Client(url=agent.url, token=bob).exec(job, ["true"])
+    assert (refused.value.rule, refused.value.token) == ("others_jobs", "bob")
+    assert Client(agent.home).info(job).state is JobState.RUNNING  # nothing bob tried happened
+    assert Client(agent.home).info(owners).state is JobState.RUNNING
+    assert {t["state"] for t in api.get(f"/v1/arrays/{array}/tasks").json()} == {"QueuedHeld"}
+
+    with httpx.Client(base_url=agent.url, headers={"Authorization": f"Bearer {reader}"}, timeout=60) as r:
+        logs = [json.loads(line) for line in r.get(f"/v1/jobs/{job}/logs").text.splitlines()]
+        assert base64.b64decode(logs[0]["data"]) == b"secret-of-alice\n" and logs[-1] == {"end": True}
+        resp = r.post(f"/v1/jobs/{job}/cancel")
+        assert (resp.status_code, resp.json()["details"]["rule"]) == (403, "others_jobs"), resp.text
+    assert Client(url=agent.url, token=alice).exec(job, ["true"]).exit_code == 0  # its own job
+    assert Client(url=agent.url, token=boss).exec(job, ["sh", "-c", "exit 4"]).exit_code == 4
+    with httpx.Client(base_url=agent.url, headers={"Authorization": f"Bearer {boss}"}, timeout=60) as boss_http:
+        assert boss_http.post(f"/v1/jobs/{job}/cancel", params={"grace": 1}).status_code == 200
+        assert boss_http.post(f"/v1/jobs/{owners}/cancel", params={"grace": 1}).status_code == 200
+    assert Client(agent.home).wait(job, timeout=60).state is JobState.FAILED
+    for token, shown in ((bob, False), (reader, True)):  # the dashboard's page: its outputs' names are contents
+        page = httpx.get(f"{agent.url}/ui/jobs/{job}", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert page.status_code == 200 and ("name-42" in page.text) is shown, page.text[:300]

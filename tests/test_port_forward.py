@@ -84,7 +84,7 @@ def test_open_port_from_python_and_the_tokens_rule(fresh_cli, tmp_path):
     job = _web_job(cli)
     guest = cli.ok("token", "create", "guest").strip()
     policy = tmp_path / "web.yaml"
-    policy.write_text("port_forward: true\n")
+    policy.write_text("port_forward: true\nothers_jobs: control\n")  # the job is the owner's
     web = cli.ok("token", "create", "web", "--policy", str(policy)).strip()
     with pytest.raises(PolicyRefused) as refused:
         Client(cli.home, token=guest).open_port(job, 8080)

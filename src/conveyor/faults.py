@@ -39,6 +39,8 @@ class Point(str, enum.Enum):
     # submit paths
     SUBMITTED = "submitted", "the job is in the store (Queued); the scheduler was not woken"
     ARRAY_SUBMITTED = "array-submitted", "the array and all its tasks are in the store; the scheduler was not woken"
+    BATCH_WRITING = "batch-writing", "a batch submit's rows are all written in its open transaction; none committed"
+    BATCH_SUBMITTED = "batch-submitted", "a batch submit's jobs are all in the store; the scheduler was not woken"
     # the launch, in its order
     IMAGE_READY = "image-ready", "the job's image is present (pulled if it had to be); nothing made yet"
     INPUTS_STAGED = "inputs-staged", "the job's inputs are staged for its mount; no container yet"
@@ -58,7 +60,9 @@ class Point(str, enum.Enum):
     AFTER_LOGS = "after-logs", "the finished job's logs are saved, its final state is not yet recorded"
     AFTER_OUTPUTS = "after-outputs", "its outputs are captured into the content store, its final state is not yet recorded"
     AFTER_RECORD = "after-record", "the final state is recorded, the container (auto_remove) is not yet removed"
-    # the content store and the agent's own files
+    # retention, the content store and the agent's own files
+    PRUNE_DECIDED = "prune-decided", "prune: the jobs it removes are written down; no record, container or log is gone yet"
+    PRUNE_FORGOTTEN = "prune-forgotten", "prune: the jobs' records are gone; their containers and saved logs are not yet"
     BLOB_DELETED = "blob-deleted", "gc removed an unreferenced blob and goes on to the next"
     TOKEN_POLICY_WRITTEN = "token-policy-written", "token create: its inline policy file is written, the token is not"
     TOKEN_REVOKED = "token-revoked", "token revoke: the token is gone, its inline policy file is not"

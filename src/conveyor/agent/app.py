@@ -21,7 +21,7 @@ from ..metrics import CONTENT_TYPE
 from ..operations import OPERATIONS
 from . import API_PREFIX, errors
 from . import ui as dashboard
-from .dependencies import AgentState, authorized, metrics_reader, writes_allowed
+from .dependencies import AgentState, authorized, jobs_reached, metrics_reader, writes_allowed
 from .models import error_doc
 from .routers import arrays, control, data, engine, events, execs, jobs, leases, logs, node, ports, run, tokens, usage, waiting
 
@@ -66,7 +66,7 @@ def create_app(agent: AgentState | None = None) -> FastAPI:
 
     for module in ROUTERS:
         app.include_router(
-            module.router, prefix=API_PREFIX, dependencies=[Depends(authorized), Depends(writes_allowed)],
+            module.router, prefix=API_PREFIX, dependencies=[Depends(authorized), Depends(writes_allowed), Depends(jobs_reached)],
             responses={401: error_doc("missing or wrong token")},
         )
     for module in SOCKET_ROUTERS:

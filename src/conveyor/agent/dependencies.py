@@ -13,7 +13,9 @@ from starlette.requests import HTTPConnection
 from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import ConveyorError
 from ..operations import OPERATIONS
+from . import API_PREFIX, OWNER
 from .errors import ApiError
 from .session import SAFE_METHODS, session_authorization
 
@@ -105,6 +107,48 @@ async def writes_allowed(request: Request, who: "Caller" = Depends(authorized)) 
     if who.owner or request.method in SAFE_METHODS or (operation is not None and operation.reads_only):
         return
     await run_in_threadpool(who.rules.check_write, name)
+
+
+# Job routes that show a job's state without its contents; every other GET of a job reads its
+# logs, outputs or processes ("read"), and every other method changes it ("control").
+SEEING = frozenset({"inspect", "attempts", "wait", "stats", "provenance", "array", "array_tasks"})
+# Routes that act on every job of the node: a named token needs ``others_jobs: control``.
+NODE_WIDE = frozenset({"cleanup", "prune", "gc"})
+
+
+async def jobs_reached(request: Request, who: "Caller" = Depends(authorized)) -> None:
+    """A named token reaches the jobs it did not submit only as far as its policy's
+    ``others_jobs`` says (policy.REACH): refused naming that rule before the route runs."""
+    if who.owner:
+        return
+    route = request.scope.get("route")
+    name = getattr(route, "name", "")
+    if name in NODE_WIDE:
+        await run_in_threadpool(who.rules.check_others, "control", name, "over every token's jobs")
+        return
+    ref = request.path_params.get("ref")
+    path = request.url.path
+    if ref is None or not path.startswith((f"{API_PREFIX}/jobs/", f"{API_PREFIX}/arrays/")):
+        return
+    level = "see" if name in SEEING else "read" if request.method in SAFE_METHODS else "control"
+    await run_in_threadpool(check_reach, executor(request), who, ref, level, name,
+                            path.startswith(f"{API_PREFIX}/arrays/"))
+
+
+def check_reach(ex: "Executor", who: "Caller", ref: str, level: str, action: str, array: bool = False) -> None:
+    """``jobs_reached`` for one job (or array) ``ref``; also for the WebSocket and dashboard
+    routes, which have no route dependencies. A ref that names nothing is left to the route
+    (its 404)."""
+    if who.owner:
+        return
+    try:
+        job_id = ex.array_tasks(ref)[0][0] if array else ex.store.resolve(ref)
+        submitter = ex.store.get(job_id).submitted_by
+    except (ConveyorError, IndexError, ValueError):
+        return
+    if submitter != who.name:
+        whose = "the owner" if submitter in (None, OWNER) else f"token {submitter!r}"  # None: an embedded Executor
+        who.rules.check_others(level, action, f"of {'array' if array else 'job'} {ref} (submitted by {whose})")
 
 
 def policy(who: "Caller" = Depends(authorized)) -> "Rules":

@@ -21,11 +21,13 @@ other token is bound to a policy (:class:`TokenRules`): a file of its own, or th
     exec: false                         # run commands inside running jobs (conveyor exec)
     port_forward: false                 # reach running jobs' TCP ports (conveyor port-forward)
     read_only: false                    # true: list, inspect, follow; never submit nor control
+    others_jobs: see                    # see | read | control: what it may do to jobs it did not submit
 
 Without a file every default applies: bind mounts only inside the jobs area
 (``<state dir>/jobs``), no privileged containers, no host namespaces, any image, no
 resource ceiling, no way into running jobs (``exec``, ``port_forward``: a shell in a job reads
-what the job can, and a job of the owner's may hold more than the token's own could). A token
+what the job can, and a job of the owner's may hold more than the token's own could), and of
+the jobs it did not submit only their state (``others_jobs``, :data:`REACH`). A token
 allowed in reaches only jobs its own policy would admit. A job that breaks a rule is refused with :class:`PolicyRefused` naming the
 rule, the token and its policy; nothing is created. A file is re-read when it changes; a
 broken file refuses every job of the tokens bound to it (fail closed) until it is fixed.
@@ -39,7 +41,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -100,6 +102,17 @@ class Policy(_Strict):
     exec: bool = Field(default=False, description="run commands inside running jobs (conveyor exec)")
     port_forward: bool = Field(default=False, description="reach running jobs' TCP ports (conveyor port-forward)")
     read_only: bool = Field(default=False, description="the token reads (list, inspect, logs, events) and changes nothing")
+    others_jobs: Literal["see", "read", "control"] = Field(
+        default="see", description="what the token may do to jobs it did not submit (the owner's, another token's): "
+        "see (list, inspect, wait, events), read (also logs, outputs, attach), control (also hold, cancel, signal, rm, "
+        "stdin, exec, port-forward, cleanup, prune, gc)")
+
+    def check_others(self, level: str, action: str, whose: str) -> None:
+        """Raise PolicyRefused unless ``action`` (of ``level``, one of REACH) may be done to
+        ``whose`` jobs, ones the token did not submit."""
+        if REACH.index(level) > REACH.index(self.others_jobs):
+            raise PolicyRefused("others_jobs", None, f"{action} {whose}: this policy lets its tokens {REACH_MEANS[self.others_jobs]} "
+                                                     f"jobs they did not submit (the policy's 'others_jobs: {level}' allows it)")
 
     def check_write(self, action: str) -> None:
         """Raise PolicyRefused when the policy lets its tokens only read."""
@@ -235,6 +248,10 @@ def image_names(image: str) -> list[str]:
     return names
 
 
+# What a token may do to the jobs it did not submit, each level with what the one before allows.
+REACH = ("see", "read", "control")
+REACH_MEANS = {"see": "only see (list, inspect, wait for)", "read": "only see and read (logs, outputs)",
+               "control": "control"}
 # The ways into a running job a policy rule allows, by rule: what a refusal calls them.
 INSIDE = {"exec": "running commands inside jobs", "port_forward": "forwarding ports of jobs"}
 
@@ -357,6 +374,9 @@ class PolicyFile:
     def check_write(self, action: str) -> None:
         self.policy.check_write(action)
 
+    def check_others(self, level: str, action: str, whose: str) -> None:
+        self.policy.check_others(level, action, whose)
+
     def describe(self) -> dict:
         data = self.policy.model_dump(mode="json")
         data["jobs_area"] = str(self.jobs_area)
@@ -376,6 +396,10 @@ class Rules(Protocol):
     def check_write(self, action: str) -> None:
         """May the caller change anything (``action`` names the request, for the refusal)?"""
 
+    def check_others(self, level: str, action: str, whose: str) -> None:
+        """May the caller do ``action`` (of ``level``, one of REACH) to ``whose`` jobs, ones
+        it did not submit?"""
+
 
 class Unrestricted:
     """The owner's rules: nothing beyond the spec's own validation. The owner of the state
@@ -392,6 +416,9 @@ class Unrestricted:
         return None
 
     def check_write(self, action: str) -> None:
+        return None
+
+    def check_others(self, level: str, action: str, whose: str) -> None:
         return None
 
 
@@ -412,6 +439,10 @@ class ReadOnly:
 
     def check_write(self, action: str) -> None:
         raise PolicyRefused("read_only", None, f"{action}: {self.REASON}")
+
+    def check_others(self, level: str, action: str, whose: str) -> None:
+        if level == "control":  # the operator opened every job to be read, none to be changed
+            raise PolicyRefused("read_only", None, f"{action} {whose}: {self.REASON}")
 
 
 class TokenRules:
@@ -436,6 +467,9 @@ class TokenRules:
 
     def check_write(self, action: str) -> None:
         self._named(self.source.check_write, action)
+
+    def check_others(self, level: str, action: str, whose: str) -> None:
+        self._named(self.source.check_others, level, action, whose)
 
     def _named(self, check, *values) -> None:
         try:

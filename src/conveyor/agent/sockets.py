@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, WebSocket
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConveyorError
-from .dependencies import caller_of, job_id
+from .dependencies import caller_of, check_reach, job_id
 from .errors import ApiError, error_for, error_response
 from .models import error_doc
 from .routers import operation
@@ -57,6 +57,7 @@ async def open_session(websocket: WebSocket, ref: str, rule: str, start: Callabl
         body = await first_message(websocket)
         job = await run_in_threadpool(ex.info, ref)
         who.rules.check_inside(rule, job.spec)
+        await run_in_threadpool(check_reach, ex, who, job.id, "control", rule.replace("_", "-"))
         return job.id, await run_in_threadpool(start, ex, job.id, body, who.name)
     except (ConveyorError, ApiError) as exc:
         await fail(websocket, exc)

@@ -96,6 +96,7 @@ class Executor(SubmitMixin, ControlMixin, ExecMixin, WaitMixin, ReadMixin, NodeM
 
         try:
             self.backend.connect()
+            self._finish_pruning()  # before the reconcile, to which their containers would be orphans
             runtime = Runtime(
                 self.store, self.backend, self.home, self.executor_id, self.scheduling, self.capacity,
                 on_change=self._waiters.changed,

@@ -109,6 +109,8 @@ class SubmitMixin(ExecutorBase):
             for spec, columns in admitted
         ]
         self.store.insert_many(records)
+        if records:
+            faults.reached(Point.BATCH_SUBMITTED, records[0].id)
         if not hold and records:
             self._mode.wake()
         return [r.id for r in records]

@@ -19,7 +19,7 @@ from typing import Callable
 from .. import faults
 from ..faults import Point
 from ..backends.base import Backend, ContainerStatus
-from ..errors import EngineUnavailable, JobNotFound
+from ..errors import EngineUnavailable, JobNotFound, StateDirUnusable
 from ..home import Home
 from ..logfiles import STREAMS, cap
 from ..state import JobState, Substate, in_engine
@@ -29,6 +29,7 @@ from .locks import JobLocks
 log = logging.getLogger("conveyor.supervisor")
 
 ENDED_RECHECKS = 7  # after a die event, look again after 0.1, 0.2, ... 6.4 s (12.7 s in all)
+UNRECORDED_RETRY_S = (1.0, 10.0)  # an end the full store could not take: tried again after 1, 2, 4, 8, 10, 10 ... s
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # the disk (or the user's quota) is full
 
@@ -94,11 +95,26 @@ class Finisher:
         except RuntimeError:  # the supervisor closed meanwhile: the next one reconciles the job
             pass
 
-    def _finalize_logged(self, job_id: str, recheck: int | None = None) -> None:
+    def _retry_unrecorded(self, job_id: str, unrecorded: int) -> None:
+        try:
+            self._pool.submit(self._finalize_logged, job_id, None, unrecorded)
+        except RuntimeError:  # the supervisor closed meanwhile: the next one reconciles the job
+            pass
+
+    def _finalize_logged(self, job_id: str, recheck: int | None = None, unrecorded: int = 0) -> None:
         try:
             alive = self.finalize(job_id)
         except EngineUnavailable:
             return  # the reconcile after reconnecting will finish it
+        except StateDirUnusable as exc:
+            # The job ended but the store cannot take its end (a full disk, say): no event
+            # will come again, so look again until it can, rather than leave it Running.
+            delay = min(UNRECORDED_RETRY_S[0] * 2**unrecorded, UNRECORDED_RETRY_S[1])
+            log.warning("job %s: its end cannot be recorded yet (%s); trying again in %.0f s", job_id, exc, delay)
+            timer = threading.Timer(delay, self._retry_unrecorded, (job_id, unrecorded + 1))
+            timer.daemon = True
+            timer.start()
+            return
         except Exception:  # noqa: BLE001
             log.exception("finalizing job %s failed", job_id)
             return
@@ -179,8 +195,13 @@ class Finisher:
         if rec.spec.outputs and substate != Substate.STORAGE_FULL:
             # Captured before the state is recorded and before the container can go:
             # a crash in between captures again on the next finalize (same digests).
-            problem = self._capture_outputs(rec)
-            if problem:
+            problem, full = self._capture_outputs(rec)
+            if full:  # as for logs: the job ended, the disk is what failed; its container keeps the files
+                state, substate = JobState.FAILED, Substate.STORAGE_FULL
+                message = (f"exit code {status.exit_code}, but its outputs could not be captured: the content store's "
+                           f"disk is full ({full.strerror}, {self.home.cas}); free space ('conveyor gc' removes what "
+                           "no job uses), then run it again")
+            elif problem:
                 message = f"{message}; {problem}" if message else problem
             faults.reached(Point.AFTER_OUTPUTS, job_id)
         moved = self.store.transition(
@@ -199,8 +220,9 @@ class Finisher:
             shutil.rmtree(self.backend.staging_dir(job_id), ignore_errors=True)
         return moved
 
-    def _capture_outputs(self, rec: JobRecord) -> str | None:
-        """Record the job's output filesets; a note for the job's message if that failed.
+    def _capture_outputs(self, rec: JobRecord) -> tuple[str | None, OSError | None]:
+        """Record the job's output filesets; a note for the job's message if that failed, and
+        the error when it failed for a full disk.
         An engine that went away while the files were read is not the job's fault: that
         EngineUnavailable goes up, and the finalize after reconnecting captures again."""
         from ..cas import BlobStore, CasError, capture_outputs
@@ -209,9 +231,9 @@ class Finisher:
             captured = capture_outputs(self.backend, rec.container_id, rec.spec.outputs, BlobStore(self.home.cas))
         except (CasError, OSError) as exc:
             log.error("capturing outputs of job %s failed: %s", rec.id, exc)
-            return f"outputs not captured: {exc}"
+            return f"outputs not captured: {exc}", _full(exc)
         self.store.set_filesets(rec.id, "output", captured)
-        return None
+        return None, None
 
     def _lost(self, rec: JobRecord) -> None:
         moved = self.store.transition(
@@ -270,3 +292,12 @@ class Finisher:
                 self._notify(job_id)
         except JobNotFound:
             pass
+
+
+def _full(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC (or EDQUOT) behind ``exc``, however wrapped; None when there is none."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in FULL:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -9,6 +9,8 @@ import re
 import time
 from typing import Iterable
 
+from .. import faults
+from ..faults import Point
 from ..errors import JobNotFound
 from ..state import FINAL_STATES, LIVE_STATES, JobState, sql_in
 from .records import _JOB_COLUMNS, JobRecord
@@ -33,6 +35,8 @@ class JobsMixin:
         them, or none."""
         with self._tx():
             self._insert_jobs(jobs)
+            if jobs:
+                faults.reached(Point.BATCH_WRITING, jobs[0].id)
 
     def _insert_jobs(self, jobs: list[JobRecord]) -> None:
         # An array's tasks (or a batch of one spec) share one spec object: serialised once.
@@ -267,6 +271,14 @@ class JobsMixin:
                     self._delete(ended, history=True)
                 removed += len(ended)
         return removed
+
+    def missing(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` no job of the store has."""
+        have: set[str] = set()
+        for start in range(0, len(ids), 500):
+            batch = ids[start:start + 500]
+            have.update(r[0] for r in self.query(f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(batch))})", batch))
+        return [i for i in ids if i not in have]
 
     def prunable(self, ended_before: float | None, keep_last: int | None) -> list[tuple[str, str | None]]:
         """(id, container id) of the ended jobs retention lets go, oldest end first: ended before

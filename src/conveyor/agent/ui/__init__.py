@@ -21,11 +21,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from ... import __version__
-from ...errors import ConveyorError
+from ...errors import ConveyorError, PolicyRefused
 from ...operations import VERBS
 from ...state import JobState
 from .. import API_PREFIX
-from ..dependencies import OWNER_OVER_TCP, caller_of
+from ..dependencies import OWNER_OVER_TCP, caller_of, check_reach
 from ..errors import ApiError
 from ..session import COOKIE, csrf_matches, csrf_token, session_token
 
@@ -159,11 +159,16 @@ async def job_page(request: Request, ref: str):
 
     def render():
         job = ex.info(ref)
+        try:  # its outputs' names are the job's contents: shown to whom may read them
+            check_reach(ex, caller_of(request), job.id, "read", "outputs")
+            outputs = _quiet(ex.outputs, job.id) or []
+        except PolicyRefused:
+            outputs = []
         timeline = [t.to_dict() for t in ex.transitions(0, job.id, 1000)]
         verbs = {v.name: sorted(s.value for s in v.applies_to) for v in VERBS if v.name in BUTTONS}
         return _page(
             request, "job.html", page="job", job=job, spec=json.dumps(job.to_dict()["spec"], indent=2),
-            timeline=timeline, attempts=_quiet(ex.attempts, job.id) or [], outputs=_quiet(ex.outputs, job.id) or [],
+            timeline=timeline, attempts=_quiet(ex.attempts, job.id) or [], outputs=outputs,
             provenance=_pretty(_quiet(ex.provenance, job.id)), buttons=BUTTONS, destructive=DESTRUCTIVE,
             verbs=verbs, record=ex.store.get(job.id), limit=(job.to_dict()["resources"] or {}).get("memory"),
         )
@@ -249,9 +254,10 @@ def _row(rec) -> dict:
 @router.get("/jobs/{ref}/logs.txt")
 def log_download(request: Request, ref: str, stream: str = Query(default="stdout", pattern="^(stdout|stderr)$")):
     """One stream of a job's output as a file to save."""
-    caller_of(request)
+    who = caller_of(request)
     ex = request.app.state.agent.executor
     job_id = ex.store.resolve(ref)
+    check_reach(ex, who, job_id, "read", "logs")
     chunks = ex.logs(job_id, stream)
     return StreamingResponse((data for _, data in chunks), media_type="text/plain; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="{job_id}.{stream}.log"', "X-Content-Type-Options": "nosniff",
