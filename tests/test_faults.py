@@ -85,6 +85,13 @@ class World:
         return self.job(name, "cat /in/a.txt; echo err-out >&2; mkdir -p /out; cp /in/a.txt /out/r; exit 3",
                         inputs=[f"{self.data}:/in"], outputs=["/out"])
 
+    def running(self, spec) -> str:
+        """Submit ``spec`` and return its id once it runs: this Executor does not supervise, so
+        its start() returns at once, and the agent may not have launched the job yet."""
+        job_id = self.ex.start(spec)
+        assert self.ex.wait_started(job_id, timeout=WAIT).state is JobState.RUNNING
+        return job_id
+
     def gated(self, name: str):
         """Runs until ctl/go exists, then exits 0."""
         return self.job(name, "echo up; while [ ! -e /ctl/go ]; do sleep 0.2; done; echo end")
@@ -319,7 +326,7 @@ def paused(w: World) -> None:
     """Frozen by the engine, not yet recorded: after the restart the store says Suspended,
     as the engine does, and the job resumes and ends once."""
     w.start(Point.PAUSED)
-    job_id = w.ex.start(w.gated("paused"))
+    job_id = w.running(w.gated("paused"))
     w.in_background(lambda c: c.suspend(job_id))
     w.crash_at(Point.PAUSED, job_id)
     eventually("recorded Suspended", lambda: w.ex.info(job_id).state is JobState.SUSPENDED)
@@ -332,7 +339,7 @@ def paused(w: World) -> None:
 
 def unpaused(w: World) -> None:
     w.start(Point.UNPAUSED)
-    job_id = w.ex.start(w.gated("unpaused"))
+    job_id = w.running(w.gated("unpaused"))
     w.client().suspend(job_id)
     w.in_background(lambda c: c.resume(job_id))
     w.crash_at(Point.UNPAUSED, job_id)
@@ -345,7 +352,7 @@ def unpaused(w: World) -> None:
 
 def signalled(w: World) -> None:
     w.start(Point.SIGNALLED)
-    job_id = w.ex.start(w.gated("signalled"))
+    job_id = w.running(w.gated("signalled"))
     w.in_background(lambda c: c.signal(job_id, "KILL"))
     w.crash_at(Point.SIGNALLED, job_id)
     job = w.ex.wait(job_id, timeout=WAIT)
@@ -357,7 +364,7 @@ def stop_requested(w: World) -> None:
     """A cancel recorded but never sent: the restarted agent sends it, rather than letting
     the job run on and later recording it as cancelled."""
     w.start(Point.STOP_REQUESTED)
-    job_id = w.ex.start(w.gated("stopped"))
+    job_id = w.running(w.gated("stopped"))
     w.in_background(lambda c: c.cancel(job_id, grace=1))
     w.crash_at(Point.STOP_REQUESTED, job_id)
     job = w.ex.wait(job_id, timeout=WAIT)  # ctl/go never comes: only the cancel ends it
