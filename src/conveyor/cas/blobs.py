@@ -9,6 +9,7 @@ import errno
 import hashlib
 import io
 import os
+import queue
 import stat
 import tarfile
 import threading
@@ -234,7 +235,21 @@ class BlobStore:
         # so before anything that names them) is stored: the same guarantee, one flush.
         # tarfile's own stream mode ("r|") copies every block through a joined buffer (3x
         # slower than the socket); a forward-only seekable view lets "r:" read it directly.
-        with tarfile.open(fileobj=_Forward(stream), mode="r:") as tar:
+        # The stream is read ahead in a thread, so the engine keeps sending while a blob is
+        # hashed and written (socket reads, sha256 and writes all release the GIL).
+        ahead = _ReadAhead(stream)
+        try:
+            self._capture_members(_Forward(io.BufferedReader(ahead, CHUNK)), strip_top, entries, skipped)
+        finally:
+            ahead.close()
+        self.sync()
+        try:
+            return Fileset(entries, skipped)
+        except UnsafePath as exc:
+            raise CasError(str(exc)) from None
+
+    def _capture_members(self, stream: BinaryIO, strip_top: bool, entries: dict[str, Entry], skipped: list[dict]) -> None:
+        with tarfile.open(fileobj=stream, mode="r:") as tar:
             for member in tar:
                 name = member.name
                 if strip_top:
@@ -259,11 +274,6 @@ class BlobStore:
                 f = tar.extractfile(member)
                 digest, size = self.put_stream(f, sync=False)
                 entries[name] = Entry(name, digest, size, member.mode & 0o7777)
-        self.sync()
-        try:
-            return Fileset(entries, skipped)
-        except UnsafePath as exc:
-            raise CasError(str(exc)) from None
 
     # ------------------------------------------------------------------ restore
 
@@ -364,3 +374,67 @@ class _Forward:
             if not self.read(min(CHUNK, pos - self.pos)):
                 break
         return self.pos
+
+
+class _ReadAhead(io.RawIOBase):
+    """``src`` read in a thread up to ``depth`` blocks ahead of the reader. What ``src`` raises
+    is raised to the reader, in order, after the bytes read before it. :meth:`close` stops the
+    thread (it ends after the read it is in) and waits for it: nothing outlives the capture."""
+
+    def __init__(self, src: BinaryIO, depth: int = 8):
+        self._blocks: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._rest = memoryview(b"")
+        self._end: BaseException | None = None
+        self._eof = False
+        self._thread = threading.Thread(target=self._pump, args=(src,), daemon=True, name="conveyor-capture-read")
+        self._thread.start()
+
+    def _pump(self, src: BinaryIO) -> None:
+        try:
+            while block := src.read(CHUNK):
+                if not self._put(block):
+                    return
+            self._put(b"")
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader
+            self._put(exc)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._blocks.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._rest:
+            if self._end is not None:
+                raise self._end
+            if self._eof:
+                return 0
+            item = self._blocks.get()
+            if isinstance(item, BaseException):
+                self._end = item
+            elif not item:
+                self._eof = True
+            else:
+                self._rest = memoryview(item)
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop.set()
+            while self._thread.is_alive():
+                try:  # make room, so a pump blocked on a full queue sees the stop
+                    self._blocks.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+        super().close()
