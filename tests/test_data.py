@@ -135,7 +135,7 @@ def test_capture_tar_reads_ahead_files_larger_than_its_buffer(tmp_path):
     for name, data in files.items():
         entry = fs.entries[name[4:]]
         assert entry.size == len(data) and blobs.read(entry.digest) == data
-    assert not [t for t in threading.enumerate() if t.name == "conveyor-capture-read"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("conveyor-capture-")]
     assert list((tmp_path / "cas" / "tmp").iterdir()) == []
 
 
@@ -162,8 +162,24 @@ def test_capture_tar_stream_broken_midway_raises_and_leaves_nothing(tmp_path):
     blobs = BlobStore(tmp_path / "cas")
     with pytest.raises(EngineUnavailable, match="connection broke"):
         blobs.capture_tar(io.BufferedReader(Broken()))
-    assert not [t for t in threading.enumerate() if t.name == "conveyor-capture-read"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("conveyor-capture-")]
     assert list((tmp_path / "cas" / "tmp").iterdir()) == []
+
+
+def test_capture_tar_write_failure_raises_and_leaves_nothing(tmp_path, monkeypatch):
+    """A blob file that cannot be written (here: its prefix directory cannot be made, as on a
+    full or broken disk) fails the capture with that error, from the writer thread to the
+    caller: no temp file, no thread left, and the blobs before it are whole."""
+    blobs = BlobStore(tmp_path / "cas")
+    good, bad = b"first", b"\x07" * (3 * (1 << 20))  # fixed: their prefixes differ
+    bad_prefix = blobs.path(BlobStore(tmp_path / "other").put_bytes(bad)).parent.name
+    assert blobs.path(BlobStore(tmp_path / "other").put_bytes(good)).parent.name != bad_prefix
+    (blobs.blobs / bad_prefix).write_bytes(b"in the way")  # a file where the directory must go
+    with pytest.raises(OSError):
+        blobs.capture_tar(io.BytesIO(_tar_of({"out/a.txt": good, "out/b.bin": bad, "out/c.txt": b"after"})))
+    assert not [t for t in threading.enumerate() if t.name.startswith("conveyor-capture-")]
+    assert list((tmp_path / "cas" / "tmp").iterdir()) == []
+    assert blobs.read(BlobStore(tmp_path / "other").put_bytes(good)) == good
 
 
 def test_spec_validates_inputs_and_outputs():

@@ -1,7 +1,6 @@
 """The :class:`BlobStore`: blobs written atomically under their sha256 and verified on every
-read; filesets frozen from host paths, captured from a tar stream and restored under a target
-directory without following anything planted there; and :class:`_Forward`, the forward-only
-view that lets tarfile read a container's archive stream without copying it."""
+read; filesets frozen from host paths, captured from a tar stream (through ``pipeline``) and restored
+under a target directory without following anything planted there."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import errno
 import hashlib
 import io
 import os
-import queue
 import stat
 import tarfile
 import threading
@@ -19,8 +17,8 @@ from typing import BinaryIO, Iterator
 
 from .checks import CasError, CorruptBlob, UnsafePath, check_digest, check_path
 from .fileset import Entry, Fileset
+from .pipeline import CHUNK, BlobWriter, Forward, ReadAhead
 
-CHUNK = 1 << 20
 
 
 def _load_syncfs():
@@ -237,9 +235,14 @@ class BlobStore:
         # slower than the socket); a forward-only seekable view lets "r:" read it directly.
         # The stream is read ahead in a thread, so the engine keeps sending while a blob is
         # hashed and written (socket reads, sha256 and writes all release the GIL).
-        ahead = _ReadAhead(stream)
+        ahead, writer = ReadAhead(stream), BlobWriter(self.tmp)
         try:
-            self._capture_members(_Forward(io.BufferedReader(ahead, CHUNK)), strip_top, entries, skipped)
+            self._capture_members(Forward(io.BufferedReader(ahead, CHUNK)), strip_top, entries, skipped, writer)
+        except BaseException:
+            writer.close(abort=True)
+            raise
+        else:
+            writer.close()
         finally:
             ahead.close()
         self.sync()
@@ -248,7 +251,7 @@ class BlobStore:
         except UnsafePath as exc:
             raise CasError(str(exc)) from None
 
-    def _capture_members(self, stream: BinaryIO, strip_top: bool, entries: dict[str, Entry], skipped: list[dict]) -> None:
+    def _capture_members(self, stream: BinaryIO, strip_top: bool, entries: dict[str, Entry], skipped: list[dict], writer: BlobWriter) -> None:
         with tarfile.open(fileobj=stream, mode="r:") as tar:
             for member in tar:
                 name = member.name
@@ -271,8 +274,7 @@ class BlobStore:
                     kind = "symlink" if member.issym() else "hard link" if member.islnk() else "special file"
                     skipped.append({"path": name, "reason": f"{kind} not captured"})
                     continue
-                f = tar.extractfile(member)
-                digest, size = self.put_stream(f, sync=False)
+                digest, size = self._put_through(tar.extractfile(member), writer)
                 entries[name] = Entry(name, digest, size, member.mode & 0o7777)
 
     # ------------------------------------------------------------------ restore
@@ -345,96 +347,15 @@ class BlobStore:
             os.unlink(tmp, dir_fd=dir_fd)
             raise
 
-
-class _Forward:
-    """A read-only stream that can "seek" forward (by reading and discarding) and tell."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw, self.pos = raw, 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n) if n is not None and n >= 0 else self.raw.read()
-        self.pos += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 1:
-            pos += self.pos
-        elif whence != 0:
-            raise io.UnsupportedOperation("only forward seeks from the start or the current position")
-        if pos < self.pos:
-            raise io.UnsupportedOperation(f"cannot seek back from {self.pos} to {pos} in a stream")
-        while self.pos < pos:
-            if not self.read(min(CHUNK, pos - self.pos)):
-                break
-        return self.pos
-
-
-class _ReadAhead(io.RawIOBase):
-    """``src`` read in a thread up to ``depth`` blocks ahead of the reader. What ``src`` raises
-    is raised to the reader, in order, after the bytes read before it. :meth:`close` stops the
-    thread (it ends after the read it is in) and waits for it: nothing outlives the capture."""
-
-    def __init__(self, src: BinaryIO, depth: int = 8):
-        self._blocks: queue.Queue = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._rest = memoryview(b"")
-        self._end: BaseException | None = None
-        self._eof = False
-        self._thread = threading.Thread(target=self._pump, args=(src,), daemon=True, name="conveyor-capture-read")
-        self._thread.start()
-
-    def _pump(self, src: BinaryIO) -> None:
-        try:
-            while block := src.read(CHUNK):
-                if not self._put(block):
-                    return
-            self._put(b"")
-        except BaseException as exc:  # noqa: BLE001 - handed to the reader
-            self._put(exc)
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._blocks.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._rest:
-            if self._end is not None:
-                raise self._end
-            if self._eof:
-                return 0
-            item = self._blocks.get()
-            if isinstance(item, BaseException):
-                self._end = item
-            elif not item:
-                self._eof = True
-            else:
-                self._rest = memoryview(item)
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            self._stop.set()
-            while self._thread.is_alive():
-                try:  # make room, so a pump blocked on a full queue sees the stop
-                    self._blocks.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-        super().close()
+    def _put_through(self, src: BinaryIO, writer: BlobWriter) -> tuple[str, int]:
+        """``put_stream(src, sync=False)``, hashed here while ``writer`` writes the file."""
+        h = hashlib.sha256()
+        size = 0
+        writer.open()
+        while chunk := src.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+            writer.write(chunk)
+        digest = "sha256:" + h.hexdigest()
+        writer.commit(self.path(digest))
+        return digest, size
