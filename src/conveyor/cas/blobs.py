@@ -1,6 +1,6 @@
 """The :class:`BlobStore`: blobs written atomically under their sha256 and verified on every
-read; filesets frozen from host paths, captured from a tar stream (through ``pipeline``) and restored
-under a target directory without following anything planted there."""
+read; filesets frozen from host paths, captured from a tar stream (through ``pipeline``) and
+restored under a target directory without following anything planted there."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from typing import BinaryIO, Iterator
 
 from .checks import CasError, CorruptBlob, UnsafePath, check_digest, check_path
 from .fileset import Entry, Fileset
-from .pipeline import CHUNK, BlobWriter, Forward, ReadAhead
-
+from .pipeline import CHUNK, BlobWriter, Forward, ReadAhead, discard, write_all
 
 
 def _load_syncfs():
@@ -61,10 +60,7 @@ class BlobStore:
                     break
                 h.update(chunk)
                 size += len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                write_all(fd, chunk)
             if sync:
                 os.fsync(fd)
             os.close(fd)
@@ -81,13 +77,7 @@ class BlobStore:
             tmp_name = None
             return digest, size
         finally:
-            if fd >= 0:
-                os.close(fd)
-            if tmp_name is not None:
-                try:
-                    os.unlink(tmp_name)
-                except FileNotFoundError:
-                    pass
+            discard(fd, tmp_name)
 
     def sync(self) -> None:
         """Flush every write to the store's file system (one syncfs instead of an fsync per
@@ -233,8 +223,8 @@ class BlobStore:
         # so before anything that names them) is stored: the same guarantee, one flush.
         # tarfile's own stream mode ("r|") copies every block through a joined buffer (3x
         # slower than the socket); a forward-only seekable view lets "r:" read it directly.
-        # The stream is read ahead in a thread, so the engine keeps sending while a blob is
-        # hashed and written (socket reads, sha256 and writes all release the GIL).
+        # The stream is read ahead in one thread and the blob files written in another, so
+        # the engine keeps sending while this thread hashes (see pipeline.py).
         ahead, writer = ReadAhead(stream), BlobWriter(self.tmp)
         try:
             self._capture_members(Forward(io.BufferedReader(ahead, CHUNK)), strip_top, entries, skipped, writer)

@@ -162,9 +162,7 @@ class BlobWriter:
                         tmp = arg
                         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o444)
                     elif kind == "write":
-                        view = memoryview(arg)
-                        while view:
-                            view = view[os.write(fd, view):]
+                        write_all(fd, arg)
                     else:
                         os.close(fd)
                         fd = -1
@@ -176,12 +174,19 @@ class BlobWriter:
                         tmp = None
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     self._error = exc
-                    fd, tmp = _discard(fd, tmp)
+                    fd, tmp = discard(fd, tmp)
         finally:
-            _discard(fd, tmp)
+            discard(fd, tmp)
 
 
-def _discard(fd: int, tmp: Path | None) -> tuple[int, None]:
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def discard(fd: int, tmp: Path | None) -> tuple[int, None]:
+    """Close a half-written temp file and remove it (either may be absent: -1, None)."""
     if fd >= 0:
         os.close(fd)
     if tmp is not None:
