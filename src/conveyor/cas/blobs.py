@@ -5,6 +5,7 @@ restored under a target directory without following anything planted there."""
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -17,7 +18,7 @@ from typing import BinaryIO, Iterator
 
 from .checks import CasError, CorruptBlob, UnsafePath, check_digest, check_path
 from .fileset import Entry, Fileset
-from .pipeline import CHUNK, BlobWriter, Forward, ReadAhead, discard, write_all
+from .pipeline import CHUNK, BlobWriter, Forward, ReadAhead, discard, hash_through, write_all
 
 
 def _load_syncfs():
@@ -227,7 +228,8 @@ class BlobStore:
         # the engine keeps sending while this thread hashes (see pipeline.py).
         ahead, writer = ReadAhead(stream), BlobWriter(self.tmp)
         try:
-            self._capture_members(Forward(io.BufferedReader(ahead, CHUNK)), strip_top, entries, skipped, writer)
+            put = functools.partial(hash_through, writer=writer, path_of=self.path)
+            _capture_members(Forward(io.BufferedReader(ahead, CHUNK)), strip_top, entries, skipped, put)
         except BaseException:
             writer.close(abort=True)
             raise
@@ -240,32 +242,6 @@ class BlobStore:
             return Fileset(entries, skipped)
         except UnsafePath as exc:
             raise CasError(str(exc)) from None
-
-    def _capture_members(self, stream: BinaryIO, strip_top: bool, entries: dict[str, Entry], skipped: list[dict], writer: BlobWriter) -> None:
-        with tarfile.open(fileobj=stream, mode="r:") as tar:
-            for member in tar:
-                name = member.name
-                if strip_top:
-                    top, _, rest = name.partition("/")
-                    if not rest:
-                        if member.isdir():
-                            continue
-                        rest = top  # the output path was a file: keep its name
-                    name = rest
-                name = name.rstrip("/")
-                try:
-                    check_path(name)
-                except UnsafePath as exc:
-                    skipped.append({"path": member.name, "reason": str(exc)})
-                    continue
-                if member.isdir():
-                    continue
-                if not member.isreg():
-                    kind = "symlink" if member.issym() else "hard link" if member.islnk() else "special file"
-                    skipped.append({"path": name, "reason": f"{kind} not captured"})
-                    continue
-                digest, size = self._put_through(tar.extractfile(member), writer)
-                entries[name] = Entry(name, digest, size, member.mode & 0o7777)
 
     # ------------------------------------------------------------------ restore
 
@@ -337,15 +313,30 @@ class BlobStore:
             os.unlink(tmp, dir_fd=dir_fd)
             raise
 
-    def _put_through(self, src: BinaryIO, writer: BlobWriter) -> tuple[str, int]:
-        """``put_stream(src, sync=False)``, hashed here while ``writer`` writes the file."""
-        h = hashlib.sha256()
-        size = 0
-        writer.open()
-        while chunk := src.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-            writer.write(chunk)
-        digest = "sha256:" + h.hexdigest()
-        writer.commit(self.path(digest))
-        return digest, size
+
+def _capture_members(stream: BinaryIO, strip_top: bool, entries: dict[str, Entry], skipped: list[dict], put) -> None:
+    """The tar's members into ``entries`` (each regular file stored by ``put``) or ``skipped``."""
+    with tarfile.open(fileobj=stream, mode="r:") as tar:
+        for member in tar:
+            name = member.name
+            if strip_top:
+                top, _, rest = name.partition("/")
+                if not rest:
+                    if member.isdir():
+                        continue
+                    rest = top  # the output path was a file: keep its name
+                name = rest
+            name = name.rstrip("/")
+            try:
+                check_path(name)
+            except UnsafePath as exc:
+                skipped.append({"path": member.name, "reason": str(exc)})
+                continue
+            if member.isdir():
+                continue
+            if not member.isreg():
+                kind = "symlink" if member.issym() else "hard link" if member.islnk() else "special file"
+                skipped.append({"path": name, "reason": f"{kind} not captured"})
+                continue
+            digest, size = put(tar.extractfile(member))
+            entries[name] = Entry(name, digest, size, member.mode & 0o7777)

@@ -6,13 +6,14 @@ returns or raises, and nothing it read or wrote is kept without the caller's dig
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import os
 import queue
 import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 CHUNK = 1 << 20
 
@@ -195,3 +196,17 @@ def discard(fd: int, tmp: Path | None) -> tuple[int, None]:
         except FileNotFoundError:
             pass
     return -1, None
+
+
+def hash_through(src: BinaryIO, writer: BlobWriter, path_of: Callable[[str], Path]) -> tuple[str, int]:
+    """A blob hashed here while ``writer`` writes it: (digest, size), as ``put_stream``."""
+    h = hashlib.sha256()
+    size = 0
+    writer.open()
+    while chunk := src.read(CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+        writer.write(chunk)
+    digest = "sha256:" + h.hexdigest()
+    writer.commit(path_of(digest))
+    return digest, size
