@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,75 @@ def test_capture_tar_refuses_links_and_traversal(tmp_path):
     assert list(fs.entries) == ["ok.txt"]
     reasons = {s["path"]: s["reason"] for s in fs.skipped}
     assert "out/../../etc/x" in reasons and "link" in reasons
+
+
+def _tar_of(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def test_capture_tar_reads_ahead_files_larger_than_its_buffer(tmp_path):
+    """Capture reads the archive ahead in a thread (8 blocks of 1 MiB): a file bigger than
+    all of it, and small files around it, come out whole and hashed, and the thread ends."""
+    big = os.urandom(9 * (1 << 20) + 12345)
+    files = {"out/a.bin": b"a" * 700, "out/big.bin": big, "out/sub/c.bin": os.urandom(3 * (1 << 20))}
+    files.update({f"out/many/{i}.txt": str(i).encode() * i for i in range(200)})
+    blobs = BlobStore(tmp_path / "cas")
+    fs = blobs.capture_tar(io.BytesIO(_tar_of(files)))
+    assert set(fs.entries) == {name[4:] for name in files}
+    for name, data in files.items():
+        entry = fs.entries[name[4:]]
+        assert entry.size == len(data) and blobs.read(entry.digest) == data
+    assert not [t for t in threading.enumerate() if t.name.startswith("conveyor-capture-")]
+    assert list((tmp_path / "cas" / "tmp").iterdir()) == []
+
+
+def test_capture_tar_stream_broken_midway_raises_and_leaves_nothing(tmp_path):
+    """The engine's stream breaking in the middle of a big file (read in the read-ahead
+    thread) fails the capture with that error: no fileset, no temp file, no thread left."""
+    from conveyor.backends.base import EngineUnavailable
+
+    data = _tar_of({"out/big.bin": os.urandom(6 * (1 << 20)), "out/after.bin": b"x"})
+
+    class Broken(io.RawIOBase):
+        def __init__(self):
+            self.src = io.BytesIO(data[: 4 * (1 << 20)])
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = self.src.readinto(buffer)
+            if not n:
+                raise EngineUnavailable("the connection broke")
+            return n
+
+    blobs = BlobStore(tmp_path / "cas")
+    with pytest.raises(EngineUnavailable, match="connection broke"):
+        blobs.capture_tar(io.BufferedReader(Broken()))
+    assert not [t for t in threading.enumerate() if t.name.startswith("conveyor-capture-")]
+    assert list((tmp_path / "cas" / "tmp").iterdir()) == []
+
+
+def test_capture_tar_write_failure_raises_and_leaves_nothing(tmp_path, monkeypatch):
+    """A blob file that cannot be written (here: its prefix directory cannot be made, as on a
+    full or broken disk) fails the capture with that error, from the writer thread to the
+    caller: no temp file, no thread left, and the blobs before it are whole."""
+    blobs = BlobStore(tmp_path / "cas")
+    good, bad = b"first", b"\x07" * (3 * (1 << 20))  # fixed: their prefixes differ
+    bad_prefix = blobs.path(BlobStore(tmp_path / "other").put_bytes(bad)).parent.name
+    assert blobs.path(BlobStore(tmp_path / "other").put_bytes(good)).parent.name != bad_prefix
+    (blobs.blobs / bad_prefix).write_bytes(b"in the way")  # a file where the directory must go
+    with pytest.raises(OSError):
+        blobs.capture_tar(io.BytesIO(_tar_of({"out/a.txt": good, "out/b.bin": bad, "out/c.txt": b"after"})))
+    assert not [t for t in threading.enumerate() if t.name.startswith("conveyor-capture-")]
+    assert list((tmp_path / "cas" / "tmp").iterdir()) == []
+    assert blobs.read(BlobStore(tmp_path / "other").put_bytes(good)) == good
 
 
 def test_spec_validates_inputs_and_outputs():

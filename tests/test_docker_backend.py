@@ -278,3 +278,65 @@ def test_archive_stream_broken_mid_read_is_engine_unavailable(backend, test_imag
                 pass
     finally:
         stream.close()
+
+
+def _chunked_response(body: bytes, chunk_sizes, read_sizes):
+    """A fake streamed engine response: ``body`` in HTTP chunks of the given sizes, read by
+    ``_body_blocks`` in reads of the given sizes (as a socket hands out what has come)."""
+    import random
+    import types
+
+    wire, pos = [], 0
+    while pos < len(body):
+        n = chunk_sizes()
+        wire.append(b"%x\r\n" % len(body[pos : pos + n]) + body[pos : pos + n] + b"\r\n")
+        pos += n
+    raw = io.BytesIO(b"".join(wire) + b"0\r\n\r\n")
+
+    class Reads(io.BytesIO):
+        def read1(self, n=-1):
+            return raw.read(min(n, read_sizes()))
+
+    inner = types.SimpleNamespace(chunked=True, chunk_left=None, fp=Reads())
+    return types.SimpleNamespace(raw=types.SimpleNamespace(_fp=inner), close=lambda: None), random
+
+
+@pytest.mark.parametrize("reads", ["tiny", "big"])
+def test_save_frames_splits_streams_and_times_across_every_boundary(tmp_path, reads):
+    """The log splitter against a per-message reference: frames of every size (0 to 3 KB)
+    on both streams, straddling HTTP chunks and socket reads at every offset, times in
+    new seconds, in a shorter form, and missing (a message without a time shares the last)."""
+    import random
+
+    from conveyor.backends.docker.logs import AtomicLog, save_frames
+    from conveyor.logtimes import TimesWriter, read_times
+
+    rnd = random.Random(7)
+    frames, expected = [], {1: [], 2: []}
+    reference = {fd: TimesWriter(io.BytesIO()) for fd in (1, 2)}
+    for i in range(3000):
+        fd = rnd.choice((1, 2))
+        payload = rnd.randbytes(rnd.choice((0, 1, 99, rnd.randrange(3000))))
+        second, frac = 1_800_000_000 + i // 400, rnd.randrange(10**9)
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        ts += b".%09dZ" % frac if i % 97 else b".5Z"
+        message = ts + b" " + payload if i % 211 else b"x" * 60  # no space in its first 48 bytes: no time
+        if i % 211:
+            expected[fd].append(payload)
+            reference[fd].add(len(payload), ts)
+        else:
+            expected[fd].append(message)
+            reference[fd].add(len(message), b"")
+        frames.append(bytes([fd, 0, 0, 0]) + len(message).to_bytes(4, "big") + message)
+    sizes = (lambda: rnd.randrange(1, 40)) if reads == "tiny" else (lambda: 1 << 20)
+    res, _ = _chunked_response(b"".join(frames), lambda: rnd.randrange(1, 5000), sizes)
+    logs = {fd: AtomicLog(tmp_path / name) for fd, name in ((1, "stdout"), (2, "stderr"))}
+    save_frames(res, logs)
+    for fd, log in logs.items():
+        log.commit()
+        assert log.path.read_bytes() == b"".join(expected[fd]) and log.written == len(log.path.read_bytes())
+        reference[fd].flush()
+        ref_path = tmp_path / f"ref-{fd}.times"
+        ref_path.write_bytes(reference[fd]._out.getvalue())
+        assert read_times(log.times_path) == read_times(ref_path)
+        assert log.times_path.read_bytes() == ref_path.read_bytes()

@@ -8,6 +8,7 @@ and the reader can put docker's ``--timestamps`` prefix back on every message.
 
 from __future__ import annotations
 
+import operator
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -74,6 +75,23 @@ class TimesWriter:
         ns = self._parse(ts) if ts else self._prev  # a message without a time shares the last one
         self._lines.append(f"{length} {ns - self._prev}\n")
         self._prev = ns
+
+    def add_many(self, lengths: list[int], stamps: list[bytes]) -> None:
+        """``add`` for each pair, in one pass per list rather than calls per message (the
+        engine's log of 100 MB is a million messages). The parser's fast path is inlined:
+        same second as the one it last saw, fixed width, UTC."""
+        if not lengths:
+            return
+        parse = self._parse
+        head, base = parse._head, parse._seconds_ns
+        times = [base + int(ts[20:29]) if ts[:19] == head and len(ts) == 30 and ts[29] == 90 else ts and parse(ts)
+                 for ts in stamps]
+        if b"" in times:  # messages without a time share the one before them
+            for i, ns in enumerate(times):
+                if ns == b"":
+                    times[i] = times[i - 1] if i else self._prev
+        self._lines.append("".join(map("{} {}\n".format, lengths, map(operator.sub, times, [self._prev, *times[:-1]]))))
+        self._prev = times[-1]
 
     def flush(self) -> None:
         if self._lines:

@@ -1,11 +1,11 @@
 """The :class:`BlobStore`: blobs written atomically under their sha256 and verified on every
-read; filesets frozen from host paths, captured from a tar stream and restored under a target
-directory without following anything planted there; and :class:`_Forward`, the forward-only
-view that lets tarfile read a container's archive stream without copying it."""
+read; filesets frozen from host paths, captured from a tar stream (through ``pipeline``) and
+restored under a target directory without following anything planted there."""
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -18,8 +18,7 @@ from typing import BinaryIO, Iterator
 
 from .checks import CasError, CorruptBlob, UnsafePath, check_digest, check_path
 from .fileset import Entry, Fileset
-
-CHUNK = 1 << 20
+from .pipeline import CHUNK, BlobWriter, Forward, ReadAhead, discard, hash_through, write_all
 
 
 def _load_syncfs():
@@ -62,10 +61,7 @@ class BlobStore:
                     break
                 h.update(chunk)
                 size += len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                write_all(fd, chunk)
             if sync:
                 os.fsync(fd)
             os.close(fd)
@@ -82,13 +78,7 @@ class BlobStore:
             tmp_name = None
             return digest, size
         finally:
-            if fd >= 0:
-                os.close(fd)
-            if tmp_name is not None:
-                try:
-                    os.unlink(tmp_name)
-                except FileNotFoundError:
-                    pass
+            discard(fd, tmp_name)
 
     def sync(self) -> None:
         """Flush every write to the store's file system (one syncfs instead of an fsync per
@@ -234,31 +224,19 @@ class BlobStore:
         # so before anything that names them) is stored: the same guarantee, one flush.
         # tarfile's own stream mode ("r|") copies every block through a joined buffer (3x
         # slower than the socket); a forward-only seekable view lets "r:" read it directly.
-        with tarfile.open(fileobj=_Forward(stream), mode="r:") as tar:
-            for member in tar:
-                name = member.name
-                if strip_top:
-                    top, _, rest = name.partition("/")
-                    if not rest:
-                        if member.isdir():
-                            continue
-                        rest = top  # the output path was a file: keep its name
-                    name = rest
-                name = name.rstrip("/")
-                try:
-                    check_path(name)
-                except UnsafePath as exc:
-                    skipped.append({"path": member.name, "reason": str(exc)})
-                    continue
-                if member.isdir():
-                    continue
-                if not member.isreg():
-                    kind = "symlink" if member.issym() else "hard link" if member.islnk() else "special file"
-                    skipped.append({"path": name, "reason": f"{kind} not captured"})
-                    continue
-                f = tar.extractfile(member)
-                digest, size = self.put_stream(f, sync=False)
-                entries[name] = Entry(name, digest, size, member.mode & 0o7777)
+        # The stream is read ahead in one thread and the blob files written in another, so
+        # the engine keeps sending while this thread hashes (see pipeline.py).
+        ahead, writer = ReadAhead(stream), BlobWriter(self.tmp)
+        try:
+            put = functools.partial(hash_through, writer=writer, path_of=self.path)
+            _capture_members(Forward(io.BufferedReader(ahead, CHUNK)), strip_top, entries, skipped, put)
+        except BaseException:
+            writer.close(abort=True)
+            raise
+        else:
+            writer.close()
+        finally:
+            ahead.close()
         self.sync()
         try:
             return Fileset(entries, skipped)
@@ -336,31 +314,29 @@ class BlobStore:
             raise
 
 
-class _Forward:
-    """A read-only stream that can "seek" forward (by reading and discarding) and tell."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw, self.pos = raw, 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n) if n is not None and n >= 0 else self.raw.read()
-        self.pos += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 1:
-            pos += self.pos
-        elif whence != 0:
-            raise io.UnsupportedOperation("only forward seeks from the start or the current position")
-        if pos < self.pos:
-            raise io.UnsupportedOperation(f"cannot seek back from {self.pos} to {pos} in a stream")
-        while self.pos < pos:
-            if not self.read(min(CHUNK, pos - self.pos)):
-                break
-        return self.pos
+def _capture_members(stream: BinaryIO, strip_top: bool, entries: dict[str, Entry], skipped: list[dict], put) -> None:
+    """The tar's members into ``entries`` (each regular file stored by ``put``) or ``skipped``."""
+    with tarfile.open(fileobj=stream, mode="r:") as tar:
+        for member in tar:
+            name = member.name
+            if strip_top:
+                top, _, rest = name.partition("/")
+                if not rest:
+                    if member.isdir():
+                        continue
+                    rest = top  # the output path was a file: keep its name
+                name = rest
+            name = name.rstrip("/")
+            try:
+                check_path(name)
+            except UnsafePath as exc:
+                skipped.append({"path": member.name, "reason": str(exc)})
+                continue
+            if member.isdir():
+                continue
+            if not member.isreg():
+                kind = "symlink" if member.issym() else "hard link" if member.islnk() else "special file"
+                skipped.append({"path": name, "reason": f"{kind} not captured"})
+                continue
+            digest, size = put(tar.extractfile(member))
+            entries[name] = Entry(name, digest, size, member.mode & 0o7777)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -40,18 +41,22 @@ def _body_blocks(res) -> Iterator[bytes]:
         while True:
             more = fp.read1(_BLOCK)
             buf = buf[pos:] + more if pos < len(buf) else more
-            pos, out = 0, []
+            pos, out, find, size = 0, [], buf.find, len(buf)
             while True:
-                eol = buf.find(b"\r\n", pos)
+                eol = find(b"\r\n", pos)
                 if eol < 0:
                     break
-                size = int(buf[pos:eol].split(b";", 1)[0], 16)
-                if size == 0:
+                try:
+                    length = int(buf[pos:eol], 16)
+                except ValueError:  # a chunk extension (";name=value"): the engine sends none
+                    length = int(buf[pos:eol].split(b";", 1)[0], 16)
+                if length == 0:
                     if out:
                         yield b"".join(out)
                     return
-                start, end = eol + 2, eol + 2 + size
-                if end + 2 > len(buf):
+                start = eol + 2
+                end = start + length
+                if end + 2 > size:
                     break
                 out.append(buf[start:end])
                 pos = end + 2
@@ -79,36 +84,49 @@ def _split_time(message: bytes | memoryview) -> tuple[bytes, bytes | memoryview]
     return bytes(message[:space]), message[space + 1 :]
 
 
+_HEADER = struct.Struct(">BxxxI")  # a frame's header: stream fd, 3 zero bytes, payload length
+
+
 def save_frames(res, by_fd: dict[int, "AtomicLog"]) -> None:
     """Split a multiplexed, timestamped log stream (8-byte header: fd, 0, 0, 0, big-endian
     length; then b"<time> <payload>") into each stream's file and times index.
 
     This loop runs once per log message (a million for 100 MB of short lines), so it is
-    written flat: payloads are views into a 1 MiB block, written together per block."""
+    written flat and does only what must be done per message: payloads are views into the
+    block, written together per block, and their lengths and times are indexed per block
+    (``TimesWriter.add_many``)."""
     buf = b""
-    pending: dict[int, list] = {fd: [] for fd in by_fd}
+    unpack = _HEADER.unpack_from
+    pending: dict[int, tuple[list, list, list]] = {fd: ([], [], []) for fd in by_fd}  # views, lengths, times
     for block in _body_blocks(res):
         buf = buf + block if buf else block
         view, pos, size, find = memoryview(buf), 0, len(buf), buf.find
         while pos + 8 <= size:
+            fd, length = unpack(buf, pos)
             start = pos + 8
-            end = start + int.from_bytes(buf[pos + 4 : start], "big")
+            end = start + length
             if end > size:
                 break
-            fd = buf[pos]
-            if fd in pending:  # else a stream that was not asked for
-                space = find(b" ", start, min(start + 48, end))
-                ts = buf[start:space] if space >= 0 else b""
-                first = space + 1 if space >= 0 else start
-                pending[fd].append(view[first:end])
-                by_fd[fd].times.add(end - first, ts)
             pos = end
-        for fd, views in pending.items():
+            lists = pending.get(fd)
+            if lists is not None:  # else a stream that was not asked for
+                space = find(b" ", start, start + 48 if start + 48 < end else end)
+                if space >= 0:
+                    lists[2].append(buf[start:space])
+                    start = space + 1
+                else:
+                    lists[2].append(b"")
+                lists[0].append(view[start:end])
+                lists[1].append(end - start)
+        for fd, (views, lengths, stamps) in pending.items():
             if views:
                 log = by_fd[fd]
                 log.out.writelines(views)
-                log.written += sum(map(len, views))
+                log.written += sum(lengths)
+                log.times.add_many(lengths, stamps)
                 views.clear()
+                lengths.clear()
+                stamps.clear()
         view.release()
         buf = buf[pos:]
 
