@@ -12,8 +12,7 @@ flag tables there are also made into click options (cli/flagtable.py), one table
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 BOOL, VALUE, LIST = "bool", "value", "list"
 
@@ -22,8 +21,7 @@ _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 UNSET: Any = object()  # a Flag's default when none is declared (click: False for a bool, None else)
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(NamedTuple):  # not a dataclass: the dataclasses module loads inspect (~10 ms)
     """One flag: ``--long`` (and ``-s``), its kind and where its value goes.
 
     ``unsupported`` names why the stand-in refuses a flag that docker has: such a flag parses
