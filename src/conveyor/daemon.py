@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConveyorError
 from .home import Home, writing
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 class SupervisorLock:
@@ -79,6 +81,8 @@ def _wake_address(home: Home) -> str:
         identity = f"{home.root}\0{st.st_dev}:{st.st_ino}"
     except OSError:
         identity = str(home.root)  # gone: nobody listens for it
+    import hashlib  # here, as subprocess below: the CLI imports this module on every command
+
     digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
     return f"\0conveyor-wake-{digest}"
 
@@ -213,6 +217,8 @@ def ensure_agent(root: Path, timeout: float = 30.0) -> None:
 
 def _spawn_agent(home: Home, log_path: Path) -> tuple[subprocess.Popen, int]:
     """`conveyor serve` in the background; with where its log was when it started."""
+    import subprocess
+
     with writing(home.root):
         log = open(log_path, "ab")
         # A line of our own first: a full disk or a read-only directory is said here, in one

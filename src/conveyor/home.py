@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -51,6 +50,8 @@ class Home:
             pass
         tmp = self.root / f".executor-id.{os.getpid()}"
         with writing(self.root):
+            import secrets  # here: the CLI's start-up path imports this module
+
             tmp.write_text(secrets.token_hex(8) + "\n")
             try:
                 os.link(tmp, path)  # fails if another process won the race

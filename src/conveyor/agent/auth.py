@@ -5,9 +5,7 @@ read the state directory, so it has the engine's full power; named tokens with l
 
 from __future__ import annotations
 
-import hmac
 import os
-import secrets
 import threading
 from pathlib import Path
 
@@ -34,6 +32,8 @@ def write_private(path: Path, text: str) -> None:
 
 def write_token(root: Path) -> str:
     """Write a fresh token atomically (0600 from the first byte) and return it."""
+    import secrets  # here, as hmac below: the CLI reads the token on every command
+
     token = secrets.token_urlsafe(32)
     write_private(token_path(root), token + "\n")
     return token
@@ -81,6 +81,8 @@ class TokenCheck:
 
     def is_owner(self, given: str) -> bool:
         """Whether ``given`` is the owner's token (compared in constant time)."""
+        import hmac
+
         self._refresh()
         return hmac.compare_digest(given.encode(), self._token)
 

@@ -8,7 +8,8 @@ They register on the one group in app.py. Called by the name ``docker``, the sam
 (``conveyor.dockercli``), which starts without click.
 
 Nothing is imported here at import time: the stand-in uses this package's click-free modules
-(foreground, jobspec's build_spec, format) without loading the click commands.
+(foreground, jobspec's build_spec, format) without loading the click commands, and so do the
+hot verbs `run` and `ps` (fast.py), which start without click.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def main() -> None:
         from ..dockercli import main as docker_main
 
         sys.exit(docker_main(sys.argv[1:]))
+    from .fast import main as fast_main
+
+    fast_main(sys.argv[1:])  # `run` and `ps` without click; it returns if click is to answer
     _group()(prog_name="conveyor")
 
 

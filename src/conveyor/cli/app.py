@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from ..errors import EXIT_CONVEYOR_ERROR, ConveyorError, ImageNotFound, InvalidSpec
-from .render import error_line, print_jobs
+from ..errors import EXIT_CONVEYOR_ERROR, ConveyorError
+from .flagtable import HOME, click_options
+from .render import error_line, fail, print_jobs, report_error  # noqa: F401 - the commands import fail, report_error from here
 
 if TYPE_CHECKING:
     from ..client.api import AgentAPI
@@ -22,27 +23,6 @@ CONVEYOR_ERROR = EXIT_CONVEYOR_ERROR
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 IDS = click.argument("jobs", nargs=-1, required=True, metavar="JOB...")
-
-
-def fail(message: str, code: int = CONVEYOR_ERROR) -> None:
-    error_line(message)
-    sys.exit(code)
-
-
-def report_error(exc: ConveyorError) -> None:
-    if isinstance(exc, InvalidSpec):
-        from .jobspec import flag_for
-
-        lines = []
-        for field, value, hint in exc.problems:
-            flag = flag_for(field)
-            where = f"{field} ({flag})" if flag else field
-            hint = " ".join(str(hint).split())  # one line per field, even for YAML parser errors
-            lines.append(f"  {where}: {value!r} is not valid; {hint}")
-        fail(f"invalid {exc.what}:\n" + "\n".join(lines))
-    if isinstance(exc, ImageNotFound):
-        fail(f"{exc} (IMAGE, --pull)")
-    fail(str(exc))
 
 
 class ConveyorGroup(click.Group):
@@ -64,12 +44,7 @@ class ConveyorGroup(click.Group):
 
 
 @click.group(cls=ConveyorGroup, context_settings={"help_option_names": ["--help"]})
-@click.option(
-    "--home",
-    envvar="CONVEYOR_HOME",
-    type=click.Path(file_okay=False),
-    help="State directory (default ~/.local/share/conveyor, or $CONVEYOR_HOME).",
-)
+@click_options((HOME,))
 @click.version_option(package_name="conveyor")
 @click.pass_context
 def cli(ctx: click.Context, home: str | None) -> None:

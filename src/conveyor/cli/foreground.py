@@ -155,6 +155,26 @@ def _quietly(action, *args) -> None:
         pass  # it ended on its own meanwhile
 
 
+def run_in_foreground(connect: Callable[[], object], spec: dict) -> None:
+    """`conveyor run` once its flags made ``spec`` (click's command and the fast path alike):
+    the job followed to its end, the CLI's exit code the job's."""
+    from . import progress
+    from .render import error_line
+
+    offset = None
+    if not spec.get("stdin_open") and not spec.get("tty"):
+        offset = stdin_file_offset()
+        if offset is not None:
+            spec["stdin_open"] = True
+    api = connect()
+    if progress.wanted():
+        progress.pull_first(api, spec)
+    end = Foreground(api, spec, stdin_from_offset=offset).run()
+    if ended_badly(end):
+        error_line(f"job {end['id']} {end['state']}/{end['substate']}: {end['message']}")
+    sys.exit(exit_code(end))
+
+
 def ended_badly(end: dict) -> bool:
     """The job did not run to an exit of its own (it failed to start, was cancelled, lost)."""
     return end["substate"] not in ("exited", None) or end["exit_code"] is None

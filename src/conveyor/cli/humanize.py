@@ -3,8 +3,6 @@ formatter), for `conveyor ps` and the docker stand-in. Stdlib only."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 
 def human_duration(seconds: float) -> str:
     """docker's (go-units) HumanDuration: "5 seconds", "About a minute", "3 hours", "2 weeks"."""
@@ -22,6 +20,8 @@ def human_duration(seconds: float) -> str:
 
 def go_time(stamp: float | None) -> str:
     """Go's time.Unix(t, 0).String(), docker's CreatedAt: 2026-01-02 15:04:05 +0100 CET."""
+    from datetime import datetime  # here: `ps` starts without it
+
     return datetime.fromtimestamp(int(stamp)).astimezone().strftime("%Y-%m-%d %H:%M:%S %z %Z") if stamp else ""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..dockercli.flags import BOOL, LIST, VALUE, Flag
 from ..errors import InvalidSpec
 
 
@@ -70,64 +71,66 @@ def flag_for(field: str) -> str | None:
     return None
 
 
-def job_options(fn):
-    """The docker-like flags that describe a job, shared by `run` and `submit`."""
-    import click  # here, not at the top: the docker stand-in uses build_spec without click
+# The docker-like flags that describe a job, shared by `run` and `submit`: click options
+# there (flagtable.click_options), and the fast path's parser for `run` (fast.py).
+JOB_FLAGS: tuple[Flag, ...] = (
+    Flag("file", "f", VALUE, dest="spec_file", path="file", help="Job spec in YAML or JSON; flags override it."),
+    Flag("env", "e", LIST, help="KEY=VALUE, or KEY to pass this shell's value."),
+    Flag("workdir", "w", VALUE, help="Working directory inside the container."),
+    Flag("user", "u", VALUE, help="UID[:GID] or NAME[:GROUP]."),
+    Flag("hostname", kind=VALUE, help="Container host name."),
+    Flag("name", kind=VALUE, help="Job name."),
+    Flag("label", "l", LIST, help="KEY=VALUE label."),
+    Flag("volume", "v", LIST, help="SRC:DST[:ro] bind mount or named volume."),
+    Flag("mount", kind=LIST, dest="mount_long", help="type=bind|volume|tmpfs,source=..,target=..[,readonly]."),
+    Flag("tmpfs", kind=LIST, help="DST[:size=64m] tmpfs mount."),
+    Flag("input", kind=LIST, dest="inputs", metavar="SRC:DST", help="Stage data in read-only: HOST_PATH:CONTAINER_PATH (copied at submit) or sha256:FILESET:CONTAINER_PATH."),
+    Flag("output", kind=LIST, dest="outputs", metavar="PATH", help="Capture this container directory or file into the content store when the job ends."),
+    Flag("network", kind=VALUE, aliases=("net",), help="bridge, none, host, container:ID or a network name."),
+    Flag("publish", "p", LIST, help="[IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]."),
+    Flag("ipc", kind=VALUE, help="IPC namespace: private, shareable, host, none, container:ID."),
+    Flag("uts", kind=VALUE, help="UTS namespace: host."),
+    Flag("pid", kind=VALUE, help="PID namespace: host or container:ID."),
+    Flag("privileged", kind=BOOL, default=None, help="Give the job extended privileges."),
+    Flag("shm-size", kind=VALUE, help="Size of /dev/shm, e.g. 64m."),
+    Flag("read-only", kind=BOOL, default=None, help="Mount the container's root filesystem read-only."),
+    Flag("init", kind=BOOL, default=None, help="Run an init inside the container that forwards signals and reaps processes."),
+    Flag("ulimit", kind=LIST, help="NAME=SOFT[:HARD], e.g. nofile=1024:2048."),
+    Flag("restart", kind=VALUE, help="no, on-failure[:N], always, unless-stopped."),
+    Flag("rm", kind=BOOL, dest="auto_remove", default=None, help="Remove the container once results are saved."),
+    Flag("timeout", kind=VALUE, help="Terminate the job after this long (30s, 5m, 2h)."),
+    Flag("stop-timeout", kind=VALUE, dest="stop_grace", help="Seconds between SIGTERM and SIGKILL (default 10)."),
+    Flag("pull", kind=VALUE, choices=("never", "missing", "if-missing", "always"), help="Image pull policy."),
+    Flag("tty", "t", BOOL, default=None, help="Allocate a pseudo-TTY (output is still logged)."),
+    Flag("interactive", "i", BOOL, default=None, help="Keep stdin open and feed it to the job."),
+    Flag("cpus", kind=VALUE, help="Number of CPUs, fractional allowed."),
+    Flag("memory", "m", VALUE, help="Memory limit, e.g. 512m, 2g, 1.5Gi."),
+    Flag("memory-swap", kind=VALUE, help="Memory plus swap limit; -1 for unlimited swap."),
+    Flag("pids-limit", kind=VALUE, type=int, help="Maximum number of processes."),
+    Flag("gpus", kind=VALUE, help="all, a count, or device=ID[,ID]."),
+    Flag("gpu-vendor", kind=VALUE, choices=("nvidia", "amd", "intel"), help="GPU vendor (default nvidia)."),
+    Flag("entrypoint", kind=VALUE, help="Override the image's entrypoint ('' clears it)."),
+    # the backend (README: Backends)
+    Flag("backend", kind=VALUE, help="docker, podman or process (a host process: no IMAGE, the command follows); default: the node's engine."),
+    Flag("backend-opt", kind=LIST, metavar="KEY=VALUE", help="An option of the job's backend ('conveyor backends' lists them)."),
+    Flag("runtime", kind=VALUE, help="OCI runtime for the container, e.g. runsc (gVisor); 'conveyor machine' lists the engine's."),
+    Flag("security-opt", kind=LIST, help="Security option for the container, e.g. no-new-privileges."),
+    Flag("cgroup-parent", kind=VALUE, help="Parent cgroup for the container."),
+    # scheduling (README: Scheduling)
+    Flag("priority", kind=VALUE, type=int, help="Higher starts first (-1000..1000, default 0)."),
+    Flag("after", kind=LIST, metavar="ID[:ok|:any]", help="Start after this job or array ended (ok: successfully, the default; any: at all)."),
+    Flag("retries", kind=VALUE, type=int, help="Run a failed job again up to N times."),
+    Flag("retry-backoff", kind=VALUE, help="Wait before a retry (30s, 5m); doubles each time."),
+    Flag("start-deadline", kind=VALUE, help="Fail the job if it has not started this long after submission (10m)."),
+    Flag("lease", kind=VALUE, help="Run in this lease's share of the node (README: Leases)."),
+)
 
-    options = [
-        click.option("-f", "--file", "spec_file", type=click.Path(dir_okay=False), help="Job spec in YAML or JSON; flags override it."),
-        click.option("-e", "--env", multiple=True, help="KEY=VALUE, or KEY to pass this shell's value."),
-        click.option("-w", "--workdir", help="Working directory inside the container."),
-        click.option("-u", "--user", help="UID[:GID] or NAME[:GROUP]."),
-        click.option("--hostname", help="Container host name."),
-        click.option("--name", help="Job name."),
-        click.option("-l", "--label", multiple=True, help="KEY=VALUE label."),
-        click.option("-v", "--volume", multiple=True, help="SRC:DST[:ro] bind mount or named volume."),
-        click.option("--mount", "mount_long", multiple=True, help="type=bind|volume|tmpfs,source=..,target=..[,readonly]."),
-        click.option("--tmpfs", multiple=True, help="DST[:size=64m] tmpfs mount."),
-        click.option("--input", "inputs", multiple=True, metavar="SRC:DST", help="Stage data in read-only: HOST_PATH:CONTAINER_PATH (copied at submit) or sha256:FILESET:CONTAINER_PATH."),
-        click.option("--output", "outputs", multiple=True, metavar="PATH", help="Capture this container directory or file into the content store when the job ends."),
-        click.option("--network", "--net", "network", help="bridge, none, host, container:ID or a network name."),
-        click.option("-p", "--publish", multiple=True, help="[IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]."),
-        click.option("--ipc", help="IPC namespace: private, shareable, host, none, container:ID."),
-        click.option("--uts", help="UTS namespace: host."),
-        click.option("--pid", help="PID namespace: host or container:ID."),
-        click.option("--privileged", is_flag=True, default=None, help="Give the job extended privileges."),
-        click.option("--shm-size", help="Size of /dev/shm, e.g. 64m."),
-        click.option("--read-only", is_flag=True, default=None, help="Mount the container's root filesystem read-only."),
-        click.option("--init", is_flag=True, default=None, help="Run an init inside the container that forwards signals and reaps processes."),
-        click.option("--ulimit", multiple=True, help="NAME=SOFT[:HARD], e.g. nofile=1024:2048."),
-        click.option("--restart", help="no, on-failure[:N], always, unless-stopped."),
-        click.option("--rm", "auto_remove", is_flag=True, default=None, help="Remove the container once results are saved."),
-        click.option("--timeout", help="Terminate the job after this long (30s, 5m, 2h)."),
-        click.option("--stop-timeout", "stop_grace", help="Seconds between SIGTERM and SIGKILL (default 10)."),
-        click.option("--pull", type=click.Choice(["never", "missing", "if-missing", "always"]), help="Image pull policy."),
-        click.option("-t", "--tty", is_flag=True, default=None, help="Allocate a pseudo-TTY (output is still logged)."),
-        click.option("-i", "--interactive", is_flag=True, default=None, help="Keep stdin open and feed it to the job."),
-        click.option("--cpus", help="Number of CPUs, fractional allowed."),
-        click.option("-m", "--memory", help="Memory limit, e.g. 512m, 2g, 1.5Gi."),
-        click.option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap."),
-        click.option("--pids-limit", type=int, help="Maximum number of processes."),
-        click.option("--gpus", help="all, a count, or device=ID[,ID]."),
-        click.option("--gpu-vendor", type=click.Choice(["nvidia", "amd", "intel"]), help="GPU vendor (default nvidia)."),
-        click.option("--entrypoint", help="Override the image's entrypoint ('' clears it)."),
-        # the backend (README: Backends)
-        click.option("--backend", help="docker, podman or process (a host process: no IMAGE, the command follows); default: the node's engine."),
-        click.option("--backend-opt", "backend_opt", multiple=True, metavar="KEY=VALUE", help="An option of the job's backend ('conveyor backends' lists them)."),
-        click.option("--runtime", help="OCI runtime for the container, e.g. runsc (gVisor); 'conveyor machine' lists the engine's."),
-        click.option("--security-opt", "security_opt", multiple=True, help="Security option for the container, e.g. no-new-privileges."),
-        click.option("--cgroup-parent", "cgroup_parent", help="Parent cgroup for the container."),
-        # scheduling (README: Scheduling)
-        click.option("--priority", type=int, help="Higher starts first (-1000..1000, default 0)."),
-        click.option("--after", multiple=True, metavar="ID[:ok|:any]", help="Start after this job or array ended (ok: successfully, the default; any: at all)."),
-        click.option("--retries", type=int, help="Run a failed job again up to N times."),
-        click.option("--retry-backoff", help="Wait before a retry (30s, 5m); doubles each time."),
-        click.option("--start-deadline", help="Fail the job if it has not started this long after submission (10m)."),
-        click.option("--lease", help="Run in this lease's share of the node (README: Leases)."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+
+def job_options(fn):
+    """The job flags (JOB_FLAGS) as click options."""
+    from .flagtable import click_options  # here, not at the top: the docker stand-in uses build_spec without click
+
+    return click_options(JOB_FLAGS)(fn)
 
 
 def build_spec(image: str | None, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:

@@ -1,18 +1,94 @@
 """A job as `docker ps` shows a container: docker's --filter keys, its Status text and the
 fields of its --format. Shared by `conveyor ps` and the docker stand-in's `docker ps`; stdlib
-only (the stand-in starts without click). A bad filter raises FlagError, which each front end
-reports its own way.
+only (the stand-in and the fast path start without click). A bad filter raises FlagError, which
+each front end reports its own way. `conveyor ps` itself is here too (its flags and its body),
+for click's command (views.py) and the fast path (fast.py).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from typing import Any, Callable
 
+from ..dockercli.flags import BOOL, LIST, VALUE, Flag
 from ..state import DOCKER_STATUS, FINAL_STATES, JobState, docker_status
-from .format import go_quote
 from .humanize import ellipsis, go_time, human_duration
 from .jobspec import FlagError
+from .render import columns, echo, fail, state_label, timestamp
+
+PS_FLAGS: tuple[Flag, ...] = (
+    Flag("all", "a", BOOL, dest="show_all", help="Include finished jobs."),
+    Flag("last", "n", VALUE, type=int, default=-1, help="The N most recently created jobs, in any state."),
+    Flag("latest", kind=BOOL, help="The most recently created job, in any state (docker's -l)."),
+    Flag("filter", "f", LIST, dest="filters", metavar="KEY=VALUE",
+         help="Repeatable: id, name, label, status (or state), exited, ancestor (or image), before, since."),
+    Flag("state", kind=LIST, dest="states", help="Only jobs in this state (repeatable; any case), e.g. --state running."),
+    Flag("label", "l", LIST, dest="labels", help="Only jobs with this KEY=VALUE label (repeatable: all must match)."),
+    Flag("format", kind=VALUE, dest="template", help="A Go template, as docker ps's: 'table {{.ID}}\\t{{.Status}}', json, ..."),
+    Flag("no-trunc", kind=BOOL, help="Do not truncate the command."),
+    Flag("quiet", "q", BOOL, help="Only job ids."),
+    Flag("json", kind=BOOL, dest="as_json", help="Machine-readable output."),
+)
+
+
+def ps_command(connect: Callable[[], Any], show_all: bool, last: int, latest: bool, filters: tuple[str, ...],
+               states: tuple[str, ...], labels: tuple[str, ...], template: str | None, no_trunc: bool, quiet: bool,
+               as_json: bool) -> None:
+    """`conveyor ps` once its flags are read."""
+    try:
+        wanted = ps_filters(filters, states, labels)
+    except FlagError as exc:
+        fail(str(exc))
+    limit = 1 if latest else last if last > 0 else None
+    if wanted["states"] is None and not (show_all or limit):  # as docker's: -n and a status filter imply -a
+        wanted["states"] = [s for s in JobState if s not in FINAL_STATES]
+    if quiet and template:
+        echo("WARNING: Ignoring custom format, because both --format and --quiet are set.", err=True)
+    if as_json and template:
+        fail("--json and --format: use one (--format json prints a JSON object a line, as docker's)")
+    fmt = _ps_template(template) if template and template != "table" and not quiet else None
+    jobs = list_jobs(connect(), wanted, limit)
+    if as_json:
+        echo(json.dumps(jobs, indent=2))
+    elif quiet:
+        echo("".join(f"{j['id']}\n" for j in jobs), nl=False)
+    elif fmt:
+        _print_formatted(fmt, jobs, no_trunc)
+    else:
+        # On a cluster (some job has a node), a NODE column says where each job runs or ran.
+        cluster = any(j.get("node") for j in jobs)
+        header = ("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED") + (("NODE",) if cluster else ())
+        echo(columns([header] + [_ps_row(j, no_trunc, cluster) for j in jobs]))
+
+
+def _ps_row(job: dict, no_trunc: bool, cluster: bool = False) -> tuple[str, ...]:
+    command = " ".join(job["command"] or [])
+    exit_code = "" if job["exit_code"] is None else str(job["exit_code"])
+    row = (job["id"], job["name"] or "", job["image"] or "-", command if no_trunc else command[:30], state_label(job),
+           exit_code, timestamp(job["created_at"]))
+    return row + ((job.get("node") or "-",) if cluster else ())
+
+
+def _ps_template(text: str):
+    from .format import Template, TemplateError  # only for --format: not on the start-up path
+
+    try:
+        return Template(text)
+    except TemplateError as exc:
+        fail(f"--format: {exc}")
+
+
+def _print_formatted(fmt, jobs: list[dict], no_trunc: bool) -> None:
+    from .format import Fields, TemplateError
+
+    now, trunc = time.time(), not no_trunc
+    getters = {name: (lambda job, get=get: get(job, now, trunc)) for name, (_, get) in PS_FIELDS.items()}
+    try:
+        echo(fmt.render([Fields(j, getters) for j in jobs], {n: h for n, (h, _) in PS_FIELDS.items()}), nl=False)
+    except TemplateError as exc:
+        fail(f"--format: {exc}")
 
 
 def list_jobs(api, wanted: dict, limit: int | None) -> list[dict]:
@@ -117,6 +193,8 @@ def _ports(job: dict) -> str:
 
 
 def _command(job: dict, trunc: bool) -> str:
+    from .format import go_quote
+
     command = " ".join(job["command"] or [])
     return go_quote(ellipsis(command, 20) if trunc else command)
 

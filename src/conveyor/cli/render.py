@@ -4,10 +4,10 @@ red line for errors. rich is loaded only by the commands that draw tables."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import sys
 from typing import Any
 
-import click
+from ..errors import EXIT_CONVEYOR_ERROR, ConveyorError, ImageNotFound, InvalidSpec
 
 
 # rich and pydantic (through the spec) cost ~0.25 s of imports: only the commands that use
@@ -50,7 +50,46 @@ def error_line(message: str) -> None:
     err_console.print(f"[bold red]conveyor:[/] {escape(message)}", soft_wrap=True)
 
 
+def fail(message: str, code: int = EXIT_CONVEYOR_ERROR) -> None:
+    error_line(message)
+    sys.exit(code)
+
+
+def report_error(exc: ConveyorError) -> None:
+    """A ConveyorError as the CLI ends with it: one red line (a line per field for a bad
+    spec, naming the flag), exit 125."""
+    if isinstance(exc, InvalidSpec):
+        from .jobspec import flag_for
+
+        lines = []
+        for field, value, hint in exc.problems:
+            flag = flag_for(field)
+            where = f"{field} ({flag})" if flag else field
+            hint = " ".join(str(hint).split())  # one line per field, even for YAML parser errors
+            lines.append(f"  {where}: {value!r} is not valid; {hint}")
+        fail(f"invalid {exc.what}:\n" + "\n".join(lines))
+    if isinstance(exc, ImageNotFound):
+        fail(f"{exc} (IMAGE, --pull)")
+    fail(str(exc))
+
+
+def echo(text: str, nl: bool = True, err: bool = False) -> None:
+    """click.echo's output without loading click (the hot verbs start without it): plain
+    ASCII is written as click writes it; anything else (ANSI codes click strips off a
+    non-terminal, text for a stream click re-encodes) goes through click.echo itself."""
+    stream = sys.stderr if err else sys.stdout
+    if not text.isascii() or "\x1b" in text:
+        import click
+
+        click.echo(text, nl=nl, err=err)
+    elif stream is not None:
+        stream.write(text + "\n" if nl else text)
+        stream.flush()
+
+
 def timestamp(value: float | None) -> str:
+    from datetime import datetime  # here: `ps` and `run` start without it
+
     return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
@@ -76,20 +115,20 @@ def columns(rows: list[tuple[str, ...]]) -> str:
 
 def print_jobs(jobs: list[dict], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(jobs, indent=2))
+        echo(json.dumps(jobs, indent=2))
         return
     for j in jobs:
-        click.echo(f"{j['id']}  {state_label(j)}")
+        echo(f"{j['id']}  {state_label(j)}")
 
 
 def print_array(summary: dict, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        echo(json.dumps(summary, indent=2))
         return
     counts = "  ".join(f"{state}={n}" for state, n in summary["states"].items()) or "no tasks"
     limit = summary.get("max_parallel") or "-"
     affected = f"  ({summary['affected']} affected)" if "affected" in summary else ""
-    click.echo(
+    echo(
         f"{summary['id']}  tasks {summary['begin']}-{summary['end']}:{summary['step']}  "
         f"max-parallel {limit}  {counts}{affected}"
     )

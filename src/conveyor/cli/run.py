@@ -11,7 +11,6 @@ terminal still needs -i, as with docker, so a job never eats input it was not gi
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -19,9 +18,8 @@ import click
 from ..errors import InvalidSpec
 from . import progress
 from .app import JSON_OPTION, cli, connect
-from .foreground import Foreground, ended_badly, exit_code, stdin_file_offset
+from .foreground import run_in_foreground
 from .jobspec import FlagError, build_spec, job_options
-from .render import error_line
 
 
 def _spec(image: str | None, command: tuple[str, ...], options: dict[str, Any]) -> dict:
@@ -46,19 +44,7 @@ def run(ctx: click.Context, image: str | None, command: tuple[str, ...], **optio
     conveyor run IMAGE sort < names.txt     # a redirected file is the job's stdin
     conveyor run -f job.yaml
     """
-    spec = _spec(image, command, options)
-    offset = None
-    if not spec.get("stdin_open") and not spec.get("tty"):
-        offset = stdin_file_offset()
-        if offset is not None:
-            spec["stdin_open"] = True
-    api = connect(ctx)
-    if progress.wanted():
-        progress.pull_first(api, spec)
-    end = Foreground(api, spec, stdin_from_offset=offset).run()
-    if ended_badly(end):
-        error_line(f"job {end['id']} {end['state']}/{end['substate']}: {end['message']}")
-    sys.exit(exit_code(end))
+    run_in_foreground(lambda: connect(ctx), _spec(image, command, options))  # also fast.py's, without click
 
 
 # ----------------------------------------------------------------------------- submit

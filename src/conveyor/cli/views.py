@@ -6,91 +6,24 @@ import json
 import sys
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import InvalidState
-from ..state import FINAL_STATES, JobState
 from .app import cli, connect, fail, job_id, job_info
+from .flagtable import click_options
 from .humanize import human_duration  # noqa: F401 - tests import it from here
-from .jobspec import FlagError
 from .leases import lease_rows
-from .psview import PS_FIELDS, list_jobs, ps_filters
-from .render import Console, Table, columns, escape, size, state_label, timestamp
-
-if TYPE_CHECKING:
-    from .format import Template
+from .psview import PS_FLAGS, ps_command
+from .render import Console, Table, columns, escape, size, timestamp
 
 
 @cli.command("ps")
-@click.option("-a", "--all", "show_all", is_flag=True, help="Include finished jobs.")
-@click.option("-n", "--last", type=int, default=-1, help="The N most recently created jobs, in any state.")
-@click.option("--latest", is_flag=True, help="The most recently created job, in any state (docker's -l).")
-@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help="Repeatable: id, name, label, status (or state), exited, ancestor (or image), before, since.")
-@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable; any case), e.g. --state running.")
-@click.option("-l", "--label", "labels", multiple=True, help="Only jobs with this KEY=VALUE label (repeatable: all must match).")
-@click.option("--format", "template", help="A Go template, as docker ps's: 'table {{.ID}}\\t{{.Status}}', json, ...")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate the command.")
-@click.option("-q", "--quiet", is_flag=True, help="Only job ids.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click_options(PS_FLAGS)
 @click.pass_context
-def ps(ctx: click.Context, show_all: bool, last: int, latest: bool, filters: tuple[str, ...], states: tuple[str, ...],
-       labels: tuple[str, ...], template: str | None, no_trunc: bool, quiet: bool, as_json: bool) -> None:
+def ps(ctx: click.Context, **options) -> None:
     """List jobs, the most recently created first (running and waiting ones; -a for all)."""
-    try:
-        wanted = ps_filters(filters, states, labels)
-    except FlagError as exc:
-        fail(str(exc))
-    limit = 1 if latest else last if last > 0 else None
-    if wanted["states"] is None and not (show_all or limit):  # as docker's: -n and a status filter imply -a
-        wanted["states"] = [s for s in JobState if s not in FINAL_STATES]
-    if quiet and template:
-        click.echo("WARNING: Ignoring custom format, because both --format and --quiet are set.", err=True)
-    if as_json and template:
-        fail("--json and --format: use one (--format json prints a JSON object a line, as docker's)")
-    fmt = _ps_template(template) if template and template != "table" and not quiet else None
-    jobs = list_jobs(connect(ctx), wanted, limit)
-    if as_json:
-        click.echo(json.dumps(jobs, indent=2))
-    elif quiet:
-        click.echo("".join(f"{j['id']}\n" for j in jobs), nl=False)
-    elif fmt:
-        _print_formatted(fmt, jobs, no_trunc)
-    else:
-        # On a cluster (some job has a node), a NODE column says where each job runs or ran.
-        cluster = any(j.get("node") for j in jobs)
-        header = ("JOB ID", "NAME", "IMAGE", "COMMAND", "STATE", "EXIT", "CREATED") + (("NODE",) if cluster else ())
-        click.echo(columns([header] + [_ps_row(j, no_trunc, cluster) for j in jobs]))
-
-
-def _ps_row(job: dict, no_trunc: bool, cluster: bool = False) -> tuple[str, ...]:
-    command = " ".join(job["command"] or [])
-    exit_code = "" if job["exit_code"] is None else str(job["exit_code"])
-    row = (job["id"], job["name"] or "", job["image"] or "-", command if no_trunc else command[:30], state_label(job),
-           exit_code, timestamp(job["created_at"]))
-    return row + ((job.get("node") or "-",) if cluster else ())
-
-
-def _ps_template(text: str) -> "Template":
-    from .format import Template, TemplateError  # only for --format: not on the start-up path
-
-    try:
-        return Template(text)
-    except TemplateError as exc:
-        fail(f"--format: {exc}")
-
-
-def _print_formatted(fmt: "Template", jobs: list[dict], no_trunc: bool) -> None:
-    from .format import Fields, TemplateError
-
-    now, trunc = time.time(), not no_trunc
-    getters = {name: (lambda job, get=get: get(job, now, trunc)) for name, (_, get) in PS_FIELDS.items()}
-    try:
-        click.echo(fmt.render([Fields(j, getters) for j in jobs], {n: h for n, (h, _) in PS_FIELDS.items()}), nl=False)
-    except TemplateError as exc:
-        fail(f"--format: {exc}")
+    ps_command(lambda: connect(ctx), **options)  # also fast.py's, without click
 
 
 @cli.command("inspect")

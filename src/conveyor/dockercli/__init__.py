@@ -19,7 +19,15 @@ click, pydantic or the docker SDK.
 
 from __future__ import annotations
 
-from . import containers, images, run  # noqa: F401 - each registers its commands
-from .commands import main
+
+
+def main(argv: list[str]) -> int:
+    # The verbs are loaded here, not when the package is: `conveyor` itself reads its hot
+    # verbs' flags with flags.py and needs none of them.
+    from . import containers, images, run  # noqa: F401 - each registers its commands
+    from .commands import main as docker_main
+
+    return docker_main(argv)
+
 
 __all__ = ["main"]

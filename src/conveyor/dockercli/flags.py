@@ -5,21 +5,23 @@ What tools that shell out to docker write, and click does not read the same way:
 ``-it`` and ``-ePATH=x`` (short flags grouped, a value glued on), ``--env=K=V``, and for
 ``docker run`` the first positional word ends the flags (the image; everything after it is the
 job's command). Errors are pflag's words; the caller prints them in docker's shape.
+
+The `conveyor` command's hot verbs (cli/fast.py) parse with the same FlagSet, ``strict``: the
+flag tables there are also made into click options (cli/flagtable.py), one table per command.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 BOOL, VALUE, LIST = "bool", "value", "list"
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}  # Go's strconv.ParseBool
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+UNSET: Any = object()  # a Flag's default when none is declared (click: False for a bool, None else)
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(NamedTuple):  # not a dataclass: the dataclasses module loads inspect (~10 ms)
     """One flag: ``--long`` (and ``-s``), its kind and where its value goes.
 
     ``unsupported`` names why the stand-in refuses a flag that docker has: such a flag parses
@@ -31,6 +33,13 @@ class Flag:
     dest: str | None = None
     unsupported: str | None = None
     help: str = ""
+    aliases: tuple[str, ...] = ()  # other long names (--net for --network)
+    metavar: str | None = None
+    type: type | None = None  # int: the value is converted (click's INTEGER)
+    choices: tuple[str, ...] = ()
+    path: str | None = None  # "file" or "dir": a path that must not be the other kind (click.Path)
+    default: Any = UNSET
+    envvar: str | None = None  # read when the flag is not given (click's envvar: an empty value is none)
 
     @property
     def key(self) -> str:
@@ -44,15 +53,19 @@ class FlagProblem(Exception):
 class FlagSet:
     def __init__(self, flags: Iterable[Flag]):
         self.flags = tuple(flags)
-        self.by_long = {f.long: f for f in self.flags}
+        self.by_long = {name: f for f in self.flags for name in (f.long, *f.aliases)}
         self.by_short = {f.short: f for f in self.flags if f.short}
+        self.strict = False
 
     def defaults(self) -> dict[str, Any]:
         return {f.key: [] if f.kind == LIST else None for f in self.flags}
 
-    def parse(self, argv: list[str], interspersed: bool = True) -> tuple[dict[str, Any], list[str], list[Flag]]:
+    def parse(self, argv: list[str], interspersed: bool = True, strict: bool = False) -> tuple[dict[str, Any], list[str], list[Flag]]:
         """(values by key, positional words, flags given). With ``interspersed=False`` the
-        first positional word ends the flags, as for ``docker run IMAGE CMD -x``."""
+        first positional word ends the flags, as for ``docker run IMAGE CMD -x``. ``strict``
+        refuses the spellings only pflag reads (``--rm=true``, ``-e=X``): what is left,
+        click reads the same way."""
+        self.strict = strict
         values, positional, given = self.defaults(), [], []
         i = 0
         while i < len(argv):
@@ -78,6 +91,8 @@ class FlagSet:
         if flag is None:
             raise FlagProblem(f"unknown flag: --{name}")
         if flag.kind == BOOL:
+            if eq and self.strict:
+                raise FlagProblem(f"--{name} takes no value")
             self._set(flag, _bool(inline, f"--{name}") if eq else True, values, given)
             return i
         if eq:
@@ -97,6 +112,8 @@ class FlagSet:
             if flag is None:
                 raise FlagProblem(f"unknown shorthand flag: {letter!r} in -{group}")
             rest = group[j + 1:]
+            if self.strict and rest.startswith("="):
+                raise FlagProblem(f"-{letter}=: click reads the '=' as part of the value")
             if flag.kind == BOOL:
                 if rest.startswith("="):
                     self._set(flag, _bool(rest[1:], f"-{letter}"), values, given)
