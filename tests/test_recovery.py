@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -401,6 +402,14 @@ def test_idempotency_keys_across_threads_and_processes(supervisor, client, test_
 # ----------------------------------------------------------------------------- a dockerd restart
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class PrivateDockerd:
     """A second dockerd with its own data root, exec root, socket and containerd, in its own
     network namespace, without bridge or iptables: restarting it cannot disturb the shared
@@ -443,6 +452,20 @@ class PrivateDockerd:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL to dockerd and its containerd (the process group it leads): the engine dies
+        without a word, as on an OOM kill of the daemon; the containers' shims live on."""
+        if self.proc is not None and self.proc.poll() is None:
+            pidfile = self.base / "exec" / "containerd" / "containerd.pid"
+            containerd = int(pidfile.read_text()) if pidfile.exists() else None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=60)
+            if containerd is not None:
+                # It dies with dockerd, and stays a zombie until init reaps it; a dockerd started
+                # before then takes it for alive ("containerd is still running") and waits on a
+                # socket nobody serves.
+                eventually("containerd gone", lambda: not _alive(containerd), timeout=60)
 
     def destroy(self) -> None:
         try:
@@ -522,5 +545,42 @@ def test_dockerd_restart_while_jobs_run(private_dockerd, state_dir, test_image):
             JobState.FAILED, Substate.EXITED, 143, "up\nterm\n"
         )
         # And the executor still works on the restarted engine.
+        after = ex.run(sh(test_image, "echo again", network="none"), timeout=WAIT)
+        assert (after.state, after.stdout) == (JobState.DONE, "again\n")
+
+
+def test_dockerd_sigkilled_mid_run(private_dockerd, state_dir, test_image):
+    """The engine SIGKILLed (no shutdown, no last events) while jobs run: with live-restore the
+    jobs run on and one that ends while the engine is dead gets its true exit code and output
+    once it is back; without, the engine ends them as it restarts and each job gets the end the
+    engine records for it, never a made-up one."""
+    engine = private_dockerd
+    api = docker.APIClient(base_url=engine.url, version="1.41", timeout=60)
+    with Executor(state_dir, docker_url=engine.url) as ex:
+        survivor = ex.start(sh(test_image, "echo a; sleep 8; echo b; exit 3", network="none"))
+        ends_meanwhile = ex.start(sh(test_image, "echo q; sleep 1; exit 4", network="none"))
+        for job_id in (survivor, ends_meanwhile):
+            cid = ex.info(job_id).container_id
+            eventually("started in the engine", lambda: not api.inspect_container(cid)["State"]["StartedAt"].startswith("0001"))
+        engine.kill()
+        time.sleep(3)  # `ends_meanwhile` exits now, with no engine to see it
+        for job_id in (survivor, ends_meanwhile):
+            assert ex.info(job_id).state is JobState.RUNNING  # nothing concluded from silence
+        api = engine.start(live_restore=True)
+        quick = ex.wait(ends_meanwhile, timeout=WAIT)
+        assert (quick.state, quick.substate, quick.exit_code, quick.stdout) == (JobState.FAILED, Substate.EXITED, 4, "q\n")
+        job = ex.wait(survivor, timeout=WAIT)
+        assert (job.state, job.substate, job.exit_code, job.stdout) == (JobState.FAILED, Substate.EXITED, 3, "a\nb\n")
+
+        engine.stop()
+        api = engine.start(live_restore=False)
+        doomed = ex.start(sh(test_image, "echo up; sleep 60", network="none"))
+        eventually("doomed printed up", lambda: b"up" in api.logs(ex.info(doomed).container_id))
+        engine.kill()
+        api = engine.start(live_restore=False)
+        ended = ex.wait(doomed, timeout=WAIT)
+        engine_says = api.inspect_container(ended.container_id)["State"]
+        assert engine_says["Status"] == "exited" and not engine_says["Running"]
+        assert (ended.state, ended.exit_code, ended.stdout) == (JobState.FAILED, engine_says["ExitCode"], "up\n"), engine_says
         after = ex.run(sh(test_image, "echo again", network="none"), timeout=WAIT)
         assert (after.state, after.stdout) == (JobState.DONE, "again\n")
