@@ -108,6 +108,17 @@ def test_prune_refuses_a_bad_until_keeps_records_without_rules_and_caps_all_logs
     assert fresh_cli.ok("prune", "--until", "30d").startswith("removed 1 ended job(s)")
     assert fresh_cli.run("inspect", job).returncode != 0
 
+    # a retried job's earlier attempts count toward the total and are removed with its own
+    script = 'seq 1 600; [ "$CONVEYOR_ATTEMPT" -ge 2 ]'
+    retried = fresh_cli.submit("--retries", "1", test_image, "sh", "-c", script)
+    fresh_cli.until(retried, "Done")
+    first = fresh_cli.home / "logs" / retried / "attempt-1" / "stdout"
+    assert first.stat().st_size == 2292
+    assert fresh_cli.ok("prune").startswith("removed 0 ended job(s); removed the saved logs of 1 more")
+    assert first.read_text().startswith("[conveyor: the 2292 bytes of this log were removed: retention")
+    assert fresh_cli.ok("logs", retried).startswith("[conveyor: the 2292 bytes of this log were removed")
+    assert fresh_cli.ok("prune") == "removed 0 ended job(s)\n"  # its notes are not dropped again
+
 
 def test_batch_submit_is_all_or_nothing_and_names_the_bad_spec(agent, test_image):
     """A client with thousands of jobs submits them in one request (not one round trip each),

@@ -136,11 +136,10 @@ def cap(path: Path, max_bytes: int) -> int:
 
 
 def drop(logs_dir: Path, why: str) -> int:
-    """Replace a job's saved logs by one line saying they were removed and why (retention's
-    total cap): bytes freed."""
+    """Replace a job's saved logs, its earlier attempts' (attempt-N/) too, by one line saying
+    they were removed and why (retention's total cap): bytes freed."""
     freed = 0
-    for name in STREAMS:
-        path = logs_dir / name
+    for path in (d / name for d in (logs_dir, *sorted(logs_dir.glob("attempt-*"))) for name in STREAMS):
         if path.exists():
             freed += path.stat().st_size
             path.write_bytes(f"[conveyor: the {path.stat().st_size} bytes of this log were removed: {why}]\n".encode())

@@ -117,14 +117,15 @@ class RetentionMixin(ExecutorBase):
         if total is None:
             return {"log_bytes": 0, "logs_dropped": 0}
         sizes = _dir_sizes(self.home.logs)
-        used = sum(size for job_id, size in sizes.items() if job_id not in gone)  # (a dry run: still there)
+        used = sum(size for job_id, (size, _) in sizes.items() if job_id not in gone)  # (a dry run: still there)
         freed, dropped = 0, 0
         for (job_id, _) in self.store.prunable(None, None):
             if used - freed <= total:
                 break
-            if job_id in gone or sizes.get(job_id, 0) <= 256:
-                continue  # pruned above, or its logs are already only the note
-            freed += sizes[job_id]
+            size, dirs = sizes.get(job_id, (0, 1))
+            if job_id in gone or size <= 256 * dirs:
+                continue  # pruned above, or its logs are already only the notes (one per attempt)
+            freed += size
             dropped += 1
             if not dry_run:
                 drop(self.home.job_logs(job_id), f"retention keeps all saved logs to logs_total_bytes = {total}")
@@ -141,14 +142,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _dir_sizes(logs: os.PathLike) -> dict[str, int]:
-    """Bytes of each job's saved logs, by job id."""
-    out: dict[str, int] = {}
+def _dir_sizes(logs: os.PathLike) -> dict[str, tuple[int, int]]:
+    """Bytes of each job's saved logs, its earlier attempts' (attempt-N/) included, and how
+    many log directories they are in, by job id."""
+    out: dict[str, tuple[int, int]] = {}
     try:
         entries = list(os.scandir(logs))
     except FileNotFoundError:
         return out
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            out[entry.name] = sum(f.stat().st_size for f in os.scandir(entry.path) if f.is_file(follow_symlinks=False))
+            dirs = [entry.path, *(a.path for a in os.scandir(entry.path)
+                                  if a.is_dir(follow_symlinks=False) and a.name.startswith("attempt-"))]
+            size = sum(f.stat().st_size for d in dirs for f in os.scandir(d) if f.is_file(follow_symlinks=False))
+            out[entry.name] = (size, len(dirs))
     return out
