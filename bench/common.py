@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +198,15 @@ class Serve:
                 raise RuntimeError(f"conveyor serve did not start: {seen.decode(errors='replace')[-1000:]}")
             seen += line
         self.started_in = time.perf_counter() - t
+        # Read on, to the end: an agent whose stderr pipe is full blocks in its next log line,
+        # holding the logging lock every thread of it then waits for (the api benchmark hung
+        # on urllib3's "connection pool is full" warnings).
+        threading.Thread(target=self._drain, daemon=True, name="bench-serve-stderr").start()
+
+    def _drain(self) -> None:
+        with self.proc.stderr:  # closed at its end (the agent's exit), here and not by stop()
+            for _ in self.proc.stderr:
+                pass
 
     @property
     def pid(self) -> int:
@@ -209,7 +219,6 @@ class Serve:
         """SIGKILL: a crash. Running jobs keep running."""
         self.proc.kill()
         self.proc.wait()
-        self.proc.stderr.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -219,7 +228,6 @@ class Serve:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc.stderr.close()
 
 
 def start_sleepers(ex, ctx: Context, n: int, have: list[str], timeout: float = 600) -> list[str]:

@@ -49,11 +49,13 @@ class AgentState:
         return on_unix_socket or self.tcp_allows_owner
 
 
-def agent_state(request: Request) -> AgentState:
+# The dependencies that only read the agent's state are ``async def``: FastAPI runs a plain
+# ``def`` dependency in a worker thread, two thread hops per request for an attribute read.
+async def agent_state(request: Request) -> AgentState:
     return request.app.state.agent
 
 
-def executor(request: Request) -> "Executor":
+async def executor(request: Request) -> "Executor":
     return request.app.state.agent.executor
 
 
@@ -93,7 +95,7 @@ def caller_of(conn: HTTPConnection) -> "Caller":
 async def metrics_reader(request: Request, creds=Depends(bearer)) -> "Caller | None":
     """Who may read the metrics: anyone when the operator opened them ([agent] open_metrics,
     for a Prometheus scraper), else a caller with a token."""
-    if agent_state(request).executor.scheduling.agent.open_metrics:
+    if request.app.state.agent.executor.scheduling.agent.open_metrics:
         return None
     return await authorized(request, creds)
 
@@ -131,7 +133,7 @@ async def jobs_reached(request: Request, who: "Caller" = Depends(authorized)) ->
     if ref is None or not path.startswith((f"{API_PREFIX}/jobs/", f"{API_PREFIX}/arrays/")):
         return
     level = "see" if name in SEEING else "read" if request.method in SAFE_METHODS else "control"
-    await run_in_threadpool(check_reach, executor(request), who, ref, level, name,
+    await run_in_threadpool(check_reach, request.app.state.agent.executor, who, ref, level, name,
                             path.startswith(f"{API_PREFIX}/arrays/"))
 
 
@@ -151,13 +153,13 @@ def check_reach(ex: "Executor", who: "Caller", ref: str, level: str, action: str
         who.rules.check_others(level, action, f"of {'array' if array else 'job'} {ref} (submitted by {whose})")
 
 
-def policy(who: "Caller" = Depends(authorized)) -> "Rules":
+async def policy(who: "Caller" = Depends(authorized)) -> "Rules":
     """The rules the caller's jobs meet (``rules.check(spec)``, ``rules.check_image(image)``):
     none beyond the spec's own for the owner, its policy for a named token."""
     return who.rules
 
 
-def owner(who: "Caller" = Depends(authorized)) -> "Caller":
+async def owner(who: "Caller" = Depends(authorized)) -> "Caller":
     """Only the owner of the state directory: 403 for a named token."""
     if not who.owner:
         raise ApiError(
@@ -168,10 +170,10 @@ def owner(who: "Caller" = Depends(authorized)) -> "Caller":
     return who
 
 
-def callers(request: Request) -> "Callers":
+async def callers(request: Request) -> "Callers":
     return request.app.state.agent.callers
 
 
 async def job_id(ref: str, request: Request) -> str:
     """The ``{ref}`` of a route (id, unique id prefix or name) as a job id; 404 otherwise."""
-    return await run_in_threadpool(executor(request).store.resolve, ref)
+    return await run_in_threadpool(request.app.state.agent.executor.store.resolve, ref)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from ..spec import JobSpec
 from ..state import JobState
 
 MAX_WAIT = 60.0  # one long-poll; clients loop for longer waits
+IMAGE_READY = ("the caller made the image present already (ensure_image): no check with the engine at submit, "
+               "as Executor.submit(image_ready=True); an image missing at launch is pulled as the pull policy says")
 
 
 class ErrorBody(BaseModel):
@@ -63,6 +65,7 @@ class SubmitRequest(BaseModel):
     spec: JobSpec
     hold: bool = False
     idempotency_key: str | None = Field(default=None, max_length=256, description='"digest" = the spec\'s content digest')
+    image_ready: bool = Field(default=False, description=IMAGE_READY)
 
 
 class BatchSubmitRequest(BaseModel):
@@ -70,6 +73,43 @@ class BatchSubmitRequest(BaseModel):
 
     specs: list[JobSpec] = Field(min_length=1, max_length=100_000)
     hold: bool = False
+    image_ready: bool = Field(default=False, description=IMAGE_READY)
+
+    @field_validator("specs", mode="before")
+    @classmethod
+    def _each_text_once(cls, value: Any) -> Any:
+        return validated_once(value)
+
+
+_SPEC = TypeAdapter(JobSpec)
+
+
+def validated_once(items: Any) -> Any:
+    """A batch's decoded JSON specs with each distinct one validated once, its JobSpec shared
+    by every spec written the same (a batch of one spec 10,000 times validates one; the
+    executor then admits and serialises it once, as for a spec object given many times).
+
+    Equivalent to validating each: a spec's validation reads nothing but its input, and two
+    decoded JSON values with the same repr() are the same value, types included (1, 1.0 and
+    true differ). The list's own checks (its length) still see every item; a JobSpec in it is
+    taken as it is. Any spec that does not validate hands the batch back untouched, so the
+    errors are the ones pydantic gives for the whole list, each naming its specs[i]."""
+    if not isinstance(items, list):
+        return items
+    seen: dict[str, JobSpec] = {}
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            return items
+        key = repr(item)
+        spec = seen.get(key)
+        if spec is None:
+            try:
+                spec = seen[key] = _SPEC.validate_python(item)
+            except Exception:  # noqa: BLE001 - pydantic reports it, by index, for the whole list
+                return items
+        out.append(spec)
+    return out
 
 
 class ArrayRequest(BaseModel):
@@ -81,6 +121,7 @@ class ArrayRequest(BaseModel):
     step: int = Field(default=1, ge=1, le=2**31)
     max_parallel: int | None = Field(default=None, ge=1, le=2**31)
     hold: bool = False
+    image_ready: bool = Field(default=False, description=IMAGE_READY)
 
 
 class ImageRequest(BaseModel):

@@ -175,16 +175,18 @@ class AgentAPI(EngineDocuments, Provenance, OutputFiles, Sessions, JobUsage, Lea
     def ensure_image(self, spec: dict) -> None:
         self.call("POST", route("ensure_image"), body={"spec": spec}, timeout=max(self.http.timeout, LONG))
 
-    def submit(self, spec: dict, *, hold: bool = False, idempotency_key: str | None = None) -> dict:
-        body = {"spec": spec, "hold": hold, "idempotency_key": idempotency_key}
+    def submit(self, spec: dict, *, hold: bool = False, idempotency_key: str | None = None, image_ready: bool = False) -> dict:
+        body = _ready({"spec": spec, "hold": hold, "idempotency_key": idempotency_key}, image_ready)
         return self.call("POST", route("submit"), body=body, timeout=max(self.http.timeout, LONG))
 
-    def submit_many(self, specs: list[dict], *, hold: bool = False) -> list[str]:
-        return self.call("POST", route("submit_many"), body={"specs": specs, "hold": hold}, timeout=max(self.http.timeout, LONG))["ids"]
+    def submit_many(self, specs: list[dict], *, hold: bool = False, image_ready: bool = False) -> list[str]:
+        body = _ready({"specs": specs, "hold": hold}, image_ready)
+        return self.call("POST", route("submit_many"), body=body, timeout=max(self.http.timeout, LONG))["ids"]
 
     def submit_array(self, spec: dict, begin: int, end: int, step: int = 1, max_parallel: int | None = None,
-                     *, hold: bool = False) -> dict:
-        body = {"spec": spec, "begin": begin, "end": end, "step": step, "max_parallel": max_parallel, "hold": hold}
+                     *, hold: bool = False, image_ready: bool = False) -> dict:
+        body = _ready({"spec": spec, "begin": begin, "end": end, "step": step, "max_parallel": max_parallel, "hold": hold},
+                      image_ready)
         return self.call("POST", route("submit_array"), body=body, timeout=max(self.http.timeout, LONG))
 
     def run(self, spec: dict, *, console_size: tuple[int, int] | None = None) -> Iterator[dict]:
@@ -435,3 +437,9 @@ def command_line_agent(home: str | os.PathLike | None) -> AgentAPI:
                 f"stop it ('conveyor serve --stop', its jobs keep running) to change engines, or unset CONVEYOR_ENGINE"
             )
     return api
+
+
+def _ready(body: dict, image_ready: bool) -> dict:
+    """A submit's body, saying ``image_ready`` only when true: an agent older than the field
+    refuses any field it does not know."""
+    return {**body, "image_ready": True} if image_ready else body

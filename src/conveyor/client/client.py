@@ -114,20 +114,22 @@ class Client(NodeCalls, DataCalls, LeaseCalls):
         self.api.ensure_image(_spec_json("ensure_image", spec))
 
     def submit(self, spec: JobSpec, *, hold: bool = False, idempotency_key: str | None = None, image_ready: bool = False) -> str:
-        return self.api.submit(_spec_json("submit", spec), hold=hold, idempotency_key=idempotency_key)["id"]
+        return self.api.submit(_spec_json("submit", spec), hold=hold, idempotency_key=idempotency_key,
+                               image_ready=image_ready)["id"]
 
     def submit_many(self, specs: list[JobSpec], *, hold: bool = False, image_ready: bool = False) -> list[str]:
         texts: dict[int, dict] = {}  # one spec object given many times is serialised once
         for spec in specs:
             if id(spec) not in texts:
                 texts[id(spec)] = _spec_json("submit_many", spec)
-        return self.api.submit_many([texts[id(spec)] for spec in specs], hold=hold)
+        return self.api.submit_many([texts[id(spec)] for spec in specs], hold=hold, image_ready=image_ready)
 
     def submit_array(
         self, spec: JobSpec, begin: int, end: int, step: int = 1, max_parallel: int | None = None,
         *, hold: bool = False, image_ready: bool = False,
     ) -> str:
-        return self.api.submit_array(_spec_json("submit_array", spec), begin, end, step, max_parallel, hold=hold)["id"]
+        return self.api.submit_array(_spec_json("submit_array", spec), begin, end, step, max_parallel, hold=hold,
+                                     image_ready=image_ready)["id"]
 
     def start(
         self,

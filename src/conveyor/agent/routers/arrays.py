@@ -21,7 +21,8 @@ def submit_array(body: ArrayRequest, ex: Executor = Depends(executor), rules: Po
                  who: Caller = Depends(authorized)):
     rules.check(body.spec)
     with ex.submitting_as(who.name):
-        array_id = ex.submit_array(body.spec, body.begin, body.end, body.step, body.max_parallel, hold=body.hold)
+        array_id = ex.submit_array(body.spec, body.begin, body.end, body.step, body.max_parallel, hold=body.hold,
+                                  image_ready=body.image_ready)
     return JSONResponse(ex.array(array_id), status_code=201)
 
 

@@ -30,7 +30,7 @@ def submit(body: SubmitRequest, ex: Executor = Depends(executor), rules: PolicyF
            who: Caller = Depends(authorized)):
     rules.check(body.spec)  # before anything exists: a refused job leaves no trace
     with ex.submitting_as(who.name):
-        job_id = ex.submit(body.spec, hold=body.hold, idempotency_key=body.idempotency_key)
+        job_id = ex.submit(body.spec, hold=body.hold, idempotency_key=body.idempotency_key, image_ready=body.image_ready)
     return JSONResponse(ex.info(job_id).to_dict(), status_code=201)
 
 
@@ -40,7 +40,7 @@ def submit_many(body: BatchSubmitRequest, ex: Executor = Depends(executor), rule
     for spec in body.specs:
         rules.check(spec)  # every one before any is recorded
     with ex.submitting_as(who.name):
-        return {"ids": ex.submit_many(body.specs, hold=body.hold)}
+        return {"ids": ex.submit_many(body.specs, hold=body.hold, image_ready=body.image_ready)}
 
 
 @route("ensure_image", responses={**REFUSED, **INVALID})
