@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from conveyor import Client, JobSpec
-from conveyor.errors import AgentError, AgentUnreachable
+from conveyor.errors import AgentError, AgentUnreachable, InvalidState
 
 IMAGE = "conveyor/busybox:latest"
 
@@ -76,6 +76,7 @@ class Tally:
         self.ops: Counter = Counter()
         self.lost: Counter = Counter()
         self.server_errors: Counter = Counter()
+        self.refused: Counter = Counter()  # answered 409: the job was not in a state for it
         self.inspect_s: list[float] = []
         self.examples: list[str] = []
 
@@ -88,6 +89,9 @@ class Tally:
             return None
         except AgentError as exc:
             self._failed(self.server_errors if (exc.status or 0) >= 500 else self.lost, name, exc)
+            return None
+        except InvalidState as exc:  # an answer, and the right one (a job that had ended by then)
+            self._failed(self.refused, name, exc)
             return None
         except Exception as exc:  # noqa: BLE001 - any other failure of a request is a lost one
             self._failed(self.lost, name, exc)
@@ -108,7 +112,7 @@ class Tally:
 def _client_loop(index: int, agent: Agent, until: float, tally: Tally, known: list[str]) -> None:
     client = Client(agent.home, timeout=120) if index % 2 == 0 else Client(url=agent.url, token=agent.token, timeout=120)
     short = JobSpec(image=IMAGE, command=["sh", "-c", f"echo client {index}"], network="none")
-    sleeper = JobSpec(image=IMAGE, command=["sh", "-c", "echo up; sleep 30"], network="none")
+    sleeper = JobSpec(image=IMAGE, command=["sh", "-c", "echo up; sleep 600"], network="none")
     try:
         while time.monotonic() < until:
             if index % 10 == 0:
@@ -162,6 +166,7 @@ def run(home: Path, clients: int, duration: float) -> dict:
     return {
         "clients": clients, "duration_s": round(elapsed, 1), "requests": sum(tally.ops.values()),
         "by_operation": dict(tally.ops), "lost": dict(tally.lost), "server_errors": dict(tally.server_errors),
+        "refused_409": dict(tally.refused),
         "examples": tally.examples,
         "inspect_ms": {"p50": pct(0.5), "p99": pct(0.99), "mean": round(statistics.mean(lat) * 1000, 1) if lat else None},
         "agent": {"rss_mb_idle": round(idle[0] / 2**20, 1), "rss_mb_peak": round(max(s[0] for s in samples) / 2**20, 1),
