@@ -502,51 +502,63 @@ def private_dockerd(docker_client, test_image):
         assert os.path.exists("/sys/class/net/docker0") == had_docker0
 
 
+def _jobs_outlive_the_engine(ex, engine, test_image, go_down) -> None:
+    """With live-restore the jobs outlive the engine (stopped or killed by ``go_down``): one
+    ends while it is down, and both get their own exit code and output once it is back."""
+    survivor = ex.start(sh(test_image, "echo a; sleep 15; echo b; exit 3", network="none"))
+    ends_meanwhile = ex.start(sh(test_image, "echo q; sleep 1; exit 4", network="none", auto_remove=True))
+    # ex.start returns at the claim, which comes before the engine's start: this part is
+    # about processes that outlive the engine, so both must have begun by the engine's word.
+    api = docker.APIClient(base_url=engine.url, version="1.41", timeout=60)
+    for job_id in (survivor, ends_meanwhile):
+        cid = ex.info(job_id).container_id
+        eventually("started in the engine", lambda: not api.inspect_container(cid)["State"]["StartedAt"].startswith("0001"))
+    go_down()
+    time.sleep(3)  # `ends_meanwhile` exits now, unseen by the engine's API
+    for job_id in (survivor, ends_meanwhile):
+        assert ex.info(job_id).state is JobState.RUNNING  # nothing concluded from a lost stream
+    api = engine.start(live_restore=True)
+    assert api.inspect_container(ex.info(survivor).container_id)["State"]["Status"] == "running"
+    quick = ex.wait(ends_meanwhile, timeout=WAIT)
+    assert (quick.state, quick.substate, quick.exit_code, quick.stdout) == (JobState.FAILED, Substate.EXITED, 4, "q\n")
+    job = ex.wait(survivor, timeout=WAIT)
+    assert (job.state, job.substate, job.exit_code, job.stdout) == (JobState.FAILED, Substate.EXITED, 3, "a\nb\n")
+
+
+def _the_engine_ends_a_job(ex, engine, test_image, go_down, script: str):
+    """Without live-restore: a job that printed "up" when the engine went down (``go_down``),
+    as the executor recorded it once the engine is back, and the engine's own State of it;
+    then a job runs on the restarted engine as ever."""
+    engine.stop()
+    api = engine.start(live_restore=False)
+    job_id = ex.start(sh(test_image, script, network="none"))
+    eventually("the job printed up", lambda: b"up" in api.logs(ex.info(job_id).container_id))
+    go_down()
+    api = engine.start(live_restore=False)
+    ended = ex.wait(job_id, timeout=WAIT)
+    after = ex.run(sh(test_image, "echo again", network="none"), timeout=WAIT)
+    assert (after.state, after.stdout) == (JobState.DONE, "again\n")
+    return ended, api.inspect_container(ended.container_id)["State"]
+
+
 def test_dockerd_restart_while_jobs_run(private_dockerd, state_dir, test_image):
     """An engine restart never makes the executor conclude anything from its lost event
     stream: jobs that outlive the engine are followed on, and jobs the engine stopped get
     the exit code and output the engine says, never a made-up result."""
     engine = private_dockerd
     with Executor(state_dir, docker_url=engine.url) as ex:
-        # With live-restore the jobs outlive the engine: one ends while it is down.
-        survivor = ex.start(sh(test_image, "echo a; sleep 15; echo b; exit 3", network="none"))
-        ends_meanwhile = ex.start(sh(test_image, "echo q; sleep 1; exit 4", network="none", auto_remove=True))
-        # ex.start returns at the claim, which comes before the engine's start: this part is
-        # about processes that outlive the engine, so both must have begun by the engine's word.
-        api = docker.APIClient(base_url=engine.url, version="1.41", timeout=60)
-        for job_id in (survivor, ends_meanwhile):
-            cid = ex.info(job_id).container_id
-            eventually("started in the engine", lambda: not api.inspect_container(cid)["State"]["StartedAt"].startswith("0001"))
-        engine.stop()
-        time.sleep(3)  # `ends_meanwhile` exits now, unseen by the engine's API
-        for job_id in (survivor, ends_meanwhile):
-            assert ex.info(job_id).state is JobState.RUNNING  # nothing concluded from a lost stream
-        api = engine.start(live_restore=True)
-        assert api.inspect_container(ex.info(survivor).container_id)["State"]["Status"] == "running"
-        quick = ex.wait(ends_meanwhile, timeout=WAIT)
-        assert (quick.state, quick.substate, quick.exit_code, quick.stdout) == (JobState.FAILED, Substate.EXITED, 4, "q\n")
-        job = ex.wait(survivor, timeout=WAIT)
-        assert (job.state, job.substate, job.exit_code, job.stdout) == (JobState.FAILED, Substate.EXITED, 3, "a\nb\n")
+        _jobs_outlive_the_engine(ex, engine, test_image, engine.stop)
 
         # Without live-restore the engine stops its containers when it goes down: the state
-        # recorded is what the engine says happened, never a made-up success.
-        engine.stop()
-        api = engine.start(live_restore=False)
-        trapper = ex.start(sh(test_image, "trap 'echo term; exit 143' TERM; echo up; sleep 60 & wait", network="none"))
-        eventually("trapper printed up", lambda: b"up" in api.logs(ex.info(trapper).container_id))
-        engine.stop()
-        # Whether the executor saw the job's end before its stream broke or only reconciles
-        # it now, a final state is never revised: what it holds is what it concluded.
-        api = engine.start(live_restore=False)
-        killed = ex.wait(trapper, timeout=WAIT)
-        engine_says = api.inspect_container(killed.container_id)["State"]
+        # recorded is what the engine says happened, never a made-up success. Whether the
+        # executor saw the job's end before its stream broke or only reconciles it now, a
+        # final state is never revised: what it holds is what it concluded.
+        killed, engine_says = _the_engine_ends_a_job(
+            ex, engine, test_image, engine.stop, "trap 'echo term; exit 143' TERM; echo up; sleep 60 & wait")
         assert engine_says["Status"] == "exited" and engine_says["ExitCode"] == 143
         assert (killed.state, killed.substate, killed.exit_code, killed.stdout) == (
             JobState.FAILED, Substate.EXITED, 143, "up\nterm\n"
         )
-        # And the executor still works on the restarted engine.
-        after = ex.run(sh(test_image, "echo again", network="none"), timeout=WAIT)
-        assert (after.state, after.stdout) == (JobState.DONE, "again\n")
 
 
 def test_dockerd_sigkilled_mid_run(private_dockerd, state_dir, test_image):
@@ -555,32 +567,9 @@ def test_dockerd_sigkilled_mid_run(private_dockerd, state_dir, test_image):
     once it is back; without, the engine ends them as it restarts and each job gets the end the
     engine records for it, never a made-up one."""
     engine = private_dockerd
-    api = docker.APIClient(base_url=engine.url, version="1.41", timeout=60)
     with Executor(state_dir, docker_url=engine.url) as ex:
-        survivor = ex.start(sh(test_image, "echo a; sleep 8; echo b; exit 3", network="none"))
-        ends_meanwhile = ex.start(sh(test_image, "echo q; sleep 1; exit 4", network="none"))
-        for job_id in (survivor, ends_meanwhile):
-            cid = ex.info(job_id).container_id
-            eventually("started in the engine", lambda: not api.inspect_container(cid)["State"]["StartedAt"].startswith("0001"))
-        engine.kill()
-        time.sleep(3)  # `ends_meanwhile` exits now, with no engine to see it
-        for job_id in (survivor, ends_meanwhile):
-            assert ex.info(job_id).state is JobState.RUNNING  # nothing concluded from silence
-        api = engine.start(live_restore=True)
-        quick = ex.wait(ends_meanwhile, timeout=WAIT)
-        assert (quick.state, quick.substate, quick.exit_code, quick.stdout) == (JobState.FAILED, Substate.EXITED, 4, "q\n")
-        job = ex.wait(survivor, timeout=WAIT)
-        assert (job.state, job.substate, job.exit_code, job.stdout) == (JobState.FAILED, Substate.EXITED, 3, "a\nb\n")
+        _jobs_outlive_the_engine(ex, engine, test_image, engine.kill)
 
-        engine.stop()
-        api = engine.start(live_restore=False)
-        doomed = ex.start(sh(test_image, "echo up; sleep 60", network="none"))
-        eventually("doomed printed up", lambda: b"up" in api.logs(ex.info(doomed).container_id))
-        engine.kill()
-        api = engine.start(live_restore=False)
-        ended = ex.wait(doomed, timeout=WAIT)
-        engine_says = api.inspect_container(ended.container_id)["State"]
+        ended, engine_says = _the_engine_ends_a_job(ex, engine, test_image, engine.kill, "echo up; sleep 60")
         assert engine_says["Status"] == "exited" and not engine_says["Running"]
         assert (ended.state, ended.exit_code, ended.stdout) == (JobState.FAILED, engine_says["ExitCode"], "up\n"), engine_says
-        after = ex.run(sh(test_image, "echo again", network="none"), timeout=WAIT)
-        assert (after.state, after.stdout) == (JobState.DONE, "again\n")
